@@ -1,0 +1,27 @@
+# Image Alchemy — every target provisions what it needs first (idempotent; seconds on a second run).
+PY := .venv/bin/python
+COMFY := .cache/comfyui
+PORT ?= 8188
+MODELS ?=
+
+.PHONY: provision test demo serve bench clean
+
+provision:
+	@bash scripts/provision.sh
+
+test: provision
+	$(PY) -m pytest -q tests
+
+demo: provision
+	$(PY) scripts/demo.py $(if $(MODELS),--models "$(MODELS)")
+
+serve: provision
+	@mkdir -p $(COMFY)/custom_nodes
+	@ln -sfn "$(CURDIR)" $(COMFY)/custom_nodes/comfyui-image-alchemy
+	cd $(COMFY) && ../../$(PY) main.py --cpu --listen 127.0.0.1 --port $(PORT)
+
+bench: provision
+	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf .venv .cache

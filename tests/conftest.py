@@ -1,0 +1,71 @@
+"""Shared fixtures: the pack imported as a package, tiny models on disk, and a real ComfyUI server."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+COMFY_DIR = Path(os.environ.get("IMAGE_ALCHEMY_COMFYUI", ROOT / ".cache" / "comfyui"))
+PACK_FOLDER_NAME = "comfyui-image-alchemy"
+
+
+def _import_pack_as_package():
+    """Imports the repo root as the package ``image_alchemy`` (never puts the root on sys.path: ComfyUI has a
+    top-level module called ``nodes`` that ours would shadow)."""
+    if "image_alchemy" in sys.modules:
+        return sys.modules["image_alchemy"]
+    spec = importlib.util.spec_from_file_location("image_alchemy", ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["image_alchemy"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_import_pack_as_package()
+# ComfyUI itself is importable in tests (GraphBuilder, comfy classes for the tiny-model factory).
+if str(COMFY_DIR) not in sys.path:
+    sys.path.append(str(COMFY_DIR))
+
+
+@pytest.fixture(scope="session")
+def comfy_dir() -> Path:
+    if not (COMFY_DIR / "main.py").exists():
+        pytest.fail(f"No ComfyUI at {COMFY_DIR}: run `make provision` (make test does it).")
+    return COMFY_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, comfy_dir) -> dict[str, Path]:
+    from tiny import factory
+
+    factory.use_comfyui(comfy_dir)
+    return factory.write_tiny_sdxl(tmp_path_factory.mktemp("tiny_sdxl"))
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory, comfy_dir, tiny_models):
+    """One real ComfyUI server for the session, with our pack and the test fixture pack installed."""
+    from comfy_server import ComfyServer
+
+    base = tmp_path_factory.mktemp("comfy_base")
+    (base / "models").mkdir()
+    (base / "models" / "tiny_sdxl").symlink_to(tiny_models["unet"].parent, target_is_directory=True)
+    server = ComfyServer(comfy_dir, base, {PACK_FOLDER_NAME: ROOT,
+                                           "image_alchemy_test_fixtures": ROOT / "tests" / "fixture_pack"})
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    server = item.funcargs.get("comfy") if hasattr(item, "funcargs") else None
+    if report.failed and server is not None:
+        report.sections.append(("ComfyUI server log (tail)", server.log_tail()))

@@ -1,0 +1,101 @@
+"""Test-only ComfyUI nodes (never shipped): tiny SDXL-architecture models and a node that fails on purpose.
+
+ComfyUI's checkpoint detection accepts only real SDXL sizes, so CheckpointLoaderSimple cannot load the tiny
+model. This loader builds MODEL / CLIP / VAE from ComfyUI's own classes from the files that
+``tests/tiny/factory.py`` writes into ``models/tiny_sdxl``: the same weights the trainer reads.
+"""
+import json
+import os
+
+import torch
+from typing_extensions import override
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.sd
+import comfy.sdxl_clip
+import comfy.supported_models
+import comfy.supported_models_base
+import comfy.utils
+import folder_paths
+from comfy_api.latest import ComfyExtension, io
+
+UNET_PREFIX = "model.diffusion_model."
+folder_paths.add_model_folder_path("tiny_sdxl", os.path.join(folder_paths.models_dir, "tiny_sdxl"))
+
+
+def _tiny_file(name):
+    return folder_paths.get_full_path_or_raise("tiny_sdxl", name)
+
+
+def load_tiny_model():
+    sd, metadata = comfy.utils.load_torch_file(_tiny_file("unet.safetensors"), safe_load=True, return_metadata=True)
+    model_config = comfy.supported_models.SDXL(json.loads(metadata["tiny_sdxl.unet_config"]))
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model(sd, UNET_PREFIX, device=torch.device("cpu"))
+    model.load_model_weights(sd, UNET_PREFIX)
+    return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
+                                            offload_device=comfy.model_management.unet_offload_device())
+
+
+def load_tiny_clip():
+    sd, metadata = comfy.utils.load_torch_file(_tiny_file("clip.safetensors"), safe_load=True, return_metadata=True)
+    target = comfy.supported_models_base.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, comfy.sdxl_clip.SDXLClipModel)
+    options = {"dtype": torch.float32,
+               "clip_l_model_config": json.loads(metadata["tiny_sdxl.clip_l_config"]),
+               "clip_g_model_config": json.loads(metadata["tiny_sdxl.clip_g_config"])}
+    clip = comfy.sd.CLIP(target, embedding_directory=folder_paths.get_folder_paths("embeddings"),
+                         parameters=comfy.utils.calculate_parameters(sd), model_options=options)
+    missing, unexpected = clip.load_sd(sd, full_model=True)
+    missing = [k for k in missing if "logit_scale" not in k]
+    if missing or unexpected:
+        raise RuntimeError(f"tiny CLIP keys do not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return clip
+
+
+def load_tiny_vae():
+    return comfy.sd.VAE(sd=comfy.utils.load_torch_file(_tiny_file("taesd.safetensors"), safe_load=True))
+
+
+class TinySDXLLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ImageAlchemyTest_TinySDXLLoader",
+            display_name="Tiny SDXL Loader (tests)",
+            category="Image Alchemy/testing",
+            description="Loads the tiny random SDXL-architecture model from models/tiny_sdxl (tests and demo only).",
+            inputs=[],
+            outputs=[io.Model.Output(), io.Clip.Output(), io.Vae.Output()],
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        return io.NodeOutput(load_tiny_model(), load_tiny_clip(), load_tiny_vae())
+
+
+class FailOnPurpose(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ImageAlchemyTest_FailOnPurpose",
+            display_name="Fail On Purpose (tests)",
+            category="Image Alchemy/testing",
+            description="Raises an error, to check that one failing node fails only its own prompt.",
+            inputs=[io.Image.Input("image")],
+            outputs=[io.Image.Output()],
+        )
+
+    @classmethod
+    def execute(cls, image) -> io.NodeOutput:
+        raise RuntimeError("FailOnPurpose: this node always fails (test-only).")
+
+
+class FixtureExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [TinySDXLLoader, FailOnPurpose]
+
+
+async def comfy_entrypoint() -> FixtureExtension:
+    return FixtureExtension()

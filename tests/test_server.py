@@ -1,0 +1,54 @@
+"""The pack inside a real ComfyUI server: native txt2img on the tiny model, failure isolation, registration."""
+import pytest
+from comfy_execution.graph_utils import GraphBuilder
+
+from comfy_server import PromptFailed
+
+
+def tiny_txt2img(width=64, height=64, seed=0, steps=2, prefix="txt2img"):
+    g = GraphBuilder()
+    loader = g.node("ImageAlchemyTest_TinySDXLLoader")
+    pos = g.node("CLIPTextEncode", text="a photo of a dog on a beach", clip=loader.out(1))
+    neg = g.node("CLIPTextEncode", text="", clip=loader.out(1))
+    latent = g.node("EmptyLatentImage", width=width, height=height, batch_size=1)
+    sampled = g.node("KSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0),
+                     latent_image=latent.out(0), seed=seed, steps=steps, cfg=5.0, sampler_name="euler",
+                     scheduler="normal", denoise=1.0)
+    decoded = g.node("VAEDecode", samples=sampled.out(0), vae=loader.out(2))
+    return g, decoded
+
+
+def test_tiny_txt2img_through_native_nodes(comfy):
+    g, decoded = tiny_txt2img(width=96, height=64)
+    save = g.node("SaveImage", images=decoded.out(0), filename_prefix="txt2img")
+    entry = comfy.run(g.finalize())
+    images = comfy.output_images(entry, save.id)
+    assert len(images) == 1
+    assert images[0].size == (96, 64)
+    # A random model still produces a non-constant picture (NaNs would decode to a flat image).
+    extrema = images[0].convert("L").getextrema()
+    assert extrema[1] > extrema[0]
+
+
+def test_failing_node_fails_only_its_prompt(comfy):
+    g, decoded = tiny_txt2img()
+    g.node("SaveImage", images=g.node("ImageAlchemyTest_FailOnPurpose", image=decoded.out(0)).out(0),
+           filename_prefix="never")
+    with pytest.raises(PromptFailed, match="always fails"):
+        comfy.run(g.finalize())
+    assert comfy.alive()
+
+    g, decoded = tiny_txt2img(seed=1)
+    save = g.node("SaveImage", images=decoded.out(0), filename_prefix="after_failure")
+    entry = comfy.run(g.finalize())
+    assert comfy.output_images(entry, save.id)[0].size == (64, 64)
+
+
+def test_pack_nodes_are_registered_with_category_and_description(comfy):
+    info = comfy.object_info()
+    ours = {name: spec for name, spec in info.items() if spec.get("python_module", "").endswith("comfyui-image-alchemy")}
+    for name, spec in ours.items():
+        assert spec["category"].startswith("Image Alchemy"), name
+        assert spec["description"].strip(), name
+        assert not name.startswith("ImageAlchemyTest_"), name
+    assert "ImageAlchemyTest_TinySDXLLoader" in info
