@@ -1,11 +1,14 @@
-"""ComfyUI adapters: each node declares its schema and calls plain functions from the pack's pure modules."""
+"""ComfyUI adapters: each node declares its schema and calls plain functions from the pack's pure modules.
+
+Each module below owns its nodes and exports them as ``NODES``; this file only collects them.
+"""
 from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import folders
+from . import blur, evaluate, folders, insert, segment, token_picker, train
 
-NODES: list[type[io.ComfyNode]] = []
+NODE_MODULES = (token_picker, train, segment, blur, insert, evaluate)
 
 
 class ImageAlchemyExtension(ComfyExtension):
@@ -15,4 +18,4 @@ class ImageAlchemyExtension(ComfyExtension):
 
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return list(NODES)
+        return [node for module in NODE_MODULES for node in module.NODES]

@@ -1,0 +1,1 @@
+"""Image Alchemy's algorithms as plain functions (torch / numpy / cv2). Imports no ComfyUI code."""
