@@ -9,8 +9,10 @@ MODELS ?=
 provision:
 	@bash scripts/provision.sh
 
+# pytest exits 5 when it collected no test: a broken suite, reported as such.
 test: provision
-	$(PY) -m pytest -q tests
+	@$(PY) -m pytest -q tests $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (broken suite)" >&2; exit 1; fi; exit $$rc
 
 demo: provision
 	$(PY) scripts/demo.py $(if $(MODELS),--models "$(MODELS)")
