@@ -56,5 +56,15 @@ fi
 echo "[provision] ComfyUI requirements + pack requirements + test tools"
 $PIP install -r "$COMFY/requirements.txt" -r requirements.txt -r requirements-dev.txt
 
+# The browser tests drive Debian's Chromium (no browser download: playwright only launches it).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[provision] chromium (Debian package, for the browser tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null
+  else
+    echo "[provision] WARNING: no chromium on PATH and not root: install Debian's 'chromium' for the browser tests" >&2
+  fi
+fi
+
 inputs_hash >"$STAMP"
 echo "[provision] done"

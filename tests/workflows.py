@@ -1,0 +1,76 @@
+"""UI-format workflows (what ComfyUI's frontend saves and example_workflows/ ship) → API-format prompts.
+
+The conversion mirrors the frontend's graphToPrompt: linked inputs become [node_id, slot], widget inputs take the
+next value of ``widgets_values`` in the node's input order, and an INT with "control after generate" carries one
+extra widget value that is not an input. Note nodes are UI-only and dropped.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+UI_ONLY_TYPES = {"Note", "MarkdownNote"}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+MUTED, BYPASSED = 2, 4
+
+
+def load(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def _is_widget(spec: list) -> bool:
+    kind = spec[0]
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if options.get("forceInput"):
+        return False
+    return isinstance(kind, list) or kind in WIDGET_TYPES
+
+
+def _has_control_widget(name: str, spec: list) -> bool:
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    return spec[0] == "INT" and (options.get("control_after_generate") or name in ("seed", "noise_seed"))
+
+
+def ui_to_api(workflow: dict, object_info: dict) -> dict:
+    links = {link[0]: link for link in workflow.get("links", [])}
+    prompt = {}
+    for node in workflow["nodes"]:
+        node_type = node["type"]
+        if node_type in UI_ONLY_TYPES or node.get("mode") in (MUTED, BYPASSED):
+            continue
+        if node_type not in object_info:
+            raise KeyError(f"workflow node {node['id']} has type {node_type!r}, which the server does not know")
+        spec = object_info[node_type]["input"]
+        linked = {slot["name"]: slot.get("link") for slot in node.get("inputs", [])}
+        values = list(node.get("widgets_values") or [])
+        inputs = {}
+        for section in ("required", "optional"):
+            for name, input_spec in spec.get(section, {}).items():
+                link_id = linked.get(name)
+                if link_id is not None:
+                    origin = links[link_id]
+                    inputs[name] = [str(origin[1]), origin[2]]
+                    if _is_widget(input_spec) and values:
+                        values.pop(0)  # a widget converted to an input keeps its slot in widgets_values
+                        if _has_control_widget(name, input_spec) and values:
+                            values.pop(0)
+                elif _is_widget(input_spec):
+                    if not values:
+                        raise ValueError(f"node {node['id']} ({node_type}) has no widget value for {name!r}")
+                    inputs[name] = values.pop(0)
+                    if _has_control_widget(name, input_spec) and values:
+                        values.pop(0)
+        prompt[str(node["id"])] = {"class_type": node_type, "inputs": inputs}
+    return prompt
+
+
+def swap_node_type(prompt: dict, old: str, new: str, keep_inputs: bool = False) -> int:
+    """Replaces every node of type ``old`` by ``new`` (same output slots); returns how many were swapped."""
+    count = 0
+    for node in prompt.values():
+        if node["class_type"] == old:
+            node["class_type"] = new
+            if not keep_inputs:
+                node["inputs"] = {}
+            count += 1
+    return count
