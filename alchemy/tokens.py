@@ -1,0 +1,121 @@
+"""Placeholder-token candidates: words that stay ONE token in every tokenizer of the model (paper 001 §3.1, A.2).
+
+A placeholder only works as a blank slate if the text encoder sees it as a single unit. CLIP's BPE vocabulary
+holds many pieces that are single tokens only inside a word (no ``</w>`` ending): written as a word in a
+prompt they split ("immen" → "im" + "men"), so each candidate is checked by tokenizing it, never by looking
+it up in the vocabulary.
+
+Tokenizers are passed as plain callables ``word -> token ids`` (no start/end tokens), so this module imports
+neither ComfyUI nor transformers.
+"""
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+Tokenize = Callable[[str], Sequence[int]]
+
+# Paper 001, appendix A.2: the authors' tokens with "little to no prior" in SDXL ("sks" yields firearms).
+PAPER_TOKENS = (
+    "immen", "pasqu", "iklan", "rapi", "bhar", "ellu", "ffin", "icop", "aben", "mmor", "psal", "phyl",
+    "rrrr", "wozni", "geaux", "koval", "ayles", "mccre", "fortn", "prote", "pascu", "lisam", "percu", "alfar",
+    "insom", "offro", "syour", "redon",
+)
+
+MIN_LETTERS, MAX_LETTERS = 4, 5
+# CLIP's BPE marks the last piece of a word with this suffix; only such entries can be a whole word.
+WORD_END = "</w>"
+_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+@dataclass(frozen=True)
+class Rejected:
+    word: str
+    reason: str
+
+
+def parse_candidates(text: str) -> list[str]:
+    """Splits a pasted list (spaces, commas, semicolons or newlines) into lower-case words, first occurrence
+    kept. CLIP lower-cases prompts, so "Iklan" and "iklan" are the same candidate."""
+    seen: dict[str, None] = {}
+    for word in _SEPARATORS.split(text.strip().lower()):
+        if word:
+            seen.setdefault(word, None)
+    return list(seen)
+
+
+def rejection_reason(word: str, tokenizers: Mapping[str, Tokenize],
+                     min_letters: int = MIN_LETTERS, max_letters: int = MAX_LETTERS) -> str | None:
+    """Why ``word`` cannot be a placeholder, or None when it is alphabetic, ``min_letters``–``max_letters``
+    long and encodes as exactly one token in every tokenizer."""
+    if not (word.isascii() and word.isalpha()):
+        return "not purely alphabetic"
+    if not min_letters <= len(word) <= max_letters:
+        return f"{len(word)} letters (needs {min_letters}–{max_letters})"
+    for name, tokenize in tokenizers.items():
+        count = len(tokenize(word))
+        if count != 1:
+            return f"{count} tokens in {name}"
+    return None
+
+
+def filter_candidates(words: Iterable[str], tokenizers: Mapping[str, Tokenize],
+                      min_letters: int = MIN_LETTERS, max_letters: int = MAX_LETTERS,
+                      ) -> tuple[list[str], list[Rejected]]:
+    """Keeps the words that pass ``rejection_reason``; returns (accepted in input order, rejected with why)."""
+    if not tokenizers:
+        raise ValueError("filter_candidates needs at least one tokenizer")
+    accepted, rejected = [], []
+    for word in words:
+        reason = rejection_reason(word, tokenizers, min_letters, max_letters)
+        if reason is None:
+            accepted.append(word)
+        else:
+            rejected.append(Rejected(word, reason))
+    return accepted, rejected
+
+
+def scan_vocabulary(vocab: Mapping[str, int], tokenizers: Mapping[str, Tokenize], count: int, seed: int,
+                    exclude: Iterable[str] = (), rarest_fraction: float = 0.25,
+                    min_letters: int = MIN_LETTERS, max_letters: int = MAX_LETTERS) -> list[str]:
+    """Draws ``count`` extra candidates from a BPE vocabulary (entry → id).
+
+    Eligible: word-final alphabetic entries of the right length that re-tokenize as one token in every
+    tokenizer. BPE ids follow merge order, so high ids are the pieces the tokenizer saw least; the draw is
+    from the rarest ``rarest_fraction`` of the eligible words, seeded, so the same seed gives the same scan.
+    """
+    if count <= 0:
+        return []
+    if not 0.0 < rarest_fraction <= 1.0:
+        raise ValueError(f"rarest_fraction must be in (0, 1], got {rarest_fraction}")
+    excluded = set(exclude)
+    words = []
+    for entry, token_id in vocab.items():
+        if not entry.endswith(WORD_END):
+            continue
+        word = entry[: -len(WORD_END)]
+        if word in excluded or not (word.isascii() and word.isalpha() and word.islower()):
+            continue
+        if min_letters <= len(word) <= max_letters:
+            words.append((token_id, word))
+    words.sort(reverse=True)
+    pool = [word for _id, word in words[: max(count, round(len(words) * rarest_fraction))]]
+    rng = random.Random(seed)
+    rng.shuffle(pool)
+    # Re-tokenize only what we are about to use: a vocabulary entry can still split in another tokenizer.
+    chosen = []
+    for word in pool:
+        if rejection_reason(word, tokenizers, min_letters, max_letters) is None:
+            chosen.append(word)
+            if len(chosen) == count:
+                break
+    return chosen
+
+
+def fill_template(template: str, token: str) -> str:
+    """The prompt for one candidate; the template must contain ``{token}`` exactly where the word goes."""
+    if "{token}" not in template:
+        raise ValueError(f"prompt template {template!r} has no {{token}} placeholder: write e.g. 'a photo of {{token}}'")
+    return template.replace("{token}", token)

@@ -1,0 +1,71 @@
+"""Candidate filter on the real CLIP BPE files ComfyUI ships (the tokenizers SDXL's clip_l and clip_g use)."""
+import pytest
+
+from image_alchemy.alchemy import tokens
+
+
+@pytest.fixture(scope="module")
+def sdxl_tokenizers(comfy_dir):
+    """Both SDXL tokenizers as ComfyUI builds them (clip_g: same BPE files, padded differently)."""
+    from transformers import CLIPTokenizer
+
+    path = comfy_dir / "comfy" / "sd1_tokenizer"
+    clip_l, clip_g = CLIPTokenizer.from_pretrained(path), CLIPTokenizer.from_pretrained(path)
+    return {"clip_l": lambda w: clip_l(w, add_special_tokens=False)["input_ids"],
+            "clip_g": lambda w: clip_g(w, add_special_tokens=False)["input_ids"]}
+
+
+def test_words_that_split_into_several_tokens_are_rejected(sdxl_tokenizers):
+    # "immen" is a BPE piece but not a word-final one: in a prompt it becomes "im" + "men</w>".
+    accepted, rejected = tokens.filter_candidates(["immen", "iklan", "ffin", "pasqu", "rrrr"], sdxl_tokenizers)
+    assert accepted == ["iklan", "ffin", "rrrr"]
+    assert {r.word: r.reason for r in rejected} == {"immen": "2 tokens in clip_l", "pasqu": "2 tokens in clip_l"}
+
+
+def test_paper_pool_keeps_only_single_token_words(sdxl_tokenizers):
+    accepted, rejected = tokens.filter_candidates(tokens.PAPER_TOKENS, sdxl_tokenizers)
+    assert len(tokens.PAPER_TOKENS) == 28 and len(accepted) + len(rejected) == 28
+    for word in accepted:
+        assert len(sdxl_tokenizers["clip_l"](word)) == 1 and len(sdxl_tokenizers["clip_g"](word)) == 1
+    for r in rejected:
+        assert len(sdxl_tokenizers["clip_l"](r.word)) > 1
+
+
+def test_a_word_must_be_one_token_in_every_tokenizer():
+    single = lambda w: [7]
+    split_g = lambda w: [1, 2] if w == "ffin" else [7]
+    accepted, rejected = tokens.filter_candidates(["ffin", "iklan"], {"clip_l": single, "clip_g": split_g})
+    assert accepted == ["iklan"]
+    assert rejected[0].reason == "2 tokens in clip_g"
+
+
+@pytest.mark.parametrize("word, reason", [("sks", "3 letters (needs 4–5)"), ("abcdef", "6 letters (needs 4–5)"),
+                                          ("ab1c", "not purely alphabetic"), ("ïklan", "not purely alphabetic")])
+def test_length_and_alphabet_rules(word, reason):
+    assert tokens.rejection_reason(word, {"t": lambda w: [1]}) == reason
+
+
+def test_pasted_lists_are_split_lowercased_and_deduplicated():
+    assert tokens.parse_candidates(" Iklan, ffin;rrrr\n\niklan  koval ") == ["iklan", "ffin", "rrrr", "koval"]
+    assert tokens.parse_candidates(" \n ") == []
+
+
+def test_vocabulary_scan_returns_rare_single_token_words_deterministically(sdxl_tokenizers, comfy_dir):
+    from transformers import CLIPTokenizer
+
+    vocab = CLIPTokenizer.from_pretrained(comfy_dir / "comfy" / "sd1_tokenizer").get_vocab()
+    first = tokens.scan_vocabulary(vocab, sdxl_tokenizers, 12, seed=3, exclude=["iklan"])
+    assert first == tokens.scan_vocabulary(vocab, sdxl_tokenizers, 12, seed=3, exclude=["iklan"])
+    assert first != tokens.scan_vocabulary(vocab, sdxl_tokenizers, 12, seed=4, exclude=["iklan"])
+    assert len(set(first)) == 12 and "iklan" not in first
+    rare_floor = sorted(i for e, i in vocab.items() if e.endswith("</w>"))[len(vocab) // 2]
+    for word in first:
+        assert tokens.rejection_reason(word, sdxl_tokenizers) is None
+        assert vocab[word + "</w>"] > rare_floor  # drawn from the rare end of the merge order
+    assert tokens.scan_vocabulary(vocab, sdxl_tokenizers, 0, seed=3) == []
+
+
+def test_template_needs_the_token_placeholder():
+    assert tokens.fill_template("a photo of {token}, studio", "iklan") == "a photo of iklan, studio"
+    with pytest.raises(ValueError, match=r"\{token\}"):
+        tokens.fill_template("a photo of sks", "iklan")
