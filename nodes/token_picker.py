@@ -1,2 +1,191 @@
-"""Placeholder module: its nodes arrive with their issue. Registers nothing yet."""
-NODES = []
+"""RareTokenPicker: pick the placeholder word the user's own model has the least prior for (paper 001 §3.1)."""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import torch
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import folder_paths
+from comfy_api.latest import io
+
+from ..alchemy import token_cache, token_scoring, tokens
+
+log = logging.getLogger(__name__)
+
+NODE = "RareTokenPicker"
+CACHE_SUBDIR = os.path.join("image_alchemy", "token_cache")
+
+
+def cache_directory() -> str:
+    # The user folder survives restarts (ComfyUI empties temp/ at every start).
+    return os.path.join(folder_paths.get_user_directory(), CACHE_SUBDIR)
+
+
+def _word_tokenizer(sd_tokenizer):
+    """``word -> ids`` without start/end tokens, from one of ComfyUI's SDTokenizer objects."""
+    hf = sd_tokenizer.tokenizer
+    return lambda word: hf(word, add_special_tokens=False)["input_ids"]
+
+
+def clip_tokenizers(clip) -> dict:
+    """The wired CLIP's tokenizers by name (clip_l and clip_g for SDXL; whatever SD1-style ones it has)."""
+    found = {name: _word_tokenizer(getattr(clip.tokenizer, name)) for name in ("clip_l", "clip_g")
+             if hasattr(getattr(clip.tokenizer, name, None), "tokenizer")}
+    if not found:
+        raise ValueError(f"{NODE}: the wired CLIP has no CLIP BPE tokenizer (clip_l / clip_g); "
+                         "wire the CLIP output of an SDXL or SD1.x checkpoint loader.")
+    return found
+
+
+def patcher_fingerprint(patcher) -> str:
+    """Weights as loaded from disk (ComfyUI keeps them in ``backup`` while patched in place) plus the pending
+    patches (LoRAs, with strengths), object patches and model options, so a LoRA'd clone hashes differently."""
+    sd = patcher.model_state_dict()
+    named = [(k, patcher.backup[k].weight if k in patcher.backup else v) for k, v in sd.items()]
+    return token_cache.fingerprint_value([token_cache.fingerprint_tensors(named), patcher.patches,
+                                          patcher.object_patches, patcher.model_options])
+
+
+def models_fingerprint(model, clip, vae) -> str:
+    vae_sd = vae.first_stage_model.state_dict()
+    return token_cache.fingerprint_value([patcher_fingerprint(model), patcher_fingerprint(clip.patcher),
+                                          getattr(clip, "layer_idx", None),
+                                          token_cache.fingerprint_tensors(vae_sd.items())])
+
+
+def _interrupt_check(*_args):
+    comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+def sample_seeds(model, clip, vae, prompt: str, negative, seeds: list[int], width: int, height: int, steps: int,
+                 cfg: float, sampler_name: str, scheduler: str) -> np.ndarray:
+    """One image per seed, as KSampler would make with that seed; the seeds share one batch."""
+    positive = clip.encode_from_tokens_scheduled(clip.tokenize(prompt))
+    latent = torch.zeros([len(seeds), 4, height // 8, width // 8], device=comfy.model_management.intermediate_device())
+    latent = comfy.sample.fix_empty_latent_channels(model, latent)
+    # Per-seed noise, so image i is the batch-1 KSampler image for seeds[i] (ancestral samplers aside).
+    noise = torch.cat([comfy.sample.prepare_noise(latent[i:i + 1], seed) for i, seed in enumerate(seeds)])
+    samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
+                                  denoise=1.0, callback=_interrupt_check, disable_pbar=True, seed=seeds[0])
+    images = vae.decode(samples)
+    images = images.reshape(-1, *images.shape[-3:])  # video VAEs add a frame axis
+    # Quantized like a saved PNG, so a fresh run and a cache hit score the very same pixels.
+    return np.round(images.float().clamp(0, 1).cpu().numpy() * 255.0) / 255.0
+
+
+def image_embeddings(clip_vision, images: np.ndarray) -> np.ndarray:
+    out = clip_vision.encode_image(torch.from_numpy(images).float())
+    embeds = out["image_embeds"] if out["image_embeds"] is not None else out["last_hidden_state"][:, 0]
+    return embeds.float().cpu().numpy()
+
+
+class RareTokenPicker(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ImageAlchemy_RareTokenPicker",
+            display_name="Rare Token Picker",
+            category="Image Alchemy/training",
+            description=(
+                "Chooses the placeholder word for a new subject: keeps candidates that stay ONE token in every "
+                "tokenizer of the wired CLIP, samples each with several seeds on your model and picks the one "
+                "whose images vary most (lowest mean SSIM, plus image-embedding similarity when a CLIP vision "
+                "model is wired): the model has the least prior for it. Results are cached per model, "
+                "candidate and settings."),
+            inputs=[
+                io.Model.Input("model", tooltip="The model you will train the LoRA on (its prior is what is measured)."),
+                io.Clip.Input("clip", tooltip="Its text encoder; its tokenizers decide which words are single tokens."),
+                io.Vae.Input("vae", tooltip="Decodes the sampled latents for scoring and the contact sheet."),
+                io.String.Input("candidates", multiline=True, default=" ".join(tokens.PAPER_TOKENS),
+                                tooltip="Words to test (spaces, commas or new lines). Default: the paper's 28 "
+                                        "tokens; words that split into several tokens are rejected and listed."),
+                io.Int.Input("vocabulary_scan", default=0, min=0, max=256,
+                             tooltip="Extra candidates drawn (by seed) from the rarest 4–5 letter single-token "
+                                     "words of the tokenizer's vocabulary."),
+                io.String.Input("prompt_template", default="a photo of {token}",
+                                tooltip="Prompt for each candidate; {token} is replaced by the word."),
+                io.Int.Input("seeds_per_candidate", default=4, min=2, max=64,
+                             tooltip="Images per candidate (seeds seed … seed+N−1, the same for every candidate)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
+                             tooltip="First seed; the same seed gives the same choice."),
+                io.Int.Input("width", default=512, min=64, max=2048, step=8, tooltip="Sample width (small is enough)."),
+                io.Int.Input("height", default=512, min=64, max=2048, step=8, tooltip="Sample height."),
+                io.Int.Input("steps", default=12, min=1, max=200, tooltip="Sampling steps per image."),
+                io.Float.Input("cfg", default=5.0, min=0.0, max=30.0, step=0.1, tooltip="Classifier-free guidance."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
+                               tooltip="Sampler, as in KSampler."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal",
+                               tooltip="Scheduler, as in KSampler."),
+                io.Boolean.Input("use_cache", default=True,
+                                 tooltip="Reuse images sampled before for the same model, candidate and settings "
+                                         "(stored under user/image_alchemy/token_cache)."),
+                io.ClipVision.Input("clip_vision", optional=True,
+                                    tooltip="Optional image encoder: adds the similarity of its image embeddings "
+                                            "to the score."),
+            ],
+            outputs=[
+                io.String.Output("token", tooltip="The chosen placeholder word (least prior)."),
+                io.Image.Output("contact_sheet", tooltip="Candidates (rows, ranked best first) × seeds, labeled."),
+                io.String.Output("score_table", tooltip="Every candidate's SSIM / embedding similarity and rank, "
+                                                        "plus the rejected words and why."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, clip, vae, candidates, vocabulary_scan, prompt_template, seeds_per_candidate, seed,
+                width, height, steps, cfg, sampler_name, scheduler, use_cache, clip_vision=None) -> io.NodeOutput:
+        tokens.fill_template(prompt_template, "x")  # fails early, naming the fix, before any sampling
+        tokenizers = clip_tokenizers(clip)
+        words = tokens.parse_candidates(candidates)
+        accepted, rejected = tokens.filter_candidates(words, tokenizers)
+        if vocabulary_scan:
+            vocab = getattr(clip.tokenizer, next(iter(tokenizers))).tokenizer.get_vocab()
+            accepted += tokens.scan_vocabulary(vocab, tokenizers, vocabulary_scan, seed, exclude=words)
+        if not accepted:
+            raise ValueError(f"{NODE}: none of the candidates is a 4–5 letter word that stays one token in "
+                             f"{' and '.join(tokenizers)} ({len(rejected)} rejected). Add other words or set "
+                             "vocabulary_scan above 0.")
+        for r in rejected:
+            log.info("%s: rejected %r: %s", NODE, r.word, r.reason)
+
+        seeds = [seed + i for i in range(seeds_per_candidate)]
+        settings = dict(seeds=seeds, width=width, height=height, steps=steps, cfg=cfg, sampler=sampler_name,
+                        scheduler=scheduler)
+        cache = token_cache.ImageCache(cache_directory())
+        models_fp = models_fingerprint(model, clip, vae)
+        negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+
+        pbar = comfy.utils.ProgressBar(len(accepted))
+        scores, images_by_token, hits = [], {}, 0
+        for i, word in enumerate(accepted):
+            _interrupt_check()
+            prompt = tokens.fill_template(prompt_template, word)
+            key = token_cache.cache_key(models=models_fp, prompt=prompt, **settings)
+            images = cache.load(key) if use_cache else None
+            if images is None:
+                images = sample_seeds(model, clip, vae, prompt, negative, seeds, width, height, steps, cfg,
+                                      sampler_name, scheduler)
+                if use_cache:
+                    cache.store(key, images, {"prompt": prompt, "settings": repr(settings)})
+            else:
+                hits += 1
+            embeddings = image_embeddings(clip_vision, images) if clip_vision is not None else None
+            scores.append(token_scoring.score_candidate(word, images, embeddings))
+            images_by_token[word] = images
+            pbar.update_absolute(i + 1)
+        log.info("%s: %d candidates scored, %d from cache", NODE, len(accepted), hits)
+
+        ranked = token_scoring.rank(scores)
+        rows = [(f"#{n} {s.token}\n{s.prior:.3f}", images_by_token[s.token]) for n, s in enumerate(ranked, 1)]
+        sheet = torch.from_numpy(token_scoring.contact_sheet(rows))[None]  # H×W×C → IMAGE batch of 1 (BHWC)
+        table = token_scoring.score_table(ranked, [(r.word, r.reason) for r in rejected])
+        return io.NodeOutput(ranked[0].token, sheet, table)
+
+
+NODES = [RareTokenPicker]

@@ -1,0 +1,147 @@
+"""RareTokenPicker inside a real ComfyUI server on the tiny SDXL model, plus its cache and fingerprints."""
+import time
+
+import numpy as np
+import pytest
+import torch
+from comfy_execution.graph_utils import GraphBuilder
+
+from comfy_server import PromptFailed
+from image_alchemy.alchemy import token_cache, token_scoring
+
+POOL = "iklan ffin rrrr"
+
+
+def picker_graph(candidates=POOL, seed=0, use_cache=False, seeds=2, steps=2, size=64, **extra):
+    g = GraphBuilder()
+    loader = g.node("ImageAlchemyTest_TinySDXLLoader")
+    picker = g.node("ImageAlchemy_RareTokenPicker", model=loader.out(0), clip=loader.out(1), vae=loader.out(2),
+                    candidates=candidates, vocabulary_scan=extra.pop("vocabulary_scan", 0),
+                    prompt_template=extra.pop("prompt_template", "a photo of {token}"),
+                    seeds_per_candidate=seeds, seed=seed, width=size, height=size, steps=steps, cfg=5.0,
+                    sampler_name="euler", scheduler="normal", use_cache=use_cache)
+    sheet = g.node("SaveImage", images=picker.out(1), filename_prefix="token_sheet")
+    # PreviewAny shows a STRING in the history entry, so the test reads the outputs back.
+    token = g.node("PreviewAny", source=picker.out(0))
+    table = g.node("PreviewAny", source=picker.out(2))
+    return g, sheet, token, table
+
+
+def run_picker(comfy, **kwargs):
+    g, sheet, token, table = picker_graph(**kwargs)
+    entry = comfy.run(g.finalize())
+    text = lambda node: entry["outputs"][node.id]["text"][0]
+    return text(token), np.asarray(comfy.output_images(entry, sheet.id)[0]), text(table)
+
+
+def test_picks_a_pool_token_with_a_full_contact_sheet_and_the_same_answer_twice(comfy):
+    token, sheet, table = run_picker(comfy, candidates=POOL + " immen", seed=5)
+    assert token in POOL.split()
+    # 3 accepted candidates (rows) × 2 seeds (columns) of 64 px, after the label column.
+    assert sheet.shape == (3 * 64, token_scoring.LABEL_WIDTH + 2 * 64, 3)
+    assert table.splitlines()[1].split()[1] == token
+    assert "immen: 2 tokens in clip_l" in table
+    # Same seed, candidates written differently: ComfyUI's own output cache cannot answer, so this samples again.
+    again_token, again_sheet, again_table = run_picker(comfy, candidates="rrrr, ffin\niklan, immen", seed=5)
+    assert again_token == token
+    assert sorted(again_table.splitlines()[1:4]) == sorted(table.splitlines()[1:4])
+
+
+def test_second_run_reads_the_cache(comfy):
+    cache_dir = comfy.base_dir / "user" / "image_alchemy" / "token_cache"
+    before = set(cache_dir.glob("*.safetensors")) if cache_dir.exists() else set()
+    first = run_picker(comfy, seed=11, use_cache=True)
+    entries = set(cache_dir.glob("*.safetensors")) - before
+    assert len(entries) == 3  # one per candidate
+    mtimes = {p: p.stat().st_mtime_ns for p in entries}
+    # Another spelling of the same list re-executes the node; every candidate must come from the cache.
+    second = run_picker(comfy, candidates="ffin rrrr iklan", seed=11, use_cache=True)
+    assert {p: p.stat().st_mtime_ns for p in entries} == mtimes
+    assert set(cache_dir.glob("*.safetensors")) - before == entries
+    assert second[0] == first[0]
+    assert sorted(second[2].splitlines()) == sorted(first[2].splitlines())
+
+
+def test_vocabulary_scan_adds_candidates(comfy):
+    token, sheet, table = run_picker(comfy, candidates="iklan", vocabulary_scan=2, seed=2)
+    assert sheet.shape[0] == 3 * 64
+    assert len([line for line in table.splitlines()[1:] if line[:1].isdigit()]) == 3
+
+
+def test_user_errors_name_the_node_and_the_fix(comfy):
+    g, *_ = picker_graph(candidates="immen sks")
+    with pytest.raises(PromptFailed, match="RareTokenPicker: none of the candidates"):
+        comfy.run(g.finalize())
+    g, *_ = picker_graph(prompt_template="a photo of sks")
+    with pytest.raises(PromptFailed, match=r"no \{token\} placeholder"):
+        comfy.run(g.finalize())
+
+
+def test_interrupt_stops_the_scan(comfy):
+    cache_dir = comfy.base_dir / "user" / "image_alchemy" / "token_cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    before = set(cache_dir.glob("*.safetensors"))
+    g, *_ = picker_graph(candidates="iklan", vocabulary_scan=24, seed=99, use_cache=True, steps=4, size=128)
+    prompt_id = comfy.queue(g.finalize())
+    deadline = time.monotonic() + 120
+    while not set(cache_dir.glob("*.safetensors")) - before:  # first candidate done: the scan is under way
+        assert time.monotonic() < deadline, "the scan never started"
+        time.sleep(0.02)
+    comfy.interrupt()
+    with pytest.raises(PromptFailed) as failed:
+        comfy.wait(prompt_id)
+    assert any(m[0] == "execution_interrupted" for m in failed.value.details["status"]["messages"])
+    assert len(set(cache_dir.glob("*.safetensors")) - before) < 25  # stopped before the 25 candidates ran
+    assert comfy.alive()
+
+
+def test_fingerprint_sees_weights_patches_and_shapes():
+    a = {"w": torch.arange(12.0).reshape(3, 4), "b": torch.zeros(4)}
+    fp = token_cache.fingerprint_tensors(a.items())
+    assert fp == token_cache.fingerprint_tensors(reversed(list(a.items())))  # order-independent
+    changed = {**a, "w": a["w"] + 1e-3}
+    assert token_cache.fingerprint_tensors(changed.items()) != fp
+    assert token_cache.fingerprint_tensors({**a, "b": torch.zeros(2, 2)}.items()) != fp
+    lora = {"w": [(1.0, ("lora", (torch.ones(2, 3), torch.ones(3, 2))), 1.0, None, None)]}
+    weaker = {"w": [(0.5, ("lora", (torch.ones(2, 3), torch.ones(3, 2))), 1.0, None, None)]}
+    assert len({token_cache.fingerprint_value(p) for p in ({}, lora, weaker)}) == 3
+
+
+def test_image_cache_round_trip_is_atomic_and_tolerates_corruption(tmp_path):
+    cache = token_cache.ImageCache(tmp_path / "c")
+    images = np.random.default_rng(0).random((2, 8, 8, 3))
+    key = token_cache.cache_key(models="m", prompt="a photo of iklan", seeds=[0, 1])
+    assert cache.load(key) is None
+    cache.store(key, images, {"prompt": "a photo of iklan"})
+    np.testing.assert_allclose(cache.load(key), np.round(images * 255) / 255, atol=1e-6)
+    assert [p.name for p in (tmp_path / "c").iterdir()] == [f"{key}.safetensors"]  # no temp file left
+    cache.path(key).write_bytes(b"not a safetensors file")
+    assert cache.load(key) is None
+    assert key != token_cache.cache_key(models="m", prompt="a photo of iklan", seeds=[0, 2])
+
+
+def test_model_fingerprint_follows_loras_not_in_place_patching(comfy_dir):
+    from tiny import factory
+
+    factory.use_comfyui(comfy_dir)
+    import comfy.model_patcher
+    import comfy.ops
+    from image_alchemy.nodes.token_picker import patcher_fingerprint
+
+    cpu = torch.device("cpu")
+    layer = comfy.ops.disable_weight_init.Linear(4, 4)  # ComfyUI's own op, which patch_model patches
+    torch.nn.init.normal_(layer.weight, generator=torch.Generator().manual_seed(0))
+    torch.nn.init.zeros_(layer.bias)
+    base = comfy.model_patcher.ModelPatcher(torch.nn.Sequential(layer), load_device=cpu, offload_device=cpu)
+    lora = base.clone()
+    lora.add_patches({"0.weight": ("diff", (torch.full((4, 4), 0.5),))}, strength_patch=0.8)
+    fp_base, fp_lora = patcher_fingerprint(base), patcher_fingerprint(lora)
+    assert fp_base != fp_lora
+    weight_before = lora.model[0].weight.detach().clone()
+    lora.patch_model()  # ComfyUI writes the LoRA into the weights in place while the model is loaded
+    try:
+        assert not torch.equal(lora.model[0].weight, weight_before)
+        assert patcher_fingerprint(lora) == fp_lora
+    finally:
+        lora.unpatch_model()
+    assert patcher_fingerprint(base) == fp_base
