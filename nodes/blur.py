@@ -1,2 +1,80 @@
-"""Placeholder module: its nodes arrive with their issue. Registers nothing yet."""
-NODES = []
+"""DecayBlur: blur the subject before the img2img insert (paper 001 appendix A.1), over ``alchemy.blur``."""
+import torch
+from comfy_api.latest import io
+
+from ..alchemy import blur, masks
+
+NODE = "DecayBlur"
+DISTANCE_UNITS = ("kernel radius", "pixel", "image short side")
+
+
+def distance_unit_pixels(unit: str, kernel_size: int, height: int, width: int) -> float:
+    """How many pixels one unit of d is (the paper's formula leaves it open; see DESIGN §4)."""
+    if unit == "kernel radius":
+        return float(max(kernel_size // 2, 1))
+    if unit == "pixel":
+        return 1.0
+    if unit == "image short side":
+        return float(min(height, width))
+    raise ValueError(f"{NODE}: unknown distance_unit {unit!r}; choose one of {DISTANCE_UNITS}.")
+
+
+class DecayBlur(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ImageAlchemy_DecayBlur",
+            display_name="Decay Blur (subject)",
+            category="Image Alchemy/image",
+            description="Blurs the masked subject so the img2img insert can repaint it from the LoRA: a plain "
+                        "Gaussian inside the mask, or a blur that fades out as e^(−λd) with the distance d from "
+                        "the subject, so the background keeps its detail and there is no seam.",
+            inputs=[
+                io.Image.Input("image", tooltip="Images to blur (RGB or RGBA; alpha is passed through)."),
+                io.Mask.Input("mask", tooltip="The subject (1 inside). One mask for all images or one per image; "
+                                              "resized to the image if its size differs."),
+                io.Combo.Input("mode", options=list(blur.MODES), default="exponential-decay",
+                               tooltip="gaussian: uniform blur composited inside the mask. exponential-decay: full "
+                                       "blur on the subject, falling off as e^(−λd) outside it (the paper's best)."),
+                io.Int.Input("kernel_size", default=151, min=1, max=1023, step=2,
+                             tooltip="Gaussian kernel size in pixels (odd). The paper uses 151."),
+                io.Float.Input("sigma", default=100.0, min=0.1, max=1000.0, step=0.1,
+                               tooltip="Gaussian σ in pixels. The paper uses 100."),
+                io.Float.Input("decay_lambda", default=5.0, min=0.0, max=100.0, step=0.1,
+                               tooltip="λ in e^(−λd) (exponential-decay only). The paper uses 5; 0 blurs everything."),
+                io.Combo.Input("distance_unit", options=list(DISTANCE_UNITS), default="kernel radius",
+                               tooltip="Unit of d (exponential-decay only): the paper does not state it. With the "
+                                       "kernel radius (75 px at 151) and λ=5 the blur halves about 10 px out."),
+                io.Combo.Input("decay", options=list(blur.DECAYS), default="sigma",
+                               tooltip="What e^(−λd) scales (exponential-decay only): sigma shrinks the blur radius "
+                                       "(fast level-stack approximation); opacity fades the full blur (exact)."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="image", tooltip="The blurred images, same size and batch."),
+                io.Mask.Output(display_name="strength",
+                               tooltip="Blur strength per pixel (mask in gaussian mode, e^(−λd) in decay mode)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, image, mask, mode, kernel_size, sigma, decay_lambda, distance_unit, decay) -> io.NodeOutput:
+        if kernel_size % 2 == 0:
+            raise ValueError(f"{NODE}: kernel_size must be odd (got {kernel_size}); use {kernel_size + 1}.")
+        if image.shape[-1] not in (3, 4):
+            raise ValueError(f"{NODE}: expected RGB or RGBA images, got {image.shape[-1]} channels.")
+        batch, height, width = image.shape[:3]
+        mask = masks.match_batch(masks.resize_mask(mask, height, width), batch, NODE)
+        unit = distance_unit_pixels(distance_unit, kernel_size, height, width)
+        # OpenCV works on H×W×C float32 numpy arrays, which is ComfyUI's BHWC layout per image.
+        pixels = image.detach().to("cpu", torch.float32).numpy()
+        planes = mask.detach().to("cpu", torch.float32).numpy()
+        out_images, strengths = [], []
+        for img, plane in zip(pixels, planes):
+            out, strength = blur.decay_blur(img, plane, mode=mode, kernel_size=kernel_size, sigma=sigma,
+                                            lam=decay_lambda, distance_unit=unit, decay=decay)
+            out_images.append(torch.from_numpy(out))
+            strengths.append(torch.from_numpy(strength))
+        return io.NodeOutput(torch.stack(out_images).to(image.dtype), torch.stack(strengths))
+
+
+NODES = [DecayBlur]

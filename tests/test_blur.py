@@ -1,0 +1,164 @@
+"""DecayBlur: the pure blur against a direct, slow evaluation of the formulas, then the node in a real server."""
+import numpy as np
+import pytest
+import torch
+from comfy_execution.graph_utils import GraphBuilder
+from PIL import Image
+
+from comfy_server import PromptFailed
+from image_alchemy.alchemy import blur
+
+# Stated accuracy of the sigma-decay level stack against the exact per-pixel Gaussian, on 0..1 images that mix a
+# smooth ramp, a hard checkerboard and 30% uniform noise (measured: max ≈ 0.03, mean ≈ 0.002).
+DECAY_MAX_ERR = 0.06
+DECAY_MEAN_ERR = 0.004
+
+
+def make_image(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.stack([np.sin(6 * xx) * 0.5 + 0.5, ((xx * 8).astype(int) + (yy * 8).astype(int)) % 2 * 1.0, yy], -1)
+    return (0.7 * img + 0.3 * rng.random((h, w, 3))).astype(np.float32)
+
+
+def box_mask(h, w, top, left, bottom, right):
+    m = np.zeros((h, w), np.float32)
+    m[top:bottom, left:right] = 1.0
+    return m
+
+
+def brute_distance(mask):
+    """Distance from every pixel to the nearest subject pixel, by checking every pair."""
+    ys, xs = np.nonzero(mask >= 0.5)
+    yy, xx = np.mgrid[0:mask.shape[0], 0:mask.shape[1]]
+    return np.sqrt((yy[..., None] - ys) ** 2 + (xx[..., None] - xs) ** 2).min(-1)
+
+
+def test_exact_reference_is_cv2_gaussian_for_a_constant_sigma():
+    # Ties the slow reference to OpenCV, borders (reflect-101, also when the kernel is wider than the image) included.
+    img = make_image(20, 26)
+    for k, s in [(9, 2.0), (41, 10.0)]:
+        exact = blur.decay_blur_exact(img, np.full(img.shape[:2], s), k)
+        np.testing.assert_allclose(blur.gaussian_blur(img, k, s), exact, atol=2e-5)
+
+
+def test_gaussian_mode_is_the_blur_composited_inside_the_soft_mask():
+    img = make_image(30, 34)
+    mask = box_mask(30, 34, 8, 10, 20, 25)
+    mask[8:20, 10] = 0.4  # a soft column is blended, not thresholded
+    out, strength = blur.decay_blur(img, mask, mode="gaussian", kernel_size=15, sigma=5.0)
+    full = blur.decay_blur_exact(img, np.full(mask.shape, 5.0), 15)
+    expect = mask[..., None] * full + (1 - mask[..., None]) * img
+    np.testing.assert_allclose(out, expect, atol=2e-5)
+    np.testing.assert_array_equal(strength, mask)
+    assert np.array_equal(out[mask == 0], img[mask == 0])
+
+
+@pytest.mark.parametrize("downsample_sigma", [blur.DOWNSAMPLE_SIGMA, 1.0])
+def test_sigma_decay_matches_the_per_pixel_gaussian(monkeypatch, downsample_sigma):
+    # downsample_sigma 1.0 pushes levels σ ≥ 2 through the downsampled path even on a small image.
+    monkeypatch.setattr(blur, "DOWNSAMPLE_SIGMA", downsample_sigma)
+    img = make_image(48, 56)
+    mask = box_mask(48, 56, 18, 20, 30, 34)
+    out, strength = blur.decay_blur(img, mask, kernel_size=31, sigma=12.0, lam=5.0, distance_unit=15.0)
+    np.testing.assert_allclose(strength, np.exp(-5.0 * brute_distance(mask) / 15.0), atol=1e-4)
+    exact = blur.decay_blur_exact(img, 12.0 * np.exp(-5.0 * brute_distance(mask) / 15.0), 31)
+    err = np.abs(out - exact)
+    assert err.max() < DECAY_MAX_ERR and err.mean() < DECAY_MEAN_ERR, (err.max(), err.mean())
+    # On the subject the top level is the exact blur: same as gaussian mode there.
+    gauss, _ = blur.decay_blur(img, mask, mode="gaussian", kernel_size=31, sigma=12.0)
+    np.testing.assert_allclose(out[mask == 1], gauss[mask == 1], atol=1e-5)
+    # Far away (σ_p → 0) the background keeps its detail.
+    far = 12.0 * strength < 0.05
+    assert far.any() and np.abs(out[far] - img[far]).max() < 0.01
+
+
+def test_opacity_decay_is_the_faded_full_blur():
+    img = make_image(32, 40)
+    mask = box_mask(32, 40, 10, 5, 18, 15)
+    out, strength = blur.decay_blur(img, mask, kernel_size=21, sigma=6.0, lam=5.0, distance_unit=10.0,
+                                    decay="opacity")
+    w = np.exp(-5.0 * brute_distance(mask) / 10.0)[..., None]
+    full = blur.decay_blur_exact(img, np.full(mask.shape, 6.0), 21)
+    np.testing.assert_allclose(out, w * full + (1 - w) * img, atol=1e-4)
+
+
+def test_default_unit_is_the_kernel_radius_and_big_kernels_fit_small_images():
+    img = make_image(40, 40)
+    mask = box_mask(40, 40, 15, 15, 25, 25)
+    out, strength = blur.decay_blur(img, mask)  # paper defaults: 151, σ 100, λ 5, d in units of 75 px
+    np.testing.assert_allclose(strength, np.exp(-5.0 * brute_distance(mask) / 75.0), atol=1e-4)
+    assert out.shape == img.shape and np.isfinite(out).all()
+
+
+def test_empty_mask_returns_the_image_unchanged_and_alpha_passes_through():
+    rgba = np.concatenate([make_image(16, 18), np.linspace(0, 1, 16 * 18, dtype=np.float32).reshape(16, 18, 1)], -1)
+    empty = np.zeros((16, 18), np.float32)
+    for mode in blur.MODES:
+        for decay in blur.DECAYS:
+            out, strength = blur.decay_blur(rgba, empty, mode=mode, kernel_size=9, sigma=3.0, decay=decay)
+            assert np.array_equal(out, rgba) and not strength.any()
+    out, _ = blur.decay_blur(rgba, box_mask(16, 18, 4, 4, 10, 10), kernel_size=9, sigma=3.0)
+    assert np.array_equal(out[..., 3], rgba[..., 3]) and not np.array_equal(out[..., :3], rgba[..., :3])
+
+
+def test_bad_parameters_are_refused():
+    img, mask = make_image(8, 8), box_mask(8, 8, 2, 2, 4, 4)
+    with pytest.raises(ValueError, match="odd"):
+        blur.decay_blur(img, mask, kernel_size=10)
+    with pytest.raises(ValueError, match="mode"):
+        blur.decay_blur(img, mask, mode="box")
+    with pytest.raises(ValueError, match="sizes differ"):
+        blur.decay_blur(img, mask[:4])
+
+
+# -- the node in a real ComfyUI server ---------------------------------------------------------------------------
+
+def write_inputs(comfy, name, rgb, subject):
+    """An RGBA PNG whose LoadImage MASK output is ``subject`` (LoadImage gives mask = 1 − alpha)."""
+    alpha = ((1 - subject) * 255).astype(np.uint8)
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(comfy.base_dir / "input" / name)
+
+
+def test_decay_blur_node_batch_resized_mask_and_strength(comfy):
+    rng = np.random.default_rng(3)
+    rgb = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+    write_inputs(comfy, "blur_image.png", rgb, np.zeros((48, 64)))
+    write_inputs(comfy, "blur_mask.png", np.zeros((24, 32, 3), np.uint8), box_mask(24, 32, 6, 8, 14, 20))
+    g = GraphBuilder()
+    image = g.node("LoadImage", image="blur_image.png")
+    mask = g.node("LoadImage", image="blur_mask.png")
+    batch = g.node("RepeatImageBatch", image=image.out(0), amount=2)
+    node = g.node("ImageAlchemy_DecayBlur", image=batch.out(0), mask=mask.out(1), mode="exponential-decay",
+                  kernel_size=21, sigma=8.0, decay_lambda=5.0, distance_unit="pixel", decay="opacity")
+    save = g.node("SaveImage", images=node.out(0), filename_prefix="decay_blur")
+    save_strength = g.node("SaveImage", images=g.node("MaskToImage", mask=node.out(1)).out(0),
+                           filename_prefix="decay_strength")
+    entry = comfy.run(g.finalize())
+    outs = [np.asarray(im.convert("RGB")) for im in comfy.output_images(entry, save.id)]
+    strength = np.asarray(comfy.output_images(entry, save_strength.id)[0].convert("L")) / 255.0
+    assert len(outs) == 2 and outs[0].shape == (48, 64, 3) and np.array_equal(outs[0], outs[1])
+    # The 24×32 mask was resized ×2 onto the image: the subject block is 12..28 × 16..40, strength 1 there.
+    assert strength[14:26, 18:38].min() > 0.99 and strength[0, 0] < 0.01
+    expect, _ = blur.decay_blur(rgb.astype(np.float32) / 255, (strength > 0.99).astype(np.float32), kernel_size=21,
+                                sigma=8.0, lam=5.0, distance_unit=1.0, decay="opacity")
+    assert np.abs(outs[0].astype(int) - np.round(expect * 255).astype(int)).max() <= 2
+
+
+def test_decay_blur_node_refuses_mismatched_batches(comfy):
+    g = GraphBuilder()
+    image = g.node("EmptyImage", width=32, height=32, batch_size=3, color=0)
+    masks = g.node("SolidMask", value=1.0, width=32, height=32)
+    two = g.node("RepeatImageBatch", image=g.node("MaskToImage", mask=masks.out(0)).out(0), amount=2)
+    node = g.node("ImageAlchemy_DecayBlur", image=image.out(0), mask=g.node("ImageToMask", image=two.out(0),
+                  channel="red").out(0), mode="gaussian", kernel_size=5, sigma=2.0, decay_lambda=5.0,
+                  distance_unit="kernel radius", decay="sigma")
+    g.node("SaveImage", images=node.out(0), filename_prefix="never")
+    with pytest.raises(PromptFailed, match="DecayBlur: the mask batch has 2 masks but the image batch has 3"):
+        comfy.run(g.finalize())
+
+
+def test_node_mask_is_torch_compatible():
+    # The strength map the node stacks is float32 (a MASK); guards against numpy float64 leaking through.
+    _, strength = blur.decay_blur(make_image(8, 8), box_mask(8, 8, 2, 2, 5, 5), kernel_size=5, sigma=2.0)
+    assert torch.from_numpy(strength).dtype == torch.float32
