@@ -1,2 +1,137 @@
-"""Placeholder module: its nodes arrive with their issue. Registers nothing yet."""
-NODES = []
+"""LoRAImg2ImgInsert: repaint the masked subject with the subject LoRA (paper 001 §3.4), over ``alchemy.compose``.
+
+Per image: grow + feather the mask, crop a context box around it, scale the crop to the model's resolution,
+VAE-encode, set the noise mask (ComfyUI's SetLatentNoiseMask), sample like KSampler at ``denoise``, decode, scale
+back and stitch with the feathered mask. Pixels where that mask is 0 are copied from the input unchanged.
+"""
+import logging
+
+import comfy.model_management
+import comfy.sample
+import comfy.sd
+import comfy.samplers
+import comfy.utils
+import folder_paths
+import latent_preview
+import torch
+from comfy_api.latest import io
+
+from ..alchemy import compose, masks
+
+NODE = "LoRAImg2ImgInsert"
+CROP_MODES = ("crop", "whole image")
+
+
+def apply_lora(model, lora_name: str, strength: float):
+    """The LoRA patched onto a clone of ``model`` (the input is left as it is); strength 0 skips loading."""
+    if strength == 0:
+        return model
+    path = folder_paths.get_full_path_or_raise("loras", lora_name)
+    lora = comfy.utils.load_torch_file(path, safe_load=True)
+    patched, _ = comfy.sd.load_lora_for_models(model, None, lora, strength, 0)
+    if len(patched.patches) == len(model.patches):
+        raise ValueError(f"{NODE}: none of the keys in the LoRA '{lora_name}' match this model's UNet. Use a LoRA "
+                         "trained for this base model (SDXL UNet, kohya or diffusers key format).")
+    return patched
+
+
+def sample_region(model, vae, pixels, noise_mask, positive, negative, seed, batch_index, steps, cfg, sampler_name,
+                  scheduler, denoise):
+    """KSampler's img2img on one 1×H×W×3 crop with a 1×H×W noise mask; returns the decoded 1×H×W×3 image."""
+    latent = vae.encode(pixels[..., :3])
+    latent = comfy.sample.fix_empty_latent_channels(model, latent)
+    # batch_index picks the noise KSampler would give this image in a batch with the same seed.
+    noise = comfy.sample.prepare_noise(latent, seed, [batch_index])
+    callback = latent_preview.prepare_callback(model, steps)
+    samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
+                                  denoise=denoise, noise_mask=noise_mask.reshape(1, 1, *noise_mask.shape[-2:]),
+                                  callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    images = vae.decode(samples)
+    if images.ndim == 5:  # video VAEs decode B×T×H×W×C
+        images = images.reshape(-1, *images.shape[-3:])
+    return images
+
+
+class LoRAImg2ImgInsert(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ImageAlchemy_LoRAImg2ImgInsert",
+            display_name="LoRA Img2Img Insert",
+            category="Image Alchemy/image",
+            description="Puts the learned subject into the masked region: applies the subject LoRA to the model, "
+                        "repaints a context crop around the mask with img2img (any sampler, native "
+                        "conditioning) and stitches it back with a feathered edge. Pixels outside the grown and "
+                        "feathered mask are returned bit-identical; an empty mask returns the image unchanged.",
+            inputs=[
+                io.Model.Input("model", tooltip="The base diffusion model (the LoRA is applied to a copy)."),
+                io.Vae.Input("vae", tooltip="The VAE that encodes the crop and decodes the result."),
+                io.Image.Input("image", tooltip="Images to insert the subject into (e.g. DecayBlur's output)."),
+                io.Mask.Input("mask", tooltip="Where the subject goes (1 inside). One mask for all images or one per "
+                                              "image; resized to the image if its size differs."),
+                io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"),
+                               tooltip="The subject LoRA from models/loras (UNet part; a text-encoder part must be "
+                                       "applied with LoraLoader before the prompt is encoded)."),
+                io.Float.Input("lora_strength", default=1.0, min=-10.0, max=10.0, step=0.01,
+                               tooltip="How strongly the LoRA modifies the model; 0 samples with the base model."),
+                io.Conditioning.Input("positive", tooltip="Prompt with the subject token, from any prompt node."),
+                io.Conditioning.Input("negative", tooltip="What to keep out of the repainted region."),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                             tooltip="Seed of the sampling noise (image i of a batch gets KSampler's noise for i)."),
+                io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Sampling steps."),
+                io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS,
+                               tooltip="Sampling algorithm, as in KSampler."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS,
+                               tooltip="Noise schedule, as in KSampler."),
+                io.Float.Input("denoise", default=0.75, min=0.0, max=1.0, step=0.01,
+                               tooltip="How much of the masked region is repainted (1 = from pure noise)."),
+                io.Int.Input("grow", default=8, min=0, max=1024,
+                             tooltip="Pixels to grow the mask by before feathering."),
+                io.Int.Input("feather", default=16, min=0, max=1024,
+                             tooltip="Width in pixels of the soft edge outside the grown mask; pixels farther out "
+                                     "are never changed."),
+                io.Combo.Input("crop_mode", options=list(CROP_MODES), default="crop",
+                               tooltip="crop: sample only a context box around the mask, scaled to the resolution. "
+                                       "whole image: sample the full frame (the mask still limits the change)."),
+                io.Float.Input("context", default=0.5, min=0.0, max=10.0, step=0.05,
+                               tooltip="Context kept around the mask in crop mode, as a fraction of the mask box's "
+                                       "longer side on every side."),
+                io.Int.Input("resolution", default=1024, min=0, max=8192, step=8,
+                             tooltip="Sampling resolution: the crop is scaled to about this many pixels squared "
+                                     "(aspect kept, multiples of 8). 1024 suits SDXL; 0 keeps the crop's size."),
+            ],
+            outputs=[io.Image.Output(display_name="image", tooltip="The images with the subject inserted.")],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, image, mask, lora_name, lora_strength, positive, negative, seed, steps, cfg,
+                sampler_name, scheduler, denoise, grow, feather, crop_mode, context, resolution) -> io.NodeOutput:
+        if crop_mode not in CROP_MODES:
+            raise ValueError(f"{NODE}: unknown crop_mode {crop_mode!r}; choose one of {CROP_MODES}.")
+        batch, height, width = image.shape[:3]
+        mask = masks.match_batch(masks.resize_mask(mask.to(image.device), height, width), batch, NODE)
+        stitch_masks = masks.feather_mask(masks.grow_mask(mask, grow), feather)
+        boxes = [compose.context_box(m, context, whole_image=crop_mode == "whole image") for m in stitch_masks]
+        if all(box is None for box in boxes):
+            logging.info("%s: empty mask, image returned unchanged", NODE)
+            return io.NodeOutput(image)
+        patched = apply_lora(model, lora_name, lora_strength)
+        multiple = vae.spacial_compression_encode()
+        results = []
+        for i, (img, stitch_mask, box) in enumerate(zip(image, stitch_masks, boxes)):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            if box is None:
+                results.append(img)
+                continue
+            size = compose.model_size(box.height, box.width, resolution, multiple)
+            pixels = compose.resize_image(compose.crop(img, box), *size)[None]
+            noise_mask = masks.resize_mask(compose.crop(stitch_mask, box)[None], *size)
+            generated = sample_region(patched, vae, pixels, noise_mask, positive, negative, seed, i, steps, cfg,
+                                      sampler_name, scheduler, denoise)
+            results.append(compose.stitch(img, generated[0], stitch_mask, box))
+        return io.NodeOutput(torch.stack(results))
+
+
+NODES = [LoRAImg2ImgInsert]
