@@ -76,13 +76,13 @@ def sample_seeds(model, clip, vae, prompt: str, negative, seeds: list[int], widt
     images = vae.decode(samples)
     images = images.reshape(-1, *images.shape[-3:])  # video VAEs add a frame axis
     # Quantized like a saved PNG, so a fresh run and a cache hit score the very same pixels.
-    return np.round(images.float().clamp(0, 1).cpu().numpy() * 255.0) / 255.0
+    return np.round(images.detach().float().clamp(0, 1).cpu().numpy() * 255.0) / 255.0
 
 
 def image_embeddings(clip_vision, images: np.ndarray) -> np.ndarray:
     out = clip_vision.encode_image(torch.from_numpy(images).float())
     embeds = out["image_embeds"] if out["image_embeds"] is not None else out["last_hidden_state"][:, 0]
-    return embeds.float().cpu().numpy()
+    return embeds.detach().float().cpu().numpy()
 
 
 class RareTokenPicker(io.ComfyNode):

@@ -145,3 +145,36 @@ def test_model_fingerprint_follows_loras_not_in_place_patching(comfy_dir):
     finally:
         lora.unpatch_model()
     assert patcher_fingerprint(base) == fp_base
+
+
+def test_batched_seeds_match_ksampler_one_seed_at_a_time(comfy_dir, tiny_models):
+    """Image i of a candidate is exactly what KSampler makes with seed i (deterministic sampler)."""
+    import importlib.util
+
+    from tiny import factory
+
+    factory.use_comfyui(comfy_dir)
+    import folder_paths
+
+    from image_alchemy.nodes.token_picker import sample_seeds
+
+    folder_paths.add_model_folder_path("tiny_sdxl", str(tiny_models["unet"].parent))
+    spec = importlib.util.spec_from_file_location("tiny_fixture_pack", factory.__file__.replace(
+        "tiny/factory.py", "fixture_pack/__init__.py"))
+    pack = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pack)
+    model, clip, vae = pack.load_tiny_model(), pack.load_tiny_clip(), pack.load_tiny_vae()
+    # ComfyUI's nodes.py by path: `python -m pytest` puts the repo root (our own nodes/) first on sys.path.
+    spec = importlib.util.spec_from_file_location("comfyui_core_nodes", comfy_dir / "nodes.py")
+    comfy_nodes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(comfy_nodes)
+    with torch.inference_mode():
+        negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+        batched = sample_seeds(model, clip, vae, "a photo of iklan", negative, [7, 8], 64, 64, 2, 5.0, "euler", "normal")
+        positive = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of iklan"))
+        for i, seed in enumerate([7, 8]):
+            latent = {"samples": torch.zeros([1, 4, 8, 8])}
+            (sampled,) = comfy_nodes.common_ksampler(model, seed, 2, 5.0, "euler", "normal", positive, negative, latent)
+            single = vae.decode(sampled["samples"])[0].clamp(0, 1).numpy()
+            np.testing.assert_allclose(batched[i], single, atol=1.5 / 255)
+    assert np.abs(batched[0] - batched[1]).max() > 0.05  # the seeds differ
