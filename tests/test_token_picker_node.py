@@ -1,5 +1,6 @@
 """RareTokenPicker inside a real ComfyUI server on the tiny SDXL model, plus its cache and fingerprints."""
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,8 +148,9 @@ def test_model_fingerprint_follows_loras_not_in_place_patching(comfy_dir):
     assert patcher_fingerprint(base) == fp_base
 
 
-def test_batched_seeds_match_ksampler_one_seed_at_a_time(comfy_dir, tiny_models):
-    """Image i of a candidate is exactly what KSampler makes with seed i (deterministic sampler)."""
+@pytest.fixture(scope="module")
+def in_process(comfy_dir, tiny_models):
+    """The tiny MODEL / CLIP / VAE built in this process by the fixture pack's loaders, and ComfyUI's nodes.py."""
     import importlib.util
 
     from tiny import factory
@@ -156,25 +158,73 @@ def test_batched_seeds_match_ksampler_one_seed_at_a_time(comfy_dir, tiny_models)
     factory.use_comfyui(comfy_dir)
     import folder_paths
 
-    from image_alchemy.nodes.token_picker import sample_seeds
-
     folder_paths.add_model_folder_path("tiny_sdxl", str(tiny_models["unet"].parent))
-    spec = importlib.util.spec_from_file_location("tiny_fixture_pack", factory.__file__.replace(
-        "tiny/factory.py", "fixture_pack/__init__.py"))
+    spec = importlib.util.spec_from_file_location("tiny_fixture_pack", Path(factory.__file__).parent.parent
+                                                  / "fixture_pack" / "__init__.py")
     pack = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pack)
-    model, clip, vae = pack.load_tiny_model(), pack.load_tiny_clip(), pack.load_tiny_vae()
     # ComfyUI's nodes.py by path: `python -m pytest` puts the repo root (our own nodes/) first on sys.path.
     spec = importlib.util.spec_from_file_location("comfyui_core_nodes", comfy_dir / "nodes.py")
-    comfy_nodes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(comfy_nodes)
+    core_nodes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(core_nodes)
+    return pack.load_tiny_model(), pack.load_tiny_clip(), pack.load_tiny_vae(), core_nodes
+
+
+def test_batched_seeds_match_ksampler_one_seed_at_a_time(in_process):
+    """Image i of a candidate is exactly what KSampler makes with seed i (deterministic sampler)."""
+    from image_alchemy.nodes.token_picker import sample_seeds
+
+    model, clip, vae, core_nodes = in_process
     with torch.inference_mode():
         negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
         batched = sample_seeds(model, clip, vae, "a photo of iklan", negative, [7, 8], 64, 64, 2, 5.0, "euler", "normal")
         positive = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of iklan"))
         for i, seed in enumerate([7, 8]):
             latent = {"samples": torch.zeros([1, 4, 8, 8])}
-            (sampled,) = comfy_nodes.common_ksampler(model, seed, 2, 5.0, "euler", "normal", positive, negative, latent)
+            (sampled,) = core_nodes.common_ksampler(model, seed, 2, 5.0, "euler", "normal", positive, negative, latent)
             single = vae.decode(sampled["samples"])[0].clamp(0, 1).numpy()
             np.testing.assert_allclose(batched[i], single, atol=1.5 / 255)
     assert np.abs(batched[0] - batched[1]).max() > 0.05  # the seeds differ
+
+
+def tiny_clip_vision(tmp_path):
+    """A ComfyUI CLIP vision model (the CLIP_VISION type) with a tiny config and seeded weights."""
+    import json
+
+    import comfy.clip_vision
+
+    config = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "quick_gelu", "hidden_size": 32,
+              "image_size": 64, "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 64,
+              "layer_norm_eps": 1e-05, "model_type": "clip_vision_model", "num_attention_heads": 2,
+              "num_channels": 3, "num_hidden_layers": 2, "patch_size": 16, "projection_dim": 16,
+              "torch_dtype": "float32"}
+    (tmp_path / "vision.json").write_text(json.dumps(config))
+    vision = comfy.clip_vision.ClipVisionModel(str(tmp_path / "vision.json"))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # ComfyUI's ops leave weights uninitialized
+        for name, param in vision.model.named_parameters():
+            param.copy_(torch.ones_like(param) if "layer_norm" in name or "layrnorm" in name
+                        else torch.randn(param.shape, generator=gen) * 0.1)
+    return vision
+
+
+def test_clip_vision_embeddings_join_the_score(in_process, tmp_path):
+    from image_alchemy.nodes.token_picker import RareTokenPicker, image_embeddings
+
+    model, clip, vae, _ = in_process
+    vision = tiny_clip_vision(tmp_path)
+    images = np.random.default_rng(0).random((3, 64, 64, 3))
+    with torch.inference_mode():
+        embeds = image_embeddings(vision, images)
+        assert embeds.shape == (3, 16)
+        assert token_scoring.mean_pairwise_cosine(image_embeddings(vision, images[[0, 0, 0]])) == pytest.approx(1.0)
+        out = RareTokenPicker.execute(model, clip, vae, candidates="iklan ffin", vocabulary_scan=0,
+                                      prompt_template="a photo of {token}", seeds_per_candidate=2, seed=0, width=64,
+                                      height=64, steps=2, cfg=5.0, sampler_name="euler", scheduler="normal",
+                                      use_cache=False, clip_vision=vision)
+    token, sheet, table = out.result
+    assert token in ("iklan", "ffin") and tuple(sheet.shape) == (1, 2 * 64, token_scoring.LABEL_WIDTH + 2 * 64, 3)
+    header, first = table.splitlines()[:2]
+    assert header.split() == ["rank", "token", "ssim", "embed_sim", "prior"]
+    ssim, embed, prior = map(float, first.split()[2:])
+    assert prior == pytest.approx(0.5 * (ssim + embed), abs=1e-3)
