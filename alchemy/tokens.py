@@ -46,30 +46,33 @@ def parse_candidates(text: str) -> list[str]:
     return list(seen)
 
 
-def rejection_reason(word: str, tokenizers: Mapping[str, Tokenize],
-                     min_letters: int = MIN_LETTERS, max_letters: int = MAX_LETTERS) -> str | None:
+def rejection_reason(word: str, tokenizers: Mapping[str, Tokenize], min_letters: int = MIN_LETTERS,
+                     max_letters: int = MAX_LETTERS, template: str | None = None) -> str | None:
     """Why ``word`` cannot be a placeholder, or None when it is alphabetic, ``min_letters``–``max_letters``
-    long and encodes as exactly one token in every tokenizer."""
+    long and encodes as exactly one token in every tokenizer — and, given a prompt template, still appears
+    as that token once placed in it (``{token}s`` would merge it with the next letters)."""
     if not (word.isascii() and word.isalpha()):
         return "not purely alphabetic"
     if not min_letters <= len(word) <= max_letters:
         return f"{len(word)} letters (needs {min_letters}–{max_letters})"
     for name, tokenize in tokenizers.items():
-        count = len(tokenize(word))
-        if count != 1:
-            return f"{count} tokens in {name}"
+        ids = tokenize(word)
+        if len(ids) != 1:
+            return f"{len(ids)} tokens in {name}"
+        if template is not None and ids[0] not in tokenize(fill_template(template, word)):
+            return f"merges with the prompt template in {name}"
     return None
 
 
 def filter_candidates(words: Iterable[str], tokenizers: Mapping[str, Tokenize],
-                      min_letters: int = MIN_LETTERS, max_letters: int = MAX_LETTERS,
+                      min_letters: int = MIN_LETTERS, max_letters: int = MAX_LETTERS, template: str | None = None,
                       ) -> tuple[list[str], list[Rejected]]:
     """Keeps the words that pass ``rejection_reason``; returns (accepted in input order, rejected with why)."""
     if not tokenizers:
         raise ValueError("filter_candidates needs at least one tokenizer")
     accepted, rejected = [], []
     for word in words:
-        reason = rejection_reason(word, tokenizers, min_letters, max_letters)
+        reason = rejection_reason(word, tokenizers, min_letters, max_letters, template)
         if reason is None:
             accepted.append(word)
         else:
@@ -78,8 +81,8 @@ def filter_candidates(words: Iterable[str], tokenizers: Mapping[str, Tokenize],
 
 
 def scan_vocabulary(vocab: Mapping[str, int], tokenizers: Mapping[str, Tokenize], count: int, seed: int,
-                    exclude: Iterable[str] = (), rarest_fraction: float = 0.25,
-                    min_letters: int = MIN_LETTERS, max_letters: int = MAX_LETTERS) -> list[str]:
+                    exclude: Iterable[str] = (), rarest_fraction: float = 0.25, min_letters: int = MIN_LETTERS,
+                    max_letters: int = MAX_LETTERS, template: str | None = None) -> list[str]:
     """Draws ``count`` extra candidates from a BPE vocabulary (entry → id).
 
     Eligible: word-final alphabetic entries of the right length that re-tokenize as one token in every
@@ -107,7 +110,7 @@ def scan_vocabulary(vocab: Mapping[str, int], tokenizers: Mapping[str, Tokenize]
     # Re-tokenize only what we are about to use: a vocabulary entry can still split in another tokenizer.
     chosen = []
     for word in pool:
-        if rejection_reason(word, tokenizers, min_letters, max_letters) is None:
+        if rejection_reason(word, tokenizers, min_letters, max_letters, template) is None:
             chosen.append(word)
             if len(chosen) == count:
                 break

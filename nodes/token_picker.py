@@ -143,10 +143,11 @@ class RareTokenPicker(io.ComfyNode):
         tokens.fill_template(prompt_template, "x")  # fails early, naming the fix, before any sampling
         tokenizers = clip_tokenizers(clip)
         words = tokens.parse_candidates(candidates)
-        accepted, rejected = tokens.filter_candidates(words, tokenizers)
+        accepted, rejected = tokens.filter_candidates(words, tokenizers, template=prompt_template)
         if vocabulary_scan:
             vocab = getattr(clip.tokenizer, next(iter(tokenizers))).tokenizer.get_vocab()
-            accepted += tokens.scan_vocabulary(vocab, tokenizers, vocabulary_scan, seed, exclude=words)
+            accepted += tokens.scan_vocabulary(vocab, tokenizers, vocabulary_scan, seed, exclude=words,
+                                               template=prompt_template)
         if not accepted:
             raise ValueError(f"{NODE}: none of the candidates is a 4–5 letter word that stays one token in "
                              f"{' and '.join(tokenizers)} ({len(rejected)} rejected). Add other words or set "
@@ -154,7 +155,7 @@ class RareTokenPicker(io.ComfyNode):
         for r in rejected:
             log.info("%s: rejected %r: %s", NODE, r.word, r.reason)
 
-        seeds = [seed + i for i in range(seeds_per_candidate)]
+        seeds = [(seed + i) % 2**64 for i in range(seeds_per_candidate)]  # torch seeds are 64-bit
         settings = dict(seeds=seeds, width=width, height=height, steps=steps, cfg=cfg, sampler=sampler_name,
                         scheduler=scheduler)
         cache = token_cache.ImageCache(cache_directory())

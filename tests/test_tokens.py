@@ -65,6 +65,14 @@ def test_vocabulary_scan_returns_rare_single_token_words_deterministically(sdxl_
     assert tokens.scan_vocabulary(vocab, sdxl_tokenizers, 0, seed=3) == []
 
 
+def test_a_word_that_merges_with_the_template_is_rejected(sdxl_tokenizers):
+    accepted, rejected = tokens.filter_candidates(["iklan", "ffin"], sdxl_tokenizers, template="a photo of {token}s")
+    assert accepted == []
+    assert {r.reason for r in rejected} == {"merges with the prompt template in clip_l"}
+    accepted, _ = tokens.filter_candidates(["iklan", "ffin"], sdxl_tokenizers, template="{token}, a photo")
+    assert accepted == ["iklan", "ffin"]
+
+
 def test_template_needs_the_token_placeholder():
     assert tokens.fill_template("a photo of {token}, studio", "iklan") == "a photo of iklan, studio"
     with pytest.raises(ValueError, match=r"\{token\}"):
