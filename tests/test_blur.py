@@ -9,9 +9,9 @@ from comfy_server import PromptFailed
 from image_alchemy.alchemy import blur
 
 # Stated accuracy of the sigma-decay level stack against the exact per-pixel Gaussian, on 0..1 images that mix a
-# smooth ramp, a hard checkerboard and 30% uniform noise (measured: max ≈ 0.03, mean ≈ 0.002).
-DECAY_MAX_ERR = 0.06
-DECAY_MEAN_ERR = 0.004
+# smooth ramp, a hard checkerboard and 30% uniform noise. Measured on the test image: max 0.015 / mean 0.0005 with
+# the default downsampling, max 0.048 / mean 0.001 when every level σ ≥ 2 is downsampled (a 48 px image forces it).
+DECAY_MEAN_ERR = 0.002
 
 
 def make_image(h, w, seed=0):
@@ -54,8 +54,8 @@ def test_gaussian_mode_is_the_blur_composited_inside_the_soft_mask():
     assert np.array_equal(out[mask == 0], img[mask == 0])
 
 
-@pytest.mark.parametrize("downsample_sigma", [blur.DOWNSAMPLE_SIGMA, 1.0])
-def test_sigma_decay_matches_the_per_pixel_gaussian(monkeypatch, downsample_sigma):
+@pytest.mark.parametrize("downsample_sigma, max_err", [(blur.DOWNSAMPLE_SIGMA, 0.03), (1.0, 0.06)])
+def test_sigma_decay_matches_the_per_pixel_gaussian(monkeypatch, downsample_sigma, max_err):
     # downsample_sigma 1.0 pushes levels σ ≥ 2 through the downsampled path even on a small image.
     monkeypatch.setattr(blur, "DOWNSAMPLE_SIGMA", downsample_sigma)
     img = make_image(48, 56)
@@ -64,7 +64,7 @@ def test_sigma_decay_matches_the_per_pixel_gaussian(monkeypatch, downsample_sigm
     np.testing.assert_allclose(strength, np.exp(-5.0 * brute_distance(mask) / 15.0), atol=1e-4)
     exact = blur.decay_blur_exact(img, 12.0 * np.exp(-5.0 * brute_distance(mask) / 15.0), 31)
     err = np.abs(out - exact)
-    assert err.max() < DECAY_MAX_ERR and err.mean() < DECAY_MEAN_ERR, (err.max(), err.mean())
+    assert err.max() < max_err and err.mean() < DECAY_MEAN_ERR, (err.max(), err.mean())
     # On the subject the top level is the exact blur: same as gaussian mode there.
     gauss, _ = blur.decay_blur(img, mask, mode="gaussian", kernel_size=31, sigma=12.0)
     np.testing.assert_allclose(out[mask == 1], gauss[mask == 1], atol=1e-5)
