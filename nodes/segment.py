@@ -1,2 +1,213 @@
-"""Placeholder module: its nodes arrive with their issue. Registers nothing yet."""
-NODES = []
+"""GroundedSAMMask and its two loaders (paper 001 §3.3), over ``alchemy.grounding``, ``alchemy.sam`` and
+``alchemy.grounded_sam``.
+
+The loaders return CPU models in eval mode; GroundedSAMMask moves them to ComfyUI's device for the run and
+back afterwards, so nothing stays on the GPU between prompts.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from comfy_api.latest import io
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+
+from ..alchemy import grounded_sam, grounding, sam as sam_ops
+from . import folders
+
+# ComfyUI 0.3.75 never calls ComfyExtension.on_load, so register the model folders here too (idempotent).
+folders.register_model_folders()
+
+NODE = "GroundedSAMMask"
+GROUNDING_FOLDER, SAM_FOLDER = "grounding-dino", "sams"
+# Pack-specific type names: other packs' GROUNDING_DINO_MODEL objects are groundingdino-py models, not ours.
+GroundingDinoModel = io.Custom("IMAGE_ALCHEMY_GROUNDING_DINO")
+SamModel = io.Custom("IMAGE_ALCHEMY_SAM")
+
+
+def _roots(folder: str) -> list[str]:
+    try:
+        return folder_paths.get_folder_paths(folder)
+    except KeyError:
+        return []
+
+
+def grounding_dino_choices() -> list[str]:
+    """Hugging Face folders (holding config.json) and original .pth checkpoints under models/grounding-dino."""
+    found = set()
+    for root in _roots(GROUNDING_FOLDER):
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            rel = os.path.relpath(dirpath, root)
+            if os.path.basename(dirpath) == grounding.BERT_FOLDER:
+                dirnames.clear()  # the tokenizer beside an original checkpoint, not a detector
+                continue
+            if rel != "." and "config.json" in filenames:
+                found.add(rel.replace(os.sep, "/"))
+                dirnames.clear()
+                continue
+            found.update(os.path.normpath(os.path.join(rel, f)).replace(os.sep, "/") for f in filenames
+                         if f.lower().endswith(grounding.ORIGINAL_SUFFIXES))
+    return sorted(found)
+
+
+def sam_choices() -> list[str]:
+    if not _roots(SAM_FOLDER):
+        return []
+    return [f for f in folder_paths.get_filename_list(SAM_FOLDER) if f.lower().endswith(sam_ops.SAM_SUFFIXES)]
+
+
+def resolve(folder: str, name: str, expected: str) -> str:
+    """Full path of a file or folder ``name`` under one of ``folder``'s roots, or an error saying where to put it."""
+    for root in _roots(folder):
+        root_real = os.path.realpath(root)
+        path = os.path.realpath(os.path.join(root, name))
+        if os.path.commonpath([root_real, path]) == root_real and os.path.exists(path):
+            return path
+    where = ", ".join(_roots(folder)) or f"models/{folder}"
+    raise FileNotFoundError(f"'{name}' was not found in the '{folder}' model folder ({where}). Put {expected} "
+                            f"there and refresh the page.")
+
+
+def _missing_message(folder: str, name: str, choices: list[str], expected: str) -> bool | str:
+    if name in choices:
+        return True
+    try:
+        resolve(folder, name, expected)
+        return True
+    except FileNotFoundError as e:
+        return str(e)
+
+
+GROUNDING_EXPECTED = ("a Hugging Face GroundingDINO folder (e.g. grounding-dino-tiny/ with config.json and "
+                      "model.safetensors) or an original checkpoint such as groundingdino_swint_ogc.pth with a "
+                      "bert-base-uncased/ folder beside it")
+SAM_EXPECTED = "a Segment Anything checkpoint such as sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth or sam_vit_b_01ec64.pth"
+
+
+class GroundingDinoLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ImageAlchemy_GroundingDinoLoader",
+            display_name="GroundingDINO Loader",
+            category="Image Alchemy/loaders",
+            description="Loads a GroundingDINO text-prompted box detector from models/grounding-dino: a Hugging "
+                        "Face folder, or an original IDEA-Research .pth converted on load (its BERT tokenizer comes "
+                        "from a bert-base-uncased folder beside it).",
+            inputs=[io.Combo.Input("model_name", options=grounding_dino_choices(),
+                                   tooltip="Folder or .pth file under models/grounding-dino.")],
+            outputs=[GroundingDinoModel.Output(display_name="grounding_dino",
+                                               tooltip="The detector (kept on the CPU until a node uses it).")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, model_name):
+        return _missing_message(GROUNDING_FOLDER, model_name, grounding_dino_choices(), GROUNDING_EXPECTED)
+
+    @classmethod
+    def execute(cls, model_name) -> io.NodeOutput:
+        path = resolve(GROUNDING_FOLDER, model_name, GROUNDING_EXPECTED)
+        try:
+            return io.NodeOutput(grounding.load_grounding_dino(path))
+        except (ValueError, FileNotFoundError) as e:
+            raise ValueError(f"GroundingDinoLoader: cannot load '{model_name}': {e}") from e
+
+
+class SamLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ImageAlchemy_SAMLoader",
+            display_name="SAM Loader (Segment Anything)",
+            category="Image Alchemy/loaders",
+            description="Loads a Segment Anything model (ViT-B, ViT-L or ViT-H, read from the weights) from "
+                        "models/sams. Weights are loaded as tensors only (no pickled code).",
+            inputs=[io.Combo.Input("model_name", options=sam_choices(), tooltip="SAM checkpoint under models/sams.")],
+            outputs=[SamModel.Output(display_name="sam", tooltip="The SAM model (kept on the CPU until a node uses it).")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, model_name):
+        return _missing_message(SAM_FOLDER, model_name, sam_choices(), SAM_EXPECTED)
+
+    @classmethod
+    def execute(cls, model_name) -> io.NodeOutput:
+        path = resolve(SAM_FOLDER, model_name, SAM_EXPECTED)
+        try:
+            return io.NodeOutput(sam_ops.load_sam(path))
+        except (ValueError, RuntimeError) as e:
+            raise ValueError(f"SAMLoader: cannot load '{model_name}': {e}") from e
+
+
+class GroundedSAMMask(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ImageAlchemy_GroundedSAMMask",
+            display_name="Grounded SAM Mask",
+            category="Image Alchemy/mask",
+            description="Finds the subject named by a text prompt (GroundingDINO boxes above a threshold), segments "
+                        "each box with SAM and keeps, per box, the hypothesis maximising IoU(mask, box) − λ·area "
+                        "(Image-Alchemy eq. 3). Returns one mask per image: the union over the kept boxes.",
+            inputs=[
+                io.Image.Input("image", tooltip="Images to segment; every image gets one mask."),
+                GroundingDinoModel.Input("grounding_dino", tooltip="From GroundingDINO Loader."),
+                SamModel.Input("sam", tooltip="From SAM Loader."),
+                io.String.Input("prompt", default="dog", tooltip="What to find, e.g. 'dog'. Separate several "
+                                                                 "phrases with ' . '."),
+                io.Float.Input("box_threshold", default=0.3, min=0.0, max=1.01, step=0.01,
+                               tooltip="τ: boxes scoring below this are dropped. Above 1 nothing is ever found."),
+                io.Float.Input("text_threshold", default=0.25, min=0.0, max=1.0, step=0.01,
+                               tooltip="Score a word needs to name a box in the preview labels."),
+                io.Float.Input("area_penalty", default=0.1, min=0.0, max=10.0, step=0.01,
+                               tooltip="λ in IoU(M, box) − λ·|M| (|M| as a fraction of the image): higher prefers "
+                                       "the smaller of SAM's three hypotheses."),
+                io.Int.Input("max_objects", default=1, min=1, max=64,
+                             tooltip="How many of the most confident boxes go into the mask."),
+                io.Int.Input("grow", default=0, min=-256, max=256,
+                             tooltip="Pixels to dilate (positive) or erode (negative) the mask."),
+                io.Int.Input("feather", default=0, min=0, max=256,
+                             tooltip="Soft outward edge in pixels (the mask itself stays at full strength)."),
+                io.Combo.Input("if_nothing_found", options=list(grounded_sam.ON_EMPTY), default="empty mask",
+                               tooltip="What an image with no box gets: an empty mask, an error that stops the "
+                                       "prompt, or the whole image."),
+            ],
+            outputs=[
+                io.Mask.Output(display_name="mask", tooltip="One mask per input image (1 = subject)."),
+                io.Image.Output(display_name="preview", tooltip="The images with the mask tinted red and the boxes "
+                                                                "outlined (green = in the mask, grey = dropped)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, image, grounding_dino, sam, prompt, box_threshold, text_threshold, area_penalty, max_objects,
+                grow, feather, if_nothing_found) -> io.NodeOutput:
+        if image.shape[0] == 0:
+            raise ValueError(f"{NODE}: the image batch is empty.")
+        device = comfy.model_management.get_torch_device()
+        bar = comfy.utils.ProgressBar(image.shape[0])
+        grounding_dino.model.to(device)
+        sam.to(device)
+        try:
+            masks, found = grounded_sam.segment_batch(
+                image, grounding_dino, sam, prompt, box_threshold=box_threshold, text_threshold=text_threshold,
+                area_penalty=area_penalty, max_objects=max_objects, on_empty=if_nothing_found, grow=grow,
+                feather=feather, device=device, progress=bar.update_absolute)
+        except grounded_sam.NothingDetected as e:
+            raise ValueError(f"{NODE}: {e}. Lower box_threshold, change the prompt, or set if_nothing_found to "
+                             f"'empty mask' or 'whole image'.") from e
+        except ValueError as e:
+            raise ValueError(f"{NODE}: {e}") from e
+        finally:
+            grounding_dino.model.to("cpu")
+            sam.to("cpu")
+            comfy.model_management.soft_empty_cache()
+        preview = grounded_sam.draw_preview(image, masks, found)
+        out_device = comfy.model_management.intermediate_device()
+        return io.NodeOutput(masks.to(out_device), preview.to(out_device, image.dtype))
+
+
+NODES = [GroundingDinoLoader, SamLoader, GroundedSAMMask]

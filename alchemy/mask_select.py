@@ -1,0 +1,62 @@
+"""The paper's mask choice among SAM's hypotheses (Image-Alchemy §3.3.2, eq. 3), and the union over boxes.
+
+    M* = argmax_i  IoU(M_i, B) − λ·|M_i|
+
+B is the detection box as a filled region, |M_i| the mask's area as a fraction of the image: λ trades
+agreement with the box against size, so a larger λ prefers the tighter hypothesis (the subject rather than
+the subject plus its surroundings).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def box_region(box: torch.Tensor | tuple, height: int, width: int, device=None) -> torch.Tensor:
+    """Filled H×W bool region of an x0 y0 x1 y1 pixel box: the pixels whose centres lie inside it."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    ys = torch.arange(height, device=device, dtype=torch.float32) + 0.5
+    xs = torch.arange(width, device=device, dtype=torch.float32) + 0.5
+    rows = (ys >= y0) & (ys <= y1)
+    cols = (xs >= x0) & (xs <= x1)
+    return rows[:, None] & cols[None, :]
+
+
+def iou(masks: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """IoU of each of K masks (K×H×W bool) with one H×W bool region; 0 where both are empty."""
+    masks = masks.bool()
+    inter = (masks & region).flatten(1).sum(1).float()
+    union = (masks | region).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))
+
+
+def selection_scores(masks: torch.Tensor, box, lam: float) -> torch.Tensor:
+    """IoU(M_i, B) − λ|M_i| for each of the K hypotheses (K×H×W) of one box."""
+    height, width = masks.shape[-2:]
+    area = masks.bool().flatten(1).sum(1).float() / float(height * width)
+    return iou(masks, box_region(box, height, width, masks.device)) - lam * area
+
+
+def select_mask(masks: torch.Tensor, box, lam: float) -> int:
+    """Index of M* among the K hypotheses of one box (the first one on a tie)."""
+    if masks.ndim != 3 or masks.shape[0] == 0:
+        raise ValueError(f"select_mask: expected K×H×W hypotheses with K ≥ 1, got shape {tuple(masks.shape)}")
+    return int(torch.argmax(selection_scores(masks, box, lam)))
+
+
+def union_of_selected(masks: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, lam: float,
+                      max_objects: int) -> tuple[torch.Tensor, list[int]]:
+    """Union of M* over the ``max_objects`` most confident boxes.
+
+    ``masks`` N×K×H×W (hypotheses per box), ``boxes`` N×4, ``scores`` N detection scores.
+    Returns the H×W bool mask and the indices of the boxes kept (most confident first).
+    """
+    if masks.ndim != 4 or masks.shape[0] != boxes.shape[0] or boxes.shape[0] != scores.shape[0]:
+        raise ValueError(f"union_of_selected: {tuple(masks.shape)} masks, {tuple(boxes.shape)} boxes and "
+                         f"{tuple(scores.shape)} scores do not describe the same boxes")
+    if max_objects < 1:
+        raise ValueError(f"union_of_selected: max_objects must be ≥ 1, got {max_objects}")
+    union = torch.zeros(masks.shape[-2:], dtype=torch.bool, device=masks.device)
+    kept = torch.argsort(scores, descending=True, stable=True)[:max_objects].tolist()
+    for i in kept:
+        union |= masks[i, select_mask(masks[i], boxes[i], lam)].bool()
+    return union, kept

@@ -1,0 +1,68 @@
+"""The paper's mask choice M* = argmax IoU(M_i, B) − λ|M_i| on hand-made masks whose answer is known."""
+import pytest
+import torch
+
+from image_alchemy.alchemy import mask_select
+
+
+def rect(h, w, top, left, bottom, right):
+    m = torch.zeros(h, w, dtype=torch.bool)
+    m[top:bottom, left:right] = True
+    return m
+
+
+BOX = (2.0, 2.0, 6.0, 6.0)  # x0 y0 x1 y1: rows/cols 2..5 of a 10×10 image, 16 px
+EXACT = rect(10, 10, 2, 2, 6, 6)      # IoU 1,      area 0.16
+LOOSE = rect(10, 10, 1, 1, 8, 8)      # IoU 16/49,  area 0.49
+HALF = rect(10, 10, 2, 2, 4, 6)       # IoU 0.5,    area 0.08
+HYPOTHESES = torch.stack([LOOSE, EXACT, HALF])
+
+
+def test_box_region_takes_pixels_whose_centres_are_inside():
+    region = mask_select.box_region((1.0, 1.0, 3.0, 3.0), 5, 5)
+    assert region.sum() == 4 and region[1:3, 1:3].all()
+    assert torch.equal(mask_select.box_region(BOX, 10, 10), EXACT)
+
+
+def test_scores_are_iou_minus_lambda_times_area_fraction():
+    scores = mask_select.selection_scores(HYPOTHESES, BOX, lam=0.5)
+    expected = torch.tensor([16 / 49 - 0.5 * 0.49, 1.0 - 0.5 * 0.16, 0.5 - 0.5 * 0.08])
+    assert torch.allclose(scores, expected, atol=1e-6)
+
+
+def test_zero_lambda_picks_best_iou_not_largest_mask():
+    assert mask_select.select_mask(HYPOTHESES, BOX, lam=0.0) == 1
+
+
+def test_lambda_switches_choice_exactly_where_the_formula_says():
+    # EXACT beats HALF while 1 − 0.16λ > 0.5 − 0.08λ, i.e. λ < 6.25.
+    assert mask_select.select_mask(HYPOTHESES, BOX, lam=6.2) == 1
+    assert mask_select.select_mask(HYPOTHESES, BOX, lam=6.3) == 2
+
+
+def test_area_is_a_fraction_of_the_image_not_pixels():
+    # On a 100×100 image the same masks are tiny fractions: λ = 6.3 no longer flips the choice.
+    big = torch.zeros(3, 100, 100, dtype=torch.bool)
+    big[:, :10, :10] = HYPOTHESES
+    assert mask_select.select_mask(big, BOX, lam=6.3) == 1
+
+
+def test_union_keeps_the_most_confident_boxes():
+    left = torch.stack([rect(10, 10, 0, 0, 4, 4)] * 3)
+    right = torch.stack([rect(10, 10, 5, 5, 9, 9)] * 3)
+    masks = torch.stack([left, right])
+    boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [5.0, 5.0, 9.0, 9.0]])
+    scores = torch.tensor([0.4, 0.9])
+    one, kept = mask_select.union_of_selected(masks, boxes, scores, lam=0.1, max_objects=1)
+    assert kept == [1] and torch.equal(one, right[0])
+    both, kept = mask_select.union_of_selected(masks, boxes, scores, lam=0.1, max_objects=5)
+    assert kept == [1, 0] and torch.equal(both, left[0] | right[0])
+
+
+def test_mismatched_inputs_are_refused():
+    with pytest.raises(ValueError, match="same boxes"):
+        mask_select.union_of_selected(HYPOTHESES[None], torch.zeros(2, 4), torch.zeros(2), 0.1, 1)
+    with pytest.raises(ValueError, match="max_objects"):
+        mask_select.union_of_selected(HYPOTHESES[None], torch.zeros(1, 4), torch.zeros(1), 0.1, 0)
+    with pytest.raises(ValueError, match="K ≥ 1"):
+        mask_select.select_mask(torch.zeros(0, 4, 4, dtype=torch.bool), BOX, 0.1)

@@ -1,0 +1,72 @@
+"""Segment Anything: architecture read from the weights, safe loading, one image embedding per image."""
+import numpy as np
+import pytest
+import torch
+
+import tiny_detectors
+from image_alchemy.alchemy import sam as sam_ops
+
+
+@pytest.fixture(scope="module")
+def sam_file(tmp_path_factory):
+    return tiny_detectors.write_sam(tmp_path_factory.mktemp("sams") / "sam_tiny_test.pth")
+
+
+@pytest.fixture(scope="module")
+def image():
+    return (np.random.default_rng(1).random((40, 56, 3)) * 255).astype(np.uint8)
+
+
+def test_tiny_checkpoint_loads_with_its_own_architecture(sam_file):
+    model = sam_ops.load_sam(sam_file)
+    assert model.variant == "custom" and not model.training
+    assert model.spec.depth == 1 and model.spec.global_attn_indexes == () and model.spec.num_heads == 2
+    assert model.spec.window_size == 14 and model.spec.out_chans == 32
+    reference = tiny_detectors.tiny_sam().state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("name", ["vit_b", "vit_l", "vit_h"])
+def test_released_sizes_are_recognised_from_their_shapes(name):
+    from segment_anything import sam_model_registry
+
+    with torch.device("meta"):  # shapes only: no 90–640 M parameter allocation
+        state = sam_model_registry[name](checkpoint=None).state_dict()
+    spec = sam_ops.infer_spec(state)
+    assert spec == sam_ops.RELEASED[name]
+    assert sam_ops.released_name(spec) == name
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": {"x": torch.zeros(1)}, "payload": np.random.default_rng(0)}, evil)
+    with pytest.raises(Exception, match="[Ww]eights only"):
+        sam_ops.load_sam(evil)
+
+
+def test_not_a_sam_checkpoint_is_refused(tmp_path):
+    other = tmp_path / "other.pth"
+    torch.save({"layer.weight": torch.zeros(2, 2)}, other)
+    with pytest.raises(ValueError, match="not a Segment Anything checkpoint"):
+        sam_ops.load_sam(other)
+
+
+def test_all_boxes_share_one_image_embedding(sam_file, image):
+    model = sam_ops.load_sam(sam_file)
+    calls = []
+    model.image_encoder.register_forward_hook(lambda *args: calls.append(1))
+    boxes = torch.tensor([[0.0, 0.0, 20.0, 20.0], [10.0, 5.0, 50.0, 35.0], [30.0, 10.0, 56.0, 40.0]])
+    masks, iou = sam_ops.segment_boxes(model, image, boxes)
+    assert len(calls) == 1
+    assert masks.shape == (3, 3, 40, 56) and masks.dtype == torch.bool and iou.shape == (3, 3)
+    # Decoding each box alone from the same embedding gives the same masks as the batch.
+    single, _ = sam_ops.segment_boxes(model, image, boxes[1:2])
+    assert torch.equal(single[0], masks[1])
+
+
+def test_no_boxes_skips_the_encoder(sam_file, image):
+    model = sam_ops.load_sam(sam_file)
+    calls = []
+    model.image_encoder.register_forward_hook(lambda *args: calls.append(1))
+    masks, iou = sam_ops.segment_boxes(model, image, torch.zeros(0, 4))
+    assert calls == [] and masks.shape == (0, 3, 40, 56)

@@ -1,0 +1,138 @@
+"""GroundedSAMMask and its loaders inside the real ComfyUI server, with tiny detectors in the model folders."""
+import numpy as np
+import pytest
+import torch
+from comfy_execution.graph_utils import GraphBuilder
+from PIL import Image
+
+import tiny_detectors
+from comfy_server import PromptFailed
+from image_alchemy.alchemy import grounded_sam, grounding, sam as sam_ops
+
+HF_NAME, PTH_NAME, SAM_NAME = "grounding-dino-tiny-test", "groundingdino_tiny_test.pth", "sam_tiny_test.pth"
+
+
+@pytest.fixture(scope="module")
+def detectors(comfy):
+    models = comfy.base_dir / "models"
+    hf = tiny_detectors.write_grounding_dino_hf(models / "grounding-dino" / HF_NAME)
+    pth = tiny_detectors.write_grounding_dino_original(models / "grounding-dino", hf, PTH_NAME)
+    sam = tiny_detectors.write_sam(models / "sams" / SAM_NAME)
+    return {"hf": hf, "pth": pth, "sam": sam}
+
+
+def segment(g, image, model_name, **overrides):
+    dino = g.node("ImageAlchemy_GroundingDinoLoader", model_name=model_name)
+    sam = g.node("ImageAlchemy_SAMLoader", model_name=SAM_NAME)
+    settings = dict(prompt="dog", box_threshold=0.0, text_threshold=0.0, area_penalty=0.1, max_objects=2, grow=0,
+                    feather=0, if_nothing_found="empty mask")
+    settings.update(overrides)
+    return g.node("ImageAlchemy_GroundedSAMMask", image=image, grounding_dino=dino.out(0), sam=sam.out(0), **settings)
+
+
+def save_mask(g, node, prefix):
+    return g.node("SaveImage", images=g.node("MaskToImage", mask=node.out(0)).out(0), filename_prefix=prefix)
+
+
+def test_loaders_list_both_layouts(comfy, detectors):
+    info = comfy.object_info()
+    dino_options = info["ImageAlchemy_GroundingDinoLoader"]["input"]["required"]["model_name"]
+    assert set(dino_options[1]["options"]) == {HF_NAME, PTH_NAME}  # not the bert-base-uncased folder
+    assert info["ImageAlchemy_SAMLoader"]["input"]["required"]["model_name"][1]["options"] == [SAM_NAME]
+    spec = info["ImageAlchemy_GroundedSAMMask"]
+    assert spec["output"] == ["MASK", "IMAGE"]
+    assert all(opt.get("tooltip") for _, opt in spec["input"]["required"].values() if isinstance(opt, dict))
+
+
+def test_txt2img_batch_to_mask_and_preview(comfy, detectors):
+    g = GraphBuilder()
+    loader = g.node("ImageAlchemyTest_TinySDXLLoader")
+    pos = g.node("CLIPTextEncode", text="a photo of a dog on a beach", clip=loader.out(1))
+    neg = g.node("CLIPTextEncode", text="", clip=loader.out(1))
+    latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=2)
+    sampled = g.node("KSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0),
+                     latent_image=latent.out(0), seed=0, steps=2, cfg=5.0, sampler_name="euler",
+                     scheduler="normal", denoise=1.0)
+    decoded = g.node("VAEDecode", samples=sampled.out(0), vae=loader.out(2))
+    seg = segment(g, decoded.out(0), HF_NAME)
+    masks = save_mask(g, seg, "gsam_mask")
+    preview = g.node("SaveImage", images=seg.out(1), filename_prefix="gsam_preview")
+    entry = comfy.run(g.finalize())
+    mask_images = comfy.output_images(entry, masks.id)
+    previews = comfy.output_images(entry, preview.id)
+    assert len(mask_images) == 2 and len(previews) == 2
+    assert all(im.size == (64, 64) for im in mask_images + previews)
+    # Threshold 0 detects every query: the preview shows box outlines (pure green or grey pixels).
+    pixels = np.asarray(previews[0].convert("RGB")).reshape(-1, 3)
+    assert ((pixels == [64, 255, 64]).all(1) | (pixels == [160, 160, 160]).all(1)).any()
+
+
+@pytest.fixture(scope="module")
+def two_images(comfy, detectors):
+    """Two input images and a box threshold between their best scores: one has detections, the other none."""
+    rng = np.random.default_rng(3)
+    arrays = [(rng.random((48, 64, 3)) * 255).astype(np.uint8) for _ in range(2)]
+    detector = grounding.load_grounding_dino(detectors["hf"])
+    best = [float(grounding.detect(detector, a, "dog", 0.0, 0.0)["scores"][0]) for a in arrays]
+    assert best[0] != best[1]
+    # Order the batch so the image WITHOUT detections comes first: its policy must not drop or shift the other.
+    arrays = arrays if best[0] < best[1] else arrays[::-1]
+    threshold = sum(best) / 2
+    names = []
+    for i, a in enumerate(arrays):
+        names.append(f"gsam_input_{i}.png")
+        Image.fromarray(a).save(comfy.base_dir / "input" / names[-1])
+    images = torch.from_numpy(np.stack(arrays)).float() / 255.0
+    expected, _ = grounded_sam.segment_batch(
+        images, detector, sam_ops.load_sam(detectors["sam"]), "dog", box_threshold=threshold, text_threshold=0.0,
+        area_penalty=0.1, max_objects=2, on_empty="empty mask")
+    assert expected[0].sum() == 0
+    return {"names": names, "threshold": threshold, "expected": expected}
+
+
+def batch_graph(two_images, policy, model_name=HF_NAME, threshold=None):
+    g = GraphBuilder()
+    loads = [g.node("LoadImage", image=name) for name in two_images["names"]]
+    batch = g.node("ImageBatch", image1=loads[0].out(0), image2=loads[1].out(0))
+    threshold = two_images["threshold"] if threshold is None else threshold
+    seg = segment(g, batch.out(0), model_name, box_threshold=threshold, if_nothing_found=policy)
+    return g, save_mask(g, seg, f"gsam_{policy.replace(' ', '_')}")
+
+
+def read_masks(comfy, entry, node):
+    return [torch.from_numpy(np.asarray(im.convert("L")).astype(np.float32) / 255.0) for im in comfy.output_images(entry, node.id)]
+
+
+@pytest.mark.parametrize("policy", ["empty mask", "whole image"])
+def test_batch_with_one_empty_image_keeps_its_size_and_follows_the_policy(comfy, two_images, policy):
+    g, save = batch_graph(two_images, policy)
+    masks = read_masks(comfy, comfy.run(g.finalize()), save)
+    assert len(masks) == 2
+    assert torch.all(masks[0] == (1.0 if policy == "whole image" else 0.0))
+    # The image with detections gets exactly the mask the pure pipeline computes in this process.
+    assert torch.equal(masks[1], two_images["expected"][1])
+
+
+def test_error_policy_stops_the_prompt_with_a_fix(comfy, two_images):
+    # Through the original-checkpoint loader (its processor works at 800 px, so its scores differ from the
+    # folder's): a threshold above 1 finds nothing in the first image.
+    g, _ = batch_graph(two_images, "error", model_name=PTH_NAME, threshold=1.01)
+    with pytest.raises(PromptFailed, match="GroundedSAMMask: nothing matching 'dog' in image 1 of 2.*box_threshold"):
+        comfy.run(g.finalize())
+    assert comfy.alive()
+
+
+def test_missing_weights_name_the_folder_and_file(comfy, detectors):
+    g = GraphBuilder()
+    dino = g.node("ImageAlchemy_GroundingDinoLoader", model_name="groundingdino_swint_ogc.pth")
+    sam = g.node("ImageAlchemy_SAMLoader", model_name="sam_vit_h_4b8939.pth")
+    image = g.node("EmptyImage", width=64, height=64, batch_size=1, color=0)
+    seg = g.node("ImageAlchemy_GroundedSAMMask", image=image.out(0), grounding_dino=dino.out(0), sam=sam.out(0),
+                 prompt="dog", box_threshold=0.3, text_threshold=0.25, area_penalty=0.1, max_objects=1, grow=0,
+                 feather=0, if_nothing_found="empty mask")
+    save_mask(g, seg, "never")
+    with pytest.raises(PromptFailed) as failure:
+        comfy.run(g.finalize())
+    message = str(failure.value.details)
+    assert "groundingdino_swint_ogc.pth" in message and "'grounding-dino' model folder" in message
+    assert "sam_vit_h_4b8939.pth" in message and "'sams' model folder" in message
