@@ -14,7 +14,6 @@ Two file layouts are read:
 from __future__ import annotations
 
 import json
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 
-log = logging.getLogger(__name__)
 
 BERT_FOLDER = "bert-base-uncased"
 ORIGINAL_SUFFIXES = (".pth", ".pt")
