@@ -13,9 +13,7 @@ NODE_MODULES = (token_picker, train, segment, blur, insert, evaluate)
 
 class ImageAlchemyExtension(ComfyExtension):
     @override
-    async def on_load(self) -> None:
-        folders.register_model_folders()
-
-    @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        # ComfyUI 0.3.75 never calls ComfyExtension.on_load, so the folders are registered here (idempotent).
+        folders.register_model_folders()
         return [node for module in NODE_MODULES for node in module.NODES]
