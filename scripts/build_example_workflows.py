@@ -12,6 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import requests
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -47,12 +49,19 @@ async (spec) => {
       if (!src.connect(slot, dst, idx)) throw new Error("could not link " + srcKey + "." + slot + " -> " + n.key + "." + input);
     }
   }
-  app.graph.setDirtyCanvas(true, true);
-  app.canvas.ds.offset = [40, 40];
-  app.canvas.ds.scale = spec.scale || 0.75;
-  return app.graph.serialize();
+  const graph = app.graph.serialize();
+  // Saved view: the whole graph at a readable scale when a user opens the workflow.
+  graph.extra = {...(graph.extra || {}), ds: {scale: spec.scale || 0.7, offset: [140, 200]}};
+  await app.loadGraphData(graph);
+  return graph;
 }
 """
+
+SHOW_JS = """([scale, offset]) => {
+  const c = window.app.canvas;
+  c.ds.scale = scale; c.ds.offset = offset;
+  c.setDirty(true, true); c.draw(true, true);
+}"""
 
 
 def main() -> None:
@@ -62,12 +71,18 @@ def main() -> None:
         server = ComfyServer(ROOT / ".cache" / "comfyui", Path(base), {"comfyui-image-alchemy": ROOT},
                              python=str(ROOT / ".venv" / "bin" / "python")).start()
         try:
-            with frontend(server, width=1800, height=1000) as ui:
+            for setting, value in (("Comfy.Minimap.Visible", False), ("Comfy.TutorialCompleted", True)):
+                requests.post(f"{server.url}/settings/{setting}", json=value, timeout=10)
+            with frontend(server, width=2700, height=1300) as ui:
                 for spec in workflow_specs.WORKFLOWS:
                     graph = ui.page.evaluate(BUILD_JS, spec)
                     (out_dir / f"{spec['name']}.json").write_text(json.dumps(graph, indent=2) + "\n")
-                    ui.page.wait_for_timeout(500)
-                    ui.page.screenshot(path=str(out_dir / f"{spec['name']}.jpg"), type="jpeg", quality=80)
+                    ui.page.wait_for_timeout(800)  # the frontend applies the saved view asynchronously
+                    ui.page.evaluate(SHOW_JS, [spec.get("scale", 0.7), [140, 200]])
+                    ui.page.wait_for_timeout(300)
+                    # The canvas only, without the frontend's menus and banners.
+                    ui.page.screenshot(path=str(out_dir / f"{spec['name']}.jpg"), type="jpeg", quality=80,
+                                       clip={"x": 60, "y": 70, "width": 2640, "height": 900})
                     print("wrote", spec["name"])
         finally:
             server.stop()

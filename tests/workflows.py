@@ -74,3 +74,33 @@ def swap_node_type(prompt: dict, old: str, new: str, keep_inputs: bool = False) 
                 node["inputs"] = {}
             count += 1
     return count
+
+
+# What a shipped workflow's real model files become when it runs on the tiny test models.
+TINY_LOADER = "ImageAlchemyTest_TinySDXLLoader"
+
+
+def adapt_for_tiny_models(prompt: dict, *, dino: str, sam: str, lora: str | None = None, size: int = 64,
+                          steps: int = 2) -> dict:
+    """Swaps real checkpoints for the tiny test models and shrinks sizes and steps to what a CPU runs in seconds.
+
+    Links stay as they are: the tiny loader has the same outputs (MODEL, CLIP, VAE) as CheckpointLoaderSimple.
+    Random tiny detectors score every box near 0.5 at best, so the box threshold drops to 0.
+    """
+    swap_node_type(prompt, "CheckpointLoaderSimple", TINY_LOADER)
+    for node in prompt.values():
+        inputs, kind = node["inputs"], node["class_type"]
+        if kind == "ImageAlchemy_GroundingDinoLoader":
+            inputs["model_name"] = dino
+        elif kind == "ImageAlchemy_SAMLoader":
+            inputs["model_name"] = sam
+        elif kind == "ImageAlchemy_GroundedSAMMask":
+            inputs.update(box_threshold=0.0, text_threshold=0.0, if_nothing_found="whole image")
+        if "lora_name" in inputs and lora is not None and not isinstance(inputs["lora_name"], list):
+            inputs["lora_name"] = lora
+        for key in ("width", "height", "resolution"):
+            if isinstance(inputs.get(key), int) and inputs[key] > size:
+                inputs[key] = size
+        if isinstance(inputs.get("steps"), int):
+            inputs["steps"] = min(inputs["steps"], steps)
+    return prompt
