@@ -49,7 +49,8 @@ async (spec) => {
       if (!src.connect(slot, dst, idx)) throw new Error("could not link " + srcKey + "." + slot + " -> " + n.key + "." + input);
     }
   }
-  const graph = app.graph.serialize();
+  // Through JSON so undefined fields are dropped, not saved as null (the frontend's schema rejects nulls).
+  const graph = JSON.parse(JSON.stringify(app.graph.serialize()));
   // Saved view: the whole graph at a readable scale when a user opens the workflow.
   graph.extra = {...(graph.extra || {}), ds: {scale: spec.scale || 0.7, offset: [140, 200]}};
   await app.loadGraphData(graph);

@@ -43,6 +43,10 @@ class FrontendPage:
     def load_workflow(self, workflow: dict) -> None:
         self.page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
 
+    def alerts(self) -> list[str]:
+        """Texts of the frontend's toast messages on screen (schema warnings, missing models, errors)."""
+        return self.page.locator(".p-toast-message").all_inner_texts()
+
     def missing_node_types(self, workflow: dict) -> list[str]:
         return self.page.evaluate(
             "(wf) => wf.nodes.map(n => n.type).filter(t => !window.LiteGraph.registered_node_types[t])", workflow)
