@@ -14,7 +14,7 @@ Pure: torch/numpy only; the backbones come in as objects with ``embed_images`` /
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -145,13 +145,16 @@ def evaluate(generated: Sequence[np.ndarray], prompts: Sequence[str], references
              dino=None, clip=None, quality=None, names: Sequence[str] | None = None,
              generated_masks: Sequence[np.ndarray] | None = None,
              reference_masks: Sequence[np.ndarray] | None = None, margin: float = 0.1,
-             clip_t_prompts: Sequence[str] | None = None, device: torch.device | str = "cpu") -> Evaluation:
+             clip_t_prompts: Sequence[str] | None = None, device: torch.device | str = "cpu",
+             on_stage: Callable[[str], None] | None = None) -> Evaluation:
     """Scores HWC uint8 ``generated`` images (one prompt each) against HWC uint8 ``references``.
 
     ``dino`` / ``clip``: backbones (None skips their metrics); ``quality``: a callable images → no-reference
     scores (BRISQUE), or None. ``clip_t_prompts`` replaces the prompts for CLIP-T only (e.g. the rare token
-    swapped for the class word). Masks select the subject region for DINO / CLIP-I.
+    swapped for the class word). Masks select the subject region for DINO / CLIP-I. ``on_stage(name)`` is
+    called before each metric ("dino", "clip", "brisque"): a progress / cancel hook.
     """
+    stage = on_stage or (lambda name: None)
     if len(prompts) != len(generated):
         raise ValueError(f"{len(prompts)} prompts for {len(generated)} generated images: give one prompt per image")
     if not len(generated):
@@ -165,11 +168,13 @@ def evaluate(generated: Sequence[np.ndarray], prompts: Sequence[str], references
     ref_regions = _crop_all(references, reference_masks, margin, "reference")
 
     if dino is not None:
+        stage("dino")
         ref = dino.embed_images(ref_regions, device)
         for s, v in zip(scores, similarity_to_references(dino.embed_images(gen_regions, device), ref).tolist()):
             s.dino = v
         real.dino = reference_self_similarity(ref)
     if clip is not None:
+        stage("clip")
         ref, gen = clip.embed_images(ref_regions, device), clip.embed_images(gen_regions, device)
         for s, v in zip(scores, similarity_to_references(gen, ref).tolist()):
             s.clip_i = v
@@ -179,6 +184,7 @@ def evaluate(generated: Sequence[np.ndarray], prompts: Sequence[str], references
         for s, v in zip(scores, text_image_similarity(whole, texts).tolist()):
             s.clip_t = v
     if quality is not None:
+        stage("brisque")
         for s, v in zip(scores, quality(list(generated))):
             s.brisque = v
         real.brisque = _mean(quality(list(references))) if len(references) else None
