@@ -1,2 +1,249 @@
-"""Placeholder module: its nodes arrive with their issue. Registers nothing yet."""
-NODES = []
+"""TrainSubjectLoRA: learn a subject from 4–5 photos (paper 001 §3.2) into a kohya LoRA in models/loras.
+
+The node encodes in the graph with the wired VAE and CLIP (the encoders inference will use), hands the
+UNet weights over once (cached by content hash), frees ComfyUI's models and trains in a child process
+(training/, no ComfyUI imports), streaming progress to the progress bar and the browser's loss chart.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+
+import comfy.model_base
+import comfy.model_management
+import comfy.utils
+import folder_paths
+from comfy_api.latest import io, ui
+
+from ..training import child, job
+from ..training.lora_file import partial_path, read_metadata
+from ..training.plot import loss_curve_image
+from ..training.settings import TrainSettings
+from ..training.trainer import TrainingData
+from ..training.unet import diffusers_unet_config, save_ldm_unet, state_dict_hash
+
+log = logging.getLogger(__name__)
+
+NODE = "TrainSubjectLoRA"
+PROGRESS_EVENT = "image_alchemy.train_progress"
+JOB_HASH_KEY = "image_alchemy.job_hash"
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*(/[A-Za-z0-9][A-Za-z0-9_.\- ]*)*$")
+
+
+def _work_dir() -> Path:
+    path = Path(folder_paths.get_temp_directory()) / "image_alchemy_train"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def lora_file_name(name: str) -> str:
+    name = name.strip().removesuffix(".safetensors")
+    if not _NAME_OK.match(name) or ".." in name:
+        raise ValueError(f"{NODE}: lora_name {name!r} is not a safe file name: use letters, digits, '_', '-', '.' "
+                         f"(and '/' for a subfolder), e.g. 'iklan_dog'")
+    return name + ".safetensors"
+
+
+def _prepare_images(images: torch.Tensor, mask: torch.Tensor | None, resolution: int):
+    """IMAGE BHWC → BCHW, resized (shorter side) and centre-cropped to resolution²; MASK BHW likewise.
+    Returns (pixels BHWC for the VAE, masks B×1×R×R or None, SDXL size/crop conditioning per image)."""
+    b, h, w, _ = images.shape
+    pixels = comfy.utils.common_upscale(images[..., :3].movedim(-1, 1), resolution, resolution, "bicubic", "center")
+    pixels = pixels.clamp(0, 1).movedim(1, -1)
+    side = min(h, w)
+    time_ids = torch.tensor([[h, w, (h - side) // 2, (w - side) // 2, resolution, resolution]] * b, dtype=torch.float32)
+    masks = None
+    if mask is not None:
+        if mask.dim() == 2:
+            mask = mask[None]
+        if mask.shape[0] not in (1, b):
+            raise ValueError(f"{NODE}: {mask.shape[0]} masks for {b} images: give one mask per image (or one for all)")
+        mask = mask.expand(b, -1, -1) if mask.shape[0] == 1 else mask
+        masks = comfy.utils.common_upscale(mask[:, None].float(), resolution, resolution, "bilinear", "center")
+        if float(masks.max()) <= 0:
+            raise ValueError(f"{NODE}: the subject mask is empty: connect a mask that covers the subject, or none")
+    return pixels, masks, time_ids
+
+
+def _encode(model, clip, vae, pixels, masks, time_ids, settings: TrainSettings) -> TrainingData:
+    latent_format = model.model.process_latent_in  # the model's own latent scaling (SDXL: ×0.13025)
+    latents = latent_format(vae.encode(pixels)).float().cpu()
+    flipped = latent_format(vae.encode(pixels.flip(2))).float().cpu() if settings.flip else None
+    cond, pooled = clip.encode_from_tokens(clip.tokenize(settings.prompt), return_pooled=True)
+    if masks is not None:
+        masks = torch.nn.functional.interpolate(masks, size=latents.shape[-2:], mode="area").clamp(0, 1)
+    return TrainingData(latents=latents, latents_flipped=flipped, masks=masks, time_ids=time_ids,
+                        prompt_embeds=cond.float().cpu(), pooled_prompt_embeds=pooled.float().cpu())
+
+
+def _prediction_type(model) -> str:
+    kind = model.model.model_type
+    if kind == comfy.model_base.ModelType.EPS:
+        return "epsilon"
+    if kind == comfy.model_base.ModelType.V_PREDICTION:
+        return "v_prediction"
+    raise ValueError(f"{NODE}: the MODEL predicts {kind.name}; only epsilon and v-prediction SDXL models train here")
+
+
+def _export_unet(model) -> tuple[Path, str]:
+    """Base UNet weights (LDM layout) to a cache file named by content hash; older exports are removed."""
+    diffusion_model = model.model.diffusion_model
+    try:
+        config = diffusers_unet_config(model.model.model_config.unet_config)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{NODE}: the MODEL is not an SDXL-family UNet ({e}); connect an SDXL checkpoint") from e
+    state_dict = diffusion_model.state_dict()
+    model_hash = state_dict_hash(state_dict)
+    path = _work_dir() / f"unet-{model_hash[:20]}.safetensors"
+    if not path.exists():
+        for old in _work_dir().glob("unet-*.safetensors"):
+            old.unlink(missing_ok=True)
+        save_ldm_unet(path, state_dict, config, model_hash)
+    return path, model_hash
+
+
+def job_hash(model_hash: str, settings: TrainSettings, data: TrainingData) -> str:
+    digest = hashlib.sha256(f"{job.JOB_FORMAT}|{model_hash}|{settings.to_json()}".encode())
+    for name, tensor in sorted(data.tensors().items()):
+        digest.update(name.encode())
+        digest.update(tensor.float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _auto_precision(choice: str, device: torch.device) -> str:
+    if choice != "auto":
+        return choice
+    if device.type != "cuda":
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def _send(unique_id, payload: dict) -> None:
+    from server import PromptServer
+
+    instance = PromptServer.instance
+    instance.send_sync(PROGRESS_EVENT, {"node": unique_id, **payload}, instance.client_id)
+
+
+class TrainSubjectLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ImageAlchemy_TrainSubjectLoRA",
+            display_name="Train Subject LoRA",
+            category="Image Alchemy/training",
+            description="Trains an attention-only LoRA on 4–5 photos of one subject (paper 001 §3.2, intentional "
+                        "overfit, scale 1) and saves it to models/loras. Same inputs and settings return the "
+                        "existing LoRA without training again. Cancel stops the trainer and leaves no file.",
+            is_output_node=True,
+            inputs=[
+                io.Model.Input("model", tooltip="SDXL model to train on (from your checkpoint loader)."),
+                io.Clip.Input("clip", tooltip="Its CLIP: encodes the training prompt 'a photo of <token> <class>'."),
+                io.Vae.Input("vae", tooltip="Its VAE: encodes the subject photos once, before training."),
+                io.Image.Input("images", tooltip="4–5 photos of the subject (a batch); resized and centre-cropped."),
+                io.String.Input("token", default="iklan",
+                                tooltip="Rare one-word placeholder with no prior (see Rare Token Picker)."),
+                io.String.Input("class_word", default="dog", tooltip="The subject's class, e.g. dog, person, mug."),
+                io.String.Input("lora_name", default="iklan_dog",
+                                tooltip="File name in models/loras (without .safetensors); '/' for a subfolder."),
+                io.Int.Input("steps", default=500, min=1, max=20000, tooltip="Optimizer steps."),
+                io.Float.Input("learning_rate", default=1e-4, min=1e-7, max=1e-2, step=1e-5,
+                               tooltip="AdamW learning rate."),
+                io.Int.Input("rank", default=8, min=1, max=256, tooltip="LoRA rank."),
+                io.Float.Input("alpha", default=0.0, min=0.0, max=1024.0, step=0.5,
+                               tooltip="LoRA alpha (scale = alpha/rank); 0 means alpha = rank, the paper's scale 1."),
+                io.Int.Input("batch_size", default=1, min=1, max=32, tooltip="Images per step."),
+                io.Int.Input("resolution", default=1024, min=64, max=2048, step=64,
+                             tooltip="Training size in pixels (SDXL: 1024)."),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of init, noise and order."),
+                io.Combo.Input("mixed_precision", options=["auto", "no", "bf16", "fp16"], default="auto",
+                               tooltip="auto: bf16 (or fp16) on a GPU, full precision on the CPU."),
+                io.Boolean.Input("gradient_checkpointing", default=False,
+                                 tooltip="Less GPU memory, about 30% slower."),
+                io.Boolean.Input("flip", default=False, tooltip="Horizontal-flip augmentation (p = 0.5)."),
+                io.Float.Input("noise_offset", default=0.0, min=0.0, max=0.5, step=0.01,
+                               tooltip="Noise offset; 0.05–0.1 helps very dark or bright subjects."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Optional subject masks (one per image): the loss is weighted on the subject."),
+            ],
+            outputs=[
+                io.String.Output(display_name="lora_name",
+                                 tooltip="The LoRA's name in models/loras, for the insert node and LoraLoader."),
+                io.Image.Output(display_name="loss_curve", tooltip="Training loss per step (raw and running mean)."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model, clip, vae, images, token, class_word, lora_name, steps, learning_rate, rank, alpha,
+                batch_size, resolution, seed, mixed_precision, gradient_checkpointing, flip, noise_offset,
+                mask=None) -> io.NodeOutput:
+        device = comfy.model_management.get_torch_device()
+        settings = TrainSettings(
+            token=token.strip(), class_word=class_word.strip(), rank=rank, alpha=alpha or None,
+            learning_rate=learning_rate, steps=steps, batch_size=batch_size, seed=seed,
+            mixed_precision=_auto_precision(mixed_precision, device), gradient_checkpointing=gradient_checkpointing,
+            flip=flip, noise_offset=noise_offset, prediction_type=_prediction_type(model), device=str(device),
+        ).validate(NODE)
+        file_name = lora_file_name(lora_name)
+        output = Path(folder_paths.get_folder_paths("loras")[0]) / file_name
+        if images.shape[0] < 1:
+            raise ValueError(f"{NODE}: no images: connect a batch of 4–5 subject photos")
+
+        pixels, masks, time_ids = _prepare_images(images, mask, resolution)
+        data = _encode(model, clip, vae, pixels, masks, time_ids, settings)
+        # Free ComfyUI's models (this also removes any applied weight patches) before reading the UNet.
+        comfy.model_management.unload_all_models()
+        comfy.model_management.soft_empty_cache()
+        if model.patches:
+            log.warning("%s: the MODEL carries patches (e.g. LoRAs); training uses its base weights only", NODE)
+        unet_path, model_hash = _export_unet(model)
+        key = job_hash(model_hash, settings, data)
+
+        if output.exists() and read_metadata(output).get(JOB_HASH_KEY) == key:
+            log.info("%s: %s already trained from these inputs; not training again", NODE, file_name)
+            losses = cls._losses(output)
+            _send(cls.hidden.unique_id, {"phase": "cached", "losses": losses})
+            return cls._result(file_name, losses)
+
+        job_dir = _work_dir() / f"job-{uuid.uuid4().hex[:12]}"
+        pbar = comfy.utils.ProgressBar(settings.steps)
+        try:
+            job.write_job(job_dir, settings, data, unet_path=unet_path, output=output,
+                          extra_metadata={JOB_HASH_KEY: key, "ss_output_name": Path(file_name).stem})
+            _send(cls.hidden.unique_id, {"phase": "start", "steps": settings.steps})
+
+            def on_step(event: dict) -> None:
+                pbar.update_absolute(event["step"], settings.steps)  # raises when the user cancels
+                _send(cls.hidden.unique_id, {"phase": "step", **event})
+
+            child.run_and_wait(job_dir, on_step, poll=comfy.model_management.throw_exception_if_processing_interrupted)
+        except child.TrainingFailed as e:
+            raise RuntimeError(f"{NODE}: training failed: {e}") from e
+        finally:
+            # Reached on success, error and cancel alike: the child is already stopped; no partial file stays.
+            partial_path(output).unlink(missing_ok=True)
+            shutil.rmtree(job_dir, ignore_errors=True)
+        losses = cls._losses(output)
+        _send(cls.hidden.unique_id, {"phase": "done", "losses": losses})
+        return cls._result(file_name, losses)
+
+    @staticmethod
+    def _losses(path: Path) -> list[float]:
+        import json
+
+        return json.loads(read_metadata(path).get("image_alchemy.losses", "[]"))
+
+    @classmethod
+    def _result(cls, file_name: str, losses: list[float]) -> io.NodeOutput:
+        curve = torch.from_numpy(loss_curve_image(losses))[None]
+        return io.NodeOutput(file_name, curve, ui=ui.PreviewImage(curve, cls=cls))
+
+
+NODES = [TrainSubjectLoRA]

@@ -1,0 +1,94 @@
+"""`python -m training fit` on a tiny diffusers SDXL folder; the LoRA it writes lowers the denoising error on
+the subject, loads in diffusers (`load_lora_weights`) and maps every key in ComfyUI's `comfy.lora`."""
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from image_alchemy.training.settings import TrainSettings
+from training_helpers import encode_subject_data, write_subject_folder, write_tiny_pipeline
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_models, comfy_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fit")
+    pipe_dir = write_tiny_pipeline(tiny_models, folder / "pipe", comfy_dir)
+    images = write_subject_folder(folder / "photos", count=4, size=128)
+    out = folder / "iklan_disc.safetensors"
+    cmd = [sys.executable, "-m", "training", "fit", "--model", str(pipe_dir), "--images", str(images),
+           "--token", "iklan", "--class-word", "disc", "--out", str(out), "--resolution", "128", "--steps", "40",
+           "--batch-size", "4", "--rank", "4", "--learning-rate", "1e-3", "--device", "cpu"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    return pipe_dir, out, events
+
+
+def _pipeline(pipe_dir):
+    from diffusers import StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline.from_pretrained(str(pipe_dir), dtype=torch.float32)
+
+
+@torch.no_grad()
+def _denoising_error(unet, data, seed=0, rounds=6) -> float:
+    """Mean ε-prediction error on the subject latents over fixed noise and timesteps."""
+    from image_alchemy.training.trainer import noise_scheduler
+
+    scheduler, gen, total = noise_scheduler(TrainSettings()), torch.Generator().manual_seed(seed), 0.0
+    n = data.latents.shape[0]
+    for _ in range(rounds):
+        noise = torch.randn(data.latents.shape, generator=gen)
+        t = torch.randint(50, 950, (n,), generator=gen)
+        noisy = scheduler.add_noise(data.latents, noise, t)
+        pred = unet(noisy, t, data.prompt_embeds.expand(n, -1, -1),
+                    added_cond_kwargs={"text_embeds": data.pooled_prompt_embeds.expand(n, -1),
+                                       "time_ids": data.time_ids}).sample
+        total += torch.mean((pred - noise) ** 2).item()
+    return total / rounds
+
+
+def test_fit_trains_and_the_lora_lowers_denoising_error_in_diffusers(fitted):
+    pipe_dir, out, events = fitted
+    steps = [e for e in events if "step" in e]
+    assert len(steps) == 40 and events[-1]["done"] and Path(events[-1]["output"]) == out
+    first, last = sum(e["loss"] for e in steps[:10]) / 10, sum(e["loss"] for e in steps[-10:]) / 10
+    assert last < first
+
+    pipe = _pipeline(pipe_dir)
+    data = encode_subject_data(pipe_dir, TrainSettings(token="iklan", class_word="disc"), size=128)
+    base_error = _denoising_error(pipe.unet, data)
+    pipe.load_lora_weights(str(out.parent), weight_name=out.name, adapter_name="subject")
+    lora_layers = {name: m for name, m in pipe.unet.named_modules() if hasattr(m, "lora_B") and "subject" in m.lora_B}
+    file_modules = {k.split(".")[0] for k in load_file(str(out)) if k.endswith(".lora_down.weight")}
+    # Every module of the file became a LoRA layer holding the trained (non-zero) up weights.
+    assert len(lora_layers) == len(file_modules) == 32
+    assert all(m.lora_B["subject"].weight.abs().sum() > 0 for m in lora_layers.values())
+    lora_error = _denoising_error(pipe.unet, data)
+    assert lora_error < base_error
+    pipe.disable_lora()
+    assert _denoising_error(pipe.unet, data) == pytest.approx(base_error, rel=1e-5)
+
+
+def test_lora_maps_every_key_in_comfyui(fitted, tiny_models, caplog):
+    import comfy.lora
+    import comfy.supported_models
+    from tiny.factory import TINY_UNET_CONFIG, UNET_PREFIX
+
+    _pipe_dir, out, _events = fitted
+    model_config = comfy.supported_models.SDXL(dict(TINY_UNET_CONFIG))
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model(load_file(str(tiny_models["unet"])), UNET_PREFIX, device=torch.device("cpu"))
+    key_map = comfy.lora.model_lora_keys_unet(model, {})
+    lora = load_file(str(out))
+    with caplog.at_level(logging.WARNING):
+        patches = comfy.lora.load_lora(lora, key_map)
+    assert "lora key not loaded" not in caplog.text
+    assert len(patches) == sum(k.endswith(".lora_down.weight") for k in lora) == 32

@@ -1,0 +1,145 @@
+"""TrainSubjectLoRA through the real ComfyUI server: trains on the tiny model, the LoRA loads in LoraLoader,
+same inputs are not trained twice, cancel leaves nothing behind."""
+import json
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import requests
+import websocket
+from comfy_execution.graph_utils import GraphBuilder
+from PIL import Image
+from safetensors import safe_open
+
+from comfy_server import PromptFailed
+from training_helpers import synthetic_subject
+
+TRAIN = "ImageAlchemy_TrainSubjectLoRA"
+
+
+@pytest.fixture(scope="module")
+def subject_inputs(comfy):
+    """Four synthetic subject photos in the server's input folder (the mask rides in the alpha channel)."""
+    images, masks = synthetic_subject(4, 256)
+    names = []
+    for i, (img, mask) in enumerate(zip(images, masks)):
+        rgba = np.dstack([img, 1.0 - mask.astype(np.float32)])  # LoadImage's MASK = 1 − alpha
+        name = f"ia_subject_{i}.png"
+        Image.fromarray((rgba * 255).round().astype(np.uint8), "RGBA").save(comfy.base_dir / "input" / name)
+        names.append(name)
+    return names
+
+
+def train_graph(names, lora_name, steps, with_mask=False, **settings):
+    g = GraphBuilder()
+    loader = g.node("ImageAlchemyTest_TinySDXLLoader")
+    loads = [g.node("LoadImage", image=n) for n in names]
+    batch = loads[0].out(0)
+    for load in loads[1:]:
+        batch = g.node("ImageBatch", image1=batch, image2=load.out(0)).out(0)
+    values = dict(token="iklan", class_word="disc", lora_name=lora_name, steps=steps, learning_rate=1e-3, rank=4,
+                  alpha=0.0, batch_size=4, resolution=256, seed=0, mixed_precision="auto",
+                  gradient_checkpointing=False, flip=False, noise_offset=0.0)
+    values.update(settings)
+    if with_mask:
+        values["mask"] = loads[0].out(1)
+    train = g.node(TRAIN, model=loader.out(0), clip=loader.out(1), vae=loader.out(2), images=batch, **values)
+    return g, train
+
+
+def loras_dir(comfy):
+    return comfy.base_dir / "models" / "loras"
+
+
+def leftovers(comfy):
+    work = comfy.base_dir / "temp" / "image_alchemy_train"
+    return sorted(p.name for p in work.glob("job-*")) + sorted(p.name for p in loras_dir(comfy).glob("*.partial"))
+
+
+def trainer_processes():
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "-m training run" in line]
+
+
+def txt2img(lora=None, seed=3):
+    g = GraphBuilder()
+    loader = g.node("ImageAlchemyTest_TinySDXLLoader")
+    model, clip = loader.out(0), loader.out(1)
+    if lora:
+        lora_node = g.node("LoraLoader", model=model, clip=clip, lora_name=lora, strength_model=1.0, strength_clip=1.0)
+        model, clip = lora_node.out(0), lora_node.out(1)
+    pos = g.node("CLIPTextEncode", text="a photo of iklan disc", clip=clip)
+    neg = g.node("CLIPTextEncode", text="", clip=clip)
+    latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
+    sampled = g.node("KSampler", model=model, positive=pos.out(0), negative=neg.out(0), latent_image=latent.out(0),
+                     seed=seed, steps=3, cfg=4.0, sampler_name="euler", scheduler="normal", denoise=1.0)
+    save = g.node("SaveImage", images=g.node("VAEDecode", samples=sampled.out(0), vae=loader.out(2)).out(0),
+                  filename_prefix="ia_lora_check")
+    return g, save
+
+
+def test_trains_subject_lora_loads_in_lora_loader_and_is_not_trained_twice(comfy, subject_inputs):
+    g, train = train_graph(subject_inputs, "ia_test_subject", steps=40, with_mask=True)
+    entry = comfy.run(g.finalize(), timeout=600)
+    path = loras_dir(comfy) / "ia_test_subject.safetensors"
+    assert path.exists() and not leftovers(comfy) and not trainer_processes()
+    with safe_open(str(path), framework="pt") as f:
+        meta, keys = f.metadata(), list(f.keys())
+    losses = json.loads(meta["image_alchemy.losses"])
+    assert len(losses) == 40 and meta["image_alchemy.token"] == "iklan" and meta["ss_network_dim"] == "4"
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])  # intentional overfit: the loss falls
+    assert sum(k.endswith(".lora_down.weight") for k in keys) == 32
+    assert comfy.output_images(entry, train.id)  # the loss curve preview
+
+    # LoraLoader maps every key (ComfyUI logs "lora key not loaded" otherwise) and the picture changes.
+    log_start = len(comfy.log_tail(10**9))
+    g, save = txt2img()
+    base = np.asarray(comfy.output_images(comfy.run(g.finalize()), save.id)[0], np.int16)
+    g, save = txt2img("ia_test_subject.safetensors")
+    with_lora = np.asarray(comfy.output_images(comfy.run(g.finalize()), save.id)[0], np.int16)
+    assert "lora key not loaded" not in comfy.log_tail(10**9)[log_start:]
+    assert np.abs(with_lora - base).mean() > 0.5
+
+    # Same inputs again, ComfyUI's own cache cleared: the existing LoRA is returned without training.
+    mtime = path.stat().st_mtime_ns
+    requests.post(comfy.url + "/free", json={"free_memory": True}, timeout=10)
+    time.sleep(1.5)
+    g, train = train_graph(subject_inputs, "ia_test_subject", steps=40, with_mask=True)
+    log_start = len(comfy.log_tail(10**9))
+    comfy.run(g.finalize(), timeout=300)
+    assert path.stat().st_mtime_ns == mtime
+    assert "already trained from these inputs" in comfy.log_tail(10**9)[log_start:]
+
+
+def test_cancel_stops_trainer_leaves_no_file_and_server_keeps_serving(comfy, subject_inputs):
+    ws = websocket.create_connection(f"ws://127.0.0.1:{comfy.port}/ws?clientId={comfy.client_id}", timeout=120)
+    try:
+        g, _ = train_graph(subject_inputs, "ia_cancel_me", steps=5000)
+        prompt_id = comfy.queue(g.finalize())
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            message = ws.recv()
+            if isinstance(message, str):
+                event = json.loads(message)
+                if event["type"] == "image_alchemy.train_progress" and event["data"].get("phase") == "step":
+                    break
+        else:
+            pytest.fail("no training progress event arrived")
+        assert trainer_processes()
+        cancelled = time.monotonic()
+        comfy.interrupt()
+        try:
+            entry = comfy.wait(prompt_id, timeout=60)
+        except PromptFailed as e:
+            entry = e.details
+        assert time.monotonic() - cancelled < 4.0  # terminate → kill after 2 s, plus polling
+        assert any(m[0] == "execution_interrupted" for m in entry["status"]["messages"])
+    finally:
+        ws.close()
+    assert not trainer_processes()
+    assert not (loras_dir(comfy) / "ia_cancel_me.safetensors").exists()
+    assert not leftovers(comfy)
+    assert comfy.alive()
+    g, save = txt2img(seed=5)
+    assert comfy.output_images(comfy.run(g.finalize()), save.id)

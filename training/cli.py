@@ -1,0 +1,141 @@
+"""Command line: `python -m training run JOB_DIR` and `python -m training fit --model … --images … --out …`.
+
+Progress goes to stdout, one JSON object per line: {"step", "steps", "loss", "lr", "eta_s"} per step, then
+{"done": true, "output": PATH, "seconds": S}, or {"error": MESSAGE} (exit status 1). Logs go to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import threading
+import time
+
+from .settings import LR_SCHEDULERS, MIXED_PRECISION, PREDICTION_TYPES, SAVE_PRECISION, TrainSettings
+
+log = logging.getLogger("training")
+
+_SETTING_HELP = {
+    "rank": "LoRA rank r",
+    "alpha": "LoRA alpha; the update is scaled by alpha/rank (default: = rank, the paper's scale 1)",
+    "learning_rate": "AdamW learning rate",
+    "lr_scheduler": f"learning-rate schedule, one of {LR_SCHEDULERS}",
+    "lr_warmup_steps": "warm-up steps of the schedule",
+    "steps": "optimizer steps",
+    "batch_size": "images per step",
+    "seed": "seed of the LoRA init, noise, timesteps and batch order",
+    "mixed_precision": f"{MIXED_PRECISION}: base weights and autocast dtype; bf16/fp16 need a GPU",
+    "gradient_checkpointing": "recompute activations in the backward pass (less memory, ~30%% slower)",
+    "flip": "horizontal-flip augmentation (p=0.5), from pre-encoded flipped images",
+    "noise_offset": "noise offset (0.05–0.1 helps very dark/bright subjects)",
+    "mask_background_weight": "loss weight outside the subject mask, when masks are given",
+    "weight_decay": "AdamW weight decay",
+    "max_grad_norm": "gradient clipping norm",
+    "prediction_type": f"{PREDICTION_TYPES}: what the base model predicts",
+    "save_precision": f"{SAVE_PRECISION}: dtype of the saved LoRA weights",
+    "device": "auto | cpu | cuda | cuda:N (auto: cuda when available)",
+}
+
+
+_CHOICES = {"mixed_precision": MIXED_PRECISION, "save_precision": SAVE_PRECISION, "lr_scheduler": LR_SCHEDULERS,
+            "prediction_type": PREDICTION_TYPES}
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainSettings()
+    for f in dataclasses.fields(TrainSettings):
+        if f.name in ("token", "class_word"):
+            continue
+        flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true", help=_SETTING_HELP[f.name])
+        else:
+            kind = {"alpha": float}.get(f.name, type(default))
+            parser.add_argument(flag, type=kind, default=default, choices=_CHOICES.get(f.name),
+                                help=_SETTING_HELP[f.name])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train the job folder written by the TrainSubjectLoRA node")
+    run.add_argument("job_dir", help="job folder (job.json + data.safetensors)")
+    run.add_argument("--stop-on-stdin-eof", action="store_true",
+                     help="exit when stdin closes (the node's child process: stop when ComfyUI goes away)")
+    fit = sub.add_parser("fit", help="encode a folder of photos with diffusers, then train",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fit.add_argument("--model", required=True, help="diffusers SDXL folder or single-file .safetensors checkpoint")
+    fit.add_argument("--config", help="for a single file offline: diffusers folder holding the component configs")
+    fit.add_argument("--images", required=True, help="folder of 4–5 subject photos (png/jpg/webp)")
+    fit.add_argument("--token", required=True, help="rare placeholder token, e.g. 'iklan'")
+    fit.add_argument("--class-word", required=True, help="the subject's class, e.g. 'dog'")
+    fit.add_argument("--out", required=True, help="LoRA file to write (.safetensors)")
+    fit.add_argument("--resolution", type=int, default=1024, help="training size in pixels (multiple of 8)")
+    _add_settings(fit)
+    args = parser.parse_args(argv)
+    if args.command == "fit":
+        if not args.out.endswith(".safetensors"):
+            parser.error("--out must end with .safetensors")
+        if args.resolution < 64 or args.resolution % 8:
+            parser.error("--resolution must be a multiple of 8, at least 64")
+        if not os.path.isdir(args.images):
+            parser.error(f"--images {args.images} is not a folder")
+        if args.mixed_precision != "no" and args.device == "cpu":
+            parser.error(f"--mixed-precision {args.mixed_precision} needs a GPU; use --mixed-precision no on cpu")
+        if args.lr_warmup_steps > args.steps:
+            parser.error("--lr-warmup-steps cannot exceed --steps")
+        try:
+            args.settings = settings_from_args(args).validate("python -m training fit")
+        except ValueError as e:
+            parser.error(str(e))
+    return args
+
+
+def settings_from_args(args: argparse.Namespace) -> TrainSettings:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainSettings)}
+    return TrainSettings(**values)
+
+
+def _emit(event: dict) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def _exit_when_stdin_closes() -> None:
+    """The parent holds our stdin open; EOF means it is gone, so stop instead of training for nobody."""
+    def watch():
+        # os.read on the raw descriptor: a thread blocked in sys.stdin's buffered reader would abort the
+        # interpreter at shutdown (it cannot take the buffer's lock).
+        while os.read(0, 4096):
+            pass
+        os._exit(3)
+
+    threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    started = time.perf_counter()
+    try:
+        if args.command == "run":
+            from .job import run_job
+
+            if args.stop_on_stdin_eof:
+                _exit_when_stdin_closes()
+            output = run_job(args.job_dir, progress=_emit)
+        else:
+            from .fit import fit
+
+            output = fit(args.model, args.images, args.out, args.settings, resolution=args.resolution,
+                         config=args.config, progress=_emit)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        log.error("%s", e)
+        _emit({"error": str(e)})
+        return 1
+    _emit({"done": True, "output": str(output), "seconds": round(time.perf_counter() - started, 3)})
+    return 0

@@ -1,0 +1,79 @@
+"""Job folders: what the node hands to the child process, and the run function both entry points share.
+
+A job folder holds ``job.json`` (settings, paths, extra metadata) and ``data.safetensors`` (cached latents,
+text embeddings, size/crop conditioning, optional masks). The base UNet is a separate safetensors file (LDM
+layout + diffusers config in its metadata), cached by content hash outside the job, named in ``job.json``.
+User values travel only inside these files, never on a command line.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .lora_file import lora_metadata, save_lora
+from .settings import TrainSettings
+from .trainer import TrainingData, resolve_device, train, weight_dtype
+from .unet import load_ldm_unet
+
+log = logging.getLogger(__name__)
+
+JOB_FORMAT = "image_alchemy.train_job/1"
+JOB_FILE, DATA_FILE = "job.json", "data.safetensors"
+
+
+def write_job(job_dir: str | os.PathLike, settings: TrainSettings, data: TrainingData, *, unet_path: str | os.PathLike,
+              output: str | os.PathLike, extra_metadata: dict[str, str] | None = None) -> Path:
+    """Writes a job folder (each file atomically) and returns it."""
+    job_dir = Path(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    tmp = job_dir / (DATA_FILE + ".partial")
+    save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in data.tensors().items()}, str(tmp))
+    os.replace(tmp, job_dir / DATA_FILE)
+    job = {"format": JOB_FORMAT, "settings": json.loads(settings.to_json()), "unet": str(unet_path),
+           "output": str(output), "metadata": dict(extra_metadata or {})}
+    tmp = job_dir / (JOB_FILE + ".partial")
+    tmp.write_text(json.dumps(job, indent=1))
+    os.replace(tmp, job_dir / JOB_FILE)
+    return job_dir
+
+
+def read_job(job_dir: str | os.PathLike) -> tuple[dict, TrainSettings, TrainingData]:
+    job_dir = Path(job_dir)
+    try:
+        job = json.loads((job_dir / JOB_FILE).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{job_dir} is not a training job folder (no {JOB_FILE})") from None
+    if job.get("format") != JOB_FORMAT:
+        raise ValueError(f"{job_dir / JOB_FILE}: format {job.get('format')!r}, expected {JOB_FORMAT!r}")
+    settings = TrainSettings.from_dict(job["settings"]).validate("training job")
+    data = TrainingData.from_tensors(load_file(str(job_dir / DATA_FILE))).check(settings)
+    return job, settings, data
+
+
+def finish(result, settings: TrainSettings, data: TrainingData, *, output: str | os.PathLike, base_model_hash: str,
+           extra_metadata: dict[str, str] | None = None) -> Path:
+    """Writes the trained LoRA with its metadata (atomic)."""
+    output = Path(output)
+    h, w = data.latents.shape[-2:]
+    meta = lora_metadata(settings, base_model_hash=base_model_hash, num_images=data.latents.shape[0],
+                         resolution=(w * 8, h * 8), losses=result.losses, output_name=output.stem,
+                         extra=extra_metadata)
+    return save_lora(output, result.kohya_state_dict, meta)
+
+
+def run_job(job_dir: str | os.PathLike, progress: Callable[[dict], None] | None = None) -> Path:
+    """Trains the job in ``job_dir`` and writes the LoRA it names. The one function behind `python -m
+    training run` and the node's child process."""
+    job, settings, data = read_job(job_dir)
+    if settings.device == "auto":
+        log.info("training on %s", resolve_device(settings))
+    unet, _config, model_hash = load_ldm_unet(job["unet"], dtype=weight_dtype(settings))
+    result = train(unet, data, settings, progress)
+    return finish(result, settings, data, output=job["output"], base_model_hash=model_hash,
+                  extra_metadata=job.get("metadata"))

@@ -1,0 +1,74 @@
+"""The LoRA file: kohya keys, ``ss_``-style metadata that other tools display, written atomically."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .settings import TrainSettings
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where the LoRA is written before the rename; the node removes it if the child is killed mid-write."""
+    path = Path(path)
+    return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def lora_metadata(settings: TrainSettings, *, base_model_hash: str, num_images: int, resolution: tuple[int, int],
+                  losses: list[float], output_name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Kohya ``ss_`` keys (shown by A1111/Forge/ComfyUI-Manager) plus ours; no timestamps, so the same
+    training gives the same file bytes."""
+    meta = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(settings.rank),
+        "ss_network_alpha": repr(settings.lora_alpha),
+        "ss_network_args": json.dumps({"target_modules": "attention (to_q, to_k, to_v, to_out.0)"}),
+        "ss_base_model_version": "sdxl_base_v1-0",
+        "ss_output_name": output_name,
+        "ss_max_train_steps": str(settings.steps),
+        "ss_learning_rate": repr(settings.learning_rate),
+        "ss_lr_scheduler": settings.lr_scheduler,
+        "ss_seed": str(settings.seed),
+        "ss_mixed_precision": settings.mixed_precision,
+        "ss_noise_offset": repr(settings.noise_offset),
+        "ss_num_train_images": str(num_images),
+        "ss_resolution": f"({resolution[0]}, {resolution[1]})",
+        "ss_training_comment": f"Image Alchemy subject LoRA: '{settings.prompt}'",
+        "ss_tag_frequency": json.dumps({"subject": {settings.prompt: num_images}}),
+        "image_alchemy.token": settings.token,
+        "image_alchemy.class_word": settings.class_word,
+        "image_alchemy.prompt": settings.prompt,
+        "image_alchemy.steps": str(settings.steps),
+        "image_alchemy.rank": str(settings.rank),
+        "image_alchemy.alpha": repr(settings.lora_alpha),
+        "image_alchemy.base_model_hash": base_model_hash,
+        "image_alchemy.regularizer": "none",
+        "image_alchemy.settings": settings.to_json(),
+        "image_alchemy.losses": json.dumps([round(v, 6) for v in losses]),
+    }
+    meta.update(extra or {})
+    return meta
+
+
+def save_lora(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Writes ``path`` + '.partial' then renames it: readers never see a half-written LoRA."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_path(path)
+    try:
+        save_file(state_dict, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})

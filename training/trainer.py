@@ -1,0 +1,236 @@
+"""The LoRA training loop on cached latents and text embeddings (paper 001 §3.2: attention-only LoRA, α = 1).
+
+Split the way diffusers' examples are, but as functions: build (peft adapter) → train (loop) → export
+(kohya state dict). No VAE or text encoder runs here: the caller encodes once and hands over tensors.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .settings import TrainSettings
+
+log = logging.getLogger(__name__)
+
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # attention projections only (paper 001 §3.2)
+TENSOR_NAMES = ("latents", "latents_flipped", "masks", "prompt_embeds", "pooled_prompt_embeds", "time_ids")
+
+
+@dataclass
+class TrainingData:
+    """Encoded subject: latents already scaled for the UNet, SDXL text conditioning, optional loss masks.
+
+    Text tensors have one row (shared prompt) or one row per image; masks are N×1×h×w at latent size.
+    """
+
+    latents: torch.Tensor
+    prompt_embeds: torch.Tensor
+    pooled_prompt_embeds: torch.Tensor
+    time_ids: torch.Tensor
+    latents_flipped: torch.Tensor | None = None
+    masks: torch.Tensor | None = None
+
+    def check(self, settings: TrainSettings) -> "TrainingData":
+        n = self.latents.shape[0]
+        if self.latents.dim() != 4 or n < 1:
+            raise ValueError(f"latents must be N×C×h×w with N ≥ 1, got {tuple(self.latents.shape)}")
+        for name in ("prompt_embeds", "pooled_prompt_embeds", "time_ids"):
+            rows = getattr(self, name).shape[0]
+            if rows not in (1, n):
+                raise ValueError(f"{name} has {rows} rows: expected 1 or one per image ({n})")
+        if self.latents_flipped is not None and self.latents_flipped.shape != self.latents.shape:
+            raise ValueError("latents_flipped must have the same shape as latents")
+        if settings.flip and self.latents_flipped is None:
+            raise ValueError("flip is on but the data has no latents_flipped: encode the flipped images too")
+        if self.masks is not None and (self.masks.shape[0] != n or self.masks.shape[-2:] != self.latents.shape[-2:]):
+            raise ValueError(f"masks {tuple(self.masks.shape)} must be N×1×h×w like latents {tuple(self.latents.shape)}")
+        return self
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, k).contiguous() for k in TENSOR_NAMES if getattr(self, k) is not None}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "TrainingData":
+        return cls(**{k: tensors[k] for k in TENSOR_NAMES if k in tensors})
+
+
+@dataclass
+class TrainResult:
+    kohya_state_dict: dict[str, torch.Tensor]
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def resolve_device(settings: TrainSettings) -> torch.device:
+    if settings.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(settings.device)
+
+
+def weight_dtype(settings: TrainSettings) -> torch.dtype:
+    return {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[settings.mixed_precision]
+
+
+def lora_config(settings: TrainSettings):
+    """peft LoraConfig on the UNet's attention projections; lora_alpha/r is the kohya scale (alpha/rank)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=settings.rank, lora_alpha=settings.lora_alpha, init_lora_weights="gaussian",
+                      target_modules=LORA_TARGETS)
+
+
+def build_lora_unet(unet, settings: TrainSettings, device: torch.device):
+    """Freezes the base UNet (in the mixed-precision dtype), adds the LoRA, keeps LoRA parameters in fp32."""
+    from diffusers.training_utils import cast_training_params
+
+    unet.requires_grad_(False)
+    unet.to(device)
+    if weight_dtype(settings) != torch.float32:
+        unet.to(dtype=weight_dtype(settings))
+    torch.manual_seed(settings.seed)  # peft draws the LoRA init from the global generator
+    unet.add_adapter(lora_config(settings))
+    cast_training_params(unet, dtype=torch.float32)
+    if settings.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    return unet
+
+
+def compute_loss(model_pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None,
+                 **extra_terms: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Denoising MSE, weighted per latent pixel when masks are given, plus any extra regularizer terms
+    (each already scaled by its λ). Returns the total and the float value of every term for logging."""
+    error = F.mse_loss(model_pred.float(), target.float(), reduction="none")
+    if weights is None:
+        denoise = error.mean()
+    else:
+        weights = weights.expand_as(error)
+        denoise = (error * weights).sum() / weights.sum().clamp_min(1e-8)
+    total = denoise
+    terms = {"denoise": float(denoise.detach())}
+    for name, term in extra_terms.items():
+        total = total + term
+        terms[name] = float(term.detach())
+    return total, terms
+
+
+def noise_scheduler(settings: TrainSettings):
+    """SDXL's training schedule (scaled-linear betas 0.00085 → 0.012, 1000 steps), as ComfyUI samples it."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                         beta_schedule="scaled_linear", prediction_type=settings.prediction_type)
+
+
+class _BatchSampler:
+    """Cycles through shuffled image indices (an epoch at a time) from a seeded CPU generator."""
+
+    def __init__(self, n: int, generator: torch.Generator):
+        self.n, self.generator, self.order = n, generator, []
+
+    def take(self, count: int) -> torch.Tensor:
+        while len(self.order) < count:
+            self.order += torch.randperm(self.n, generator=self.generator).tolist()
+        picked, self.order = self.order[:count], self.order[count:]
+        return torch.tensor(picked)
+
+
+def _rows(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return tensor.expand(len(index), *tensor.shape[1:]) if tensor.shape[0] == 1 else tensor[index]
+
+
+def train(unet, data: TrainingData, settings: TrainSettings,
+          progress: Callable[[dict], None] | None = None) -> TrainResult:
+    """Trains a LoRA on ``unet`` (a diffusers UNet2DConditionModel holding the base weights) and returns it
+    in kohya format. All randomness comes from generators seeded with ``settings.seed`` and drawn on the CPU,
+    so the same seed gives the same LoRA on the CPU, bit for bit."""
+    from diffusers.optimization import get_scheduler
+
+    settings.validate("training")
+    data.check(settings)
+    device = resolve_device(settings)
+    dtype = weight_dtype(settings)
+    unet = build_lora_unet(unet, settings, device)
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    lr_schedule = get_scheduler(settings.lr_scheduler, optimizer, num_warmup_steps=settings.lr_warmup_steps,
+                                num_training_steps=settings.steps)
+    scheduler = noise_scheduler(settings)
+    scaler = torch.amp.GradScaler(device.type) if settings.mixed_precision == "fp16" else None
+    generator = torch.Generator().manual_seed(settings.seed)
+    sampler = _BatchSampler(data.latents.shape[0], generator)
+    tensors = {k: v.to(device) for k, v in data.tensors().items()}
+    weights_all = None
+    if data.masks is not None:
+        bg = settings.mask_background_weight
+        weights_all = (bg + (1.0 - bg) * tensors["masks"].float().clamp(0, 1))
+
+    losses, started = [], time.perf_counter()
+    for step in range(1, settings.steps + 1):
+        index = sampler.take(settings.batch_size)
+        latents = tensors["latents"][index.to(device)]
+        if settings.flip:
+            flip = (torch.rand(len(index), generator=generator) < 0.5).to(device)
+            latents = torch.where(flip[:, None, None, None], tensors["latents_flipped"][index.to(device)], latents)
+        noise = torch.randn(latents.shape, generator=generator).to(device)
+        if settings.noise_offset:
+            noise = noise + settings.noise_offset * torch.randn(latents.shape[:2] + (1, 1),
+                                                                 generator=generator).to(device)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),),
+                                  generator=generator).to(device)
+        noisy = scheduler.add_noise(latents.float(), noise, timesteps)
+        target = noise if settings.prediction_type == "epsilon" else scheduler.get_velocity(latents.float(), noise,
+                                                                                             timesteps)
+        cond = {"text_embeds": _rows(tensors["pooled_prompt_embeds"], index).to(dtype),
+                "time_ids": _rows(tensors["time_ids"], index).to(dtype)}
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            model_pred = unet(noisy.to(dtype), timesteps, _rows(tensors["prompt_embeds"], index).to(dtype),
+                              added_cond_kwargs=cond, return_dict=False)[0]
+        weights = None if weights_all is None else weights_all[index.to(device)]
+        loss, _terms = compute_loss(model_pred, target, weights)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            optimizer.step()
+        lr = lr_schedule.get_last_lr()[0]
+        lr_schedule.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise RuntimeError(f"training diverged at step {step} (loss {value}): lower the learning rate "
+                               f"or use bf16 instead of fp16")
+        losses.append(value)
+        if progress is not None:
+            elapsed = time.perf_counter() - started
+            progress({"step": step, "steps": settings.steps, "loss": value, "lr": lr,
+                      "eta_s": elapsed / step * (settings.steps - step)})
+    return TrainResult(export_kohya(unet, settings), losses, time.perf_counter() - started)
+
+
+def export_kohya(unet, settings: TrainSettings) -> dict[str, torch.Tensor]:
+    """peft state dict → ``unet.``-prefixed → diffusers' kohya conversion; alpha set from the settings."""
+    from diffusers.utils import convert_state_dict_to_kohya
+    from peft.utils import get_peft_model_state_dict
+
+    peft_sd = {f"unet.{k}": v for k, v in get_peft_model_state_dict(unet).items()}
+    kohya = convert_state_dict_to_kohya(peft_sd)
+    save_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[settings.save_precision]
+    out = {}
+    for key, value in kohya.items():
+        if key.endswith(".alpha"):
+            out[key] = torch.tensor(settings.lora_alpha, dtype=torch.float32)
+        else:
+            out[key] = value.detach().to("cpu", save_dtype).contiguous()
+    return out

@@ -1,0 +1,119 @@
+"""The base UNet: diffusers config from ComfyUI's ``unet_config``, LDM state dict → ``UNet2DConditionModel``.
+
+ComfyUI samples with the LDM-layout weights (``model.diffusion_model.*``); the trainer converts exactly those
+weights with diffusers' own single-file converter, so it trains the model ComfyUI will sample with.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+LDM_PREFIX = "model.diffusion_model."
+CONFIG_METADATA_KEY = "image_alchemy.diffusers_unet_config"
+
+
+def _per_level(values, blocks_per_level: list[int], what: str) -> list[int]:
+    """ComfyUI lists transformer depths per block; diffusers per level (uniform inside a level)."""
+    if isinstance(values, int):
+        return [values] * len(blocks_per_level)
+    values, out = list(values), []
+    for count in blocks_per_level:
+        level, values = values[:count], values[count:]
+        if len(set(level)) != 1:
+            raise ValueError(f"{what} {level} differs inside one resolution level: not an SDXL-family UNet")
+        out.append(level[0])
+    return out
+
+
+def diffusers_unet_config(unet_config: dict) -> dict:
+    """Maps ComfyUI's SDXL-family ``unet_config`` to a ``UNet2DConditionModel`` config (real SDXL and tiny)."""
+    mult = list(unet_config["channel_mult"])
+    channels = [unet_config["model_channels"] * m for m in mult]
+    res_blocks = unet_config["num_res_blocks"]
+    res_blocks = [res_blocks] * len(mult) if isinstance(res_blocks, int) else list(res_blocks)
+    if len(set(res_blocks)) != 1:
+        raise ValueError(f"num_res_blocks {res_blocks} must be the same on every level")
+    down_depth = _per_level(unet_config["transformer_depth"], res_blocks, "transformer_depth")
+    up_depth = _per_level(unet_config.get("transformer_depth_output", []) or
+                          [d for d in down_depth for _ in range(res_blocks[0] + 1)],
+                          [n + 1 for n in res_blocks], "transformer_depth_output")[::-1]
+    middle = unet_config.get("transformer_depth_middle", down_depth[-1])
+    if middle != down_depth[-1] or middle < 1:
+        raise ValueError(f"transformer_depth_middle {middle} must equal the last level's depth {down_depth[-1]}")
+    head_channels = unet_config.get("num_head_channels", -1)
+    heads = [c // head_channels if head_channels > 0 else unet_config["num_heads"] for c in channels]
+    attn = [d > 0 for d in down_depth]
+    config = {
+        "sample_size": 128,
+        "in_channels": unet_config.get("in_channels", 4),
+        "out_channels": unet_config.get("out_channels", 4),
+        "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn],
+        "up_block_types": ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in attn[::-1]],
+        "block_out_channels": channels,
+        "layers_per_block": res_blocks[0],
+        "transformer_layers_per_block": [max(d, 1) for d in down_depth],
+        "attention_head_dim": heads,  # diffusers' name for the number of heads (kept for checkpoint compatibility)
+        "cross_attention_dim": unet_config["context_dim"],
+        "use_linear_projection": bool(unet_config.get("use_linear_in_transformer", False)),
+    }
+    if up_depth != down_depth[::-1]:
+        config["reverse_transformer_layers_per_block"] = [max(d, 1) for d in up_depth]
+    if unet_config.get("adm_in_channels"):
+        config.update(addition_embed_type="text_time", addition_time_embed_dim=256,
+                      projection_class_embeddings_input_dim=unet_config["adm_in_channels"])
+    return config
+
+
+def unet_from_ldm(state_dict: dict[str, torch.Tensor], config: dict, dtype: torch.dtype = torch.float32):
+    """Builds the diffusers UNet from LDM-layout weights (keys with or without ``model.diffusion_model.``)."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+    if not any(k.startswith(LDM_PREFIX) for k in state_dict):
+        state_dict = {LDM_PREFIX + k: v for k, v in state_dict.items()}
+    converted = convert_ldm_unet_checkpoint(state_dict, config)
+    unet = UNet2DConditionModel(**config)
+    missing, unexpected = unet.load_state_dict(converted, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"UNet weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return unet if dtype == torch.float32 else unet.to(dtype)
+
+
+def state_dict_hash(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over key names, dtypes, shapes and bytes, in key order: the same weights give the same hash."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().to("cpu").contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_ldm_unet(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: dict,
+                  model_hash: str) -> Path:
+    """Writes LDM-layout UNet weights with their diffusers config in the metadata (temp file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    tensors = {(k if k.startswith(LDM_PREFIX) else LDM_PREFIX + k): v.detach().to("cpu").contiguous()
+               for k, v in state_dict.items()}
+    save_file(tensors, str(tmp), metadata={CONFIG_METADATA_KEY: json.dumps(config),
+                                           "image_alchemy.model_hash": model_hash})
+    os.replace(tmp, path)
+    return path
+
+
+def load_ldm_unet(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
+    """Reads a file written by ``save_ldm_unet`` → (diffusers UNet, config, model hash)."""
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+        if CONFIG_METADATA_KEY not in metadata:
+            raise ValueError(f"{path} has no {CONFIG_METADATA_KEY} metadata: it was not written by save_ldm_unet")
+        state_dict = {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(metadata[CONFIG_METADATA_KEY])
+    return unet_from_ldm(state_dict, config, dtype), config, metadata.get("image_alchemy.model_hash", "")
