@@ -63,6 +63,43 @@ def stage2(col, lora_link=None):
     ]
 
 
+def learn_subject(col=1, token_link=("picker", 0)):
+    """Five subject photos → RareTokenPicker → TrainSubjectLoRA (the LoRA lands in models/loras)."""
+    nodes = [dict(key="ckpt", type="CheckpointLoaderSimple", col=0, row=0, widgets={"ckpt_name": CHECKPOINT})]
+    for i in range(5):
+        nodes.append(dict(key=f"photo{i}", type="LoadImage", col=col + i % 2, row=1.1 * (i // 2),
+                          widgets={"image": f"subject_{i}.png"}))
+    nodes += [
+        dict(key="batch01", type="ImageBatch", col=col + 2, row=0, links={"image1": ("photo0", 0), "image2": ("photo1", 0)}),
+        dict(key="batch23", type="ImageBatch", col=col + 2, row=0.4, links={"image1": ("photo2", 0), "image2": ("photo3", 0)}),
+        dict(key="batch0123", type="ImageBatch", col=col + 2, row=0.8, links={"image1": ("batch01", 0), "image2": ("batch23", 0)}),
+        dict(key="photos", type="ImageBatch", col=col + 2, row=1.2, links={"image1": ("batch0123", 0), "image2": ("photo4", 0)}),
+        dict(key="picker", type="ImageAlchemy_RareTokenPicker", col=col + 3, row=0,
+             widgets={"seeds_per_candidate": 4, "width": 512, "height": 512, "steps": 12,
+                      "control_after_generate": "fixed"},
+             links={"model": ("ckpt", 0), "clip": ("ckpt", 1), "vae": ("ckpt", 2)}),
+        dict(key="sheet", type="PreviewImage", col=col + 4, row=0, links={"images": ("picker", 1)}),
+        dict(key="scores", type="PreviewAny", col=col + 4, row=1.2, links={"source": ("picker", 2)}),
+        dict(key="train", type="ImageAlchemy_TrainSubjectLoRA", col=col + 5, row=0,
+             widgets={"class_word": CLASS_WORD, "lora_name": SUBJECT_LORA.removesuffix(".safetensors"), "steps": 500,
+                      "rank": 8, "resolution": 1024, "batch_size": 1, "control_after_generate": "fixed"},
+             links={"model": ("ckpt", 0), "clip": ("ckpt", 1), "vae": ("ckpt", 2), "images": ("photos", 0),
+                    "token": token_link}),
+        dict(key="curve", type="PreviewImage", col=col + 6, row=0, links={"images": ("train", 1)}),
+    ]
+    return nodes
+
+
+LEARN_NOTE = (
+    "Learn a subject (Image-Alchemy, stage 0)\n\n"
+    "1. Put 4–5 photos of your subject in ComfyUI's input folder and pick them in the Load Image nodes.\n"
+    "2. RareTokenPicker samples each candidate word with your model and keeps the one with the least prior "
+    "(most varied pictures): 'sks' draws rifles, 'iklan' draws nothing in particular.\n"
+    "3. TrainSubjectLoRA trains an attention-only LoRA on '<token> <class word>' with intentional overfitting "
+    "and writes it to models/loras (the loss chart updates live on the node).\n\n"
+    f"Model files: models/checkpoints/{CHECKPOINT} (any SDXL checkpoint)."
+)
+
 TWO_STAGE_NOTE = (
     "Two-stage generation (Image-Alchemy)\n\n"
     "Stage 1: the unmodified SDXL paints the scene with the CLASS word ('dog').\n"
@@ -76,6 +113,8 @@ TWO_STAGE_NOTE = (
 )
 
 WORKFLOWS = [
+    dict(name="1_learn_subject", colWidth=380, rowHeight=330, scale=0.7,
+         nodes=[note("about", 0, 0.5, LEARN_NOTE, 340, 380)] + learn_subject()),
     dict(name="2_two_stage_generation", colWidth=370, rowHeight=330, scale=0.7,
          nodes=[note("about", 0, 1.4, TWO_STAGE_NOTE, 360, 420)] + stage1() + stage2(col=4)),
 ]

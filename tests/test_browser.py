@@ -39,7 +39,7 @@ TINY_GRAPH_JS = """
     if (node.type === "ImageAlchemy_SAMLoader") set(node, "model_name", sam);
     if (node.type === "ImageAlchemy_GroundedSAMMask") { set(node, "box_threshold", 0); set(node, "text_threshold", 0);
                                                          set(node, "if_nothing_found", "whole image"); }
-    set(node, "lora_name", lora);
+    if (node.type === "ImageAlchemy_LoRAImg2ImgInsert") set(node, "lora_name", lora);
     for (const name of ["width", "height", "resolution"]) {
       const w = (node.widgets || []).find(w => w.name === name);
       if (w && w.value > 64) w.value = 64;

@@ -8,6 +8,8 @@ import requests
 import tiny_detectors
 import workflows
 from lora_helpers import write_kohya_lora
+from PIL import Image
+from tiny.subjects import subject_set
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_DIR = ROOT / "example_workflows"
@@ -21,6 +23,8 @@ def example_models(comfy, tiny_models):
     tiny_detectors.write_grounding_dino_hf(models / "grounding-dino" / DINO)
     tiny_detectors.write_sam(models / "sams" / SAM)
     write_kohya_lora(models / "loras" / LORA, tiny_models["unet"])
+    for i, rgb in enumerate(subject_set(count=5, size=64)[0]):  # the names the learn-subject workflow loads
+        Image.fromarray(rgb).save(comfy.base_dir / "input" / f"subject_{i}.png")
 
 
 def test_every_workflow_has_a_preview_and_notes():
@@ -45,8 +49,13 @@ def test_workflow_runs_through_the_api(comfy, example_models, path):
     prompt = workflows.ui_to_api(workflows.load(path), comfy.object_info())
     workflows.adapt_for_tiny_models(prompt, dino=DINO, sam=SAM, lora=LORA)
     entry = comfy.run(prompt, timeout=600)
-    saved = [node_id for node_id, node in prompt.items() if node["class_type"] == "SaveImage"]
-    assert saved
-    for node_id in saved:
-        images = comfy.output_images(entry, node_id)
-        assert images and images[0].size == (64, 64)
+    shown = [node_id for node_id, node in prompt.items() if node["class_type"] in ("SaveImage", "PreviewImage")]
+    assert shown
+    for node_id in shown:
+        assert comfy.output_images(entry, node_id), f"{path.stem}: node {node_id} showed no image"
+    for node_id, node in prompt.items():
+        if node["class_type"] == "SaveImage":  # the final images keep the scene's size
+            assert comfy.output_images(entry, node_id)[0].size == (64, 64)
+        if node["class_type"] == "ImageAlchemy_TrainSubjectLoRA":
+            lora = node["inputs"]["lora_name"] + ".safetensors"
+            assert (comfy.base_dir / "models" / "loras" / lora).exists()

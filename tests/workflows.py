@@ -78,6 +78,7 @@ def swap_node_type(prompt: dict, old: str, new: str, keep_inputs: bool = False) 
 
 # What a shipped workflow's real model files become when it runs on the tiny test models.
 TINY_LOADER = "ImageAlchemyTest_TinySDXLLoader"
+LORA_USERS = ("ImageAlchemy_LoRAImg2ImgInsert", "LoraLoader")  # nodes whose lora_name picks an existing file
 
 
 def adapt_for_tiny_models(prompt: dict, *, dino: str, sam: str, lora: str | None = None, size: int = 64,
@@ -96,7 +97,7 @@ def adapt_for_tiny_models(prompt: dict, *, dino: str, sam: str, lora: str | None
             inputs["model_name"] = sam
         elif kind == "ImageAlchemy_GroundedSAMMask":
             inputs.update(box_threshold=0.0, text_threshold=0.0, if_nothing_found="whole image")
-        if "lora_name" in inputs and lora is not None and not isinstance(inputs["lora_name"], list):
+        elif kind in LORA_USERS and lora is not None and not isinstance(inputs.get("lora_name"), list):
             inputs["lora_name"] = lora
         for key in ("width", "height", "resolution"):
             if isinstance(inputs.get(key), int) and inputs[key] > size:
