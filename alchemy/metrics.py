@@ -157,6 +157,8 @@ def evaluate(generated: Sequence[np.ndarray], prompts: Sequence[str], references
     stage = on_stage or (lambda name: None)
     if len(prompts) != len(generated):
         raise ValueError(f"{len(prompts)} prompts for {len(generated)} generated images: give one prompt per image")
+    if clip_t_prompts is not None and len(clip_t_prompts) != len(generated):
+        raise ValueError(f"{len(clip_t_prompts)} CLIP-T prompts for {len(generated)} generated images")
     if not len(generated):
         raise ValueError("no generated images to score")
     if (dino is not None or clip is not None) and not len(references):

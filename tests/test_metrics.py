@@ -115,6 +115,8 @@ def test_bad_inputs_are_named():
     gen = pictures(2)
     with pytest.raises(ValueError, match="1 prompts for 2 generated"):
         metrics.evaluate(gen, ["p"], gen)
+    with pytest.raises(ValueError, match="1 CLIP-T prompts for 2 generated"):
+        metrics.evaluate(gen, ["p", "p"], gen, clip_t_prompts=["q"])
     with pytest.raises(ValueError, match="generated image 0: the subject mask is empty"):
         metrics.evaluate(gen, ["p", "p"], gen, dino=object(), generated_masks=[np.zeros((64, 64))])
     with pytest.raises(ValueError, match="3 reference masks for 2 reference images"):
