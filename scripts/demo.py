@@ -158,7 +158,7 @@ def main(argv=None) -> int:
                 prompt[node_id]["class_type"])  # a node that previews its own output
             for index, ref in enumerate(node_out.get("images", [])):
                 src = base / ref.get("type", "output") / ref.get("subfolder", "") / ref["filename"]
-                name = f"{made_by}_{index}.png" if made_by else ref["filename"]
+                name = f"{made_by}_node{node_id}_{index}.png" if made_by else ref["filename"]
                 dst = out / (("TINY_" if tiny else "") + f"{label}_{name}")
                 shutil.copyfile(src, dst)
                 files.append(str(dst.relative_to(ROOT) if dst.is_relative_to(ROOT) else dst))
