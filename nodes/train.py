@@ -212,6 +212,9 @@ class TrainSubjectLoRA(io.ComfyNode):
             _send(cls.hidden.unique_id, {"phase": "cached", "losses": losses})
             return cls._result(file_name, losses)
 
+        if output.exists():
+            log.warning("%s: %s exists from other inputs or settings; it is replaced when training succeeds",
+                        NODE, file_name)
         job_dir = _work_dir() / f"job-{uuid.uuid4().hex[:12]}"
         pbar = comfy.utils.ProgressBar(settings.steps)
         try:
