@@ -37,8 +37,11 @@ def save_mask(g, node, prefix):
 def test_loaders_list_both_layouts(comfy, detectors):
     info = comfy.object_info()
     dino_options = info["ImageAlchemy_GroundingDinoLoader"]["input"]["required"]["model_name"]
-    assert set(dino_options[1]["options"]) == {HF_NAME, PTH_NAME}  # not the bert-base-uncased folder
-    assert info["ImageAlchemy_SAMLoader"]["input"]["required"]["model_name"][1]["options"] == [SAM_NAME]
+    # Other tests share this server's model folders, so check membership rather than the whole listing.
+    listed = set(dino_options[1]["options"])
+    assert {HF_NAME, PTH_NAME} <= listed
+    assert not any("bert-base-uncased" in name for name in listed)  # the tokenizer folder is not a model
+    assert SAM_NAME in info["ImageAlchemy_SAMLoader"]["input"]["required"]["model_name"][1]["options"]
     spec = info["ImageAlchemy_GroundedSAMMask"]
     assert spec["output"] == ["MASK", "IMAGE"]
     assert all(opt.get("tooltip") for _, opt in spec["input"]["required"].values() if isinstance(opt, dict))
