@@ -18,12 +18,9 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ").strip()
 
 
-def _default(kind, options: dict) -> str:
-    if "default" in options:
-        return f"`{options['default']}`"
-    if kind == "COMBO" and options.get("options"):
-        return f"`{options['options'][0]}`"
-    return ""
+def _default(options: dict) -> str:
+    # Only declared defaults: a file list's first entry depends on what is in the user's folders.
+    return f"`{options['default']}`" if "default" in options else ""
 
 
 def render(object_info: dict) -> str:
@@ -39,7 +36,7 @@ def render(object_info: dict) -> str:
                 options = input_spec[1] if len(input_spec) > 1 and isinstance(input_spec[1], dict) else {}
                 kind_name = "COMBO" if isinstance(kind, list) else kind
                 optional = " (optional)" if section == "optional" else ""
-                lines.append(f"| `{input_name}`{optional} | {kind_name} | {_cell(_default(kind_name, options))} | "
+                lines.append(f"| `{input_name}`{optional} | {kind_name} | {_cell(_default(options))} | "
                              f"{_cell(options.get('tooltip', ''))} |")
         lines += ["", "| output | type | what it is |", "|---|---|---|"]
         tooltips = spec.get("output_tooltips") or [""] * len(spec["output"])
