@@ -60,6 +60,8 @@ class DecayBlur(io.ComfyNode):
     def execute(cls, image, mask, mode, kernel_size, sigma, decay_lambda, distance_unit, decay) -> io.NodeOutput:
         if kernel_size % 2 == 0:
             raise ValueError(f"{NODE}: kernel_size must be odd (got {kernel_size}); use {kernel_size + 1}.")
+        if image.shape[0] == 0:
+            raise ValueError(f"{NODE}: the image batch is empty: connect at least one image.")
         if image.shape[-1] not in (3, 4):
             raise ValueError(f"{NODE}: expected RGB or RGBA images, got {image.shape[-1]} channels.")
         batch, height, width = image.shape[:3]

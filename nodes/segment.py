@@ -7,8 +7,10 @@ back afterwards, so nothing stays on the GPU between prompts.
 from __future__ import annotations
 
 import os
+import pickle
 
 import torch
+from safetensors import SafetensorError
 from comfy_api.latest import io
 
 import comfy.model_management
@@ -71,6 +73,21 @@ def resolve(folder: str, name: str, expected: str) -> str:
                             f"there and refresh the page.")
 
 
+# What reading a damaged, foreign or pickled file raises (torch.load, safetensors, transformers' from_pretrained).
+LOAD_ERRORS = (ValueError, RuntimeError, OSError, KeyError, EOFError, pickle.UnpicklingError, SafetensorError)
+
+
+def cannot_load(node: str, name: str, folder: str, expected: str, error: Exception) -> ValueError:
+    """The error for a model file that exists but does not load, with what to do about it."""
+    if isinstance(error, pickle.UnpicklingError):
+        why = ("it holds pickled Python objects besides tensors, which are never loaded here because unpickling "
+               "can run code")
+    else:
+        why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ValueError(f"{node}: cannot load '{name}': {why}. The file is damaged, incomplete or not {expected}: "
+                      f"download it again into models/{folder} and refresh the page.")
+
+
 def _missing_message(folder: str, name: str, choices: list[str], expected: str) -> bool | str:
     if name in choices:
         return True
@@ -112,8 +129,8 @@ class GroundingDinoLoader(io.ComfyNode):
         path = resolve(GROUNDING_FOLDER, model_name, GROUNDING_EXPECTED)
         try:
             return io.NodeOutput(grounding.load_grounding_dino(path))
-        except (ValueError, FileNotFoundError) as e:
-            raise ValueError(f"GroundingDinoLoader: cannot load '{model_name}': {e}") from e
+        except LOAD_ERRORS as e:
+            raise cannot_load("GroundingDinoLoader", model_name, GROUNDING_FOLDER, GROUNDING_EXPECTED, e) from e
 
 
 class SamLoader(io.ComfyNode):
@@ -138,8 +155,8 @@ class SamLoader(io.ComfyNode):
         path = resolve(SAM_FOLDER, model_name, SAM_EXPECTED)
         try:
             return io.NodeOutput(sam_ops.load_sam(path))
-        except (ValueError, RuntimeError) as e:
-            raise ValueError(f"SAMLoader: cannot load '{model_name}': {e}") from e
+        except LOAD_ERRORS as e:
+            raise cannot_load("SAMLoader", model_name, SAM_FOLDER, SAM_EXPECTED, e) from e
 
 
 class GroundedSAMMask(io.ComfyNode):
@@ -186,7 +203,10 @@ class GroundedSAMMask(io.ComfyNode):
     def execute(cls, image, grounding_dino, sam, prompt, box_threshold, text_threshold, area_penalty, max_objects,
                 grow, feather, if_nothing_found) -> io.NodeOutput:
         if image.shape[0] == 0:
-            raise ValueError(f"{NODE}: the image batch is empty.")
+            raise ValueError(f"{NODE}: the image batch is empty: connect at least one image.")
+        if image.shape[-1] not in (3, 4):
+            raise ValueError(f"{NODE}: expected RGB or RGBA images, got {image.shape[-1]} channel(s): convert the "
+                             f"image to RGB first (e.g. load it with Load Image).")
         device = comfy.model_management.get_torch_device()
         bar = comfy.utils.ProgressBar(image.shape[0])
         grounding_dino.model.to(device)

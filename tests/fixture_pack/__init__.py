@@ -91,10 +91,66 @@ class FailOnPurpose(io.ComfyNode):
         raise RuntimeError("FailOnPurpose: this node always fails (test-only).")
 
 
+class ShapedImage(io.ComfyNode):
+    """IMAGE tensors core nodes cannot make (empty batch, 1 or 2 channels): for bad-input tests."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ImageAlchemyTest_ShapedImage",
+            display_name="Shaped Image (tests)",
+            category="Image Alchemy/testing",
+            description="A B×H×W×C IMAGE of random values in 0..1 (B may be 0), for bad-input tests.",
+            inputs=[io.Int.Input("batch", default=1, min=0, max=4096), io.Int.Input("height", default=64, min=1),
+                    io.Int.Input("width", default=64, min=1), io.Int.Input("channels", default=3, min=1, max=8)],
+            outputs=[io.Image.Output()],
+        )
+
+    @classmethod
+    def execute(cls, batch, height, width, channels) -> io.NodeOutput:
+        generator = torch.Generator().manual_seed(0)
+        return io.NodeOutput(torch.rand(batch, height, width, channels, generator=generator))
+
+
+class TinySD15Loader(io.ComfyNode):
+    """A tiny SD1.5-architecture MODEL (no SDXL added conditioning): a non-SDXL model for the trainer tests."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ImageAlchemyTest_TinySD15Loader",
+            display_name="Tiny SD1.5 Loader (tests)",
+            category="Image Alchemy/testing",
+            description="A tiny random SD1.5-architecture UNet (context 64), for tests that need a non-SDXL model.",
+            inputs=[],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        unet_config = {"use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,
+                       "model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": [1, 1],
+                       "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1],
+                       "transformer_depth_middle": 1, "use_spatial_transformer": True,
+                       "use_linear_in_transformer": True, "legacy": False, "adm_in_channels": None,
+                       "context_dim": 64, "num_head_channels": 8, "use_temporal_attention": False,
+                       "use_temporal_resblock": False}
+        model_config = comfy.supported_models.SD15(unet_config)
+        model_config.set_inference_dtype(torch.float32, None)
+        model = model_config.get_model({}, UNET_PREFIX, device=torch.device("cpu"))
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():  # ComfyUI's ops skip init: fill every weight, or outputs are NaN
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
+        return io.NodeOutput(comfy.model_patcher.ModelPatcher(
+            model, load_device=comfy.model_management.get_torch_device(),
+            offload_device=comfy.model_management.unet_offload_device()))
+
+
 class FixtureExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [TinySDXLLoader, FailOnPurpose]
+        return [TinySDXLLoader, FailOnPurpose, ShapedImage, TinySD15Loader]
 
 
 async def comfy_entrypoint() -> FixtureExtension:
