@@ -5,6 +5,7 @@ VAE-encode, set the noise mask (ComfyUI's SetLatentNoiseMask), sample like KSamp
 back and stitch with the feathered mask. Pixels where that mask is 0 are copied from the input unchanged.
 """
 import logging
+import pickle
 
 import comfy.model_management
 import comfy.sample
@@ -15,6 +16,7 @@ import folder_paths
 import latent_preview
 import torch
 from comfy_api.latest import io
+from safetensors import SafetensorError
 
 from ..alchemy import compose, masks
 
@@ -26,8 +28,20 @@ def apply_lora(model, lora_name: str, strength: float):
     """The LoRA patched onto a clone of ``model`` (the input is left as it is); strength 0 skips loading."""
     if strength == 0:
         return model
-    path = folder_paths.get_full_path_or_raise("loras", lora_name)
-    lora = comfy.utils.load_torch_file(path, safe_load=True)
+    # get_full_path normalises the name under each loras root, so "../" or absolute names cannot leave the folder.
+    path = folder_paths.get_full_path("loras", lora_name)
+    if path is None:
+        raise ValueError(f"{NODE}: the LoRA '{lora_name}' is not in models/loras: pick one from the list, train "
+                         "one with Train Subject LoRA, or copy the .safetensors file there and refresh the page.")
+    try:
+        lora = comfy.utils.load_torch_file(path, safe_load=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{NODE}: the LoRA '{lora_name}' holds pickled Python objects besides tensors, which are "
+                         "never loaded (unpickling can run code): use a .safetensors LoRA.") from e
+    except (ValueError, RuntimeError, OSError, EOFError, SafetensorError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{NODE}: cannot read the LoRA '{lora_name}' ({reason}): the file is damaged or not a "
+                         "LoRA; copy or train it again.") from e
     patched, _ = comfy.sd.load_lora_for_models(model, None, lora, strength, 0)
     if len(patched.patches) == len(model.patches):
         raise ValueError(f"{NODE}: none of the keys in the LoRA '{lora_name}' match this model's UNet. Use a LoRA "
@@ -101,15 +115,34 @@ class LoRAImg2ImgInsert(io.ComfyNode):
                 io.Int.Input("resolution", default=1024, min=0, max=8192, step=8,
                              tooltip="Sampling resolution: the crop is scaled to about this many pixels squared "
                                      "(aspect kept, multiples of 8). 1024 suits SDXL; 0 keeps the crop's size."),
+                io.String.Input("lora_name_from_training", optional=True, force_input=True,
+                                tooltip="Link Train Subject LoRA's lora_name here to insert the LoRA trained in the "
+                                        "same graph; it replaces the lora_name choice."),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The images with the subject inserted.")],
         )
 
     @classmethod
+    def validate_inputs(cls, lora_name, input_types):
+        # Our own check of the lora_name list: a LoRA that a linked Train Subject LoRA has yet to write is not in
+        # the folder when the prompt is validated.
+        if "lora_name_from_training" in (input_types or {}):
+            return True
+        if lora_name in folder_paths.get_filename_list("loras"):
+            return True
+        return (f"the LoRA '{lora_name}' is not in models/loras: pick one from the list, train one with Train "
+                "Subject LoRA, or link its lora_name output to lora_name_from_training.")
+
+    @classmethod
     def execute(cls, model, vae, image, mask, lora_name, lora_strength, positive, negative, seed, steps, cfg,
-                sampler_name, scheduler, denoise, grow, feather, crop_mode, context, resolution) -> io.NodeOutput:
+                sampler_name, scheduler, denoise, grow, feather, crop_mode, context, resolution,
+                lora_name_from_training=None) -> io.NodeOutput:
         if crop_mode not in CROP_MODES:
             raise ValueError(f"{NODE}: unknown crop_mode {crop_mode!r}; choose one of {CROP_MODES}.")
+        if image.shape[0] == 0:
+            raise ValueError(f"{NODE}: the image batch is empty: connect at least one image.")
+        if image.shape[-1] not in (3, 4):
+            raise ValueError(f"{NODE}: expected RGB or RGBA images, got {image.shape[-1]} channel(s).")
         batch, height, width = image.shape[:3]
         mask = masks.match_batch(masks.resize_mask(mask.to(image.device), height, width), batch, NODE)
         stitch_masks = masks.feather_mask(masks.grow_mask(mask, grow), feather)
@@ -117,7 +150,7 @@ class LoRAImg2ImgInsert(io.ComfyNode):
         if all(box is None for box in boxes):
             logging.info("%s: empty mask, image returned unchanged", NODE)
             return io.NodeOutput(image)
-        patched = apply_lora(model, lora_name, lora_strength)
+        patched = apply_lora(model, lora_name_from_training or lora_name, lora_strength)
         multiple = vae.spacial_compression_encode()
         results = []
         for i, (img, stitch_mask, box) in enumerate(zip(image, stitch_masks, boxes)):

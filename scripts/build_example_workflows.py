@@ -83,7 +83,8 @@ def main() -> None:
                     ui.page.wait_for_timeout(300)
                     # The canvas only, without the frontend's menus and banners.
                     ui.page.screenshot(path=str(out_dir / f"{spec['name']}.jpg"), type="jpeg", quality=80,
-                                       clip={"x": 60, "y": 70, "width": 2640, "height": 900})
+                                       clip={"x": 60, "y": 70, "width": 2640,
+                                             "height": spec.get("shot_height", 900)})
                     print("wrote", spec["name"])
         finally:
             server.stop()

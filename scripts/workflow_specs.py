@@ -12,54 +12,66 @@ def note(key, col, row, text, width=340, height=200):
     return dict(key=key, type="Note", col=col, row=row, widgets={"text": text}, size=[width, height])
 
 
-def stage1(col=0, scene="a photo of a dog on a beach, golden hour, 35mm"):
+def stage1(col=0, row=0, scene="a photo of a dog on a beach, golden hour, 35mm", checkpoint=True):
     """Checkpoint + class-word prompt + KSampler + decode: the unmodified SDXL paints the scene."""
-    return [
-        dict(key="ckpt", type="CheckpointLoaderSimple", col=col, row=0, widgets={"ckpt_name": CHECKPOINT}),
-        dict(key="scene_prompt", type="CLIPTextEncode", col=col + 1, row=0, widgets={"text": scene},
+    loader = [dict(key="ckpt", type="CheckpointLoaderSimple", col=col, row=row, widgets={"ckpt_name": CHECKPOINT})]
+    return (loader if checkpoint else []) + [
+        dict(key="scene_prompt", type="CLIPTextEncode", col=col + 1, row=row, widgets={"text": scene},
              links={"clip": ("ckpt", 1)}),
-        dict(key="negative", type="CLIPTextEncode", col=col + 1, row=1, widgets={"text": "blurry, lowres, watermark"},
-             links={"clip": ("ckpt", 1)}),
-        dict(key="latent", type="EmptyLatentImage", col=col + 1, row=2,
+        dict(key="negative", type="CLIPTextEncode", col=col + 1, row=row + 1,
+             widgets={"text": "blurry, lowres, watermark"}, links={"clip": ("ckpt", 1)}),
+        dict(key="latent", type="EmptyLatentImage", col=col + 1, row=row + 2,
              widgets={"width": 1024, "height": 1024, "batch_size": 1}),
-        dict(key="stage1", type="KSampler", col=col + 2, row=0,
+        dict(key="stage1", type="KSampler", col=col + 2, row=row,
              widgets={"seed": 42, "control_after_generate": "fixed", "steps": 30, "cfg": 7.0,
                       "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": 1.0},
              links={"model": ("ckpt", 0), "positive": ("scene_prompt", 0), "negative": ("negative", 0),
                     "latent_image": ("latent", 0)}),
-        dict(key="scene", type="VAEDecode", col=col + 3, row=0, links={"samples": ("stage1", 0), "vae": ("ckpt", 2)}),
+        dict(key="scene", type="VAEDecode", col=col + 3, row=row, links={"samples": ("stage1", 0), "vae": ("ckpt", 2)}),
     ]
 
 
-def stage2(col, lora_link=None):
-    """GroundedSAMMask → DecayBlur → LoRAImg2ImgInsert with the token prompt, saved."""
+def stage2(col, row=0, lora_link=None, token_link=None):
+    """GroundedSAMMask → DecayBlur → LoRAImg2ImgInsert with the token prompt, saved.
+
+    With ``lora_link`` the insert takes the LoRA trained in the same graph; with ``token_link`` the token
+    picked in the same graph is written into the subject prompt.
+    """
+    subject_text = f"a photo of {TOKEN} {CLASS_WORD} on a beach, golden hour, 35mm"
     insert_links = {"model": ("ckpt", 0), "vae": ("ckpt", 2), "image": ("blurred", 0), "mask": ("mask", 0),
                     "positive": ("subject_prompt", 0), "negative": ("negative", 0)}
     if lora_link:
-        insert_links["lora_name_override"] = lora_link
-    return [
-        dict(key="dino", type="ImageAlchemy_GroundingDinoLoader", col=col, row=1,
+        insert_links["lora_name_from_training"] = lora_link
+    nodes = []
+    prompt_links = {"clip": ("ckpt", 1)}
+    if token_link:
+        nodes.append(dict(key="subject_text", type="StringReplace", col=col + 1, row=row + 1.5,
+                          widgets={"string": subject_text.replace(TOKEN, "{token}"), "find": "{token}"},
+                          links={"replace": token_link}))
+        prompt_links["text"] = ("subject_text", 0)
+    return nodes + [
+        dict(key="dino", type="ImageAlchemy_GroundingDinoLoader", col=col, row=row + 1,
              widgets={"model_name": "groundingdino_swint_ogc.pth"}),
-        dict(key="sam", type="ImageAlchemy_SAMLoader", col=col, row=1.6, widgets={"model_name": "sam_vit_h_4b8939.pth"}),
-        dict(key="mask", type="ImageAlchemy_GroundedSAMMask", col=col + 1, row=0,
+        dict(key="sam", type="ImageAlchemy_SAMLoader", col=col, row=row + 1.6,
+             widgets={"model_name": "sam_vit_h_4b8939.pth"}),
+        dict(key="mask", type="ImageAlchemy_GroundedSAMMask", col=col + 1, row=row,
              widgets={"prompt": CLASS_WORD, "box_threshold": 0.3, "text_threshold": 0.25, "area_penalty": 0.1,
                       "max_objects": 1, "grow": 8, "feather": 0, "if_nothing_found": "error"},
              links={"image": ("scene", 0), "grounding_dino": ("dino", 0), "sam": ("sam", 0)}),
-        dict(key="blurred", type="ImageAlchemy_DecayBlur", col=col + 2, row=0,
+        dict(key="blurred", type="ImageAlchemy_DecayBlur", col=col + 2, row=row,
              widgets={"mode": "exponential-decay", "kernel_size": 151, "sigma": 100.0, "decay_lambda": 5.0},
              links={"image": ("scene", 0), "mask": ("mask", 0)}),
-        dict(key="subject_prompt", type="CLIPTextEncode", col=col + 2, row=1.5,
-             widgets={"text": f"a photo of {TOKEN} {CLASS_WORD} on a beach, golden hour, 35mm"},
-             links={"clip": ("ckpt", 1)}),
-        dict(key="insert", type="ImageAlchemy_LoRAImg2ImgInsert", col=col + 3, row=0,
+        dict(key="subject_prompt", type="CLIPTextEncode", col=col + 2, row=row + 1.5,
+             widgets={"text": subject_text}, links=prompt_links),
+        dict(key="insert", type="ImageAlchemy_LoRAImg2ImgInsert", col=col + 3, row=row,
              widgets={"lora_name": SUBJECT_LORA, "lora_strength": 1.0, "seed": 7, "control_after_generate": "fixed",
                       "steps": 30, "cfg": 6.0, "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": 0.75,
                       "grow": 8, "feather": 16, "crop_mode": "crop", "context": 0.5, "resolution": 1024},
              links=insert_links),
-        dict(key="save", type="SaveImage", col=col + 4, row=0, widgets={"filename_prefix": "image_alchemy/final"},
+        dict(key="save", type="SaveImage", col=col + 4, row=row, widgets={"filename_prefix": "image_alchemy/final"},
              links={"images": ("insert", 0)}),
-        dict(key="save_scene", type="SaveImage", col=col + 4, row=1.6, widgets={"filename_prefix": "image_alchemy/scene"},
-             links={"images": ("scene", 0)}),
+        dict(key="save_scene", type="SaveImage", col=col + 4, row=row + 1.6,
+             widgets={"filename_prefix": "image_alchemy/scene"}, links={"images": ("scene", 0)}),
     ]
 
 
@@ -112,9 +124,23 @@ TWO_STAGE_NOTE = (
     f"- models/loras/{SUBJECT_LORA} (from the 'learn a subject' workflow)"
 )
 
+WHOLE_NOTE = (
+    "The whole Image-Alchemy pipeline in one graph\n\n"
+    "Top row: subject photos → RareTokenPicker → TrainSubjectLoRA (cached: a second run with the same photos and "
+    "settings reuses the LoRA at once).\n"
+    "Bottom row: the unmodified SDXL paints the scene with the class word; GroundedSAMMask + DecayBlur + "
+    "LoRAImg2ImgInsert put the subject in, with the picked token written into the prompt (StringReplace) and the "
+    "trained LoRA linked straight into the insert node.\n\n"
+    "Model files: as in workflows 1 and 2."
+)
+
 WORKFLOWS = [
     dict(name="1_learn_subject", colWidth=380, rowHeight=330, scale=0.7,
          nodes=[note("about", 0, 0.5, LEARN_NOTE, 340, 380)] + learn_subject()),
+    dict(name="3_whole_pipeline", colWidth=380, rowHeight=330, scale=0.6, shot_height=1220,
+         nodes=[note("about", 0, 0.5, WHOLE_NOTE, 340, 380)] + learn_subject()
+         + stage1(col=1, row=2.6, checkpoint=False) + stage2(col=5, row=2.6, lora_link=("train", 0),
+                                                           token_link=("picker", 0))),
     dict(name="2_two_stage_generation", colWidth=370, rowHeight=330, scale=0.7,
          nodes=[note("about", 0, 1.4, TWO_STAGE_NOTE, 360, 420)] + stage1() + stage2(col=4)),
 ]
