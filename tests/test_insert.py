@@ -180,3 +180,19 @@ def test_txt2img_decay_blur_insert_save(comfy, scene):
     entry = comfy.run(g.finalize())
     image = pixels(comfy, entry, save)[0]
     assert image.shape == (80, 96, 3) and image.std() > 0
+
+
+def test_missing_lora_is_refused_at_validation_unless_a_training_node_supplies_it(comfy, scene):
+    g, loader, pos, neg, scene_node = graph_with_scene()
+    node = insert_node(g, loader, pos, neg, scene_node.out(0), scene_node.out(1), lora_name="not_trained_yet.safetensors")
+    g.node("SaveImage", images=node.out(0), filename_prefix="never")
+    with pytest.raises(PromptFailed, match="not in models/loras"):
+        comfy.run(g.finalize())
+
+    # A linked name (here a constant string node standing in for Train Subject LoRA) passes validation and wins.
+    g, loader, pos, neg, scene_node = graph_with_scene()
+    name = g.node("StringReplace", string=LORA, find="x", replace="x")
+    node = insert_node(g, loader, pos, neg, scene_node.out(0), scene_node.out(1), lora_name="not_trained_yet.safetensors",
+                       lora_name_from_training=name.out(0))
+    save = g.node("SaveImage", images=node.out(0), filename_prefix="linked_lora")
+    assert comfy.output_images(comfy.run(g.finalize()), save.id)
