@@ -1,6 +1,6 @@
 """DecayBlur: blur the subject before the img2img insert (paper 001 appendix A.1), over ``alchemy.blur``."""
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..alchemy import blur, masks
 
@@ -76,7 +76,9 @@ class DecayBlur(io.ComfyNode):
                                             lam=decay_lambda, distance_unit=unit, decay=decay)
             out_images.append(torch.from_numpy(out))
             strengths.append(torch.from_numpy(strength))
-        return io.NodeOutput(torch.stack(out_images).to(image.dtype), torch.stack(strengths))
+        blurred = torch.stack(out_images).to(image.dtype)
+        # Shown on the node: the blur is easier to judge by eye than by wiring a preview node.
+        return io.NodeOutput(blurred, torch.stack(strengths), ui=ui.PreviewImage(blurred, cls=cls))
 
 
 NODES = [DecayBlur]

@@ -11,7 +11,7 @@ import pickle
 
 import torch
 from safetensors import SafetensorError
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 import comfy.model_management
 import comfy.utils
@@ -227,7 +227,9 @@ class GroundedSAMMask(io.ComfyNode):
             comfy.model_management.soft_empty_cache()
         preview = grounded_sam.draw_preview(image, masks, found)
         out_device = comfy.model_management.intermediate_device()
-        return io.NodeOutput(masks.to(out_device), preview.to(out_device, image.dtype))
+        preview = preview.to(out_device, image.dtype)
+        # Shown on the node (boxes and mask drawn), as well as given as an output.
+        return io.NodeOutput(masks.to(out_device), preview, ui=ui.PreviewImage(preview, cls=cls))
 
 
 NODES = [GroundingDinoLoader, SamLoader, GroundedSAMMask]

@@ -48,12 +48,14 @@ def two_stage_graph(seed=3):
              for name, node in (("scene", scene), ("blurred", blurred), ("final", inserted))}
     saves["mask"] = g.node("SaveImage", images=g.node("MaskToImage", mask=mask.out(0)).out(0),
                            filename_prefix="pipeline_mask")
-    return g, saves
+    return g, saves, {"mask": mask, "blurred": blurred}
 
 
 def test_two_stage_pipeline_repaints_only_the_subject_region(comfy, stage2_models):
-    g, saves = two_stage_graph()
+    g, saves, stage2 = two_stage_graph()
     entry = comfy.run(g.finalize(), timeout=600)
+    for node in stage2.values():  # GroundedSAMMask and DecayBlur show their result on the node
+        assert [im.size for im in comfy.output_images(entry, node.id)] == [(96, 96)]
     out = {name: np.asarray(comfy.output_images(entry, node.id)[0].convert("RGB")) for name, node in saves.items()}
     for image in out.values():
         assert image.shape == (96, 96, 3)
