@@ -224,13 +224,13 @@ def load_original(path: str | Path) -> GroundingDino:
     config = infer_config(state, text_config)
     converted = convert_original_state_dict(state)
     model, info = GroundingDinoForObjectDetection.from_pretrained(
-        None, config=config, state_dict=converted, output_loading_info=True)
+        None, config=config, state_dict=converted, output_loading_info=True, local_files_only=True)
     missing = [k for k in info.get("missing_keys", []) if "position_ids" not in k]
     if missing or info.get("unexpected_keys"):
         raise ValueError(f"{path.name}: converted weights do not fit the model: missing {sorted(missing)[:5]}, "
                          f"unexpected {sorted(info.get('unexpected_keys', []))[:5]}")
     processor = GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(),
-                                       tokenizer=AutoTokenizer.from_pretrained(bert))
+                                       tokenizer=AutoTokenizer.from_pretrained(bert, local_files_only=True))
     return GroundingDino(model.eval(), processor, str(path))
 
 

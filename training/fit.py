@@ -23,10 +23,12 @@ def load_pipeline(model: str, config: str | None = None):
 
     path = Path(model)
     if path.is_dir():
-        return StableDiffusionXLPipeline.from_pretrained(str(path), dtype=torch.float32)
+        # local_files_only everywhere: the trainer never downloads (a missing config is an error, not a fetch).
+        return StableDiffusionXLPipeline.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
     if path.suffix == ".safetensors" and path.is_file():
         kwargs = {"config": config} if config else {}
-        return StableDiffusionXLPipeline.from_single_file(str(path), dtype=torch.float32, **kwargs)
+        return StableDiffusionXLPipeline.from_single_file(str(path), dtype=torch.float32, local_files_only=True,
+                                                          **kwargs)
     raise ValueError(f"--model {model}: expected a diffusers folder (with model_index.json) or a .safetensors file")
 
 
