@@ -47,8 +47,16 @@ def test_failing_node_fails_only_its_prompt(comfy):
 def test_pack_nodes_are_registered_with_category_and_description(comfy):
     info = comfy.object_info()
     ours = {name: spec for name, spec in info.items() if spec.get("python_module", "").endswith("comfyui-image-alchemy")}
+    assert set(ours) == {
+        "ImageAlchemy_RareTokenPicker", "ImageAlchemy_TrainSubjectLoRA", "ImageAlchemy_GroundingDinoLoader",
+        "ImageAlchemy_SAMLoader", "ImageAlchemy_GroundedSAMMask", "ImageAlchemy_DecayBlur",
+        "ImageAlchemy_LoRAImg2ImgInsert", "ImageAlchemy_SubjectMetrics"}
     for name, spec in ours.items():
         assert spec["category"].startswith("Image Alchemy"), name
         assert spec["description"].strip(), name
-        assert not name.startswith("ImageAlchemyTest_"), name
+        for section in ("required", "optional"):
+            for input_name, input_spec in spec["input"].get(section, {}).items():
+                options = input_spec[1] if len(input_spec) > 1 else {}
+                assert options.get("tooltip"), f"{name}.{input_name} has no tooltip"
+        assert all(spec["output_tooltips"]), f"{name}: an output has no tooltip"
     assert "ImageAlchemyTest_TinySDXLLoader" in info
