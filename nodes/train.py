@@ -124,6 +124,19 @@ def _auto_precision(choice: str, device: torch.device) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
+def _warn_if_several_tokens(clip, token: str) -> None:
+    """A word that the tokenizers split still trains, but its pieces carry priors (paper 001 §3.2)."""
+    end_token = 49407  # CLIP's end-of-text id, in both SDXL tokenizers
+    counts = []
+    for batches in clip.tokenize(token).values():
+        ids = [t[0] for t in batches[0]]
+        counts.append(next((i for i, t in enumerate(ids[1:], 1) if t == end_token), len(ids)) - 1)
+    if max(counts, default=1) > 1:
+        log.warning("%s: token '%s' is %d tokens for SDXL's tokenizers, not one: it trains, but a single-token rare "
+                    "word (see Rare Token Picker) has no prior and learns the subject faster", NODE, token,
+                    max(counts))
+
+
 def _send(unique_id, payload: dict) -> None:
     from server import PromptServer
 
@@ -184,6 +197,12 @@ class TrainSubjectLoRA(io.ComfyNode):
     def execute(cls, model, clip, vae, images, token, class_word, lora_name, steps, learning_rate, rank, alpha,
                 batch_size, resolution, seed, mixed_precision, gradient_checkpointing, flip, noise_offset,
                 mask=None) -> io.NodeOutput:
+        if not isinstance(model.model, comfy.model_base.SDXL):
+            raise ValueError(f"{NODE}: the MODEL is {type(model.model).__name__}, not an SDXL model: connect an "
+                             "SDXL checkpoint (the trainer needs SDXL's UNet and its size/pooled-text conditioning)")
+        if images.shape[0] and images.shape[-1] not in (3, 4):
+            raise ValueError(f"{NODE}: expected RGB or RGBA photos, got {images.shape[-1]} channel(s): load them with "
+                             "Load Image")
         device = comfy.model_management.get_torch_device()
         settings = TrainSettings(
             token=token.strip(), class_word=class_word.strip(), rank=rank, alpha=alpha or None,
@@ -191,6 +210,7 @@ class TrainSubjectLoRA(io.ComfyNode):
             mixed_precision=_auto_precision(mixed_precision, device), gradient_checkpointing=gradient_checkpointing,
             flip=flip, noise_offset=noise_offset, prediction_type=_prediction_type(model), device=str(device),
         ).validate(NODE)
+        _warn_if_several_tokens(clip, settings.token)
         file_name = lora_file_name(lora_name)
         output = Path(folder_paths.get_folder_paths("loras")[0]) / file_name
         if images.shape[0] < 1:

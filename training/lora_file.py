@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .settings import TrainSettings
@@ -64,6 +64,9 @@ def save_lora(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta
     try:
         save_file(state_dict, str(tmp), metadata=metadata)
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as e:  # disk full, quota, permissions: say so instead of a traceback
+        raise RuntimeError(f"could not write the LoRA to {path} ({e}): free disk space or check that the folder "
+                           "is writable, then train again") from e
     finally:
         tmp.unlink(missing_ok=True)
     return path
