@@ -140,7 +140,10 @@ class RareTokenPicker(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, vae, candidates, vocabulary_scan, prompt_template, seeds_per_candidate, seed,
                 width, height, steps, cfg, sampler_name, scheduler, use_cache, clip_vision=None) -> io.NodeOutput:
-        tokens.fill_template(prompt_template, "x")  # fails early, naming the fix, before any sampling
+        try:
+            tokens.fill_template(prompt_template, "x")  # fails early, naming the fix, before any sampling
+        except ValueError as e:
+            raise ValueError(f"{NODE}: {e}") from e
         tokenizers = clip_tokenizers(clip)
         words = tokens.parse_candidates(candidates)
         accepted, rejected = tokens.filter_candidates(words, tokenizers, template=prompt_template)
