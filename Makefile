@@ -9,9 +9,10 @@ MODELS ?=
 provision:
 	@bash scripts/provision.sh
 
+# The pytest script, not `python -m pytest`, which would put the repo root (and our nodes/) on sys.path.
 # pytest exits 5 when it collected no test: a broken suite, reported as such.
 test: provision
-	@$(PY) -m pytest -q tests $(PYTEST_ARGS); rc=$$?; \
+	@.venv/bin/pytest -q tests $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (broken suite)" >&2; exit 1; fi; exit $$rc
 
 demo: provision

@@ -7,7 +7,6 @@ Run: .venv/bin/python bench/blur.py [--size 1024] [--repeat 5]
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import time
@@ -21,11 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def load_blur():
     """alchemy/blur.py imported as part of the pack package (the repo root never goes on sys.path)."""
-    spec = importlib.util.spec_from_file_location("image_alchemy", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules["image_alchemy"] = package
-    spec.loader.exec_module(package)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pack_import import import_pack
+
+    import_pack()
     from image_alchemy.alchemy import blur
 
     return blur

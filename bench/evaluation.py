@@ -9,7 +9,6 @@ Run: .venv/bin/python bench/evaluation.py [--generated 8] [--references 4] [--si
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
@@ -23,11 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def load_pack():
     """The pack imported as a package (the repo root never goes on sys.path)."""
-    spec = importlib.util.spec_from_file_location("image_alchemy", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules["image_alchemy"] = package
-    spec.loader.exec_module(package)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pack_import import import_pack
+
+    import_pack()
     from image_alchemy.alchemy import backbones, metrics, quality
 
     return backbones, metrics, quality

@@ -11,7 +11,6 @@ Run: .venv/bin/python bench/insert.py [--size 256] [--steps 8] [--repeat 3] [--g
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import tempfile
@@ -44,12 +43,9 @@ def setup(tmp: Path, gpu: bool):
     write_kohya_lora(tmp / "loras" / "subject.safetensors", paths["unet"])
     import fixture_pack
 
-    # The pack imported as a package, the way ComfyUI loads it (its root never goes on sys.path).
-    spec = importlib.util.spec_from_file_location("image_alchemy", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules["image_alchemy"] = package
-    spec.loader.exec_module(package)
+    from pack_import import import_pack
+
+    import_pack()  # the pack as a package, the way ComfyUI loads it (its root never goes on sys.path)
     from image_alchemy.nodes.insert import LoRAImg2ImgInsert
 
     return fixture_pack, LoRAImg2ImgInsert

@@ -22,11 +22,10 @@ COMFY_DIR = ROOT / ".cache" / "comfyui"
 
 def _import_pack():
     """The repo as the package ``image_alchemy`` (the root never goes on sys.path: ComfyUI has a ``nodes``)."""
-    spec = importlib.util.spec_from_file_location("image_alchemy", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["image_alchemy"] = module
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pack_import import import_pack
+
+    import_pack()
 
 
 def _load_tiny_models(folder: Path):

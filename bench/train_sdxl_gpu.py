@@ -9,7 +9,6 @@ Run: .venv/bin/python bench/train_sdxl_gpu.py [--steps 30] [--no-checkpointing] 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import time
@@ -33,11 +32,10 @@ TINY_UNET_CONFIG = {
 
 
 def import_training():
-    spec = importlib.util.spec_from_file_location("image_alchemy", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["image_alchemy"] = module
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pack_import import import_pack
+
+    import_pack()
     from image_alchemy.training import settings, trainer, unet
 
     return settings, trainer, unet

@@ -1,7 +1,6 @@
 """Shared fixtures: the pack imported as a package, tiny models on disk, and a real ComfyUI server."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -12,21 +11,11 @@ ROOT = Path(__file__).resolve().parent.parent
 COMFY_DIR = Path(os.environ.get("IMAGE_ALCHEMY_COMFYUI", ROOT / ".cache" / "comfyui"))
 PACK_FOLDER_NAME = "comfyui-image-alchemy"
 
+from pack_import import import_pack  # noqa: E402
 
-def _import_pack_as_package():
-    """Imports the repo root as the package ``image_alchemy`` (never puts the root on sys.path: ComfyUI has a
-    top-level module called ``nodes`` that ours would shadow)."""
-    if "image_alchemy" in sys.modules:
-        return sys.modules["image_alchemy"]
-    spec = importlib.util.spec_from_file_location("image_alchemy", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["image_alchemy"] = module
-    spec.loader.exec_module(module)
-    return module
+import_pack()
 
 
-_import_pack_as_package()
 # ComfyUI itself is importable in tests (GraphBuilder, comfy classes for the tiny-model factory).
 if str(COMFY_DIR) not in sys.path:
     sys.path.append(str(COMFY_DIR))

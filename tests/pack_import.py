@@ -1,0 +1,21 @@
+"""The repo imported as the package ``image_alchemy``, the way ComfyUI loads a custom-node folder.
+
+For tests, bench/ and scripts: the repo root itself never goes on sys.path, because ComfyUI has a top-level
+module called ``nodes`` that the pack's own ``nodes/`` would shadow.
+"""
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "image_alchemy"
+
+
+def import_pack():
+    if PACKAGE in sys.modules:
+        return sys.modules[PACKAGE]
+    spec = importlib.util.spec_from_file_location(PACKAGE, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACKAGE] = module
+    spec.loader.exec_module(module)
+    return module
