@@ -80,6 +80,17 @@ def test_empty_batch_and_grey_images_are_refused(comfy):
     assert_clean(comfy, "rel_never.safetensors")
 
 
+def test_all_zero_subject_mask_is_refused(comfy):
+    g = GraphBuilder()
+    loader = g.node("ImageAlchemyTest_TinySDXLLoader")
+    g.node(TRAIN, model=loader.out(0), clip=loader.out(1), vae=loader.out(2), images=shaped_image(g, batch=2),
+           mask=g.node("SolidMask", value=0.0, width=64, height=64).out(0), token="iklan", class_word="disc",
+           lora_name="rel_never", steps=2, learning_rate=1e-3, rank=2, alpha=0.0, batch_size=2, resolution=64,
+           seed=0, mixed_precision="no", gradient_checkpointing=False, flip=False, noise_offset=0.0)
+    expect_error(comfy, g.finalize(), r"TrainSubjectLoRA: the subject mask is empty", r"connect a mask")
+    assert_clean(comfy, "rel_never.safetensors")
+
+
 @pytest.mark.parametrize("count", [1, 200])
 def test_one_or_two_hundred_images_train(comfy, count):
     """Documented result: any batch size trains (the paper uses 4–5); 200 images at 64 px encode in seconds."""
