@@ -30,7 +30,8 @@ from tiny import factory, subjects  # noqa: E402
 TOKEN, CLASS_WORD = "iklan", "toy"
 SCENES = {"beach": f"a photo of a {CLASS_WORD} on a beach, golden hour",
           "kitchen": f"a photo of a {CLASS_WORD} on a wooden kitchen table"}
-SHOWN_AS = {"ImageAlchemy_RareTokenPicker": "token_contact_sheet", "ImageAlchemy_TrainSubjectLoRA": "loss_curve"}
+SHOWN_AS = {"ImageAlchemy_RareTokenPicker": "token_contact_sheet", "ImageAlchemy_TrainSubjectLoRA": "loss_curve",
+            "ImageAlchemy_GroundedSAMMask": "mask_preview", "ImageAlchemy_DecayBlur": "blurred"}
 TINY_BANNER = ("TINY RANDOM MODELS: no SDXL checkpoint / GroundingDINO / SAM weights were given (make demo "
                "MODELS=/path/to/ComfyUI/models). The pictures are noise from random weights; they show that every "
                "stage runs end to end.")
