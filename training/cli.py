@@ -14,7 +14,8 @@ import sys
 import threading
 import time
 
-from .settings import LR_SCHEDULERS, MIXED_PRECISION, PREDICTION_TYPES, SAVE_PRECISION, TrainSettings
+from .settings import (DRIFT_PENALTIES, DRIFT_WEIGHT_DEFAULTS, LR_SCHEDULERS, MIXED_PRECISION, PREDICTION_TYPES,
+                       SAVE_PRECISION, TrainSettings)
 
 log = logging.getLogger("training")
 
@@ -37,11 +38,24 @@ _SETTING_HELP = {
     "prediction_type": f"{PREDICTION_TYPES}: what the base model predicts",
     "save_precision": f"{SAVE_PRECISION}: dtype of the saved LoRA weights",
     "device": "auto | cpu | cuda | cuda:N (auto: cuda when available)",
+    "prior_images": "prior preservation: class images ('a photo of <class>') drawn by the base model; 0 = off",
+    "prior_weight": "weight of the class-image loss (prior preservation)",
+    "drift_penalty": "paper 002 drift penalty: delta = λ·Σ‖ΔW‖²_F over LoRA layers, params = λ·Σ‖p‖²; off",
+    "drift_weight": "λ of the drift penalty (default: " + ", ".join(f"{k} {v:g}" for k, v in
+                                                                 DRIFT_WEIGHT_DEFAULTS.items()) + ")",
+    "apt_augment": "APT adaptive augmentation (zoom-out 1–3×, rotation ±15°, p = clip(γ_b, 0, p_max))",
+    "apt_augment_p_max": "APT: largest augmentation probability p_max",
+    "apt_views": "APT: augmented views per image, encoded once before training",
+    "apt_loss_weighting": "APT adaptive loss weight 1 − γ_b per timestep bin",
+    "apt_features": "APT representation stabilization (feature mean/std vs the base model)",
+    "apt_feature_weight": "weight of the representation-stabilization loss",
+    "apt_attention": "APT attention alignment (cross-attention maps vs the base model)",
+    "apt_attention_weight": "weight of the attention-alignment loss",
 }
 
 
 _CHOICES = {"mixed_precision": MIXED_PRECISION, "save_precision": SAVE_PRECISION, "lr_scheduler": LR_SCHEDULERS,
-            "prediction_type": PREDICTION_TYPES}
+            "prediction_type": PREDICTION_TYPES, "drift_penalty": DRIFT_PENALTIES}
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +67,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
         if isinstance(default, bool):
             parser.add_argument(flag, action="store_true", help=_SETTING_HELP[f.name])
         else:
-            kind = {"alpha": float}.get(f.name, type(default))
+            kind = {"alpha": float, "drift_weight": float}.get(f.name, type(default))
             parser.add_argument(flag, type=kind, default=default, choices=_CHOICES.get(f.name),
                                 help=_SETTING_HELP[f.name])
 
@@ -75,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fit.add_argument("--class-word", required=True, help="the subject's class, e.g. 'dog'")
     fit.add_argument("--out", required=True, help="LoRA file to write (.safetensors)")
     fit.add_argument("--resolution", type=int, default=1024, help="training size in pixels (multiple of 8)")
+    fit.add_argument("--class-dir", help="prior preservation: folder caching the generated class images (reused "
+                                         "when model, prompt, size and seed match; default: not cached)")
+    fit.add_argument("--class-steps", type=int, default=30, help="sampling steps per class image")
     _add_settings(fit)
     args = parser.parse_args(argv)
     if args.command == "fit":
@@ -132,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             from .fit import fit
 
             output = fit(args.model, args.images, args.out, args.settings, resolution=args.resolution,
-                         config=args.config, progress=_emit)
+                         config=args.config, progress=_emit, class_dir=args.class_dir, class_steps=args.class_steps)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         log.error("%s", e)
         _emit({"error": str(e)})

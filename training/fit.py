@@ -2,7 +2,9 @@
 train with the same function the node's child process runs."""
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from .trainer import TrainingData
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+CLASS_GUIDANCE = 5.0  # classifier-free guidance of the class images (prior preservation)
 
 
 def load_pipeline(model: str, config: str | None = None):
@@ -74,19 +77,77 @@ def encode_latents(vae, pixels: torch.Tensor, seed: int, batch: int = 4) -> torc
 
 def encode_subject(pipe, images: str, resolution: int, settings: TrainSettings) -> TrainingData:
     """Encodes the photos (and their flipped copies when ``settings.flip``) and the training prompt."""
+    from .augment import augmented_views
+
     pixels, time_ids = load_images(images, resolution)
     latents = encode_latents(pipe.vae, pixels, settings.seed)
     flipped = encode_latents(pipe.vae, pixels.flip(-1), settings.seed) if settings.flip else None
+    augmented = None
+    if settings.apt_augment:
+        augmented = encode_latents(pipe.vae, augmented_views(pixels, settings.apt_views, settings.seed)[0],
+                                   settings.seed)
+    prompt_embeds, pooled = _encode_prompt(pipe, settings.prompt)
+    return TrainingData(latents=latents, latents_flipped=flipped, prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled,
+                        time_ids=torch.tensor(time_ids, dtype=torch.float32), augmented_latents=augmented)
+
+
+def _encode_prompt(pipe, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
-        prompt_embeds, _, pooled, _ = pipe.encode_prompt(settings.prompt, device=pipe.device,
-                                                         num_images_per_prompt=1, do_classifier_free_guidance=False)
-    return TrainingData(latents=latents, latents_flipped=flipped, prompt_embeds=prompt_embeds.float().cpu(),
-                        pooled_prompt_embeds=pooled.float().cpu(),
-                        time_ids=torch.tensor(time_ids, dtype=torch.float32))
+        embeds, _, pooled, _ = pipe.encode_prompt(prompt, device=pipe.device, num_images_per_prompt=1,
+                                                  do_classifier_free_guidance=False)
+    return embeds.float().cpu(), pooled.float().cpu()
+
+
+def class_images(pipe, settings: TrainSettings, resolution: int, *, model_hash: str, steps: int = 30,
+                 cache_dir: str | None = None, batch: int = 4) -> torch.Tensor:
+    """Prior preservation's class images ('a photo of <class>'), drawn by the base pipeline: N×3×R×R in −1..1.
+    Image i uses seed settings.seed + i. With ``cache_dir`` they are kept as PNGs named by a key of model
+    hash, prompt, size, seed, steps and guidance, and reused (only missing ones are drawn)."""
+    from PIL import Image
+
+    key = hashlib.sha256(f"{model_hash}|{settings.class_prompt}|{resolution}|{settings.seed}|{steps}|"
+                         f"{CLASS_GUIDANCE}".encode()).hexdigest()[:16]
+    folder = Path(cache_dir) if cache_dir else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    images: dict[int, torch.Tensor] = {}
+    for i in range(settings.prior_images):
+        file = folder / f"class_{key}_{i:04d}.png" if folder is not None else None
+        if file is not None and file.exists():
+            with Image.open(file) as im:
+                images[i] = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
+    missing = [i for i in range(settings.prior_images) if i not in images]
+    if missing:
+        log.info("drawing %d class images of '%s' (%d cached)", len(missing), settings.class_prompt,
+                 settings.prior_images - len(missing))
+    for start in range(0, len(missing), batch):
+        chunk = missing[start:start + batch]
+        generators = [torch.Generator(pipe.device).manual_seed(settings.seed + i) for i in chunk]
+        with torch.no_grad():
+            out = pipe([settings.class_prompt] * len(chunk), height=resolution, width=resolution,
+                       num_inference_steps=steps, guidance_scale=CLASS_GUIDANCE, generator=generators,
+                       output_type="np").images
+        for i, image in zip(chunk, out):
+            image8 = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+            images[i] = torch.from_numpy(image8.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)
+            if folder is not None:
+                tmp = folder / f".class_{key}_{i:04d}.png.partial"
+                Image.fromarray(image8).save(tmp, format="PNG")
+                os.replace(tmp, folder / f"class_{key}_{i:04d}.png")
+    return torch.stack([images[i] for i in range(settings.prior_images)])
+
+
+def add_class_data(pipe, data: TrainingData, settings: TrainSettings, resolution: int, **kwargs) -> TrainingData:
+    """Draws (or reuses) the class images and encodes them like the subject photos."""
+    pixels = class_images(pipe, settings, resolution, **kwargs)
+    data.class_latents = encode_latents(pipe.vae, pixels, settings.seed)
+    data.class_prompt_embeds, data.class_pooled_prompt_embeds = _encode_prompt(pipe, settings.class_prompt)
+    data.class_time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], dtype=torch.float32)
+    return data
 
 
 def fit(model: str, images: str, out: str, settings: TrainSettings, *, resolution: int, config: str | None = None,
-        progress=None) -> Path:
+        progress=None, class_dir: str | None = None, class_steps: int = 30) -> Path:
     """Loads the model, encodes the subject once, frees the VAE and text encoders, trains, writes the LoRA."""
     from .job import finish
     from .trainer import resolve_device, train
@@ -100,6 +161,9 @@ def fit(model: str, images: str, out: str, settings: TrainSettings, *, resolutio
     data = encode_subject(pipe, images, resolution, settings)
     unet = pipe.unet
     base_hash = state_dict_hash(unet.state_dict())
+    if settings.prior_images:
+        pipe.unet.to(device)
+        add_class_data(pipe, data, settings, resolution, model_hash=base_hash, steps=class_steps, cache_dir=class_dir)
     del pipe  # the VAE and text encoders are not needed any more: training runs on the cached tensors
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -63,7 +63,7 @@ def finish(result, settings: TrainSettings, data: TrainingData, *, output: str |
     h, w = data.latents.shape[-2:]
     meta = lora_metadata(settings, base_model_hash=base_model_hash, num_images=data.latents.shape[0],
                          resolution=(w * 8, h * 8), losses=result.losses, output_name=output.stem,
-                         extra=extra_metadata)
+                         extra={**(extra_metadata or {}), **result.metadata})
     return save_lora(output, result.kohya_state_dict, meta)
 
 

@@ -48,7 +48,7 @@ def lora_metadata(settings: TrainSettings, *, base_model_hash: str, num_images: 
         "image_alchemy.rank": str(settings.rank),
         "image_alchemy.alpha": repr(settings.lora_alpha),
         "image_alchemy.base_model_hash": base_model_hash,
-        "image_alchemy.regularizer": "none",
+        "image_alchemy.regularizer": settings.regularizer(),
         "image_alchemy.settings": settings.to_json(),
         "image_alchemy.losses": json.dumps([round(v, 6) for v in losses]),
     }

@@ -9,6 +9,9 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 SAVE_PRECISION = ("fp16", "bf16", "fp32")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+DRIFT_PENALTIES = ("off", "delta", "params")
+# λ when drift_weight is unset. params: paper 002's SDXL LoRA script; delta: tuned with bench/drift.py.
+DRIFT_WEIGHT_DEFAULTS = {"delta": 1.0, "params": 1e-6}
 
 
 @dataclass
@@ -35,6 +38,19 @@ class TrainSettings:
     prediction_type: str = "epsilon"
     save_precision: str = "fp16"
     device: str = "auto"  # "auto" = cuda when available, else cpu
+    # Drift-free options (DESIGN §3), all off by default: the paper-001 intentional overfit.
+    prior_images: int = 0  # prior preservation: class images from the base model (0 = off)
+    prior_weight: float = 1.0  # weight of the class-image loss
+    drift_penalty: str = "off"  # paper 002: "delta" = λ·Σ‖ΔW‖²_F, "params" = λ·Σ‖p‖² over LoRA parameters
+    drift_weight: float | None = None  # λ; None → DRIFT_WEIGHT_DEFAULTS[drift_penalty]
+    apt_augment: bool = False  # APT adaptive augmentation (zoom-out 1–3×, rotation ±15°) with p = clip(γ, 0, p_max)
+    apt_augment_p_max: float = 0.5
+    apt_views: int = 4  # pre-encoded augmented views per image
+    apt_loss_weighting: bool = False  # APT adaptive loss weight 1 − γ_b
+    apt_features: bool = False  # APT representation stabilization (feature mean/std vs the base model)
+    apt_feature_weight: float = 1.0
+    apt_attention: bool = False  # APT attention alignment (cross-attention maps vs the base model)
+    apt_attention_weight: float = 1.0
 
     @property
     def lora_alpha(self) -> float:
@@ -43,6 +59,40 @@ class TrainSettings:
     @property
     def prompt(self) -> str:
         return f"a photo of {self.token} {self.class_word}"
+
+    @property
+    def class_prompt(self) -> str:
+        """What the base model draws for prior preservation: the training prompt without the token."""
+        return f"a photo of {self.class_word}"
+
+    @property
+    def drift_lambda(self) -> float:
+        if self.drift_penalty == "off":
+            return 0.0
+        return float(DRIFT_WEIGHT_DEFAULTS[self.drift_penalty] if self.drift_weight is None else self.drift_weight)
+
+    @property
+    def apt_indicator(self) -> bool:
+        """The overfitting indicator γ_b is needed (it costs a base-model pass per step)."""
+        return self.apt_augment or self.apt_loss_weighting
+
+    @property
+    def base_pass(self) -> bool:
+        return self.apt_indicator or self.apt_features or self.apt_attention
+
+    def regularizer(self) -> str:
+        """Short description for the LoRA metadata, e.g. 'prior(100, w=1)+drift(delta, λ=1)' or 'none'."""
+        parts = []
+        if self.prior_images:
+            parts.append(f"prior({self.prior_images}, w={self.prior_weight:g})")
+        if self.drift_penalty != "off":
+            parts.append(f"drift({self.drift_penalty}, λ={self.drift_lambda:g})")
+        apt = [name for name, on in (("augment", self.apt_augment), ("loss_weight", self.apt_loss_weighting),
+                                     (f"features={self.apt_feature_weight:g}", self.apt_features),
+                                     (f"attention={self.apt_attention_weight:g}", self.apt_attention)) if on]
+        if apt:
+            parts.append(f"apt({', '.join(apt)})")
+        return "+".join(parts) or "none"
 
     def validate(self, where: str = "TrainSubjectLoRA") -> "TrainSettings":
         """Raises ValueError naming the bad setting and what to use instead."""
@@ -67,6 +117,17 @@ class TrainSettings:
                 problems.append(f"{name} must be one of {allowed}, got {value!r}")
         if self.noise_offset < 0 or not 0 <= self.mask_background_weight <= 1:
             problems.append("noise_offset must be ≥ 0 and mask_background_weight within [0, 1]")
+        if self.prior_images < 0 or self.prior_weight < 0:
+            problems.append(f"prior_images and prior_weight must be ≥ 0, got {self.prior_images} and {self.prior_weight}")
+        if self.drift_penalty not in DRIFT_PENALTIES:
+            problems.append(f"drift_penalty must be one of {DRIFT_PENALTIES}, got {self.drift_penalty!r}")
+        if self.drift_weight is not None and self.drift_weight < 0:
+            problems.append(f"drift_weight must be ≥ 0 (or unset for the default), got {self.drift_weight}")
+        if not 0 <= self.apt_augment_p_max <= 1 or self.apt_views < 1:
+            problems.append(f"apt_augment_p_max must be within [0, 1] and apt_views ≥ 1, got {self.apt_augment_p_max} "
+                            f"and {self.apt_views}")
+        if self.apt_feature_weight < 0 or self.apt_attention_weight < 0:
+            problems.append("apt_feature_weight and apt_attention_weight must be ≥ 0")
         if self.mixed_precision != "no" and self.device == "cpu":
             problems.append(f"mixed_precision {self.mixed_precision} needs a GPU: use 'no' on the CPU")
         if problems:

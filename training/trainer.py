@@ -14,12 +14,16 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .objective import Batch, Objective
+from .regularizers import per_sample_loss
 from .settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # attention projections only (paper 001 §3.2)
-TENSOR_NAMES = ("latents", "latents_flipped", "masks", "prompt_embeds", "pooled_prompt_embeds", "time_ids")
+TENSOR_NAMES = ("latents", "latents_flipped", "masks", "prompt_embeds", "pooled_prompt_embeds", "time_ids",
+                "class_latents", "class_prompt_embeds", "class_pooled_prompt_embeds", "class_time_ids",
+                "augmented_latents", "augmented_masks")
 
 
 @dataclass
@@ -27,6 +31,8 @@ class TrainingData:
     """Encoded subject: latents already scaled for the UNet, SDXL text conditioning, optional loss masks.
 
     Text tensors have one row (shared prompt) or one row per image; masks are N×1×h×w at latent size.
+    Prior preservation adds class-image latents and their conditioning (``class_*``); APT's augmentation adds
+    ``augmented_latents`` (views per image, image-major: row i·views + k) and, with masks, ``augmented_masks``.
     """
 
     latents: torch.Tensor
@@ -35,6 +41,12 @@ class TrainingData:
     time_ids: torch.Tensor
     latents_flipped: torch.Tensor | None = None
     masks: torch.Tensor | None = None
+    class_latents: torch.Tensor | None = None
+    class_prompt_embeds: torch.Tensor | None = None
+    class_pooled_prompt_embeds: torch.Tensor | None = None
+    class_time_ids: torch.Tensor | None = None
+    augmented_latents: torch.Tensor | None = None
+    augmented_masks: torch.Tensor | None = None
 
     def check(self, settings: TrainSettings) -> "TrainingData":
         n = self.latents.shape[0]
@@ -50,7 +62,31 @@ class TrainingData:
             raise ValueError("flip is on but the data has no latents_flipped: encode the flipped images too")
         if self.masks is not None and (self.masks.shape[0] != n or self.masks.shape[-2:] != self.latents.shape[-2:]):
             raise ValueError(f"masks {tuple(self.masks.shape)} must be N×1×h×w like latents {tuple(self.latents.shape)}")
+        if settings.prior_images:
+            self._check_class_data()
+        if settings.apt_augment:
+            views = n * settings.apt_views
+            if self.augmented_latents is None or self.augmented_latents.shape != (views, *self.latents.shape[1:]):
+                got = None if self.augmented_latents is None else tuple(self.augmented_latents.shape)
+                raise ValueError(f"apt_augment is on: expected {views} augmented latents ({settings.apt_views} views "
+                                 f"per image) shaped like the latents, got {got}: encode the views too")
+            if self.masks is not None and (self.augmented_masks is None or self.augmented_masks.shape[0] != views):
+                raise ValueError("apt_augment with masks needs augmented_masks, one per augmented view")
         return self
+
+    def _check_class_data(self) -> None:
+        names = ("class_latents", "class_prompt_embeds", "class_pooled_prompt_embeds", "class_time_ids")
+        missing = [k for k in names if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"prior preservation is on but the data has no {missing}: generate and encode the "
+                             "class images")
+        m = self.class_latents.shape[0]
+        if m < 1 or self.class_latents.shape[1:] != self.latents.shape[1:]:
+            raise ValueError(f"class_latents {tuple(self.class_latents.shape)} must be M×C×h×w like the latents "
+                             f"{tuple(self.latents.shape)}: generate the class images at the training resolution")
+        for name in names[1:]:
+            if getattr(self, name).shape[0] not in (1, m):
+                raise ValueError(f"{name} must have 1 row or one per class image ({m})")
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {k: getattr(self, k).contiguous() for k in TENSOR_NAMES if getattr(self, k) is not None}
@@ -65,6 +101,7 @@ class TrainResult:
     kohya_state_dict: dict[str, torch.Tensor]
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    metadata: dict[str, str] = field(default_factory=dict)  # e.g. APT's final γ per bin
 
 
 def resolve_device(settings: TrainSettings) -> torch.device:
@@ -103,11 +140,15 @@ def build_lora_unet(unet, settings: TrainSettings, device: torch.device):
 
 
 def compute_loss(model_pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None,
+                 sample_weights: torch.Tensor | None = None,
                  **extra_terms: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     """Denoising MSE, weighted per latent pixel when masks are given, plus any extra regularizer terms
-    (each already scaled by its λ). Returns the total and the float value of every term for logging."""
+    (each already scaled by its λ). ``sample_weights`` (APT's 1 − γ_b) scales each row's own mean error.
+    Returns the total and the float value of every term for logging."""
     error = F.mse_loss(model_pred.float(), target.float(), reduction="none")
-    if weights is None:
+    if sample_weights is not None:
+        denoise = (sample_weights.float() * per_sample_loss(model_pred, target, weights)).mean()
+    elif weights is None:
         denoise = error.mean()
     else:
         weights = weights.expand_as(error)
@@ -171,52 +212,65 @@ def train(unet, data: TrainingData, settings: TrainSettings,
         bg = settings.mask_background_weight
         weights_all = (bg + (1.0 - bg) * tensors["masks"].float().clamp(0, 1))
 
+    objective = Objective(unet, settings, tensors, generator, _BatchSampler)
     losses, started = [], time.perf_counter()
-    for step in range(1, settings.steps + 1):
-        index = sampler.take(settings.batch_size)
-        latents = tensors["latents"][index.to(device)]
-        if settings.flip:
-            flip = (torch.rand(len(index), generator=generator) < 0.5).to(device)
-            latents = torch.where(flip[:, None, None, None], tensors["latents_flipped"][index.to(device)], latents)
-        noise = torch.randn(latents.shape, generator=generator).to(device)
-        if settings.noise_offset:
-            noise = noise + settings.noise_offset * torch.randn(latents.shape[:2] + (1, 1),
-                                                                 generator=generator).to(device)
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),),
-                                  generator=generator).to(device)
-        noisy = scheduler.add_noise(latents.float(), noise, timesteps)
-        target = noise if settings.prediction_type == "epsilon" else scheduler.get_velocity(latents.float(), noise,
-                                                                                             timesteps)
-        cond = {"text_embeds": _rows(tensors["pooled_prompt_embeds"], index).to(dtype),
-                "time_ids": _rows(tensors["time_ids"], index).to(dtype)}
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            model_pred = unet(noisy.to(dtype), timesteps, _rows(tensors["prompt_embeds"], index).to(dtype),
-                              added_cond_kwargs=cond, return_dict=False)[0]
-        weights = None if weights_all is None else weights_all[index.to(device)]
-        loss, _terms = compute_loss(model_pred, target, weights)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-            optimizer.step()
-        lr = lr_schedule.get_last_lr()[0]
-        lr_schedule.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise RuntimeError(f"training diverged at step {step} (loss {value}): lower the learning rate "
-                               f"or use bf16 instead of fp16")
-        losses.append(value)
-        if progress is not None:
-            elapsed = time.perf_counter() - started
-            progress({"step": step, "steps": settings.steps, "loss": value, "lr": lr,
-                      "eta_s": elapsed / step * (settings.steps - step)})
-    return TrainResult(export_kohya(unet, settings), losses, time.perf_counter() - started)
+    try:
+        for step in range(1, settings.steps + 1):
+            index = sampler.take(settings.batch_size)
+            latents = tensors["latents"][index.to(device)]
+            if settings.flip:
+                flip = (torch.rand(len(index), generator=generator) < 0.5).to(device)
+                latents = torch.where(flip[:, None, None, None], tensors["latents_flipped"][index.to(device)], latents)
+            noise = torch.randn(latents.shape, generator=generator).to(device)
+            if settings.noise_offset:
+                noise = noise + settings.noise_offset * torch.randn(latents.shape[:2] + (1, 1),
+                                                                     generator=generator).to(device)
+            timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),),
+                                      generator=generator).to(device)
+            weights = None if weights_all is None else weights_all[index.to(device)]
+            latents, weights = objective.augment(latents, weights, index, timesteps)
+            target = noise if settings.prediction_type == "epsilon" else scheduler.get_velocity(latents.float(), noise,
+                                                                                                 timesteps)
+            text = (_rows(tensors[k], index).to(dtype) for k in ("prompt_embeds", "pooled_prompt_embeds", "time_ids"))
+            batch = Batch(scheduler.add_noise(latents.float(), noise, timesteps), timesteps, target, *text,
+                          subject=len(index), weights=weights)
+            if settings.prior_images:
+                batch = batch.cat(objective.class_batch(len(index), scheduler, dtype, _rows))
+            base = objective.base_pass(batch, dtype)
+            model_pred = objective.forward(batch, dtype)
+            loss, terms = objective.loss(model_pred, batch, base, compute_loss)
+            _optimize(loss, optimizer, scaler, params, settings)
+            lr = lr_schedule.get_last_lr()[0]
+            lr_schedule.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise RuntimeError(f"training diverged at step {step} (loss {value}): lower the learning rate "
+                                   f"or use bf16 instead of fp16")
+            losses.append(value)
+            if progress is not None:
+                elapsed = time.perf_counter() - started
+                event = {"step": step, "steps": settings.steps, "loss": value, "lr": lr,
+                         "eta_s": elapsed / step * (settings.steps - step)}
+                if len(terms) > 1:
+                    event["terms"] = terms
+                progress(event)
+    finally:
+        objective.close()
+    return TrainResult(export_kohya(unet, settings), losses, time.perf_counter() - started, objective.metadata())
+
+
+def _optimize(loss: torch.Tensor, optimizer, scaler, params, settings: TrainSettings) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+        optimizer.step()
 
 
 def export_kohya(unet, settings: TrainSettings) -> dict[str, torch.Tensor]:

@@ -1,0 +1,147 @@
+"""The per-step objective with the drift-free options (prior preservation, drift penalty, APT).
+
+``Objective`` holds what lives across steps (the overfitting indicator, feature hooks, the class-image order)
+and adds to a step: APT's augmented views, the class-image half of the batch, the base-model pass (same UNet,
+adapter off) and the extra loss terms. With every option off it draws nothing from the generator and adds
+nothing, so the paper-001 default trains exactly as before.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from . import regularizers as reg
+from .probes import FeatureProbe, adapter_disabled, lora_factors, lora_parameters
+from .settings import TrainSettings
+
+
+@dataclass
+class Batch:
+    """One step's UNet input; the first ``subject`` rows are subject images, the rest class images."""
+
+    noisy: torch.Tensor
+    timesteps: torch.Tensor
+    target: torch.Tensor
+    prompt_embeds: torch.Tensor
+    text_embeds: torch.Tensor
+    time_ids: torch.Tensor
+    subject: int
+    weights: torch.Tensor | None = None  # loss weights of the subject rows (masks)
+
+    def cat(self, other: "Batch") -> "Batch":
+        return Batch(*(torch.cat([getattr(self, k), getattr(other, k)]) for k in
+                       ("noisy", "timesteps", "target", "prompt_embeds", "text_embeds", "time_ids")),
+                     subject=self.subject, weights=self.weights)
+
+
+@dataclass
+class BasePass:
+    loss: torch.Tensor  # per subject row
+    stats: list = field(default_factory=list)
+    maps: list = field(default_factory=list)
+
+
+class Objective:
+    def __init__(self, unet, settings: TrainSettings, tensors: dict[str, torch.Tensor], generator: torch.Generator,
+                 sampler_cls):
+        self.unet, self.settings, self.tensors, self.generator = unet, settings, tensors, generator
+        self.indicator = reg.OverfitIndicator() if settings.apt_indicator else None
+        self.probe = (FeatureProbe(unet, settings.apt_features, settings.apt_attention)
+                      if settings.apt_features or settings.apt_attention else None)
+        self.class_sampler = sampler_cls(tensors["class_latents"].shape[0], generator) if settings.prior_images else None
+
+    def metadata(self) -> dict[str, str]:
+        if self.indicator is None:
+            return {}
+        import json
+
+        return {"image_alchemy.apt_state": json.dumps(self.indicator.state())}
+
+    def close(self) -> None:
+        if self.probe is not None:
+            self.probe.remove()
+
+    def augment(self, latents: torch.Tensor, weights: torch.Tensor | None, index: torch.Tensor,
+                timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """APT: each sample becomes one of its pre-encoded views with probability clip(γ_b, 0, p_max)."""
+        if not self.settings.apt_augment:
+            return latents, weights
+        views = self.settings.apt_views
+        p = self.indicator.augment_probability(timesteps.cpu(), self.settings.apt_augment_p_max)
+        chosen = torch.rand(len(index), generator=self.generator) < p
+        view = index * views + torch.randint(0, views, (len(index),), generator=self.generator)
+        if not bool(chosen.any()):
+            return latents, weights
+        device = latents.device
+        pick = chosen.to(device)[:, None, None, None]
+        latents = torch.where(pick, self.tensors["augmented_latents"][view.to(device)], latents)
+        if weights is not None and "augmented_masks" in self.tensors:
+            bg = self.settings.mask_background_weight
+            view_weights = bg + (1.0 - bg) * self.tensors["augmented_masks"][view.to(device)].float().clamp(0, 1)
+            weights = torch.where(pick, view_weights, weights)
+        return latents, weights
+
+    def class_batch(self, count: int, scheduler, dtype: torch.dtype, rows) -> Batch:
+        """Prior preservation: ``count`` class images noised like the subject ones."""
+        device = self.tensors["class_latents"].device
+        index = self.class_sampler.take(count)
+        latents = self.tensors["class_latents"][index.to(device)].float()
+        noise = torch.randn(latents.shape, generator=self.generator).to(device)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (count,), generator=self.generator).to(device)
+        target = noise if self.settings.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, timesteps)
+        return Batch(scheduler.add_noise(latents, noise, timesteps), timesteps, target,
+                     rows(self.tensors["class_prompt_embeds"], index).to(dtype),
+                     rows(self.tensors["class_pooled_prompt_embeds"], index).to(dtype),
+                     rows(self.tensors["class_time_ids"], index).to(dtype), subject=0)
+
+    def base_pass(self, batch: Batch, dtype: torch.dtype) -> BasePass | None:
+        """The base model (adapter off, no gradients) on the subject rows: L_pre, feature stats, attention maps."""
+        if not self.settings.base_pass:
+            return None
+        n = batch.subject
+        with torch.no_grad(), adapter_disabled(self.unet), self._record() as probe:
+            with torch.autocast(batch.noisy.device.type, dtype=dtype, enabled=dtype != torch.float32):
+                pred = self.unet(batch.noisy[:n].to(dtype), batch.timesteps[:n], batch.prompt_embeds[:n],
+                                 added_cond_kwargs={"text_embeds": batch.text_embeds[:n], "time_ids": batch.time_ids[:n]},
+                                 return_dict=False)[0]
+        loss = reg.per_sample_loss(pred, batch.target[:n], batch.weights)
+        return BasePass(loss, *(probe.rows(n) if probe is not None else ([], [])))
+
+    def _record(self):
+        import contextlib
+
+        return self.probe.record() if self.probe is not None else contextlib.nullcontext(None)
+
+    def forward(self, batch: Batch, dtype: torch.dtype) -> torch.Tensor:
+        """The fine-tuned forward on the whole batch (hooks recording when APT needs them)."""
+        with torch.autocast(batch.noisy.device.type, dtype=dtype, enabled=dtype != torch.float32), self._record():
+            return self.unet(batch.noisy.to(dtype), batch.timesteps, batch.prompt_embeds,
+                             added_cond_kwargs={"text_embeds": batch.text_embeds, "time_ids": batch.time_ids},
+                             return_dict=False)[0]
+
+    def loss(self, model_pred: torch.Tensor, batch: Batch, base: BasePass | None, compute_loss):
+        """Total loss and its terms; updates the overfitting indicator with this step's losses."""
+        s, n = self.settings, batch.subject
+        pred, target = model_pred[:n], batch.target[:n]
+        extra = {}
+        if s.prior_images:
+            extra["prior"] = s.prior_weight * F.mse_loss(model_pred[n:].float(), batch.target[n:].float())
+        if s.drift_penalty == "delta":
+            extra["drift"] = s.drift_lambda * reg.drift_penalty_delta(lora_factors(self.unet))
+        elif s.drift_penalty == "params":
+            extra["drift"] = s.drift_lambda * reg.drift_penalty_params(lora_parameters(self.unet))
+        if self.probe is not None:
+            stats, maps = self.probe.rows(n)
+            if s.apt_features:
+                extra["features"] = s.apt_feature_weight * reg.feature_stats_loss(stats, base.stats)
+            if s.apt_attention:
+                extra["attention"] = s.apt_attention_weight * reg.attention_alignment_loss(maps, base.maps)
+        sample_weights = None
+        if s.apt_loss_weighting:
+            sample_weights = self.indicator.loss_weights(batch.timesteps[:n].cpu()).to(pred.device)
+        total, terms = compute_loss(pred, target, batch.weights, sample_weights=sample_weights, **extra)
+        if self.indicator is not None:
+            self.indicator.update(batch.timesteps[:n], base.loss, reg.per_sample_loss(pred.detach(), target, batch.weights))
+        return total, terms
