@@ -7,6 +7,7 @@ from PIL import Image
 from comfy_server import PromptFailed
 from image_alchemy.alchemy import backbones, metrics, quality
 from tiny_backbones import CLIP_NAME, DINO_NAME, pictures, write_tiny_backbones
+from graphs import tiny_scene
 
 NODE_ID = "ImageAlchemy_SubjectMetrics"
 
@@ -89,14 +90,7 @@ def test_node_matches_the_library_with_masks(server):
 
 def test_scores_a_freshly_sampled_batch(server):
     comfy, g = server["comfy"], GraphBuilder()
-    loader = g.node("ImageAlchemyTest_TinySDXLLoader")
-    pos = g.node("CLIPTextEncode", text="a photo of sks dog", clip=loader.out(1))
-    neg = g.node("CLIPTextEncode", text="", clip=loader.out(1))
-    latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=2)
-    sampled = g.node("KSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0),
-                     latent_image=latent.out(0), seed=3, steps=2, cfg=5.0, sampler_name="euler",
-                     scheduler="normal", denoise=1.0)
-    decoded = g.node("VAEDecode", samples=sampled.out(0), vae=loader.out(2))
+    _, decoded = tiny_scene(g, "a photo of sks dog", batch_size=2, seed=3)
     node = metrics_node(g, decoded.out(0), load(g, "ref_0"), brisque=False)
     shown = previews(g, node, outputs=(1, 2, 4))
     entry = comfy.run(g.finalize())

@@ -6,6 +6,7 @@ import time
 import psutil
 import requests
 from comfy_execution.graph_utils import GraphBuilder
+from graphs import tiny_scene
 
 log = logging.getLogger(__name__)
 PROMPTS = 20
@@ -15,14 +16,7 @@ RSS_SLACK_MB = 150
 
 def txt2img(seed: int):
     g = GraphBuilder()
-    loader = g.node("ImageAlchemyTest_TinySDXLLoader")
-    pos = g.node("CLIPTextEncode", text=f"a photo of a dog on a beach, take {seed}", clip=loader.out(1))
-    neg = g.node("CLIPTextEncode", text="", clip=loader.out(1))
-    latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
-    sampled = g.node("KSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0),
-                     latent_image=latent.out(0), seed=seed, steps=2, cfg=5.0, sampler_name="euler",
-                     scheduler="normal", denoise=1.0)
-    image = g.node("VAEDecode", samples=sampled.out(0), vae=loader.out(2)).out(0)
+    image = tiny_scene(g, f"a photo of a dog on a beach, take {seed}", seed=seed)[1].out(0)
     mask = g.node("SolidMask", value=1.0, width=64, height=64).out(0)
     blurred = g.node("ImageAlchemy_DecayBlur", image=image, mask=mask, mode="gaussian", kernel_size=15, sigma=5.0,
                      decay_lambda=5.0, distance_unit="kernel radius", decay="sigma")

@@ -8,6 +8,7 @@ from PIL import Image
 import tiny_detectors
 from comfy_server import PromptFailed
 from image_alchemy.alchemy import grounded_sam, grounding, sam as sam_ops
+from graphs import tiny_scene
 
 HF_NAME, PTH_NAME, SAM_NAME = "grounding-dino-tiny-test", "groundingdino_tiny_test.pth", "sam_tiny_test.pth"
 
@@ -49,14 +50,7 @@ def test_loaders_list_both_layouts(comfy, detectors):
 
 def test_txt2img_batch_to_mask_and_preview(comfy, detectors):
     g = GraphBuilder()
-    loader = g.node("ImageAlchemyTest_TinySDXLLoader")
-    pos = g.node("CLIPTextEncode", text="a photo of a dog on a beach", clip=loader.out(1))
-    neg = g.node("CLIPTextEncode", text="", clip=loader.out(1))
-    latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=2)
-    sampled = g.node("KSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0),
-                     latent_image=latent.out(0), seed=0, steps=2, cfg=5.0, sampler_name="euler",
-                     scheduler="normal", denoise=1.0)
-    decoded = g.node("VAEDecode", samples=sampled.out(0), vae=loader.out(2))
+    _, decoded = tiny_scene(g, batch_size=2)
     seg = segment(g, decoded.out(0), HF_NAME)
     masks = save_mask(g, seg, "gsam_mask")
     preview = g.node("SaveImage", images=seg.out(1), filename_prefix="gsam_preview")

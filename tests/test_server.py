@@ -3,19 +3,12 @@ import pytest
 from comfy_execution.graph_utils import GraphBuilder
 
 from comfy_server import PromptFailed
+from graphs import tiny_scene
 
 
-def tiny_txt2img(width=64, height=64, seed=0, steps=2, prefix="txt2img"):
+def tiny_txt2img(width=64, height=64, seed=0):
     g = GraphBuilder()
-    loader = g.node("ImageAlchemyTest_TinySDXLLoader")
-    pos = g.node("CLIPTextEncode", text="a photo of a dog on a beach", clip=loader.out(1))
-    neg = g.node("CLIPTextEncode", text="", clip=loader.out(1))
-    latent = g.node("EmptyLatentImage", width=width, height=height, batch_size=1)
-    sampled = g.node("KSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0),
-                     latent_image=latent.out(0), seed=seed, steps=steps, cfg=5.0, sampler_name="euler",
-                     scheduler="normal", denoise=1.0)
-    decoded = g.node("VAEDecode", samples=sampled.out(0), vae=loader.out(2))
-    return g, decoded
+    return g, tiny_scene(g, width=width, height=height, seed=seed)[1]
 
 
 def test_tiny_txt2img_through_native_nodes(comfy):
