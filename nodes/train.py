@@ -22,6 +22,9 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..training import child, job
+from ..training.augment import augmented_views
+from ..training.settings import DRIFT_PENALTIES
+from . import class_images
 from ..training.lora_file import partial_path, read_metadata
 from ..training.plot import loss_curve_image
 from ..training.settings import TrainSettings
@@ -76,10 +79,34 @@ def _encode(model, clip, vae, pixels, masks, time_ids, settings: TrainSettings) 
     latents = latent_format(vae.encode(pixels)).float().cpu()
     flipped = latent_format(vae.encode(pixels.flip(2))).float().cpu() if settings.flip else None
     cond, pooled = clip.encode_from_tokens(clip.tokenize(settings.prompt), return_pooled=True)
+    augmented = augmented_masks = None
+    if settings.apt_augment:  # APT's views, encoded once (training/augment.py); BHWC ↔ BCHW around the warp
+        views, view_masks = augmented_views(pixels.movedim(-1, 1), settings.apt_views, settings.seed, masks)
+        augmented = latent_format(vae.encode(views.movedim(1, -1).contiguous())).float().cpu()
+        if view_masks is not None:
+            augmented_masks = _latent_masks(view_masks, latents)
     if masks is not None:
-        masks = torch.nn.functional.interpolate(masks, size=latents.shape[-2:], mode="area").clamp(0, 1)
+        masks = _latent_masks(masks, latents)
     return TrainingData(latents=latents, latents_flipped=flipped, masks=masks, time_ids=time_ids,
-                        prompt_embeds=cond.float().cpu(), pooled_prompt_embeds=pooled.float().cpu())
+                        prompt_embeds=cond.float().cpu(), pooled_prompt_embeds=pooled.float().cpu(),
+                        augmented_latents=augmented, augmented_masks=augmented_masks)
+
+
+def _latent_masks(masks: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.interpolate(masks, size=latents.shape[-2:], mode="area").clamp(0, 1)
+
+
+def _add_class_data(data: TrainingData, model, clip, vae, settings: TrainSettings, resolution: int,
+                    model_hash: str) -> None:
+    """Prior preservation: class images from the base model (cached), encoded like the subject photos."""
+    images = class_images.class_images(model, clip, vae, prompt=settings.class_prompt, count=settings.prior_images,
+                                       resolution=resolution, seed=settings.seed, model_hash=model_hash,
+                                       cache_dir=_work_dir())
+    pixels, _masks, time_ids = _prepare_images(images, None, resolution)
+    data.class_latents = model.model.process_latent_in(vae.encode(pixels)).float().cpu()
+    cond, pooled = clip.encode_from_tokens(clip.tokenize(settings.class_prompt), return_pooled=True)
+    data.class_prompt_embeds, data.class_pooled_prompt_embeds = cond.float().cpu(), pooled.float().cpu()
+    data.class_time_ids = time_ids[:1]
 
 
 def _prediction_type(model) -> str:
@@ -152,8 +179,10 @@ class TrainSubjectLoRA(io.ComfyNode):
             display_name="Train Subject LoRA",
             category="Image Alchemy/training",
             description="Trains an attention-only LoRA on 4–5 photos of one subject (paper 001 §3.2, intentional "
-                        "overfit, scale 1) and saves it to models/loras. Same inputs and settings return the "
-                        "existing LoRA without training again. Cancel stops the trainer and leaves no file.",
+                        "overfit, scale 1) and saves it to models/loras. Optional drift-free training: prior "
+                        "preservation, the paper-002 drift penalty and APT (paper 003), each off by default. Same "
+                        "inputs and settings return the existing LoRA without training again. Cancel stops the "
+                        "trainer and leaves no file.",
             is_output_node=True,
             inputs=[
                 io.Model.Input("model", tooltip="SDXL model to train on (from your checkpoint loader)."),
@@ -184,6 +213,35 @@ class TrainSubjectLoRA(io.ComfyNode):
                                tooltip="Noise offset; 0.05–0.1 helps very dark or bright subjects."),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Optional subject masks (one per image): the loss is weighted on the subject."),
+                # Drift-free options (all off = the paper's intentional overfit); combinable.
+                io.Int.Input("prior_images", default=0, min=0, max=1000, optional=True,
+                             tooltip="Prior preservation: this many 'a photo of <class>' images are drawn by the "
+                                     f"model ({class_images.STEPS} steps, cached) and trained on beside the subject; "
+                                     "0 = off. DreamBooth uses 100–200."),
+                io.Float.Input("prior_weight", default=1.0, min=0.0, max=10.0, step=0.1, optional=True,
+                               tooltip="Weight of the class-image loss (prior preservation)."),
+                io.Combo.Input("drift_penalty", options=list(DRIFT_PENALTIES), default="off", optional=True,
+                               tooltip="Paper 002 drift penalty: delta = λ·Σ‖ΔW‖² over the LoRA layers (the drift "
+                                       "itself), params = λ·Σ‖p‖² over the LoRA weights (the paper's SDXL script)."),
+                io.Float.Input("drift_weight", default=0.0, min=0.0, max=1000.0, step=1e-6, optional=True,
+                               tooltip="λ of the drift penalty; 0 = the default of the chosen form."),
+                io.Boolean.Input("apt_augment", default=False, optional=True,
+                                 tooltip="APT adaptive augmentation: zoom-out 1–3× and rotation ±15°, more often "
+                                         "where the model overfits (p = clip(γ, 0, p_max))."),
+                io.Float.Input("apt_augment_p_max", default=0.5, min=0.0, max=1.0, step=0.05, optional=True,
+                               tooltip="APT: the largest augmentation probability p_max."),
+                io.Boolean.Input("apt_loss_weighting", default=False, optional=True,
+                                 tooltip="APT adaptive loss weight 1 − γ per timestep bin: overfit bins train less."),
+                io.Boolean.Input("apt_features", default=False, optional=True,
+                                 tooltip="APT representation stabilization: keep the UNet's feature mean/std close "
+                                         "to the base model's."),
+                io.Float.Input("apt_feature_weight", default=1.0, min=0.0, max=1000.0, step=0.01, optional=True,
+                               tooltip="Weight of the representation-stabilization loss."),
+                io.Boolean.Input("apt_attention", default=False, optional=True,
+                                 tooltip="APT attention alignment: keep cross-attention maps close to the base "
+                                         "model's."),
+                io.Float.Input("apt_attention_weight", default=1.0, min=0.0, max=1000.0, step=0.01, optional=True,
+                               tooltip="Weight of the attention-alignment loss."),
             ],
             outputs=[
                 io.String.Output(display_name="lora_name",
@@ -196,7 +254,9 @@ class TrainSubjectLoRA(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, vae, images, token, class_word, lora_name, steps, learning_rate, rank, alpha,
                 batch_size, resolution, seed, mixed_precision, gradient_checkpointing, flip, noise_offset,
-                mask=None) -> io.NodeOutput:
+                mask=None, prior_images=0, prior_weight=1.0, drift_penalty="off", drift_weight=0.0,
+                apt_augment=False, apt_augment_p_max=0.5, apt_loss_weighting=False, apt_features=False,
+                apt_feature_weight=1.0, apt_attention=False, apt_attention_weight=1.0) -> io.NodeOutput:
         if not isinstance(model.model, comfy.model_base.SDXL):
             raise ValueError(f"{NODE}: the MODEL is {type(model.model).__name__}, not an SDXL model: connect an "
                              "SDXL checkpoint (the trainer needs SDXL's UNet and its size/pooled-text conditioning)")
@@ -209,6 +269,10 @@ class TrainSubjectLoRA(io.ComfyNode):
             learning_rate=learning_rate, steps=steps, batch_size=batch_size, seed=seed,
             mixed_precision=_auto_precision(mixed_precision, device), gradient_checkpointing=gradient_checkpointing,
             flip=flip, noise_offset=noise_offset, prediction_type=_prediction_type(model), device=str(device),
+            prior_images=prior_images, prior_weight=prior_weight, drift_penalty=drift_penalty,
+            drift_weight=drift_weight or None, apt_augment=apt_augment, apt_augment_p_max=apt_augment_p_max,
+            apt_loss_weighting=apt_loss_weighting, apt_features=apt_features, apt_feature_weight=apt_feature_weight,
+            apt_attention=apt_attention, apt_attention_weight=apt_attention_weight,
         ).validate(NODE)
         _warn_if_several_tokens(clip, settings.token)
         file_name = lora_file_name(lora_name)
@@ -224,6 +288,10 @@ class TrainSubjectLoRA(io.ComfyNode):
         if model.patches:
             log.warning("%s: the MODEL carries patches (e.g. LoRAs); training uses its base weights only", NODE)
         unet_path, model_hash = _export_unet(model)
+        if settings.prior_images:
+            _add_class_data(data, model, clip, vae, settings, resolution, model_hash)
+            comfy.model_management.unload_all_models()
+            comfy.model_management.soft_empty_cache()
         key = job_hash(model_hash, settings, data)
 
         if output.exists() and read_metadata(output).get(JOB_HASH_KEY) == key:
