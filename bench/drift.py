@@ -1,7 +1,8 @@
 """Drift vs subject fit of the drift-free options, on the tiny random SDXL-architecture model, in one process.
 
 Trains the same subject with the same seed and steps under: plain (paper 001), prior preservation, drift
-penalty (delta), APT (all four parts), then measures on the trained UNet
+penalty (delta), APT (augmentation + feature statistics + attention alignment), APT's loss weighting
+alone, then measures on the trained UNet
 - subject_loss: ε-prediction MSE on the subject latents with the training prompt (fixed noise and timesteps);
 - drift: mean squared difference between base (adapter off) and fine-tuned noise predictions on held-out
   class prompts that do not contain the token, at fixed noisy latents and timesteps.
@@ -30,7 +31,8 @@ CONFIGS = {
     "plain": {},
     "prior": {"prior_images": 8},
     "drift_delta": {"drift_penalty": "delta"},
-    "apt": {"apt_augment": True, "apt_loss_weighting": True, "apt_features": True, "apt_attention": True},
+    "apt": {"apt_augment": True, "apt_features": True, "apt_attention": True},
+    "apt_loss_weighting": {"apt_loss_weighting": True},
 }
 COST_CONFIGS = {
     **CONFIGS,

@@ -235,12 +235,12 @@ class TrainSubjectLoRA(io.ComfyNode):
                 io.Boolean.Input("apt_features", default=False, optional=True,
                                  tooltip="APT representation stabilization: keep the UNet's feature mean/std close "
                                          "to the base model's."),
-                io.Float.Input("apt_feature_weight", default=1.0, min=0.0, max=1000.0, step=0.01, optional=True,
+                io.Float.Input("apt_feature_weight", default=0.5, min=0.0, max=1000.0, step=0.01, optional=True,
                                tooltip="Weight of the representation-stabilization loss."),
                 io.Boolean.Input("apt_attention", default=False, optional=True,
                                  tooltip="APT attention alignment: keep cross-attention maps close to the base "
                                          "model's."),
-                io.Float.Input("apt_attention_weight", default=1.0, min=0.0, max=1000.0, step=0.01, optional=True,
+                io.Float.Input("apt_attention_weight", default=30.0, min=0.0, max=1000.0, step=0.01, optional=True,
                                tooltip="Weight of the attention-alignment loss."),
             ],
             outputs=[
@@ -256,7 +256,7 @@ class TrainSubjectLoRA(io.ComfyNode):
                 batch_size, resolution, seed, mixed_precision, gradient_checkpointing, flip, noise_offset,
                 mask=None, prior_images=0, prior_weight=1.0, drift_penalty="off", drift_weight=0.0,
                 apt_augment=False, apt_augment_p_max=0.5, apt_loss_weighting=False, apt_features=False,
-                apt_feature_weight=1.0, apt_attention=False, apt_attention_weight=1.0) -> io.NodeOutput:
+                apt_feature_weight=0.5, apt_attention=False, apt_attention_weight=30.0) -> io.NodeOutput:
         if not isinstance(model.model, comfy.model_base.SDXL):
             raise ValueError(f"{NODE}: the MODEL is {type(model.model).__name__}, not an SDXL model: connect an "
                              "SDXL checkpoint (the trainer needs SDXL's UNet and its size/pooled-text conditioning)")

@@ -65,7 +65,7 @@ def test_every_option_adds_its_term_and_the_lora_trains(unet_file, data_all):
     assert len(gamma) == 10 and all(0.0 <= g <= 1.0 for g in gamma)
     for e in events:  # the logged loss is the sum of its (weighted) terms
         assert e["loss"] == pytest.approx(sum(e["terms"].values()), rel=1e-5)
-    assert s.regularizer() == "prior(2, w=1)+drift(delta, λ=1)+apt(augment, loss_weight, features=1, attention=1)"
+    assert s.regularizer() == "prior(2, w=1)+drift(delta, λ=0.005)+apt(augment, loss_weight, features=0.5, attention=30)"
 
 
 def test_same_seed_same_lora_with_options_through_a_job(unet_file, data_all, tmp_path):
@@ -137,7 +137,7 @@ def test_fit_command_with_every_option(pipeline_dir, tmp_path):
     assert set(events[0]["terms"]) == {"denoise", "prior", "drift", "features", "attention"}
     assert len(list((tmp_path / "class").glob("class_*.png"))) == 2
     assert read_metadata(out)["image_alchemy.regularizer"] == ("prior(2, w=1)+drift(params, λ=0.001)+"
-                                                               "apt(augment, loss_weight, features=1, attention=1)")
+                                                               "apt(augment, loss_weight, features=0.5, attention=30)")
     help_text = subprocess.run([sys.executable, "-m", "training", "fit", "--help"], cwd=ROOT, capture_output=True,
                                text=True, check=True).stdout
     for option in ("--prior-images", "--prior-weight", "--drift-penalty", "--drift-weight", "--apt-augment",

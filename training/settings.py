@@ -11,7 +11,7 @@ LR_SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 DRIFT_PENALTIES = ("off", "delta", "params")
 # λ when drift_weight is unset. params: paper 002's SDXL LoRA script; delta: tuned with bench/drift.py.
-DRIFT_WEIGHT_DEFAULTS = {"delta": 1.0, "params": 1e-6}
+DRIFT_WEIGHT_DEFAULTS = {"delta": 0.005, "params": 1e-6}
 
 
 @dataclass
@@ -48,9 +48,9 @@ class TrainSettings:
     apt_views: int = 4  # pre-encoded augmented views per image
     apt_loss_weighting: bool = False  # APT adaptive loss weight 1 − γ_b
     apt_features: bool = False  # APT representation stabilization (feature mean/std vs the base model)
-    apt_feature_weight: float = 1.0
+    apt_feature_weight: float = 0.5  # tuned with bench/drift.py (tiny model)
     apt_attention: bool = False  # APT attention alignment (cross-attention maps vs the base model)
-    apt_attention_weight: float = 1.0
+    apt_attention_weight: float = 30.0  # tuned with bench/drift.py (tiny model)
 
     @property
     def lora_alpha(self) -> float:
