@@ -83,13 +83,18 @@ class DinoBackbone:
     def embed_images(self, images: Sequence[np.ndarray], device: torch.device | str = "cpu",
                      batch_size: int = 16) -> torch.Tensor:
         """``images``: HWC uint8 RGB arrays of any sizes (the folder's processor resizes) → N×D float32 on CPU."""
-        self.model.to(device)
-        out = []
-        for chunk in _batches(images, batch_size):
-            pixels = self.processor(images=list(chunk), return_tensors="pt")["pixel_values"].to(device)
-            hidden = self.model(pixel_values=pixels.to(self.model.dtype)).last_hidden_state
-            out.append(hidden[:, 0].float().cpu())
-        return torch.cat(out)
+        return _embed(self.model, self.processor, images, device, batch_size,
+                      lambda pixels: self.model(pixel_values=pixels).last_hidden_state[:, 0])
+
+
+def _embed(model, processor, images, device, batch_size: int, features) -> torch.Tensor:
+    """Runs ``features(pixel_values)`` over the images in batches (processor-resized) → N×D float32 on CPU."""
+    model.to(device)
+    out = []
+    for chunk in _batches(images, batch_size):
+        pixels = processor(images=list(chunk), return_tensors="pt")["pixel_values"].to(device, model.dtype)
+        out.append(features(pixels).float().cpu())
+    return torch.cat(out)
 
 
 class ClipBackbone:
@@ -111,12 +116,8 @@ class ClipBackbone:
     @torch.inference_mode()
     def embed_images(self, images: Sequence[np.ndarray], device: torch.device | str = "cpu",
                      batch_size: int = 16) -> torch.Tensor:
-        self.model.to(device)
-        out = []
-        for chunk in _batches(images, batch_size):
-            pixels = self.processor(images=list(chunk), return_tensors="pt")["pixel_values"].to(device)
-            out.append(_pooled(self.model.get_image_features(pixel_values=pixels.to(self.model.dtype))).float().cpu())
-        return torch.cat(out)
+        return _embed(self.model, self.processor, images, device, batch_size,
+                      lambda pixels: _pooled(self.model.get_image_features(pixel_values=pixels)))
 
     @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str], device: torch.device | str = "cpu",

@@ -37,6 +37,22 @@ def tiny_models(tmp_path_factory, comfy_dir) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def pipeline_dir(tiny_models, comfy_dir, tmp_path_factory) -> Path:
+    """The tiny model as a diffusers SDXL pipeline folder (the trainer's `fit` input), written once per session."""
+    from training_helpers import write_tiny_pipeline
+
+    return write_tiny_pipeline(tiny_models, tmp_path_factory.mktemp("tiny_pipe") / "pipe", comfy_dir)
+
+
+@pytest.fixture(scope="session")
+def unet_file(tiny_models, tmp_path_factory) -> Path:
+    """The tiny UNet exported the way the node hands it to the trainer, written once per session."""
+    from training_helpers import tiny_ldm_unet_file
+
+    return tiny_ldm_unet_file(tiny_models, tmp_path_factory.mktemp("unet_export"))
+
+
+@pytest.fixture(scope="session")
 def comfy(tmp_path_factory, comfy_dir, tiny_models):
     """One real ComfyUI server for the session, with our pack and the test fixture pack installed."""
     from comfy_server import ComfyServer

@@ -15,7 +15,7 @@ from image_alchemy.training.plot import loss_curve_image
 from image_alchemy.training.settings import TrainSettings
 from image_alchemy.training.trainer import compute_loss
 from image_alchemy.training.unet import diffusers_unet_config, load_ldm_unet
-from training_helpers import encode_subject_data, tiny_ldm_unet_file, write_tiny_pipeline
+from training_helpers import encode_subject_data
 
 ROOT = Path(__file__).resolve().parent.parent
 # ComfyUI's detected unet_config for SDXL base 1.0 and the diffusers config it ships with.
@@ -23,16 +23,6 @@ SDXL_COMFY = {"model_channels": 320, "channel_mult": [1, 2, 4], "num_res_blocks"
               "transformer_depth": [0, 0, 2, 2, 10, 10], "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
               "transformer_depth_middle": 10, "context_dim": 2048, "num_head_channels": 64, "adm_in_channels": 2816,
               "use_linear_in_transformer": True, "in_channels": 4, "out_channels": 4}
-
-
-@pytest.fixture(scope="module")
-def pipeline_dir(tiny_models, comfy_dir, tmp_path_factory):
-    return write_tiny_pipeline(tiny_models, tmp_path_factory.mktemp("tiny_pipe") / "pipe", comfy_dir)
-
-
-@pytest.fixture(scope="module")
-def unet_file(tiny_models, tmp_path_factory):
-    return tiny_ldm_unet_file(tiny_models, tmp_path_factory.mktemp("unet_export"))
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from image_alchemy.training.lora_file import read_metadata
 from image_alchemy.training.settings import TrainSettings
 from image_alchemy.training.trainer import train
 from image_alchemy.training.unet import load_ldm_unet
-from training_helpers import encode_subject_data, tiny_ldm_unet_file, write_subject_folder, write_tiny_pipeline
+from training_helpers import encode_subject_data, write_subject_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_ON = dict(prior_images=2, drift_penalty="delta", apt_augment=True, apt_augment_p_max=1.0, apt_views=2,
@@ -25,16 +25,6 @@ ALL_ON = dict(prior_images=2, drift_penalty="delta", apt_augment=True, apt_augme
 def settings(**values) -> TrainSettings:
     base = dict(token="iklan", class_word="disc", steps=4, batch_size=2, rank=2, learning_rate=1e-3, device="cpu")
     return TrainSettings(**{**base, **values})
-
-
-@pytest.fixture(scope="module")
-def pipeline_dir(tiny_models, comfy_dir, tmp_path_factory):
-    return write_tiny_pipeline(tiny_models, tmp_path_factory.mktemp("drift_pipe") / "pipe", comfy_dir)
-
-
-@pytest.fixture(scope="module")
-def unet_file(tiny_models, tmp_path_factory):
-    return tiny_ldm_unet_file(tiny_models, tmp_path_factory.mktemp("drift_unet"))
 
 
 @pytest.fixture(scope="module")

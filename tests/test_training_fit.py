@@ -11,24 +11,23 @@ import torch
 from safetensors.torch import load_file
 
 from image_alchemy.training.settings import TrainSettings
-from training_helpers import encode_subject_data, write_subject_folder, write_tiny_pipeline
+from training_helpers import encode_subject_data, write_subject_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def fitted(tiny_models, comfy_dir, tmp_path_factory):
+def fitted(pipeline_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("fit")
-    pipe_dir = write_tiny_pipeline(tiny_models, folder / "pipe", comfy_dir)
     images = write_subject_folder(folder / "photos", count=4, size=128)
     out = folder / "iklan_disc.safetensors"
-    cmd = [sys.executable, "-m", "training", "fit", "--model", str(pipe_dir), "--images", str(images),
+    cmd = [sys.executable, "-m", "training", "fit", "--model", str(pipeline_dir), "--images", str(images),
            "--token", "iklan", "--class-word", "disc", "--out", str(out), "--resolution", "128", "--steps", "40",
            "--batch-size", "4", "--rank", "4", "--learning-rate", "1e-3", "--device", "cpu"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = [json.loads(line) for line in proc.stdout.splitlines()]
-    return pipe_dir, out, events
+    return pipeline_dir, out, events
 
 
 def _pipeline(pipe_dir):
