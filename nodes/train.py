@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import shutil
 import uuid
 from pathlib import Path
@@ -25,8 +24,12 @@ from ..training import child, job
 from ..training.augment import augmented_views
 from ..training.settings import DRIFT_PENALTIES
 from . import class_images
+from .train_checks import (available_vram, bf16_native, check_trainable, lora_file_name, sampling_kind,
+                           several_tokens_warning)
 from ..training.lora_file import partial_path, read_metadata
 from ..training.plot import loss_curve_image
+from ..training.preprocess import resize_and_crop
+from ..training.hardware import auto_gradient_checkpointing, auto_mixed_precision
 from ..training.settings import TrainSettings
 from ..training.trainer import TrainingData
 from ..training.unet import diffusers_unet_config, save_ldm_unet, state_dict_hash
@@ -36,31 +39,21 @@ log = logging.getLogger(__name__)
 NODE = "TrainSubjectLoRA"
 PROGRESS_EVENT = "image_alchemy.train_progress"
 JOB_HASH_KEY = "image_alchemy.job_hash"
-_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*(/[A-Za-z0-9][A-Za-z0-9_.\- ]*)*$")
-
-
+CHECKPOINTING = ("auto", "on", "off")
 def _work_dir() -> Path:
     path = Path(folder_paths.get_temp_directory()) / "image_alchemy_train"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def lora_file_name(name: str) -> str:
-    name = name.strip().removesuffix(".safetensors")
-    if not _NAME_OK.match(name) or ".." in name:
-        raise ValueError(f"{NODE}: lora_name {name!r} is not a safe file name: use letters, digits, '_', '-', '.' "
-                         f"(and '/' for a subfolder), e.g. 'iklan_dog'")
-    return name + ".safetensors"
-
-
 def _prepare_images(images: torch.Tensor, mask: torch.Tensor | None, resolution: int):
-    """IMAGE BHWC → BCHW, resized (shorter side) and centre-cropped to resolution²; MASK BHW likewise.
+    """IMAGE BHWC → BCHW, resized (shorter side, antialiased) and centre-cropped to resolution² by the trainer's
+    own preprocessing (the same as `python -m training fit`); MASK BHW likewise.
     Returns (pixels BHWC for the VAE, masks B×1×R×R or None, SDXL size/crop conditioning per image)."""
-    b, h, w, _ = images.shape
-    pixels = comfy.utils.common_upscale(images[..., :3].movedim(-1, 1), resolution, resolution, "bicubic", "center")
-    pixels = pixels.clamp(0, 1).movedim(1, -1)
-    side = min(h, w)
-    time_ids = torch.tensor([[h, w, (h - side) // 2, (w - side) // 2, resolution, resolution]] * b, dtype=torch.float32)
+    b = images.shape[0]
+    pixels, crop = resize_and_crop(images[..., :3].movedim(-1, 1), resolution)
+    pixels = pixels.movedim(1, -1)
+    time_ids = torch.tensor([crop.time_ids()] * b, dtype=torch.float32)
     masks = None
     if mask is not None:
         if mask.dim() == 2:
@@ -68,7 +61,10 @@ def _prepare_images(images: torch.Tensor, mask: torch.Tensor | None, resolution:
         if mask.shape[0] not in (1, b):
             raise ValueError(f"{NODE}: {mask.shape[0]} masks for {b} images: give one mask per image (or one for all)")
         mask = mask.expand(b, -1, -1) if mask.shape[0] == 1 else mask
-        masks = comfy.utils.common_upscale(mask[:, None].float(), resolution, resolution, "bilinear", "center")
+        if tuple(mask.shape[-2:]) != tuple(images.shape[1:3]):  # another size: stretched onto the photo first
+            mask = torch.nn.functional.interpolate(mask[:, None].float(), size=tuple(images.shape[1:3]),
+                                                   mode="bilinear")[:, 0]
+        masks, _ = resize_and_crop(mask[:, None].float(), resolution, mode="bilinear")
         if float(masks.max()) <= 0:
             raise ValueError(f"{NODE}: the subject mask is empty: connect a mask that covers the subject, or none")
     return pixels, masks, time_ids
@@ -109,15 +105,6 @@ def _add_class_data(data: TrainingData, model, clip, vae, settings: TrainSetting
     data.class_time_ids = time_ids[:1]
 
 
-def _prediction_type(model) -> str:
-    kind = model.model.model_type
-    if kind == comfy.model_base.ModelType.EPS:
-        return "epsilon"
-    if kind == comfy.model_base.ModelType.V_PREDICTION:
-        return "v_prediction"
-    raise ValueError(f"{NODE}: the MODEL predicts {kind.name}; only epsilon and v-prediction SDXL models train here")
-
-
 def _export_unet(model) -> tuple[Path, str]:
     """Base UNet weights (LDM layout) to a cache file named by content hash; older exports are removed."""
     diffusion_model = model.model.diffusion_model
@@ -143,32 +130,18 @@ def job_hash(model_hash: str, settings: TrainSettings, data: TrainingData) -> st
     return digest.hexdigest()
 
 
-def _auto_precision(choice: str, device: torch.device) -> str:
-    if choice != "auto":
-        return choice
-    if device.type != "cuda":
-        return "no"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
-def _warn_if_several_tokens(clip, token: str) -> None:
-    """A word that the tokenizers split still trains, but its pieces carry priors (paper 001 §3.2)."""
-    end_token = 49407  # CLIP's end-of-text id, in both SDXL tokenizers
-    counts = []
-    for batches in clip.tokenize(token).values():
-        ids = [t[0] for t in batches[0]]
-        counts.append(next((i for i, t in enumerate(ids[1:], 1) if t == end_token), len(ids)) - 1)
-    if max(counts, default=1) > 1:
-        log.warning("%s: token '%s' is %d tokens for SDXL's tokenizers, not one: it trains, but a single-token rare "
-                    "word (see Rare Token Picker) has no prior and learns the subject faster", NODE, token,
-                    max(counts))
-
-
 def _send(unique_id, payload: dict) -> None:
     from server import PromptServer
 
     instance = PromptServer.instance
     instance.send_sync(PROGRESS_EVENT, {"node": unique_id, **payload}, instance.client_id)
+    if payload.get("phase") == "warning" and payload["text"]:  # ComfyUI's own text area on the node, too
+        instance.send_progress_text(payload["text"], unique_id, instance.client_id)
+
+
+def _checkpointing_choice(value) -> str:
+    """auto / on / off; True / False from workflows saved when the input was a switch."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 class TrainSubjectLoRA(io.ComfyNode):
@@ -200,14 +173,17 @@ class TrainSubjectLoRA(io.ComfyNode):
                 io.Int.Input("rank", default=8, min=1, max=256, tooltip="LoRA rank."),
                 io.Float.Input("alpha", default=0.0, min=0.0, max=1024.0, step=0.5,
                                tooltip="LoRA alpha (scale = alpha/rank); 0 means alpha = rank, the paper's scale 1."),
-                io.Int.Input("batch_size", default=1, min=1, max=32, tooltip="Images per step."),
+                io.Int.Input("batch_size", default=1, min=1, max=32,
+                             tooltip="Images per micro-batch (see gradient_accumulation)."),
                 io.Int.Input("resolution", default=1024, min=64, max=2048, step=64,
                              tooltip="Training size in pixels (SDXL: 1024)."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of init, noise and order."),
                 io.Combo.Input("mixed_precision", options=["auto", "no", "bf16", "fp16"], default="auto",
                                tooltip="auto: bf16 (or fp16) on a GPU, full precision on the CPU."),
-                io.Boolean.Input("gradient_checkpointing", default=False,
-                                 tooltip="Less GPU memory, about 30% slower."),
+                io.Combo.Input("gradient_checkpointing", options=list(CHECKPOINTING), default="auto",
+                               tooltip="Recompute activations in the backward pass: far less GPU memory (1024², "
+                                       "batch 1: ≈0.5 instead of ≈7 GiB), about 30% slower. auto: on when a step "
+                                       "without it would not fit in the GPU's memory."),
                 io.Boolean.Input("flip", default=False, tooltip="Horizontal-flip augmentation (p = 0.5)."),
                 io.Float.Input("noise_offset", default=0.0, min=0.0, max=0.5, step=0.01,
                                tooltip="Noise offset; 0.05–0.1 helps very dark or bright subjects."),
@@ -242,6 +218,10 @@ class TrainSubjectLoRA(io.ComfyNode):
                                          "model's."),
                 io.Float.Input("apt_attention_weight", default=30.0, min=0.0, max=1000.0, step=0.01, optional=True,
                                tooltip="Weight of the attention-alignment loss."),
+                io.Int.Input("gradient_accumulation", default=TrainSettings.gradient_accumulation, min=1, max=64,
+                             optional=True,
+                             tooltip="Micro-batches per optimizer step: each step learns from batch_size × this "
+                                     "images at batch_size's memory. 4 = diffusers' SDXL DreamBooth LoRA run."),
             ],
             outputs=[
                 io.String.Output(display_name="lora_name",
@@ -252,29 +232,54 @@ class TrainSubjectLoRA(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, lora_name=None, gradient_checkpointing="auto"):
+        # At validation, so a bad name fails the prompt before anything upstream (e.g. Rare Token Picker) runs.
+        # A linked lora_name is not known yet: execute checks it.
+        if isinstance(lora_name, str):
+            try:
+                lora_file_name(lora_name)
+            except ValueError as e:
+                return str(e)
+        if _checkpointing_choice(gradient_checkpointing) not in CHECKPOINTING:
+            return f"{NODE}: gradient_checkpointing must be one of {CHECKPOINTING}, got {gradient_checkpointing!r}"
+        return True
+
+    @classmethod
     def execute(cls, model, clip, vae, images, token, class_word, lora_name, steps, learning_rate, rank, alpha,
                 batch_size, resolution, seed, mixed_precision, gradient_checkpointing, flip, noise_offset,
                 mask=None, prior_images=0, prior_weight=1.0, drift_penalty="off", drift_weight=0.0,
                 apt_augment=False, apt_augment_p_max=0.5, apt_loss_weighting=False, apt_features=False,
-                apt_feature_weight=0.5, apt_attention=False, apt_attention_weight=30.0) -> io.NodeOutput:
+                apt_feature_weight=0.5, apt_attention=False, apt_attention_weight=30.0,
+                gradient_accumulation=TrainSettings.gradient_accumulation) -> io.NodeOutput:
         if not isinstance(model.model, comfy.model_base.SDXL):
             raise ValueError(f"{NODE}: the MODEL is {type(model.model).__name__}, not an SDXL model: connect an "
                              "SDXL checkpoint (the trainer needs SDXL's UNet and its size/pooled-text conditioning)")
         if images.shape[0] and images.shape[-1] not in (3, 4):
             raise ValueError(f"{NODE}: expected RGB or RGBA photos, got {images.shape[-1]} channel(s): load them with "
                              "Load Image")
+        check_trainable(model)
+        prediction_type, zsnr = sampling_kind(model)
         device = comfy.model_management.get_torch_device()
+        precision = auto_mixed_precision(mixed_precision, device.type, bf16_native(device))
         settings = TrainSettings(
             token=token.strip(), class_word=class_word.strip(), rank=rank, alpha=alpha or None,
             learning_rate=learning_rate, steps=steps, batch_size=batch_size, seed=seed,
-            mixed_precision=_auto_precision(mixed_precision, device), gradient_checkpointing=gradient_checkpointing,
-            flip=flip, noise_offset=noise_offset, prediction_type=_prediction_type(model), device=str(device),
+            mixed_precision=precision, gradient_accumulation=gradient_accumulation,
+            gradient_checkpointing=auto_gradient_checkpointing(
+                _checkpointing_choice(gradient_checkpointing), device.type, batch_size=batch_size,
+                resolution=resolution, mixed_precision=precision, available_bytes=available_vram(device)),
+            flip=flip, noise_offset=noise_offset, prediction_type=prediction_type, zero_terminal_snr=zsnr,
+            device=str(device),
             prior_images=prior_images, prior_weight=prior_weight, drift_penalty=drift_penalty,
             drift_weight=drift_weight or None, apt_augment=apt_augment, apt_augment_p_max=apt_augment_p_max,
             apt_loss_weighting=apt_loss_weighting, apt_features=apt_features, apt_feature_weight=apt_feature_weight,
             apt_attention=apt_attention, apt_attention_weight=apt_attention_weight,
         ).validate(NODE)
-        _warn_if_several_tokens(clip, settings.token)
+        warning = several_tokens_warning(clip, settings.token)
+        if warning:
+            log.warning("%s: %s", NODE, warning)
+        # Shown on the node (above the chart, and as its progress text); an empty text clears an earlier one.
+        _send(cls.hidden.unique_id, {"phase": "warning", "text": warning or ""})
         file_name = lora_file_name(lora_name)
         output = Path(folder_paths.get_folder_paths("loras")[0]) / file_name
         if images.shape[0] < 1:

@@ -34,7 +34,7 @@ def train_graph(lora_name="rel_never", images=None, model="sdxl", count=4, size=
     model_out = loader.out(0) if model == "sdxl" else g.node("ImageAlchemyTest_TinySD15Loader").out(0)
     values = dict(token="iklan", class_word="disc", lora_name=lora_name, steps=2, learning_rate=1e-3, rank=2,
                   alpha=0.0, batch_size=2, resolution=64, seed=0, mixed_precision="no",
-                  gradient_checkpointing=False, flip=False, noise_offset=0.0)
+                  gradient_checkpointing=False, flip=False, noise_offset=0.0, gradient_accumulation=1)
     values.update(overrides)
     images = images or (lambda g: shaped_image(g, batch=count, height=size, width=size))
     train = g.node(TRAIN, model=model_out, clip=loader.out(1), vae=loader.out(2), images=images(g), **values)
@@ -86,7 +86,8 @@ def test_all_zero_subject_mask_is_refused(comfy):
     g.node(TRAIN, model=loader.out(0), clip=loader.out(1), vae=loader.out(2), images=shaped_image(g, batch=2),
            mask=g.node("SolidMask", value=0.0, width=64, height=64).out(0), token="iklan", class_word="disc",
            lora_name="rel_never", steps=2, learning_rate=1e-3, rank=2, alpha=0.0, batch_size=2, resolution=64,
-           seed=0, mixed_precision="no", gradient_checkpointing=False, flip=False, noise_offset=0.0)
+           seed=0, mixed_precision="no", gradient_checkpointing=False, flip=False, noise_offset=0.0,
+           gradient_accumulation=1)
     expect_error(comfy, g.finalize(), r"TrainSubjectLoRA: the subject mask is empty", r"connect a mask")
     assert_clean(comfy, "rel_never.safetensors")
 

@@ -93,7 +93,8 @@ def test_masked_loss_weights_the_subject_and_keeps_room_for_terms():
 
 
 def test_run_command_streams_json_progress_and_writes_kohya_lora(subject_128, unet_file, tmp_path):
-    settings = TrainSettings(token="iklan", class_word="disc", steps=2, batch_size=2, rank=4, device="cpu")
+    settings = TrainSettings(token="iklan", class_word="disc", steps=2, batch_size=2, rank=4, device="cpu",
+                             gradient_accumulation=1)
     data = subject_128
     out = tmp_path / "loras" / "run.safetensors"
     job.write_job(tmp_path / "job", settings, data, unet_path=unet_file, output=out,
@@ -133,7 +134,25 @@ def test_same_seed_gives_the_same_lora_bytes_on_cpu(subject_128, unet_file, tmp_
     assert first[1] != other[1]
 
 
+def test_gradient_accumulation_runs_micro_batches_per_step_and_logs_their_mean(subject_128, unet_file):
+    from image_alchemy.training.trainer import train
+
+    unet, _config, _hash = load_ldm_unet(unet_file)
+    calls = []
+    unet.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    settings = TrainSettings(token="iklan", class_word="disc", steps=2, batch_size=1, gradient_accumulation=3,
+                             rank=2, device="cpu", flip=True)
+    events = []
+    result = train(unet, subject_128, settings, events.append)
+    assert calls == [1] * 6  # 2 optimizer steps × 3 micro-batches of one image
+    assert len(result.losses) == 2 == len(events) and [e["step"] for e in events] == [1, 2]
+
+
 def test_loss_curve_image():
     img = loss_curve_image([1.0, 0.8, 0.9, 0.5, 0.4])
     assert img.shape == (256, 512, 3) and img.dtype.name == "float32" and img.min() < 0.5 <= img.max() <= 1.0
     assert loss_curve_image([]).shape == (256, 512, 3)
+    # One step (or a flat loss) still draws its line across the chart.
+    for losses in ([0.42], [0.3, 0.3, 0.3]):
+        img = loss_curve_image(losses)
+        assert ((img[..., 2] > 0.6) & (img[..., 0] < 0.3)).sum() > 200

@@ -23,7 +23,8 @@ ALL_ON = dict(prior_images=2, drift_penalty="delta", apt_augment=True, apt_augme
 
 
 def settings(**values) -> TrainSettings:
-    base = dict(token="iklan", class_word="disc", steps=4, batch_size=2, rank=2, learning_rate=1e-3, device="cpu")
+    base = dict(token="iklan", class_word="disc", steps=4, batch_size=2, rank=2, learning_rate=1e-3, device="cpu",
+                gradient_accumulation=1)
     return TrainSettings(**{**base, **values})
 
 
@@ -118,7 +119,7 @@ def test_fit_command_with_every_option(pipeline_dir, tmp_path):
     out = tmp_path / "drift.safetensors"
     cmd = [sys.executable, "-m", "training", "fit", "--model", str(pipeline_dir), "--images", str(images),
            "--token", "iklan", "--class-word", "disc", "--out", str(out), "--resolution", "64", "--steps", "2",
-           "--batch-size", "2", "--rank", "2", "--device", "cpu", "--prior-images", "2", "--class-dir",
+           "--gradient-accumulation", "1", "--batch-size", "2", "--rank", "2", "--device", "cpu", "--prior-images", "2", "--class-dir",
            str(tmp_path / "class"), "--class-steps", "2", "--drift-penalty", "params", "--drift-weight", "0.001",
            "--apt-augment", "--apt-views", "2", "--apt-loss-weighting", "--apt-features", "--apt-attention"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -22,7 +22,7 @@ def fitted(pipeline_dir, tmp_path_factory):
     images = write_subject_folder(folder / "photos", count=4, size=128)
     out = folder / "iklan_disc.safetensors"
     cmd = [sys.executable, "-m", "training", "fit", "--model", str(pipeline_dir), "--images", str(images),
-           "--token", "iklan", "--class-word", "disc", "--out", str(out), "--resolution", "128", "--steps", "40",
+           "--token", "iklan", "--class-word", "disc", "--out", str(out), "--resolution", "128", "--steps", "40", "--gradient-accumulation", "1",
            "--batch-size", "4", "--rank", "4", "--learning-rate", "1e-3", "--device", "cpu"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -40,7 +40,7 @@ def train_graph(names, lora_name, steps, with_mask=False, **settings):
         batch = g.node("ImageBatch", image1=batch, image2=load.out(0)).out(0)
     values = dict(token="iklan", class_word="disc", lora_name=lora_name, steps=steps, learning_rate=1e-3, rank=4,
                   alpha=0.0, batch_size=4, resolution=256, seed=0, mixed_precision="auto",
-                  gradient_checkpointing=False, flip=False, noise_offset=0.0)
+                  gradient_checkpointing=False, flip=False, noise_offset=0.0, gradient_accumulation=1)
     values.update(settings)
     if with_mask:
         values["mask"] = loads[0].out(1)

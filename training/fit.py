@@ -36,9 +36,12 @@ def load_pipeline(model: str, config: str | None = None):
 
 
 def load_images(folder: str, resolution: int) -> tuple[torch.Tensor, list[list[int]]]:
-    """Images resized (shorter side = resolution) and centre-cropped to resolution²: (N×3×R×R in −1..1,
-    per image SDXL size/crop conditioning [orig_h, orig_w, crop_top, crop_left, R, R])."""
+    """Images resized (shorter side = resolution, antialiased) and centre-cropped to resolution² by the same
+    preprocessing as the node: (N×3×R×R in −1..1, per image SDXL size/crop conditioning [orig_h, orig_w,
+    crop_top, crop_left, R, R] with the crop in resized pixels)."""
     from PIL import Image
+
+    from .preprocess import resize_and_crop
 
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -46,15 +49,10 @@ def load_images(folder: str, resolution: int) -> tuple[torch.Tensor, list[list[i
     pixels, time_ids = [], []
     for file in files:
         with Image.open(file) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            scale = resolution / min(w, h)
-            rw, rh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
-            im = im.resize((rw, rh), Image.Resampling.BICUBIC)
-            left, top = (rw - resolution) // 2, (rh - resolution) // 2
-            im = im.crop((left, top, left + resolution, top + resolution))
-            pixels.append(torch.from_numpy(np.asarray(im, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1))
-            time_ids.append([h, w, top, left, resolution, resolution])
+            rgb = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
+        square, crop = resize_and_crop(rgb[None], resolution)
+        pixels.append(square[0] * 2.0 - 1.0)
+        time_ids.append(crop.time_ids())
     return torch.stack(pixels), time_ids
 
 

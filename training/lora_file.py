@@ -35,6 +35,8 @@ def lora_metadata(settings: TrainSettings, *, base_model_hash: str, num_images: 
         "ss_learning_rate": repr(settings.learning_rate),
         "ss_lr_scheduler": settings.lr_scheduler,
         "ss_seed": str(settings.seed),
+        "ss_gradient_accumulation_steps": str(settings.gradient_accumulation),
+        "ss_zero_terminal_snr": str(settings.zero_terminal_snr),
         "ss_mixed_precision": settings.mixed_precision,
         "ss_noise_offset": repr(settings.noise_offset),
         "ss_num_train_images": str(num_images),

@@ -17,6 +17,25 @@ from .probes import FeatureProbe, adapter_disabled, lora_factors, lora_parameter
 from .settings import TrainSettings
 
 
+def draw_noise(shape: torch.Size, scheduler, settings: TrainSettings, generator: torch.Generator,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise (with the noise offset: one extra value per sample and channel) and timesteps for ``shape``, drawn
+    on the CPU from ``generator``. Subject and class rows both come through here."""
+    noise = torch.randn(shape, generator=generator).to(device)
+    if settings.noise_offset:
+        noise = noise + settings.noise_offset * torch.randn(tuple(shape[:2]) + (1, 1), generator=generator).to(device)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (shape[0],), generator=generator).to(device)
+    return noise, timesteps
+
+
+def noised(latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, scheduler,
+           settings: TrainSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """The UNet input at ``timesteps`` and the training target (ε, or v for v-prediction models)."""
+    latents = latents.float()
+    target = noise if settings.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, timesteps)
+    return scheduler.add_noise(latents, noise, timesteps), target
+
+
 @dataclass
 class Batch:
     """One step's UNet input; the first ``subject`` rows are subject images, the rest class images."""
@@ -88,10 +107,9 @@ class Objective:
         device = self.tensors["class_latents"].device
         index = self.class_sampler.take(count)
         latents = self.tensors["class_latents"][index.to(device)].float()
-        noise = torch.randn(latents.shape, generator=self.generator).to(device)
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (count,), generator=self.generator).to(device)
-        target = noise if self.settings.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, timesteps)
-        return Batch(scheduler.add_noise(latents, noise, timesteps), timesteps, target,
+        noise, timesteps = draw_noise(latents.shape, scheduler, self.settings, self.generator, device)
+        noisy, target = noised(latents, noise, timesteps, scheduler, self.settings)
+        return Batch(noisy, timesteps, target,
                      rows(self.tensors["class_prompt_embeds"], index).to(dtype),
                      rows(self.tensors["class_pooled_prompt_embeds"], index).to(dtype),
                      rows(self.tensors["class_time_ids"], index).to(dtype), subject=0)

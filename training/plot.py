@@ -30,10 +30,15 @@ def loss_curve_image(losses: list[float], width: int = 512, height: int = 256) -
     raw = np.asarray(losses, dtype=np.float64)
     avg = smooth(losses, max(1, len(losses) // 20))
     lo, hi = float(raw.min()), float(raw.max())
-    span = hi - lo if hi > lo else max(abs(hi), 1e-6)
+    if hi <= lo:  # one step, or a flat loss: centre the line in a band around the value
+        pad = max(abs(hi), 1e-6) * 0.5
+        lo, hi = lo - pad, hi + pad
+    span = hi - lo
 
     def points(values: np.ndarray) -> np.ndarray:
-        xs = left + np.linspace(0, width - left - right, num=len(values)) if len(values) > 1 else np.array([left])
+        if len(values) == 1:  # a single step spans the chart, so it is a visible line and not one pixel
+            values = np.repeat(values, 2)
+        xs = left + np.linspace(0, width - left - right, num=len(values))
         ys = (height - bottom) - (values - lo) / span * (height - top - bottom)
         return np.stack([xs, ys], axis=1).round().astype(np.int32).reshape(-1, 1, 2)
 

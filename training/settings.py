@@ -27,6 +27,9 @@ class TrainSettings:
     lr_warmup_steps: int = 0
     steps: int = 500
     batch_size: int = 1
+    # Micro-batches per optimizer step: diffusers' documented SDXL DreamBooth-LoRA run is batch 1 × 4, which sees
+    # four samples per step at batch 1's memory.
+    gradient_accumulation: int = 4
     seed: int = 0
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
@@ -36,6 +39,7 @@ class TrainSettings:
     weight_decay: float = 1e-4
     max_grad_norm: float = 1.0
     prediction_type: str = "epsilon"
+    zero_terminal_snr: bool = False  # betas rescaled to zero terminal SNR (the MODEL's model_sampling.zsnr)
     save_precision: str = "fp16"
     device: str = "auto"  # "auto" = cuda when available, else cpu
     # Drift-free options (DESIGN §3), all off by default: the paper-001 intentional overfit.
@@ -105,8 +109,9 @@ class TrainSettings:
             problems.append(f"alpha must be > 0 (or unset for alpha = rank), got {self.alpha}")
         if not self.learning_rate > 0:
             problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.steps < 1 or self.batch_size < 1:
-            problems.append(f"steps and batch_size must be ≥ 1, got {self.steps} and {self.batch_size}")
+        if self.steps < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:
+            problems.append(f"steps, batch_size and gradient_accumulation must be ≥ 1, got {self.steps}, "
+                            f"{self.batch_size} and {self.gradient_accumulation}")
         if not 0 <= self.lr_warmup_steps <= self.steps:
             problems.append(f"lr_warmup_steps must be between 0 and steps ({self.steps}), got {self.lr_warmup_steps}")
         for name, value, allowed in (("mixed_precision", self.mixed_precision, MIXED_PRECISION),

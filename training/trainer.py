@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .objective import Batch, Objective
+from .objective import Batch, Objective, draw_noise, noised
 from .regularizers import per_sample_loss
 from .settings import TrainSettings
 
@@ -162,11 +162,14 @@ def compute_loss(model_pred: torch.Tensor, target: torch.Tensor, weights: torch.
 
 
 def noise_scheduler(settings: TrainSettings):
-    """SDXL's training schedule (scaled-linear betas 0.00085 → 0.012, 1000 steps), as ComfyUI samples it."""
+    """SDXL's training schedule (scaled-linear betas 0.00085 → 0.012, 1000 steps), as ComfyUI samples it; with
+    ``zero_terminal_snr`` the betas are rescaled as diffusers' ``rescale_zero_terminal_snr`` (and ComfyUI's zsnr
+    sampling) do."""
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                         beta_schedule="scaled_linear", prediction_type=settings.prediction_type)
+                         beta_schedule="scaled_linear", prediction_type=settings.prediction_type,
+                         rescale_betas_zero_snr=settings.zero_terminal_snr)
 
 
 class _BatchSampler:
@@ -216,33 +219,18 @@ def train(unet, data: TrainingData, settings: TrainSettings,
     losses, started = [], time.perf_counter()
     try:
         for step in range(1, settings.steps + 1):
-            index = sampler.take(settings.batch_size)
-            latents = tensors["latents"][index.to(device)]
-            if settings.flip:
-                flip = (torch.rand(len(index), generator=generator) < 0.5).to(device)
-                latents = torch.where(flip[:, None, None, None], tensors["latents_flipped"][index.to(device)], latents)
-            noise = torch.randn(latents.shape, generator=generator).to(device)
-            if settings.noise_offset:
-                noise = noise + settings.noise_offset * torch.randn(latents.shape[:2] + (1, 1),
-                                                                     generator=generator).to(device)
-            timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),),
-                                      generator=generator).to(device)
-            weights = None if weights_all is None else weights_all[index.to(device)]
-            latents, weights = objective.augment(latents, weights, index, timesteps)
-            target = noise if settings.prediction_type == "epsilon" else scheduler.get_velocity(latents.float(), noise,
-                                                                                                 timesteps)
-            text = (_rows(tensors[k], index).to(dtype) for k in ("prompt_embeds", "pooled_prompt_embeds", "time_ids"))
-            batch = Batch(scheduler.add_noise(latents.float(), noise, timesteps), timesteps, target, *text,
-                          subject=len(index), weights=weights)
-            if settings.prior_images:
-                batch = batch.cat(objective.class_batch(len(index), scheduler, dtype, _rows))
-            base = objective.base_pass(batch, dtype)
-            model_pred = objective.forward(batch, dtype)
-            loss, terms = objective.loss(model_pred, batch, base, compute_loss)
-            _optimize(loss, optimizer, scaler, params, settings)
+            optimizer.zero_grad(set_to_none=True)
+            value, terms = 0.0, {}
+            for _ in range(settings.gradient_accumulation):  # micro-batches; their mean is the step's loss
+                loss, micro_terms = _micro_batch(objective, tensors, sampler, generator, scheduler, weights_all,
+                                                 settings, dtype, device)
+                _backward(loss / settings.gradient_accumulation, scaler)
+                value += float(loss.detach()) / settings.gradient_accumulation
+                for name, term in micro_terms.items():
+                    terms[name] = terms.get(name, 0.0) + term / settings.gradient_accumulation
+            _step(optimizer, scaler, params, settings)
             lr = lr_schedule.get_last_lr()[0]
             lr_schedule.step()
-            value = float(loss.detach())
             if not math.isfinite(value):
                 raise RuntimeError(f"training diverged at step {step} (loss {value}): lower the learning rate "
                                    f"or use bf16 instead of fp16")
@@ -259,16 +247,38 @@ def train(unet, data: TrainingData, settings: TrainSettings,
     return TrainResult(export_kohya(unet, settings), losses, time.perf_counter() - started, objective.metadata())
 
 
-def _optimize(loss: torch.Tensor, optimizer, scaler, params, settings: TrainSettings) -> None:
-    optimizer.zero_grad(set_to_none=True)
+def _micro_batch(objective: Objective, tensors, sampler, generator, scheduler, weights_all, settings: TrainSettings,
+                 dtype: torch.dtype, device: torch.device):
+    """One micro-batch: subject rows (flip, APT views), class rows with prior preservation, the loss and its terms."""
+    index = sampler.take(settings.batch_size)
+    latents = tensors["latents"][index.to(device)]
+    if settings.flip:
+        flip = (torch.rand(len(index), generator=generator) < 0.5).to(device)
+        latents = torch.where(flip[:, None, None, None], tensors["latents_flipped"][index.to(device)], latents)
+    noise, timesteps = draw_noise(latents.shape, scheduler, settings, generator, device)
+    weights = None if weights_all is None else weights_all[index.to(device)]
+    latents, weights = objective.augment(latents, weights, index, timesteps)
+    noisy, target = noised(latents, noise, timesteps, scheduler, settings)
+    text = (_rows(tensors[k], index).to(dtype) for k in ("prompt_embeds", "pooled_prompt_embeds", "time_ids"))
+    batch = Batch(noisy, timesteps, target, *text, subject=len(index), weights=weights)
+    if settings.prior_images:
+        batch = batch.cat(objective.class_batch(len(index), scheduler, dtype, _rows))
+    base = objective.base_pass(batch, dtype)
+    model_pred = objective.forward(batch, dtype)
+    return objective.loss(model_pred, batch, base, compute_loss)
+
+
+def _backward(loss: torch.Tensor, scaler) -> None:
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+
+
+def _step(optimizer, scaler, params, settings: TrainSettings) -> None:
     if scaler is not None:
-        scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
         scaler.step(optimizer)
         scaler.update()
     else:
-        loss.backward()
         torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
         optimizer.step()
 

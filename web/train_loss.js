@@ -1,5 +1,6 @@
 // Live loss chart on the Train Subject LoRA node, fed by the server's "image_alchemy.train_progress" events
-// ({node, phase: start|step|done|cached, step, steps, loss, lr, eta_s, losses}). Drawn on the node's canvas in
+// ({node, phase: start|step|done|cached|warning, step, steps, loss, lr, eta_s, losses, text}); warnings (e.g. a
+// token that splits into several) are written above the chart. Drawn on the node's canvas in
 // onDrawForeground: no widget, so nothing is added to the saved workflow.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -36,7 +37,11 @@ function drawChart(node, ctx) {
     : `step ${state.step}/${state.steps}` + (last !== null ? `  loss ${last.toFixed(4)}` : "") +
       (state.phase === "step" ? `  ${formatEta(state.eta)}` : state.phase === "done" ? "  done" : "");
   ctx.fillText(label, pad + 4, top + 13);
-  const values = state.losses;
+  if (state.warning) {
+    ctx.fillStyle = "#ffb347";
+    ctx.fillText(`⚠ ${state.warning}`.slice(0, Math.max(20, Math.floor(w / 6))), pad + 4, top - 4);
+  }
+  const values = state.losses.length === 1 ? [state.losses[0], state.losses[0]] : state.losses;
   if (values.length > 1) {
     let lo = Infinity, hi = -Infinity;
     for (const v of values) { if (v < lo) lo = v; if (v > hi) hi = v; }
@@ -67,6 +72,11 @@ function onProgress(event) {
     node.setSize([node.size[0], node.size[1] + CHART_H + 8]);
   }
   const state = node.imageAlchemyLoss;
+  if (data.phase === "warning") {
+    state.warning = String(data.text || "");
+    node.setDirtyCanvas(true, false);
+    return;
+  }
   if (data.phase === "start") Object.assign(state, { losses: [], step: 0, steps: data.steps, phase: "start" });
   if (data.phase === "step") {
     state.losses = thin([...state.losses, data.loss]);

@@ -147,10 +147,48 @@ class TinySD15Loader(io.ComfyNode):
             offload_device=comfy.model_management.unet_offload_device()))
 
 
+class TinySDXLVariant(io.ComfyNode):
+    """Tiny SDXL MODELs of shapes the trainer refuses: 9- or 8-channel UNets and a scaled-fp8 one."""
+
+    VARIANTS = ("inpaint", "instruct-pix2pix", "scaled fp8")
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ImageAlchemyTest_TinySDXLVariant",
+            display_name="Tiny SDXL Variant (tests)",
+            category="Image Alchemy/testing",
+            description="The tiny SDXL UNet as an inpainting (9 input channels), instruct-pix2pix (8) or "
+                        "scaled-fp8 model, built the way ComfyUI's checkpoint loader sets them up.",
+            inputs=[io.Combo.Input("variant", options=list(cls.VARIANTS))],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls, variant) -> io.NodeOutput:
+        sd, metadata = comfy.utils.load_torch_file(_tiny_file("unet.safetensors"), safe_load=True,
+                                                   return_metadata=True)
+        unet_config = json.loads(metadata["tiny_sdxl.unet_config"])
+        if variant != "scaled fp8":
+            unet_config["in_channels"] = {"inpaint": 9, "instruct-pix2pix": 8}[variant]
+        model_config = comfy.supported_models.SDXL(unet_config)
+        if variant == "scaled fp8":  # what model_detection sets for a checkpoint with a `scaled_fp8` key
+            model_config.scaled_fp8 = torch.float8_e4m3fn
+        model_config.set_inference_dtype(torch.float32, None)
+        model = model_config.get_model({}, UNET_PREFIX, device=torch.device("cpu"))
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_((torch.randn(p.shape, generator=generator) * 0.02).to(p.dtype))
+        return io.NodeOutput(comfy.model_patcher.ModelPatcher(
+            model, load_device=comfy.model_management.get_torch_device(),
+            offload_device=comfy.model_management.unet_offload_device()))
+
+
 class FixtureExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [TinySDXLLoader, FailOnPurpose, ShapedImage, TinySD15Loader]
+        return [TinySDXLLoader, FailOnPurpose, ShapedImage, TinySD15Loader, TinySDXLVariant]
 
 
 async def comfy_entrypoint() -> FixtureExtension:

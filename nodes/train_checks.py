@@ -1,0 +1,111 @@
+"""TrainSubjectLoRA's checks of its inputs: the LoRA name, whether the MODEL can be trained, how it samples,
+what the machine offers (bf16, memory), a token that splits. Each runs before anything is encoded or written."""
+from __future__ import annotations
+
+import unicodedata
+
+import torch
+
+NODE = "TrainSubjectLoRA"
+
+# Windows device names: a file called CON or nul.safetensors cannot be created or opened there.
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+_NAME_PUNCTUATION = set("_-. ")
+
+
+def lora_name_problem(name: str) -> str | None:
+    """Why ``name`` (without .safetensors, '/' between subfolders) is not a safe LoRA file name, or None.
+
+    Letters of any script and digits are fine (ComfyUI and LoraLoader list such files like any other); path
+    tricks, control and shell/reserved characters, Windows device names and parts that start with punctuation or
+    end with a dot or space are not."""
+    if not name:
+        return "it is empty"
+    for part in name.split("/"):
+        if part in ("", ".", ".."):
+            return "it has an empty, '.' or '..' folder part"
+        bad = sorted({c for c in part if not (c.isalnum() or c in _NAME_PUNCTUATION)})
+        if bad:
+            return f"it contains {''.join(bad)!r}"
+        if not part[0].isalnum() or part[-1] in ". ":
+            return f"'{part}' must start with a letter or digit and not end with '.' or a space"
+        if part.split(".")[0].strip().lower() in _RESERVED:
+            return f"'{part}' is a reserved device name on Windows"
+        if len(part.encode("utf-8")) > 200:
+            return f"'{part[:20]}…' is longer than 200 bytes"
+    return None
+
+
+def lora_file_name(name: str) -> str:
+    name = unicodedata.normalize("NFC", name.strip()).removesuffix(".safetensors")
+    problem = lora_name_problem(name)
+    if problem:
+        raise ValueError(f"{NODE}: lora_name {name!r} is not a safe file name ({problem}): use letters, digits, "
+                         "'_', '-', '.' and spaces (and '/' for a subfolder), e.g. 'iklan_dog'")
+    return name + ".safetensors"
+
+
+def sampling_kind(model) -> tuple[str, bool]:
+    """Prediction type and zero-terminal-SNR of the MODEL as it samples: its ``model_sampling`` object, which
+    ModelSamplingDiscrete (and similar nodes) replace after loading, not the checkpoint's own model type."""
+    import comfy.model_sampling as ms
+
+    sampling = model.get_model_object("model_sampling")
+    if not isinstance(sampling, ms.ModelSamplingDiscrete):
+        raise ValueError(f"{NODE}: the MODEL samples with {type(sampling).__name__}, not SDXL's discrete 1000-step "
+                         "schedule: train on the model as loaded (without ModelSamplingContinuousEDM / "
+                         "ModelSamplingSD3-style patches)")
+    # The most derived non-module base says what the UNet predicts (ComfyUI mixes it into the sampling class).
+    prediction = next((c for c in type(sampling).__mro__ if not issubclass(c, torch.nn.Module) and c is not object),
+                      None)
+    if prediction not in (ms.EPS, ms.V_PREDICTION):
+        name = prediction.__name__ if prediction is not None else "nothing"
+        raise ValueError(f"{NODE}: the MODEL predicts {name}; only epsilon and v-prediction SDXL models train here "
+                         "(set ModelSamplingDiscrete to eps or v_prediction, or remove it)")
+    kind = "v_prediction" if prediction is ms.V_PREDICTION else "epsilon"
+    return kind, bool(getattr(sampling, "zsnr", False))
+
+
+def check_trainable(model) -> None:
+    """Refuses, before anything is encoded or written, UNets the trainer cannot train: scaled-fp8 weights (the
+    per-layer scales have no place in the diffusers UNet) and UNets with extra input channels (inpainting 9,
+    instruct-pix2pix 8: their extra image/mask channels are not part of a subject photo's latent)."""
+    config = model.model.model_config
+    if getattr(config, "scaled_fp8", None) is not None or any(
+            name.endswith((".scale_weight", ".weight_scale")) for name, _ in model.model.diffusion_model.named_parameters()):
+        raise ValueError(f"{NODE}: the MODEL is a scaled-fp8 checkpoint (fp8 weights with per-layer scales), which "
+                         "cannot be trained: load the fp16/bf16 version of the checkpoint for training (the LoRA "
+                         "then also applies to the fp8 one)")
+    channels = (config.unet_config.get("in_channels", 4), config.unet_config.get("out_channels", 4))
+    if channels != (4, 4):
+        kind = {9: "an inpainting", 8: "an instruct-pix2pix"}.get(channels[0], "a non-standard")
+        raise ValueError(f"{NODE}: the MODEL's UNet has {channels[0]} input channels, not SDXL's 4: it is {kind} "
+                         "model, whose extra channels a subject photo cannot fill. Train on the base SDXL "
+                         "checkpoint (its LoRA also loads on the inpainting model)")
+
+
+def bf16_native(device: torch.device) -> bool:
+    # Without including_emulation=False, torch counts GPUs that emulate bf16 (T4, V100, RTX 20xx) as supporting it.
+    return device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def available_vram(device: torch.device) -> int | None:
+    """Bytes training may use: free now plus what this process's cache holds (ComfyUI's models are unloaded
+    before training starts)."""
+    if device.type != "cuda":
+        return None
+    free, _total = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device)
+
+
+def several_tokens_warning(clip, token: str) -> str | None:
+    """A word that the tokenizers split still trains, but its pieces carry priors (paper 001 §3.2)."""
+    end_token = 49407  # CLIP's end-of-text id, in both SDXL tokenizers
+    counts = []
+    for batches in clip.tokenize(token).values():
+        ids = [t[0] for t in batches[0]]
+        counts.append(next((i for i, t in enumerate(ids[1:], 1) if t == end_token), len(ids)) - 1)
+    if max(counts, default=1) <= 1:
+        return None
+    return (f"token '{token}' is {max(counts)} tokens for SDXL's tokenizers, not one: it trains, but a single-token "
+            "rare word (see Rare Token Picker) has no prior and learns the subject faster")
