@@ -27,7 +27,7 @@ def test_tiny_checkpoint_loads_with_its_own_architecture(sam_file):
 
 
 @pytest.mark.parametrize("name", ["vit_b", "vit_l", "vit_h"])
-def test_released_sizes_are_recognised_from_their_shapes(name):
+def test_full_size_released_sams_are_recognised_from_their_shapes(name):
     from segment_anything import sam_model_registry
 
     with torch.device("meta"):  # shapes only: no 90–640 M parameter allocation

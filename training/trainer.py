@@ -283,13 +283,17 @@ def _step(optimizer, scaler, params, settings: TrainSettings) -> None:
         optimizer.step()
 
 
-def export_kohya(unet, settings: TrainSettings) -> dict[str, torch.Tensor]:
-    """peft state dict → ``unet.``-prefixed → diffusers' kohya conversion; alpha set from the settings."""
+def kohya_state_dict(unet) -> dict[str, torch.Tensor]:
+    """The UNet's peft LoRA under kohya names: peft state dict → ``unet.``-prefixed → diffusers' conversion."""
     from diffusers.utils import convert_state_dict_to_kohya
     from peft.utils import get_peft_model_state_dict
 
-    peft_sd = {f"unet.{k}": v for k, v in get_peft_model_state_dict(unet).items()}
-    kohya = convert_state_dict_to_kohya(peft_sd)
+    return convert_state_dict_to_kohya({f"unet.{k}": v for k, v in get_peft_model_state_dict(unet).items()})
+
+
+def export_kohya(unet, settings: TrainSettings) -> dict[str, torch.Tensor]:
+    """The kohya state dict as saved: weights on the CPU in the save precision, alpha from the settings."""
+    kohya = kohya_state_dict(unet)
     save_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[settings.save_precision]
     out = {}
     for key, value in kohya.items():
