@@ -68,7 +68,7 @@ def main() -> None:
         prompt_embeds=torch.randn(1, 77, ctx, generator=gen), pooled_prompt_embeds=torch.randn(1, pooled, generator=gen),
         time_ids=torch.tensor([[latent * 8, latent * 8, 0, 0, latent * 8, latent * 8]] * 4, dtype=torch.float32))
     settings = settings_mod.TrainSettings(
-        token="iklan", class_word="dog", rank=args.rank, steps=args.steps, batch_size=1,
+        token="iklan", class_word="dog", rank=args.rank, steps=args.steps, batch_size=1, gradient_accumulation=1,
         mixed_precision="no" if tiny else "bf16", gradient_checkpointing=not args.no_checkpointing,
         device=device, learning_rate=1e-4)
     if not tiny:

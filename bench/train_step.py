@@ -43,7 +43,8 @@ def setup(tmp: Path, size: int):
     pipe_dir = training_helpers.write_tiny_pipeline(models, tmp / "pipe", COMFY_DIR)
     from image_alchemy.training.settings import TrainSettings
 
-    settings = TrainSettings(token="iklan", class_word="disc", rank=4, device="cpu")
+    # One micro-batch per step, the unit the reference loops below take.
+    settings = TrainSettings(token="iklan", class_word="disc", rank=4, device="cpu", gradient_accumulation=1)
     data = training_helpers.encode_subject_data(pipe_dir, settings, size=size)
     from image_alchemy.training.fit import load_images
 

@@ -71,8 +71,9 @@ def check_trainable(model) -> None:
     per-layer scales have no place in the diffusers UNet) and UNets with extra input channels (inpainting 9,
     instruct-pix2pix 8: their extra image/mask channels are not part of a subject photo's latent)."""
     config = model.model.model_config
-    if getattr(config, "scaled_fp8", None) is not None or any(
-            name.endswith((".scale_weight", ".weight_scale")) for name, _ in model.model.diffusion_model.named_parameters()):
+    scales = (name.endswith((".scale_weight", ".weight_scale")) for name, _ in
+              model.model.diffusion_model.named_parameters())
+    if getattr(config, "scaled_fp8", None) is not None or any(scales):
         raise ValueError(f"{NODE}: the MODEL is a scaled-fp8 checkpoint (fp8 weights with per-layer scales), which "
                          "cannot be trained: load the fp16/bf16 version of the checkpoint for training (the LoRA "
                          "then also applies to the fp8 one)")

@@ -37,15 +37,18 @@ function drawChart(node, ctx) {
     : `step ${state.step}/${state.steps}` + (last !== null ? `  loss ${last.toFixed(4)}` : "") +
       (state.phase === "step" ? `  ${formatEta(state.eta)}` : state.phase === "done" ? "  done" : "");
   ctx.fillText(label, pad + 4, top + 13);
-  if (state.warning) {
+  const warned = Boolean(state.warning);
+  if (warned) { // second line, in orange; the chart moves down to make room
     ctx.fillStyle = "#ffb347";
-    ctx.fillText(`⚠ ${state.warning}`.slice(0, Math.max(20, Math.floor(w / 6))), pad + 4, top - 4);
+    ctx.fillText(`⚠ ${state.warning}`.slice(0, Math.max(20, Math.floor(w / 6))), pad + 4, top + 27);
   }
+  // One step is drawn as a flat line across the chart, not as a single point.
   const values = state.losses.length === 1 ? [state.losses[0], state.losses[0]] : state.losses;
   if (values.length > 1) {
     let lo = Infinity, hi = -Infinity;
     for (const v of values) { if (v < lo) lo = v; if (v > hi) hi = v; }
-    const span = hi > lo ? hi - lo : 1, x0 = pad + 4, y0 = top + 20, cw = w - 8, ch = h - 26;
+    const x0 = pad + 4, y0 = top + (warned ? 34 : 20), cw = w - 8, ch = h - (warned ? 40 : 26);
+    const span = hi > lo ? hi - lo : 1;
     // The line spans the share of the run done so far; the points are spread evenly over it.
     const n = Math.max(values.length - 1, 1), done = Math.min(1, state.steps ? state.step / state.steps : 1);
     ctx.strokeStyle = "#6fa8ff";
