@@ -26,10 +26,10 @@ from ..training.settings import DRIFT_PENALTIES
 from . import class_images
 from .train_checks import (available_vram, bf16_native, check_trainable, lora_file_name, sampling_kind,
                            several_tokens_warning)
+from ..training.hardware import auto_gradient_checkpointing, auto_mixed_precision
 from ..training.lora_file import partial_path, read_metadata
 from ..training.plot import loss_curve_image
 from ..training.preprocess import resize_and_crop
-from ..training.hardware import auto_gradient_checkpointing, auto_mixed_precision
 from ..training.settings import TrainSettings
 from ..training.trainer import TrainingData
 from ..training.unet import diffusers_unet_config, save_ldm_unet, state_dict_hash
@@ -40,6 +40,8 @@ NODE = "TrainSubjectLoRA"
 PROGRESS_EVENT = "image_alchemy.train_progress"
 JOB_HASH_KEY = "image_alchemy.job_hash"
 CHECKPOINTING = ("auto", "on", "off")
+
+
 def _work_dir() -> Path:
     path = Path(folder_paths.get_temp_directory()) / "image_alchemy_train"
     path.mkdir(parents=True, exist_ok=True)
@@ -179,7 +181,8 @@ class TrainSubjectLoRA(io.ComfyNode):
                              tooltip="Training size in pixels (SDXL: 1024)."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of init, noise and order."),
                 io.Combo.Input("mixed_precision", options=["auto", "no", "bf16", "fp16"], default="auto",
-                               tooltip="auto: bf16 (or fp16) on a GPU, full precision on the CPU."),
+                               tooltip="auto: bf16 on GPUs that compute it natively, fp16 on those that only "
+                                       "emulate bf16 (T4, V100, RTX 20xx), full precision on the CPU."),
                 io.Combo.Input("gradient_checkpointing", options=list(CHECKPOINTING), default="auto",
                                tooltip="Recompute activations in the backward pass: far less GPU memory (1024², "
                                        "batch 1: ≈0.5 instead of ≈7 GiB), about 30% slower. auto: on when a step "

@@ -2,6 +2,7 @@
 what the machine offers (bf16, memory), a token that splits. Each runs before anything is encoded or written."""
 from __future__ import annotations
 
+import math
 import unicodedata
 
 import torch
@@ -62,6 +63,11 @@ def sampling_kind(model) -> tuple[str, bool]:
         name = prediction.__name__ if prediction is not None else "nothing"
         raise ValueError(f"{NODE}: the MODEL predicts {name}; only epsilon and v-prediction SDXL models train here "
                          "(set ModelSamplingDiscrete to eps or v_prediction, or remove it)")
+    # The trainer noises with SDXL's betas (0.00085 → 0.012, 1000 steps); another schedule would train off it.
+    schedule = (sampling.num_timesteps, sampling.linear_start, sampling.linear_end)
+    if schedule[0] != 1000 or not all(math.isclose(a, b) for a, b in zip(schedule[1:], (0.00085, 0.012))):
+        raise ValueError(f"{NODE}: the MODEL's noise schedule (steps, β start, β end) = {schedule} is not SDXL's "
+                         "(1000, 0.00085, 0.012), which the trainer uses: train on the model as loaded")
     kind = "v_prediction" if prediction is ms.V_PREDICTION else "epsilon"
     return kind, bool(getattr(sampling, "zsnr", False))
 

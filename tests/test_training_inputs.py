@@ -93,6 +93,17 @@ def test_prediction_type_and_zero_terminal_snr_come_from_the_model_sampling(node
         checks.sampling_kind(ModelSamplingDiscrete().patch(tiny_model, "x0", False)[0])
     with pytest.raises(ValueError, match=r"predicts LCM"):
         checks.sampling_kind(ModelSamplingDiscrete().patch(tiny_model, "lcm", False)[0])
+    import comfy.model_sampling
+
+    class OtherBetas(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
+        pass
+
+    other = tiny_model.clone()
+    sampling = OtherBetas(None)  # then re-registered with SD-style linear betas, not SDXL's
+    sampling._register_schedule(linear_start=0.0001, linear_end=0.02)
+    other.add_object_patch("model_sampling", sampling)
+    with pytest.raises(ValueError, match=r"noise schedule .* is not SDXL's"):
+        checks.sampling_kind(other)
 
 
 @pytest.mark.parametrize("zsnr", [False, True])
