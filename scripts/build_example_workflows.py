@@ -4,7 +4,8 @@ Each workflow is declared in scripts/workflow_specs.py as nodes with widget valu
 column rank, order); this script starts the pack's ComfyUI, creates the nodes in the real frontend (so the saved JSON
 is exactly what the frontend writes and reads), lays them out from their real sizes in groups with a saved view that
 shows the whole graph in a 1920×1080 window (scripts/workflow_layout.js), serializes the graph and screenshots it.
-Run: `.venv/bin/python scripts/build_example_workflows.py` after changing a spec or a node's inputs. (Dev tool: not shipped.)
+Run: `.venv/bin/python scripts/build_example_workflows.py` after changing a spec or a node's inputs.
+(Dev tool: not shipped.)
 """
 from __future__ import annotations
 
@@ -46,9 +47,13 @@ def main() -> None:
                                    ("Comfy.Graph.CanvasInfo", False)):
                 requests.post(f"{server.url}/settings/{setting}", json=value, timeout=10)
             view = WORKFLOW_VIEW
-            with frontend(server, width=view["width"], height=view["height"]) as ui:
+            room = dict(showsImages=workflow_specs.SHOWS_IMAGES, previewHeight=workflow_specs.PREVIEW_HEIGHT,
+                        growsBelow=workflow_specs.GROWS_BELOW)
+            # At twice the pixels, as on a HiDPI screen, where the frontend still draws node text at the whole
+            # pipeline's zoom (below about 0.57 it draws none at one pixel per point).
+            with frontend(server, width=view["width"], height=view["height"], device_scale_factor=2) as ui:
                 for spec in workflow_specs.WORKFLOWS:
-                    graph = ui.page.evaluate(BUILD_JS, {**spec, "view": view})
+                    graph = ui.page.evaluate(BUILD_JS, {**spec, **room, "view": view})
                     (out_dir / f"{spec['name']}.json").write_text(json.dumps(graph, indent=2) + "\n")
                     ui.page.evaluate(OPEN_JS, graph)
                     ui.page.wait_for_timeout(500)

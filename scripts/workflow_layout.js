@@ -3,7 +3,9 @@
 //   nodes:  {key, type, group?, col, row, widgets, links, size?}; col orders columns inside a group, row orders
 //           nodes inside a column (both are ranks, not coordinates);
 //   groups: [{key, title, color}]; layout: rows of block keys (a group, or a node outside any group);
-//   view:   the window the saved view is made for, and the margins its side and top bars cover.
+//   view:   the window the saved view is made for, the margins its side and top bars cover, the minimap's corner;
+//   showsImages, previewHeight, growsBelow: the node types that show images after a run, the height the frontend's
+//           image preview takes, and how far nodes of a type grow while running.
 // Only stable LiteGraph API: createNode, graph.add, node.pos/size/getBounding, LGraphGroup pos/size.
 async (spec) => {
   const app = window.app, LG = window.LiteGraph, graph = app.graph;
@@ -29,12 +31,15 @@ async (spec) => {
       const dst = made[n.key], src = made[srcKey];
       const idx = dst.findInputSlot(input);
       if (idx < 0) throw new Error(n.type + " has no input " + input);
-      if (!src.connect(slot, dst, idx)) throw new Error("could not link " + srcKey + "." + slot + " -> " + n.key + "." + input);
+      if (!src.connect(slot, dst, idx))
+        throw new Error("could not link " + srcKey + "." + slot + " -> " + n.key + "." + input);
     }
   }
-  // Sizes after linking: at least what the title, slots and widgets need (a declared size only ever grows it).
+  // Sizes after linking: at least what the title, slots and widgets need, plus, on nodes that show images after a
+  // run, the frontend's image preview (it would grow the node by that much over the one below).
   for (const n of spec.nodes) {
     const node = made[n.key], need = node.computeSize();
+    if (spec.showsImages.includes(n.type)) need[1] += spec.previewHeight;
     const want = n.size || node.size;
     node.setSize([snap(Math.max(want[0], need[0])), snap(Math.max(want[1], need[1]))]);
   }
@@ -63,7 +68,7 @@ async (spec) => {
       for (const n of inCol) {
         moveBoxTo(made[n.key], x, y);
         const b = box(made[n.key]);
-        y = snap(y + b[3] + NODE_GAP);
+        y = snap(y + b[3] + (spec.growsBelow[n.type] || 0) + NODE_GAP);
         width = Math.max(width, b[2]);
       }
       height = Math.max(height, y - NODE_GAP);
@@ -107,14 +112,18 @@ async (spec) => {
   const placed = Object.keys(blocks).filter(k => !spec.layout.flat().includes(k));
   if (placed.length) throw new Error("blocks missing from the layout: " + placed.join(", "));
 
-  // Saved view: the whole graph, centred in the part of the window that the side and top bars leave free.
+  // Saved view: the whole graph, from the top left of the part of the window the side and top bars leave free, and
+  // zoomed out until no node is under the minimap in the bottom right corner.
   const v = spec.view;
   const x0 = Math.min(...frames.map(f => f[0])), y0 = Math.min(...frames.map(f => f[1]));
   const x1 = Math.max(...frames.map(f => f[0] + f[2])), y1 = Math.max(...frames.map(f => f[1] + f[3]));
   const freeW = v.width - v.left - v.right, freeH = v.height - v.top - v.bottom;
-  const scale = Math.floor(Math.min(1, freeW / (x1 - x0), freeH / (y1 - y0)) * 100) / 100;
-  const offset = [Math.round((v.left + (freeW - (x1 - x0) * scale) / 2) / scale - x0),
-                  Math.round((v.top + (freeH - (y1 - y0) * scale) / 2) / scale - y0)];
+  const boxes = Object.values(made).map(box);
+  const underMinimap = (s) => boxes.some(b => (b[0] + b[2] - x0) * s + v.left > v.width - v.minimap[0]
+                                           && (b[1] + b[3] - y0) * s + v.top > v.height - v.minimap[1]);
+  let scale = Math.floor(Math.min(1, freeW / (x1 - x0), freeH / (y1 - y0)) * 100) / 100;
+  while (scale > 0.1 && underMinimap(scale)) scale = Math.round((scale - 0.01) * 100) / 100;
+  const offset = [Math.ceil(v.left / scale - x0), Math.ceil(v.top / scale - y0)];
 
   // Through JSON so undefined fields are dropped, not saved as null (the frontend's schema rejects nulls).
   const saved = JSON.parse(JSON.stringify(graph.serialize()));

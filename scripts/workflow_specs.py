@@ -136,6 +136,15 @@ WHOLE_NOTE = (
     "Model files: as in workflows 1 and 2."
 )
 
+# What the frontend adds to nodes during and after a run, which the layout leaves room for: an image preview on the
+# nodes that show images (its IMAGE_PREVIEW widget takes at least 220 px; reserved in the node's size), and the Train
+# Subject LoRA's live loss chart (web/train_loss.js grows the node by its 110 px chart + 8 when training starts;
+# left free below the node).
+SHOWS_IMAGES = ["LoadImage", "SaveImage", "PreviewImage", "ImageAlchemy_GroundedSAMMask", "ImageAlchemy_DecayBlur",
+                "ImageAlchemy_TrainSubjectLoRA"]
+PREVIEW_HEIGHT = 220
+GROWS_BELOW = {"ImageAlchemy_TrainSubjectLoRA": 118}
+
 LEARN = dict(key="learn", title="Learn the subject: photos → rare token → LoRA", color="yellow")
 STAGE1 = dict(key="stage1", title="Stage 1: the unmodified SDXL paints the scene (class word)", color="blue")
 STAGE2 = dict(key="stage2", title="Stage 2: find, blur and repaint the subject with the LoRA (token)", color="green")

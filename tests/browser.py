@@ -9,9 +9,10 @@ import requests
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update"]
 PACK_URL_PART = "comfyui-image-alchemy"
-# The window the example workflows' saved views show the whole graph in, and the margins of it that the frontend's
-# side bar, workflow tabs, floating menus and zoom controls cover.
-WORKFLOW_VIEW = dict(width=1920, height=1080, left=70, top=130, right=30, bottom=70)
+# The window the example workflows' saved views show the whole graph in, the margins of it that the frontend's side
+# bar, workflow tabs, floating menus and zoom controls cover, and the bottom right corner its minimap covers (when
+# shown; it is by default).
+WORKFLOW_VIEW = dict(width=1920, height=1080, left=70, top=130, right=30, bottom=70, minimap=[260, 260])
 
 
 def chromium_path() -> str:
@@ -21,15 +22,16 @@ def chromium_path() -> str:
     return path
 
 
-# Opens a workflow as a user does, waits until the frontend has applied its saved view, draws a frame and returns
-# the boxes the frontend itself has for every node (title bar, slots and selection outline included) and group, in
-# graph units and in window pixels.
+# Opens a workflow as a user does (or, given null, keeps the graph on the canvas), waits until the frontend has
+# applied its saved view, draws a frame and returns the boxes the frontend itself has for every node (title bar, slots
+# and selection outline included) and group, in graph units and in window pixels.
 LAYOUT_JS = """async (wf) => {
-  const app = window.app, graph = app.graph, ds = app.canvas.ds, want = (wf.extra || {}).ds;
-  await app.loadGraphData(wf);
+  const app = window.app, ds = app.canvas.ds, want = wf && (wf.extra || {}).ds;
+  if (wf) await app.loadGraphData(wf);
   const applied = () => want && ds.scale === want.scale && ds.offset[0] === want.offset[0]
     && ds.offset[1] === want.offset[1];
-  for (let i = 0; i < 100 && !applied(); i++) await new Promise(r => setTimeout(r, 50));
+  for (let i = 0; wf && i < 100 && !applied(); i++) await new Promise(r => setTimeout(r, 50));
+  const graph = app.graph;
   app.canvas.draw(true, true);
   const at = app.canvas.canvas.getBoundingClientRect();
   const onScreen = ([x, y, w, h]) => {
@@ -76,6 +78,10 @@ class FrontendPage:
     def open_with_saved_view(self, workflow: dict) -> dict:
         return self.page.evaluate(LAYOUT_JS, workflow)
 
+    def layout(self) -> dict:
+        """The boxes of the graph on the canvas now, as open_with_saved_view returns them."""
+        return self.page.evaluate(LAYOUT_JS, None)
+
     def alerts(self) -> list[str]:
         """Texts of the frontend's toast messages on screen (schema warnings, missing models, errors)."""
         return self.page.locator(".p-toast-message").all_inner_texts()
@@ -89,13 +95,14 @@ class FrontendPage:
 
 
 @contextmanager
-def frontend(server, width: int = 1600, height: int = 1000):
+def frontend(server, width: int = 1600, height: int = 1000, device_scale_factor: float = 1):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
+            page = browser.new_page(viewport={"width": width, "height": height},
+                                    device_scale_factor=device_scale_factor)
             yield FrontendPage(page, server).open()
         finally:
             browser.close()

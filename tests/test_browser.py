@@ -84,9 +84,6 @@ def test_workflow_loads_without_missing_nodes_or_broken_links(comfy, ui, path):
     assert ui.our_errors() == []
 
 
-# Below this zoom the frontend draws nodes without their text: its default smallest font for detail, 8 px, over
-# its 14 px node text.
-TEXT_SCALE = 8 / 14
 # Which group each stage's key node sits in, by the start of the group's title.
 STAGE_NODES = {"ImageAlchemy_TrainSubjectLoRA": "Learn", "KSampler": "Stage 1",
                "ImageAlchemy_LoRAImg2ImgInsert": "Stage 2"}
@@ -110,8 +107,8 @@ def test_workflow_opens_laid_out_in_its_saved_view(ui, path):
     nodes, groups = layout["nodes"], layout["groups"]
     assert len(nodes) == len(workflow["nodes"])
     # The frontend's own node boxes: title bar, slots and selection outline.
-    clashes = [(a["title"], b["title"]) for i, a in enumerate(nodes) for b in nodes[i + 1:] if _overlap(a["box"], b["box"])]
-    assert clashes == [], "nodes drawn over each other"
+    assert [(a["title"], b["title"]) for i, a in enumerate(nodes) for b in nodes[i + 1:]
+            if _overlap(a["box"], b["box"])] == [], "nodes drawn over each other"
     assert [(a["title"], b["title"]) for i, a in enumerate(groups) for b in groups[i + 1:]
             if _overlap(a["box"], b["box"])] == [], "groups drawn over each other"
     view = WORKFLOW_VIEW
@@ -119,7 +116,8 @@ def test_workflow_opens_laid_out_in_its_saved_view(ui, path):
             view["height"] - view["top"] - view["bottom"]]
     assert [item["title"] for item in nodes + groups if not _inside(item["screen"], free)] == [], \
         f"outside the saved view of a {view['width']}×{view['height']} window, or under the frontend's menus"
-    assert layout["scale"] >= TEXT_SCALE, "the saved view is zoomed out so far that node text is not drawn"
+    minimap = [view["width"] - view["minimap"][0], view["height"] - view["minimap"][1], *view["minimap"]]
+    assert [node["title"] for node in nodes if _overlap(node["screen"], minimap)] == [], "nodes under the minimap"
     for node in nodes:
         if node["type"] in workflows.UI_ONLY_TYPES:
             continue
@@ -149,4 +147,8 @@ def test_two_stage_workflow_runs_from_the_run_button(comfy, ui):
     ui.page.wait_for_timeout(500)
     SCREENSHOT_DIR.mkdir(exist_ok=True)
     ui.page.screenshot(path=str(SCREENSHOT_DIR / "two_stage_in_frontend.png"))
+    # The nodes that show images after the run had room for them: none grew over another.
+    nodes = ui.layout()["nodes"]
+    assert [(a["title"], b["title"]) for i, a in enumerate(nodes) for b in nodes[i + 1:]
+            if _overlap(a["box"], b["box"])] == [], "nodes grew over each other when they showed the run's images"
     assert ui.our_errors() == []
