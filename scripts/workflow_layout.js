@@ -9,8 +9,9 @@
 // Only stable LiteGraph API: createNode, graph.add, node.pos/size/getBounding, LGraphGroup pos/size.
 async (spec) => {
   const app = window.app, LG = window.LiteGraph, graph = app.graph;
-  const NODE_GAP = 40, COLUMN_GAP = 60, GROUP_GAP = 40, GROUP_PAD = 20, GRID = 10;
-  const snap = (v) => Math.ceil(v / GRID) * GRID;
+  const NODE_GAP = 40, COLUMN_GAP = 60, GROUP_GAP = 40, GROUP_PAD = 20, GRID = 10, WIDTH_STEP = 50,
+        GROUP_FONT = 24;
+  const snap = (v, step = GRID) => Math.ceil(v / step) * step;
   graph.clear();
 
   const made = {};
@@ -36,12 +37,13 @@ async (spec) => {
     }
   }
   // Sizes after linking: at least what the title, slots and widgets need, plus, on nodes that show images after a
-  // run, the frontend's image preview (it would grow the node by that much over the one below).
+  // run, the frontend's image preview (it would grow the node by that much over the one below). Widths are rounded
+  // up to whole steps: frontend versions measure text a few pixels apart, and the saved layout must hold in both.
   for (const n of spec.nodes) {
     const node = made[n.key], need = node.computeSize();
     if (spec.showsImages.includes(n.type)) need[1] += spec.previewHeight;
     const want = n.size || node.size;
-    node.setSize([snap(Math.max(want[0], need[0])), snap(Math.max(want[1], need[1]))]);
+    node.setSize([snap(Math.max(want[0], need[0]), WIDTH_STEP), snap(Math.max(want[1], need[1]))]);
   }
 
   // A node's box as the frontend draws it: title bar, slots and selection outline included.
@@ -90,7 +92,8 @@ async (spec) => {
       if (g) {
         const group = new LG.LGraphGroup(g.title);
         if (g.color) group.color = LG.LGraphCanvas.node_colors[g.color].groupcolor;
-        const titleHeight = (group.font_size || 24) * 1.4;
+        group.font_size = GROUP_FONT;  // saved with the group: the same title bar in every frontend version
+        const titleHeight = GROUP_FONT * 1.4;
         inner = [left + GROUP_PAD, snap(top + titleHeight + GROUP_PAD)];
         w = snap(w + 2 * GROUP_PAD);
         h = inner[1] - top + snap(h + GROUP_PAD);

@@ -77,6 +77,10 @@ def stage2(col, row=0, lora_link=None, token_link=None):
     ]
 
 
+# Wide enough for the title newer frontends give ImageBatch ("Batch Images (DEPRECATED)").
+BATCH_SIZE = [250, 50]
+
+
 def learn_subject(col=1, token_link=("picker", 0)):
     """Five subject photos → RareTokenPicker → TrainSubjectLoRA (the LoRA lands in models/loras)."""
     nodes = [dict(key="ckpt", type="CheckpointLoaderSimple", col=col + 1, row=2.2, widgets={"ckpt_name": CHECKPOINT})]
@@ -84,16 +88,20 @@ def learn_subject(col=1, token_link=("picker", 0)):
         nodes.append(dict(key=f"photo{i}", type="LoadImage", col=col + i % 2, row=1.1 * (i // 2),
                           widgets={"image": f"subject_{i}.png"}))
     nodes += [
-        dict(key="batch01", type="ImageBatch", col=col + 2, row=0, links={"image1": ("photo0", 0), "image2": ("photo1", 0)}),
-        dict(key="batch23", type="ImageBatch", col=col + 2, row=0.4, links={"image1": ("photo2", 0), "image2": ("photo3", 0)}),
-        dict(key="batch0123", type="ImageBatch", col=col + 2, row=0.8, links={"image1": ("batch01", 0), "image2": ("batch23", 0)}),
-        dict(key="photos", type="ImageBatch", col=col + 2, row=1.2, links={"image1": ("batch0123", 0), "image2": ("photo4", 0)}),
+        dict(key="batch01", type="ImageBatch", col=col + 2, row=0, size=BATCH_SIZE,
+             links={"image1": ("photo0", 0), "image2": ("photo1", 0)}),
+        dict(key="batch23", type="ImageBatch", col=col + 2, row=0.4, size=BATCH_SIZE,
+             links={"image1": ("photo2", 0), "image2": ("photo3", 0)}),
+        dict(key="batch0123", type="ImageBatch", col=col + 2, row=0.8, size=BATCH_SIZE,
+             links={"image1": ("batch01", 0), "image2": ("batch23", 0)}),
+        dict(key="photos", type="ImageBatch", col=col + 2, row=1.2, size=BATCH_SIZE,
+             links={"image1": ("batch0123", 0), "image2": ("photo4", 0)}),
         dict(key="picker", type="ImageAlchemy_RareTokenPicker", col=col + 3, row=0,
              widgets={"seeds_per_candidate": 4, "width": 512, "height": 512, "steps": 12,
                       "control_after_generate": "fixed"},
              links={"model": ("ckpt", 0), "clip": ("ckpt", 1), "vae": ("ckpt", 2)}),
         dict(key="sheet", type="PreviewImage", col=col + 4, row=0, links={"images": ("picker", 1)}, size=[320, 320]),
-        dict(key="scores", type="PreviewAny", col=col + 4, row=1.2, links={"source": ("picker", 2)}),
+        dict(key="scores", type="PreviewAny", col=col + 4, row=1.2, links={"source": ("picker", 2)}, size=[320, 200]),
         dict(key="train", type="ImageAlchemy_TrainSubjectLoRA", col=col + 5, row=0,
              widgets={"class_word": CLASS_WORD, "lora_name": SUBJECT_LORA.removesuffix(".safetensors"), "steps": 500,
                       "rank": 8, "resolution": 1024, "batch_size": 1, "control_after_generate": "fixed"},
