@@ -1,6 +1,8 @@
-"""The example workflows, declared as nodes on a grid (col, row), widget values and links {input: (node, slot)}.
+"""The example workflows, declared as nodes with widget values, links {input: (node, slot)} and a place: a group
+(one per stage), a column rank inside it (col) and an order inside the column (row).
 
-scripts/build_example_workflows.py turns them into example_workflows/*.json with ComfyUI's own frontend.
+scripts/build_example_workflows.py turns them into example_workflows/*.json with ComfyUI's own frontend, which
+lays them out from the nodes' real sizes (scripts/workflow_layout.js): col and row are ranks, not coordinates.
 """
 
 CHECKPOINT = "sd_xl_base_1.0.safetensors"
@@ -20,7 +22,7 @@ def stage1(col=0, row=0, scene="a photo of a dog on a beach, golden hour, 35mm",
              links={"clip": ("ckpt", 1)}),
         dict(key="negative", type="CLIPTextEncode", col=col + 1, row=row + 1,
              widgets={"text": "blurry, lowres, watermark"}, links={"clip": ("ckpt", 1)}),
-        dict(key="latent", type="EmptyLatentImage", col=col + 1, row=row + 2,
+        dict(key="latent", type="EmptyLatentImage", col=col + 2, row=row + 1,
              widgets={"width": 1024, "height": 1024, "batch_size": 1}),
         dict(key="stage1", type="KSampler", col=col + 2, row=row,
              widgets={"seed": 42, "control_after_generate": "fixed", "steps": 30, "cfg": 7.0,
@@ -45,7 +47,7 @@ def stage2(col, row=0, lora_link=None, token_link=None):
     nodes = []
     prompt_links = {"clip": ("ckpt", 1)}
     if token_link:
-        nodes.append(dict(key="subject_text", type="StringReplace", col=col + 1, row=row + 1.5,
+        nodes.append(dict(key="subject_text", type="StringReplace", col=col, row=row + 2,
                           widgets={"string": subject_text.replace(TOKEN, "{token}"), "find": "{token}"},
                           links={"replace": token_link}))
         prompt_links["text"] = ("subject_text", 0)
@@ -75,29 +77,37 @@ def stage2(col, row=0, lora_link=None, token_link=None):
     ]
 
 
+# Wide enough for the title newer frontends give ImageBatch ("Batch Images (DEPRECATED)").
+BATCH_SIZE = [250, 50]
+
+
 def learn_subject(col=1, token_link=("picker", 0)):
     """Five subject photos → RareTokenPicker → TrainSubjectLoRA (the LoRA lands in models/loras)."""
-    nodes = [dict(key="ckpt", type="CheckpointLoaderSimple", col=0, row=0, widgets={"ckpt_name": CHECKPOINT})]
+    nodes = [dict(key="ckpt", type="CheckpointLoaderSimple", col=col + 1, row=2.2, widgets={"ckpt_name": CHECKPOINT})]
     for i in range(5):
         nodes.append(dict(key=f"photo{i}", type="LoadImage", col=col + i % 2, row=1.1 * (i // 2),
                           widgets={"image": f"subject_{i}.png"}))
     nodes += [
-        dict(key="batch01", type="ImageBatch", col=col + 2, row=0, links={"image1": ("photo0", 0), "image2": ("photo1", 0)}),
-        dict(key="batch23", type="ImageBatch", col=col + 2, row=0.4, links={"image1": ("photo2", 0), "image2": ("photo3", 0)}),
-        dict(key="batch0123", type="ImageBatch", col=col + 2, row=0.8, links={"image1": ("batch01", 0), "image2": ("batch23", 0)}),
-        dict(key="photos", type="ImageBatch", col=col + 2, row=1.2, links={"image1": ("batch0123", 0), "image2": ("photo4", 0)}),
+        dict(key="batch01", type="ImageBatch", col=col + 2, row=0, size=BATCH_SIZE,
+             links={"image1": ("photo0", 0), "image2": ("photo1", 0)}),
+        dict(key="batch23", type="ImageBatch", col=col + 2, row=0.4, size=BATCH_SIZE,
+             links={"image1": ("photo2", 0), "image2": ("photo3", 0)}),
+        dict(key="batch0123", type="ImageBatch", col=col + 2, row=0.8, size=BATCH_SIZE,
+             links={"image1": ("batch01", 0), "image2": ("batch23", 0)}),
+        dict(key="photos", type="ImageBatch", col=col + 2, row=1.2, size=BATCH_SIZE,
+             links={"image1": ("batch0123", 0), "image2": ("photo4", 0)}),
         dict(key="picker", type="ImageAlchemy_RareTokenPicker", col=col + 3, row=0,
              widgets={"seeds_per_candidate": 4, "width": 512, "height": 512, "steps": 12,
                       "control_after_generate": "fixed"},
              links={"model": ("ckpt", 0), "clip": ("ckpt", 1), "vae": ("ckpt", 2)}),
-        dict(key="sheet", type="PreviewImage", col=col + 4, row=0, links={"images": ("picker", 1)}),
-        dict(key="scores", type="PreviewAny", col=col + 4, row=1.2, links={"source": ("picker", 2)}),
+        dict(key="sheet", type="PreviewImage", col=col + 4, row=0, links={"images": ("picker", 1)}, size=[320, 320]),
+        dict(key="scores", type="PreviewAny", col=col + 4, row=1.2, links={"source": ("picker", 2)}, size=[320, 200]),
         dict(key="train", type="ImageAlchemy_TrainSubjectLoRA", col=col + 5, row=0,
              widgets={"class_word": CLASS_WORD, "lora_name": SUBJECT_LORA.removesuffix(".safetensors"), "steps": 500,
                       "rank": 8, "resolution": 1024, "batch_size": 1, "control_after_generate": "fixed"},
              links={"model": ("ckpt", 0), "clip": ("ckpt", 1), "vae": ("ckpt", 2), "images": ("photos", 0),
                     "token": token_link}),
-        dict(key="curve", type="PreviewImage", col=col + 6, row=0, links={"images": ("train", 1)}),
+        dict(key="curve", type="PreviewImage", col=col + 6, row=0, links={"images": ("train", 1)}, size=[320, 320]),
     ]
     return nodes
 
@@ -134,13 +144,32 @@ WHOLE_NOTE = (
     "Model files: as in workflows 1 and 2."
 )
 
+# What the frontend adds to nodes during and after a run, which the layout leaves room for: an image preview on the
+# nodes that show images (its IMAGE_PREVIEW widget takes at least 220 px; reserved in the node's size), and the Train
+# Subject LoRA's live loss chart (web/train_loss.js grows the node by its 110 px chart + 8 when training starts;
+# left free below the node).
+SHOWS_IMAGES = ["LoadImage", "SaveImage", "PreviewImage", "ImageAlchemy_GroundedSAMMask", "ImageAlchemy_DecayBlur",
+                "ImageAlchemy_TrainSubjectLoRA"]
+PREVIEW_HEIGHT = 220
+GROWS_BELOW = {"ImageAlchemy_TrainSubjectLoRA": 118}
+
+LEARN = dict(key="learn", title="Learn the subject: photos → rare token → LoRA", color="yellow")
+STAGE1 = dict(key="stage1", title="Stage 1: the unmodified SDXL paints the scene (class word)", color="blue")
+STAGE2 = dict(key="stage2", title="Stage 2: find, blur and repaint the subject with the LoRA (token)", color="green")
+
+
+def grouped(group, nodes):
+    return [dict(node, group=group["key"]) for node in nodes]
+
+
 WORKFLOWS = [
-    dict(name="1_learn_subject", colWidth=380, rowHeight=330, scale=0.7,
-         nodes=[note("about", 0, 0.5, LEARN_NOTE, 340, 380)] + learn_subject()),
-    dict(name="3_whole_pipeline", colWidth=380, rowHeight=330, scale=0.6, shot_height=1220,
-         nodes=[note("about", 0, 0.5, WHOLE_NOTE, 340, 380)] + learn_subject()
-         + stage1(col=1, row=2.6, checkpoint=False) + stage2(col=5, row=2.6, lora_link=("train", 0),
-                                                           token_link=("picker", 0))),
-    dict(name="2_two_stage_generation", colWidth=370, rowHeight=330, scale=0.7,
-         nodes=[note("about", 0, 1.4, TWO_STAGE_NOTE, 360, 420)] + stage1() + stage2(col=4)),
+    dict(name="1_learn_subject", groups=[LEARN], layout=[["about", "learn"]],
+         nodes=[note("about", 0, 0, LEARN_NOTE, 340, 380)] + grouped(LEARN, learn_subject())),
+    dict(name="2_two_stage_generation", groups=[STAGE1, STAGE2], layout=[["about", "stage1"], ["stage2"]],
+         nodes=[note("about", 0, 0, TWO_STAGE_NOTE, 360, 420)] + grouped(STAGE1, stage1())
+         + grouped(STAGE2, stage2(col=4))),
+    dict(name="3_whole_pipeline", groups=[LEARN, STAGE1, STAGE2], layout=[["about", "learn"], ["stage1", "stage2"]],
+         nodes=[note("about", 0, 0, WHOLE_NOTE, 340, 380)] + grouped(LEARN, learn_subject())
+         + grouped(STAGE1, stage1(col=1, row=2.6, checkpoint=False))
+         + grouped(STAGE2, stage2(col=5, row=2.6, lora_link=("train", 0), token_link=("picker", 0)))),
 ]

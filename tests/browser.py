@@ -9,6 +9,10 @@ import requests
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update"]
 PACK_URL_PART = "comfyui-image-alchemy"
+# The window the example workflows' saved views show the whole graph in, the margins of it that the frontend's side
+# bar, workflow tabs, floating menus and zoom controls cover, and the bottom right corner its minimap covers (when
+# shown; it is by default).
+WORKFLOW_VIEW = dict(width=1920, height=1080, left=70, top=130, right=30, bottom=70, minimap=[260, 260])
 
 
 def chromium_path() -> str:
@@ -16,6 +20,34 @@ def chromium_path() -> str:
     if not path:
         raise RuntimeError("No chromium on PATH: install Debian's 'chromium' package (make provision does it as root).")
     return path
+
+
+# Opens a workflow as a user does (or, given null, keeps the graph on the canvas), waits until the frontend has
+# applied its saved view, draws a frame and returns the boxes the frontend itself has for every node (title bar, slots
+# and selection outline included) and group, in graph units and in window pixels.
+LAYOUT_JS = """async (wf) => {
+  const app = window.app, ds = app.canvas.ds, want = wf && (wf.extra || {}).ds;
+  if (wf) await app.loadGraphData(wf);
+  const applied = () => want && ds.scale === want.scale && ds.offset[0] === want.offset[0]
+    && ds.offset[1] === want.offset[1];
+  for (let i = 0; wf && i < 100 && !applied(); i++) await new Promise(r => setTimeout(r, 50));
+  const graph = app.graph;
+  app.canvas.draw(true, true);
+  const at = app.canvas.canvas.getBoundingClientRect();
+  const onScreen = ([x, y, w, h]) => {
+    const [x0, y0] = ds.convertOffsetToCanvas([x, y]), [x1, y1] = ds.convertOffsetToCanvas([x + w, y + h]);
+    return [x0 + at.x, y0 + at.y, x1 - x0, y1 - y0];
+  };
+  const nodes = graph.nodes.map(n => {
+    const box = Array.from(n.getBounding([0, 0, 0, 0], true));
+    return {id: n.id, type: n.type, title: n.title, box, screen: onScreen(box)};
+  });
+  const groups = (graph.groups || graph._groups).map(g => {
+    const box = [g.pos[0], g.pos[1], g.size[0], g.size[1]];
+    return {title: g.title, box, screen: onScreen(box), titleHeight: g.titleHeight ?? g.font_size * 1.4};
+  });
+  return {scale: ds.scale, offset: [ds.offset[0], ds.offset[1]], nodes, groups};
+}"""
 
 
 class FrontendPage:
@@ -43,6 +75,13 @@ class FrontendPage:
     def load_workflow(self, workflow: dict) -> None:
         self.page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
 
+    def open_with_saved_view(self, workflow: dict) -> dict:
+        return self.page.evaluate(LAYOUT_JS, workflow)
+
+    def layout(self) -> dict:
+        """The boxes of the graph on the canvas now, as open_with_saved_view returns them."""
+        return self.page.evaluate(LAYOUT_JS, None)
+
     def alerts(self) -> list[str]:
         """Texts of the frontend's toast messages on screen (schema warnings, missing models, errors)."""
         return self.page.locator(".p-toast-message").all_inner_texts()
@@ -56,13 +95,14 @@ class FrontendPage:
 
 
 @contextmanager
-def frontend(server, width: int = 1600, height: int = 1000):
+def frontend(server, width: int = 1600, height: int = 1000, device_scale_factor: float = 1):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
+            page = browser.new_page(viewport={"width": width, "height": height},
+                                    device_scale_factor=device_scale_factor)
             yield FrontendPage(page, server).open()
         finally:
             browser.close()

@@ -1,5 +1,6 @@
 """The pack in ComfyUI's real frontend (headless Chromium): every example workflow loads with no missing node
-type and no broken link, our web extension raises no error, and the two-stage workflow runs from the Run button."""
+type and no broken link, opens laid out (a group per stage, no node over another, the whole graph in the saved view
+of a 1920×1080 window), our web extension raises no error, and the two-stage workflow runs from the Run button."""
 import time
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import requests
 
 import tiny_detectors
 import workflows
-from browser import frontend
+from browser import WORKFLOW_VIEW, frontend
 from lora_helpers import write_kohya_lora
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +59,7 @@ def ui(comfy, tiny_models):
     tiny_detectors.write_grounding_dino_hf(models / "grounding-dino" / DINO)
     tiny_detectors.write_sam(models / "sams" / SAM)
     write_kohya_lora(models / "loras" / LORA, tiny_models["unet"])
-    with frontend(comfy) as page:
+    with frontend(comfy, width=WORKFLOW_VIEW["width"], height=WORKFLOW_VIEW["height"]) as page:
         yield page
 
 
@@ -83,6 +84,51 @@ def test_workflow_loads_without_missing_nodes_or_broken_links(comfy, ui, path):
     assert ui.our_errors() == []
 
 
+# Which group each stage's key node sits in, by the start of the group's title.
+STAGE_NODES = {"ImageAlchemy_TrainSubjectLoRA": "Learn", "KSampler": "Stage 1",
+               "ImageAlchemy_LoRAImg2ImgInsert": "Stage 2"}
+
+
+def _overlap(a, b) -> bool:
+    return min(a[0] + a[2], b[0] + b[2]) > max(a[0], b[0]) and min(a[1] + a[3], b[1] + b[3]) > max(a[1], b[1])
+
+
+def _inside(inner, outer) -> bool:
+    return (inner[0] >= outer[0] and inner[1] >= outer[1] and inner[0] + inner[2] <= outer[0] + outer[2]
+            and inner[1] + inner[3] <= outer[1] + outer[3])
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=[p.stem for p in WORKFLOW_FILES])
+def test_workflow_opens_laid_out_in_its_saved_view(ui, path):
+    workflow = workflows.load(path)
+    layout = ui.open_with_saved_view(workflow)
+    saved = workflow["extra"]["ds"]
+    assert (layout["scale"], layout["offset"]) == (saved["scale"], saved["offset"]), "saved view not applied"
+    nodes, groups = layout["nodes"], layout["groups"]
+    assert len(nodes) == len(workflow["nodes"])
+    # The frontend's own node boxes: title bar, slots and selection outline.
+    assert [(a["title"], b["title"]) for i, a in enumerate(nodes) for b in nodes[i + 1:]
+            if _overlap(a["box"], b["box"])] == [], "nodes drawn over each other"
+    assert [(a["title"], b["title"]) for i, a in enumerate(groups) for b in groups[i + 1:]
+            if _overlap(a["box"], b["box"])] == [], "groups drawn over each other"
+    view = WORKFLOW_VIEW
+    free = [view["left"], view["top"], view["width"] - view["left"] - view["right"],
+            view["height"] - view["top"] - view["bottom"]]
+    assert [item["title"] for item in nodes + groups if not _inside(item["screen"], free)] == [], \
+        f"outside the saved view of a {view['width']}×{view['height']} window, or under the frontend's menus"
+    minimap = [view["width"] - view["minimap"][0], view["height"] - view["minimap"][1], *view["minimap"]]
+    assert [node["title"] for node in nodes if _overlap(node["screen"], minimap)] == [], "nodes under the minimap"
+    for node in nodes:
+        if node["type"] in workflows.UI_ONLY_TYPES:
+            continue
+        holders = [g["title"] for g in groups
+                   if _inside(node["box"], [g["box"][0], g["box"][1] + g["titleHeight"], g["box"][2],
+                                            g["box"][3] - g["titleHeight"]])]
+        assert len(holders) == 1, f"{node['title']} is in {len(holders)} groups' bodies, not one"
+        if node["type"] in STAGE_NODES:
+            assert holders[0].startswith(STAGE_NODES[node["type"]]), (node["title"], holders[0])
+
+
 def test_two_stage_workflow_runs_from_the_run_button(comfy, ui):
     before = set(requests.get(comfy.url + "/history", timeout=10).json())
     ui.load_workflow(workflows.load(ROOT / "example_workflows" / "2_two_stage_generation.json"))
@@ -101,4 +147,8 @@ def test_two_stage_workflow_runs_from_the_run_button(comfy, ui):
     ui.page.wait_for_timeout(500)
     SCREENSHOT_DIR.mkdir(exist_ok=True)
     ui.page.screenshot(path=str(SCREENSHOT_DIR / "two_stage_in_frontend.png"))
+    # The nodes that show images after the run had room for them: none grew over another.
+    nodes = ui.layout()["nodes"]
+    assert [(a["title"], b["title"]) for i, a in enumerate(nodes) for b in nodes[i + 1:]
+            if _overlap(a["box"], b["box"])] == [], "nodes grew over each other when they showed the run's images"
     assert ui.our_errors() == []
