@@ -1,8 +1,8 @@
 """Crop a context box around a mask, scale it to the model's resolution, and stitch the result back.
 
 Images are single H×W×C tensors (ComfyUI's IMAGE layout without the batch), masks H×W, values 0..1. Stitching
-blends with the (grown, feathered) mask and copies the input wherever that mask is 0, so those pixels stay
-bit-identical to the input.
+blends with the (grown, feathered) mask and copies the base image (the scene) wherever that mask is 0, so those
+pixels stay bit-identical to it.
 """
 from __future__ import annotations
 
@@ -83,3 +83,11 @@ def stitch(image: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor, box
     blended = weight * generated[..., :channels] + (1 - weight) * region[..., :channels]
     out[box.top:box.bottom, box.left:box.right, :channels] = torch.where(weight > 0, blended, region[..., :channels])
     return out
+
+
+def img2img_start(image: torch.Tensor, scene: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """What the sampler starts from: ``image`` (e.g. blurred) where ``mask`` > 0, the ``scene`` elsewhere, so the
+    context the model sees around the repaint region is the scene the result is stitched onto."""
+    if image is scene:
+        return image
+    return torch.where(mask.to(image.device)[..., None] > 0, image, scene.to(image.device, image.dtype))

@@ -4,7 +4,8 @@
 
 B is the detection box as a filled region, |M_i| the mask's area as a fraction of the image: λ trades
 agreement with the box against size, so a larger λ prefers the tighter hypothesis (the subject rather than
-the subject plus its surroundings).
+the subject plus its surroundings). The argmax runs over the NON-EMPTY hypotheses only: an empty mask scores
+0 − 0 = 0 and would otherwise win whenever λ pushes the real ones below zero, silently dropping the subject.
 """
 from __future__ import annotations
 
@@ -36,11 +37,16 @@ def selection_scores(masks: torch.Tensor, box, lam: float) -> torch.Tensor:
     return iou(masks, box_region(box, height, width, masks.device)) - lam * area
 
 
-def select_mask(masks: torch.Tensor, box, lam: float) -> int:
-    """Index of M* among the K hypotheses of one box (the first one on a tie)."""
+def select_mask(masks: torch.Tensor, box, lam: float) -> int | None:
+    """Index of M* among the non-empty ones of the K hypotheses of one box (the first one on a tie); None when
+    every hypothesis is empty."""
     if masks.ndim != 3 or masks.shape[0] == 0:
         raise ValueError(f"select_mask: expected K×H×W hypotheses with K ≥ 1, got shape {tuple(masks.shape)}")
-    return int(torch.argmax(selection_scores(masks, box, lam)))
+    non_empty = masks.bool().flatten(1).any(1)
+    if not non_empty.any():
+        return None
+    scores = selection_scores(masks, box, lam).masked_fill(~non_empty, -torch.inf)
+    return int(torch.argmax(scores))
 
 
 def union_of_selected(masks: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, lam: float,
@@ -48,7 +54,8 @@ def union_of_selected(masks: torch.Tensor, boxes: torch.Tensor, scores: torch.Te
     """Union of M* over the ``max_objects`` most confident boxes.
 
     ``masks`` N×K×H×W (hypotheses per box), ``boxes`` N×4, ``scores`` N detection scores.
-    Returns the H×W bool mask and the indices of the boxes kept (most confident first).
+    Returns the H×W bool mask and the indices of the boxes kept (most confident first); a box whose hypotheses
+    are all empty is not kept.
     """
     if masks.ndim != 4 or masks.shape[0] != boxes.shape[0] or boxes.shape[0] != scores.shape[0]:
         raise ValueError(f"union_of_selected: {tuple(masks.shape)} masks, {tuple(boxes.shape)} boxes and "
@@ -56,7 +63,10 @@ def union_of_selected(masks: torch.Tensor, boxes: torch.Tensor, scores: torch.Te
     if max_objects < 1:
         raise ValueError(f"union_of_selected: max_objects must be ≥ 1, got {max_objects}")
     union = torch.zeros(masks.shape[-2:], dtype=torch.bool, device=masks.device)
-    kept = torch.argsort(scores, descending=True, stable=True)[:max_objects].tolist()
-    for i in kept:
-        union |= masks[i, select_mask(masks[i], boxes[i], lam)].bool()
+    kept = []
+    for i in torch.argsort(scores, descending=True, stable=True)[:max_objects].tolist():
+        choice = select_mask(masks[i], boxes[i], lam)
+        if choice is not None:
+            union |= masks[i, choice].bool()
+            kept.append(i)
     return union, kept

@@ -47,12 +47,18 @@ class DecayBlur(io.ComfyNode):
                                        "kernel radius (75 px at 151) and λ=5 the blur halves about 10 px out."),
                 io.Combo.Input("decay", options=list(blur.DECAYS), default="sigma",
                                tooltip="What e^(−λd) scales (exponential-decay only): sigma shrinks the blur radius "
-                                       "(fast level-stack approximation); opacity fades the full blur (exact)."),
+                                       "(a level-stack approximation, within 0.015 of the exact per-pixel Gaussian "
+                                       "on 0..1 images); opacity fades the full blur (exact)."),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The blurred images, same size and batch."),
                 io.Mask.Output(display_name="strength",
                                tooltip="Blur strength per pixel (mask in gaussian mode, e^(−λd) in decay mode)."),
+                io.Mask.Output(display_name="region",
+                               tooltip="1 where the blur changed the image, 0 where the output is the input bit "
+                                       "for bit (e^(−λd) never reaches 0: the sigma decay stops where σ·e^(−λd) < "
+                                       "0.125 px). Link it to the insert's mask so the repaint covers the whole "
+                                       "blur."),
             ],
         )
 
@@ -70,15 +76,17 @@ class DecayBlur(io.ComfyNode):
         # OpenCV works on H×W×C float32 numpy arrays, which is ComfyUI's BHWC layout per image.
         pixels = image.detach().to("cpu", torch.float32).numpy()
         planes = mask.detach().to("cpu", torch.float32).numpy()
-        out_images, strengths = [], []
+        out_images, strengths, regions = [], [], []
         for img, plane in zip(pixels, planes):
             out, strength = blur.decay_blur(img, plane, mode=mode, kernel_size=kernel_size, sigma=sigma,
                                             lam=decay_lambda, distance_unit=unit, decay=decay)
             out_images.append(torch.from_numpy(out))
             strengths.append(torch.from_numpy(strength))
+            regions.append(torch.from_numpy(blur.changed_region(strength, mode=mode, sigma=sigma, decay=decay)))
         blurred = torch.stack(out_images).to(image.dtype)
         # Shown on the node: the blur is easier to judge by eye than by wiring a preview node.
-        return io.NodeOutput(blurred, torch.stack(strengths), ui=ui.PreviewImage(blurred, cls=cls))
+        return io.NodeOutput(blurred, torch.stack(strengths), torch.stack(regions),
+                             ui=ui.PreviewImage(blurred, cls=cls))
 
 
 NODES = [DecayBlur]

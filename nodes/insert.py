@@ -2,7 +2,9 @@
 
 Per image: grow + feather the mask, crop a context box around it, scale the crop to the model's resolution,
 VAE-encode, set the noise mask (ComfyUI's SetLatentNoiseMask), sample like KSampler at ``denoise``, decode, scale
-back and stitch with the feathered mask. Pixels where that mask is 0 are copied from the input unchanged.
+back and stitch with the feathered mask onto the *scene*. ``image`` is only the img2img start inside the repaint
+region (e.g. DecayBlur's output); ``scene`` (optional, default ``image``) is what the result is stitched onto, so
+pixels where the feathered mask is 0 are the scene's, bit for bit. denoise 0 and an empty mask return the scene.
 """
 import logging
 import pickle
@@ -66,6 +68,24 @@ def sample_region(model, vae, pixels, noise_mask, positive, negative, seed, batc
     return images
 
 
+def check_scene(image: torch.Tensor, scene: torch.Tensor | None) -> torch.Tensor:
+    """The images to stitch onto, one per image: ``scene`` (broadcast from one) or, when not linked, ``image``."""
+    if scene is None:
+        return image
+    if tuple(scene.shape[1:3]) != tuple(image.shape[1:3]):
+        raise ValueError(f"{NODE}: the scene is {scene.shape[2]}×{scene.shape[1]} but the image is "
+                         f"{image.shape[2]}×{image.shape[1]}: link the stage-1 image that DecayBlur blurred.")
+    if scene.shape[-1] != image.shape[-1]:
+        raise ValueError(f"{NODE}: the scene has {scene.shape[-1]} channels but the image has {image.shape[-1]}: "
+                         "link the stage-1 image that DecayBlur blurred.")
+    if scene.shape[0] == image.shape[0]:
+        return scene.to(image.device, image.dtype)
+    if scene.shape[0] == 1:
+        return scene.to(image.device, image.dtype).expand(image.shape[0], -1, -1, -1)
+    raise ValueError(f"{NODE}: the scene batch has {scene.shape[0]} images but the image batch has "
+                     f"{image.shape[0]}: give one scene per image, or a single scene for all of them.")
+
+
 class LoRAImg2ImgInsert(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -75,12 +95,15 @@ class LoRAImg2ImgInsert(io.ComfyNode):
             category="Image Alchemy/image",
             description="Puts the learned subject into the masked region: applies the subject LoRA to the model, "
                         "repaints a context crop around the mask with img2img (any sampler, native "
-                        "conditioning) and stitches it back with a feathered edge. Pixels outside the grown and "
-                        "feathered mask are returned bit-identical; an empty mask returns the image unchanged.",
+                        "conditioning) starting from `image`, and stitches it with a feathered edge onto `scene` "
+                        "(`image` when scene is not linked). Pixels outside the grown and feathered mask are the "
+                        "scene's, bit-identical; denoise 0 or an empty mask returns the scene unchanged.",
             inputs=[
                 io.Model.Input("model", tooltip="The base diffusion model (the LoRA is applied to a copy)."),
                 io.Vae.Input("vae", tooltip="The VAE that encodes the crop and decodes the result."),
-                io.Image.Input("image", tooltip="Images to insert the subject into (e.g. DecayBlur's output)."),
+                io.Image.Input("image", tooltip="The img2img start inside the repaint region (e.g. DecayBlur's "
+                                                "output). Without a scene linked, also the image the result is "
+                                                "stitched onto."),
                 io.Mask.Input("mask", tooltip="Where the subject goes (1 inside). One mask for all images or one per "
                                               "image; resized to the image if its size differs."),
                 io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"),
@@ -100,7 +123,8 @@ class LoRAImg2ImgInsert(io.ComfyNode):
                 io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS,
                                tooltip="Noise schedule, as in KSampler."),
                 io.Float.Input("denoise", default=0.75, min=0.0, max=1.0, step=0.01,
-                               tooltip="How much of the masked region is repainted (1 = from pure noise)."),
+                               tooltip="How much of the masked region is repainted (1 = from pure noise); 0 returns "
+                                       "the scene (or image, when no scene is linked) unchanged, without sampling."),
                 io.Int.Input("grow", default=8, min=0, max=1024,
                              tooltip="Pixels to grow the mask by before feathering."),
                 io.Int.Input("feather", default=16, min=0, max=1024,
@@ -118,6 +142,11 @@ class LoRAImg2ImgInsert(io.ComfyNode):
                 io.String.Input("lora_name_from_training", optional=True, force_input=True,
                                 tooltip="Link Train Subject LoRA's lora_name here to insert the LoRA trained in the "
                                         "same graph; it replaces the lora_name choice."),
+                io.Image.Input("scene", optional=True,
+                               tooltip="The unblurred stage-1 image to stitch the result onto: outside the grown and "
+                                       "feathered mask the output is this image, bit for bit, and inside the "
+                                       "feathered edge the repaint blends into it. Not linked: the image input "
+                                       "(older graphs). Same size as image; one scene or one per image."),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The images with the subject inserted.")],
         )
@@ -136,7 +165,7 @@ class LoRAImg2ImgInsert(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, image, mask, lora_name, lora_strength, positive, negative, seed, steps, cfg,
                 sampler_name, scheduler, denoise, grow, feather, crop_mode, context, resolution,
-                lora_name_from_training=None) -> io.NodeOutput:
+                lora_name_from_training=None, scene=None) -> io.NodeOutput:
         if crop_mode not in CROP_MODES:
             raise ValueError(f"{NODE}: unknown crop_mode {crop_mode!r}; choose one of {CROP_MODES}.")
         if image.shape[0] == 0:
@@ -144,26 +173,29 @@ class LoRAImg2ImgInsert(io.ComfyNode):
         if image.shape[-1] not in (3, 4):
             raise ValueError(f"{NODE}: expected RGB or RGBA images, got {image.shape[-1]} channel(s).")
         batch, height, width = image.shape[:3]
+        scene = check_scene(image, scene)
         mask = masks.match_batch(masks.resize_mask(mask.to(image.device), height, width), batch, NODE)
         stitch_masks = masks.feather_mask(masks.grow_mask(mask, grow), feather)
         boxes = [compose.context_box(m, context, whole_image=crop_mode == "whole image") for m in stitch_masks]
-        if all(box is None for box in boxes):
-            logging.info("%s: empty mask, image returned unchanged", NODE)
-            return io.NodeOutput(image)
+        if all(box is None for box in boxes) or denoise == 0:
+            # Nothing to repaint: the scene as it came in (not a VAE round trip of it).
+            logging.info("%s: %s, scene returned unchanged", NODE, "denoise 0" if denoise == 0 else "empty mask")
+            return io.NodeOutput(scene)
         patched = apply_lora(model, lora_name_from_training or lora_name, lora_strength)
         multiple = vae.spacial_compression_encode()
         results = []
-        for i, (img, stitch_mask, box) in enumerate(zip(image, stitch_masks, boxes)):
+        for i, (img, base, stitch_mask, box) in enumerate(zip(image, scene, stitch_masks, boxes)):
             comfy.model_management.throw_exception_if_processing_interrupted()
             if box is None:
-                results.append(img)
+                results.append(base)
                 continue
             size = compose.model_size(box.height, box.width, resolution, multiple)
-            pixels = compose.resize_image(compose.crop(img, box), *size)[None]
+            start = compose.img2img_start(img, base, stitch_mask)
+            pixels = compose.resize_image(compose.crop(start, box), *size)[None]
             noise_mask = masks.resize_mask(compose.crop(stitch_mask, box)[None], *size)
             generated = sample_region(patched, vae, pixels, noise_mask, positive, negative, seed, i, steps, cfg,
                                       sampler_name, scheduler, denoise)
-            results.append(compose.stitch(img, generated[0], stitch_mask, box))
+            results.append(compose.stitch(base, generated[0], stitch_mask, box))
         return io.NodeOutput(torch.stack(results))
 
 

@@ -167,8 +167,9 @@ class GroundedSAMMask(io.ComfyNode):
             display_name="Grounded SAM Mask",
             category="Image Alchemy/mask",
             description="Finds the subject named by a text prompt (GroundingDINO boxes above a threshold), segments "
-                        "each box with SAM and keeps, per box, the hypothesis maximising IoU(mask, box) − λ·area "
-                        "(Image-Alchemy eq. 3). Returns one mask per image: the union over the kept boxes.",
+                        "each box with SAM and keeps, per box, the non-empty hypothesis maximising IoU(mask, box) − "
+                        "λ·area (Image-Alchemy eq. 3). Returns one mask per image: the union over the kept boxes; "
+                        "if_nothing_found decides when no box or no non-empty hypothesis is left.",
             inputs=[
                 io.Image.Input("image", tooltip="Images to segment; every image gets one mask."),
                 GroundingDinoModel.Input("grounding_dino", tooltip="From GroundingDINO Loader."),
@@ -189,13 +190,16 @@ class GroundedSAMMask(io.ComfyNode):
                 io.Int.Input("feather", default=0, min=0, max=256,
                              tooltip="Soft outward edge in pixels (the mask itself stays at full strength)."),
                 io.Combo.Input("if_nothing_found", options=list(grounded_sam.ON_EMPTY), default="empty mask",
-                               tooltip="What an image with no box gets: an empty mask, an error that stops the "
-                                       "prompt, or the whole image."),
+                               tooltip="What an image gets when no box is found, or SAM returns only empty masks "
+                                       "for every box: an empty mask, an error that stops the prompt, or the whole "
+                                       "image. The preview says which happened."),
             ],
             outputs=[
                 io.Mask.Output(display_name="mask", tooltip="One mask per input image (1 = subject)."),
                 io.Image.Output(display_name="preview", tooltip="The images with the mask tinted red and the boxes "
-                                                                "outlined (green = in the mask, grey = dropped)."),
+                                                                "outlined (green = in the mask, grey = dropped); "
+                                                                "a black band on top says when nothing was found "
+                                                                "and which if_nothing_found policy was applied."),
             ],
         )
 
@@ -217,8 +221,8 @@ class GroundedSAMMask(io.ComfyNode):
                 area_penalty=area_penalty, max_objects=max_objects, on_empty=if_nothing_found, grow=grow,
                 feather=feather, device=device, progress=bar.update_absolute)
         except grounded_sam.NothingDetected as e:
-            raise ValueError(f"{NODE}: {e}. Lower box_threshold, change the prompt, or set if_nothing_found to "
-                             f"'empty mask' or 'whole image'.") from e
+            raise ValueError(f"{NODE}: {e}. Lower box_threshold, change the prompt or the SAM model, or set "
+                             f"if_nothing_found to 'empty mask' or 'whole image'.") from e
         except ValueError as e:
             raise ValueError(f"{NODE}: {e}") from e
         finally:
@@ -228,8 +232,13 @@ class GroundedSAMMask(io.ComfyNode):
         preview = grounded_sam.draw_preview(image, masks, found)
         out_device = comfy.model_management.intermediate_device()
         preview = preview.to(out_device, image.dtype)
-        # Shown on the node (boxes and mask drawn), as well as given as an output.
-        return io.NodeOutput(masks.to(out_device), preview, ui=ui.PreviewImage(preview, cls=cls))
+        # Shown on the node (boxes, mask and any policy note drawn), as well as given as an output; the notes
+        # also travel as UI text for API clients.
+        shown = ui.PreviewImage(preview, cls=cls).as_dict()
+        notes = [f"image {i + 1}: {r.note}" for i, r in enumerate(found) if r.note]
+        if notes:
+            shown["text"] = ("\n".join(notes),)
+        return io.NodeOutput(masks.to(out_device), preview, ui=shown)
 
 
 NODES = [GroundingDinoLoader, SamLoader, GroundedSAMMask]

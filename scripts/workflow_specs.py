@@ -40,8 +40,10 @@ def stage2(col, row=0, lora_link=None, token_link=None):
     picked in the same graph is written into the subject prompt.
     """
     subject_text = f"a photo of {TOKEN} {CLASS_WORD} on a beach, golden hour, 35mm"
-    insert_links = {"model": ("ckpt", 0), "vae": ("ckpt", 2), "image": ("blurred", 0), "mask": ("mask", 0),
-                    "positive": ("subject_prompt", 0), "negative": ("negative", 0)}
+    # The insert starts from the blurred image, repaints DecayBlur's whole region (the blur's full extent, not
+    # only the subject) and stitches onto the unblurred scene: outside that region the result is the scene.
+    insert_links = {"model": ("ckpt", 0), "vae": ("ckpt", 2), "image": ("blurred", 0), "mask": ("blurred", 2),
+                    "positive": ("subject_prompt", 0), "negative": ("negative", 0), "scene": ("scene", 0)}
     if lora_link:
         insert_links["lora_name_from_training"] = lora_link
     nodes = []
@@ -126,7 +128,9 @@ TWO_STAGE_NOTE = (
     "Two-stage generation (Image-Alchemy)\n\n"
     "Stage 1: the unmodified SDXL paints the scene with the CLASS word ('dog').\n"
     "Stage 2: GroundedSAMMask finds the dog, DecayBlur blurs it (full blur on the subject, fading with distance), "
-    "and LoRAImg2ImgInsert repaints only that region with your subject LoRA and the TOKEN prompt ('iklan dog').\n\n"
+    "and LoRAImg2ImgInsert repaints the blurred region (DecayBlur's region output) with your subject LoRA and the "
+    "TOKEN prompt ('iklan dog'), stitched onto the unblurred scene: outside that region the scene is kept as it "
+    "is.\n\n"
     "Model files:\n"
     f"- models/checkpoints/{CHECKPOINT} (any SDXL checkpoint)\n"
     "- models/grounding-dino/groundingdino_swint_ogc.pth + bert-base-uncased/ beside it (or a transformers folder)\n"

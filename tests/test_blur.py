@@ -8,10 +8,10 @@ from PIL import Image
 from comfy_server import PromptFailed
 from image_alchemy.alchemy import blur
 
-# Stated accuracy of the sigma-decay level stack against the exact per-pixel Gaussian, on 0..1 images that mix a
-# smooth ramp, a hard checkerboard and 30% uniform noise. Measured on the test image: max 0.015 / mean 0.0005 with
-# the default downsampling, max 0.048 / mean 0.001 when every level σ ≥ 2 is downsampled (a 48 px image forces it).
-DECAY_MEAN_ERR = 0.002
+# Accuracy of the sigma-decay level stack against the exact per-pixel Gaussian on 0..1 images: the node's tooltip
+# and alchemy/blur.py state max 0.015 / mean 0.001; these tests hold the measured cases to max 0.01 (bench/blur.py:
+# max 0.007, mean ≤ 0.0004 at 1024² with the paper's settings; max 0.012 on a 128² image with a 61 px kernel).
+DECAY_MAX_ERR, DECAY_MEAN_ERR = 0.01, 0.001
 
 
 def make_image(h, w, seed=0):
@@ -54,9 +54,10 @@ def test_gaussian_mode_is_the_blur_composited_inside_the_soft_mask():
     assert np.array_equal(out[mask == 0], img[mask == 0])
 
 
-@pytest.mark.parametrize("downsample_sigma, max_err", [(blur.DOWNSAMPLE_SIGMA, 0.03), (1.0, 0.06)])
+@pytest.mark.parametrize("downsample_sigma, max_err", [(blur.DOWNSAMPLE_SIGMA, DECAY_MAX_ERR), (1.0, 0.05)])
 def test_sigma_decay_matches_the_per_pixel_gaussian(monkeypatch, downsample_sigma, max_err):
-    # downsample_sigma 1.0 pushes levels σ ≥ 2 through the downsampled path even on a small image.
+    # downsample_sigma 1.0 pushes levels σ ≥ 2 through the downsampled path even on a small image (a 2 px coarse
+    # σ is far below what the default allows, hence the looser bound there).
     monkeypatch.setattr(blur, "DOWNSAMPLE_SIGMA", downsample_sigma)
     img = make_image(48, 56)
     mask = box_mask(48, 56, 18, 20, 30, 34)
@@ -65,12 +66,56 @@ def test_sigma_decay_matches_the_per_pixel_gaussian(monkeypatch, downsample_sigm
     exact = blur.decay_blur_exact(img, 12.0 * np.exp(-5.0 * brute_distance(mask) / 15.0), 31)
     err = np.abs(out - exact)
     assert err.max() < max_err and err.mean() < DECAY_MEAN_ERR, (err.max(), err.mean())
-    # On the subject the top level is the exact blur: same as gaussian mode there.
+    # On the subject the top level is the blur itself: gaussian mode there, within the same bound.
     gauss, _ = blur.decay_blur(img, mask, mode="gaussian", kernel_size=31, sigma=12.0)
-    np.testing.assert_allclose(out[mask == 1], gauss[mask == 1], atol=1e-5)
-    # Far away (σ_p → 0) the background keeps its detail.
-    far = 12.0 * strength < 0.05
-    assert far.any() and np.abs(out[far] - img[far]).max() < 0.01
+    assert np.abs(out[mask == 1] - gauss[mask == 1]).max() < max_err
+    # Far away (σ_p < 0.125 px) the background is the input, bit for bit.
+    far = 12.0 * strength < blur.IDENTITY_SIGMA
+    assert far.any() and np.array_equal(out[far], img[far])
+
+
+def test_exact_at_pixels_is_the_direct_evaluation():
+    img = make_image(21, 30, seed=2)
+    sigma_map = np.random.default_rng(0).random((21, 30)).astype(np.float32) * 9
+    ys, xs = np.mgrid[0:21, 0:30]
+    at = blur.decay_blur_exact_at(img, sigma_map, 41, ys.ravel(), xs.ravel())  # kernel wider than the image
+    np.testing.assert_allclose(at, blur.decay_blur_exact(img, sigma_map, 41).reshape(-1, 3), atol=1e-5)
+
+
+@pytest.mark.parametrize("area", [0.1, 0.5])
+def test_sigma_decay_bound_at_full_size_with_the_papers_settings(area):
+    """1024², kernel 151, σ 100, λ 5, d in kernel radii, on uniform noise (the hardest texture measured):
+    pixels sampled in every σ band against the direct evaluation."""
+    size = 1024
+    img = np.random.default_rng(1).random((size, size, 3)).astype(np.float32)
+    mask = np.zeros((size, size), np.float32)
+    yy, xx = np.mgrid[0:size, 0:size]
+    mask[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 <= area * size * size / np.pi] = 1.0
+    out, strength = blur.decay_blur(img, mask)
+    sigma_map = 100.0 * strength
+    rng = np.random.default_rng(0)
+    picks = []
+    for lo, hi in [(0.125, 0.5), (0.5, 2), (2, 8), (8, 32), (32, 99.9), (99.9, 101)]:
+        idx = np.flatnonzero((sigma_map >= lo) & (sigma_map < hi))
+        assert idx.size, (lo, hi)
+        picks.append(rng.choice(idx, min(150, idx.size), replace=False))
+    ys, xs = np.divmod(np.concatenate(picks), size)
+    err = np.abs(out[ys, xs] - blur.decay_blur_exact_at(img, sigma_map, 151, ys, xs))
+    assert err.max() < DECAY_MAX_ERR and err.mean() < DECAY_MEAN_ERR, (err.max(), err.mean())
+
+
+@pytest.mark.parametrize("mode, decay", [("gaussian", "sigma"), ("exponential-decay", "sigma"),
+                                         ("exponential-decay", "opacity")])
+def test_outside_the_changed_region_the_output_is_the_input(mode, decay):
+    img = make_image(90, 100)
+    mask = box_mask(90, 100, 30, 40, 50, 60)
+    out, strength = blur.decay_blur(img, mask, mode=mode, kernel_size=31, sigma=12.0, lam=5.0, distance_unit=5.0,
+                                    decay=decay)
+    region = blur.changed_region(strength, mode=mode, sigma=12.0, decay=decay)
+    assert set(np.unique(region)) == {0.0, 1.0}
+    assert np.array_equal(out[region == 0], img[region == 0])
+    assert (np.abs(out - img).max(-1) > 0)[region == 1].mean() > 0.9
+    assert region[mask == 1].all()
 
 
 def test_opacity_decay_is_the_faded_full_blur():
@@ -80,6 +125,7 @@ def test_opacity_decay_is_the_faded_full_blur():
                                     decay="opacity")
     w = np.exp(-5.0 * brute_distance(mask) / 10.0)[..., None]
     full = blur.decay_blur_exact(img, np.full(mask.shape, 6.0), 21)
+    w = np.where(w >= blur.OPACITY_CUTOFF, w, 0.0)  # below the cutoff the pixel is kept as it is
     np.testing.assert_allclose(out, w * full + (1 - w) * img, atol=1e-4)
 
 
@@ -134,7 +180,11 @@ def test_decay_blur_node_batch_resized_mask_and_strength(comfy):
     save = g.node("SaveImage", images=node.out(0), filename_prefix="decay_blur")
     save_strength = g.node("SaveImage", images=g.node("MaskToImage", mask=node.out(1)).out(0),
                            filename_prefix="decay_strength")
+    save_region = g.node("SaveImage", images=g.node("MaskToImage", mask=node.out(2)).out(0),
+                         filename_prefix="decay_region")
     entry = comfy.run(g.finalize())
+    regions = [np.asarray(im.convert("L")) for im in comfy.output_images(entry, save_region.id)]
+    assert len(regions) == 2 and set(np.unique(regions[0])) == {0, 255}
     outs = [np.asarray(im.convert("RGB")) for im in comfy.output_images(entry, save.id)]
     strength = np.asarray(comfy.output_images(entry, save_strength.id)[0].convert("L")) / 255.0
     assert len(outs) == 2 and outs[0].shape == (48, 64, 3) and np.array_equal(outs[0], outs[1])
@@ -143,6 +193,7 @@ def test_decay_blur_node_batch_resized_mask_and_strength(comfy):
     expect, _ = blur.decay_blur(rgb.astype(np.float32) / 255, (strength > 0.99).astype(np.float32), kernel_size=21,
                                 sigma=8.0, lam=5.0, distance_unit=1.0, decay="opacity")
     assert np.abs(outs[0].astype(int) - np.round(expect * 255).astype(int)).max() <= 2
+    assert np.array_equal(outs[0][regions[0] == 0], rgb[regions[0] == 0])  # outside the region: the input
 
 
 def test_decay_blur_node_refuses_mismatched_batches(comfy):

@@ -196,3 +196,68 @@ def test_missing_lora_is_refused_at_validation_unless_a_training_node_supplies_i
                        lora_name_from_training=name.out(0))
     save = g.node("SaveImage", images=node.out(0), filename_prefix="linked_lora")
     assert comfy.output_images(comfy.run(g.finalize()), save.id)
+
+
+def test_img2img_start_takes_the_image_inside_the_mask_and_the_scene_outside():
+    image, scene = torch.rand(20, 24, 3), torch.rand(20, 24, 3)
+    mask = masks.feather_mask(block(20, 24, 5, 6, 10, 12)[None], 3)[0]
+    start = compose.img2img_start(image, scene, mask)
+    assert torch.equal(start[mask > 0], image[mask > 0])
+    assert torch.equal(start[mask == 0], scene[mask == 0])
+
+
+def test_insert_stitches_onto_the_scene_and_never_returns_the_blurred_image_outside(comfy, scene):
+    """image = DecayBlur's output (blurred far beyond the mask), scene = the unblurred image: outside the grown +
+    feathered mask the result is the scene bit for bit, although the blur reached there."""
+    rgb, subject = scene
+    g, loader, pos, neg, scene_node = graph_with_scene()
+    blurred = g.node("ImageAlchemy_DecayBlur", image=scene_node.out(0), mask=scene_node.out(1),
+                     mode="exponential-decay", kernel_size=31, sigma=20.0, decay_lambda=5.0,
+                     distance_unit="kernel radius", decay="sigma")
+    node = insert_node(g, loader, pos, neg, blurred.out(0), scene_node.out(1), scene=scene_node.out(0))
+    old_way = insert_node(g, loader, pos, neg, blurred.out(0), scene_node.out(1))
+    saves = {name: g.node("SaveImage", images=n.out(0), filename_prefix=f"insert_scene_{name}")
+             for name, n in (("scene", node), ("old", old_way), ("blurred", blurred))}
+    entry = comfy.run(g.finalize())
+    out = {name: pixels(comfy, entry, save)[0] for name, save in saves.items()}
+    stitch = masks.feather_mask(masks.grow_mask(subject[None], 4), 6)[0].numpy()
+    outside, inside = stitch == 0, subject.numpy() == 1
+    ring = outside & np.any(out["blurred"] != rgb, axis=-1)
+    assert ring.sum() > 100, int(ring.sum())  # the blur reaches beyond the stitch region
+    assert np.array_equal(out["scene"][outside], rgb[outside])
+    assert not np.array_equal(out["scene"][inside], rgb[inside])
+    # Without the scene input (older graphs) the blurred image is what comes back outside.
+    assert np.array_equal(out["old"][outside], out["blurred"][outside])
+
+
+def test_denoise_zero_and_empty_mask_return_the_input_bit_identical(comfy, scene):
+    """denoise 0 samples nothing (no VAE round trip): the scene when linked, else the image, unchanged; the same
+    for an empty mask."""
+    rgb, subject = scene
+    g, loader, pos, neg, scene_node = graph_with_scene()
+    blurred = g.node("ImageAlchemy_DecayBlur", image=scene_node.out(0), mask=scene_node.out(1),
+                     mode="gaussian", kernel_size=15, sigma=5.0, decay_lambda=5.0,
+                     distance_unit="kernel radius", decay="sigma")
+    empty = g.node("SolidMask", value=0.0, width=96, height=80)
+    cases = {
+        "zero_image": (scene_node.out(0), scene_node.out(1), {"denoise": 0.0}),
+        "zero_scene": (blurred.out(0), scene_node.out(1), {"denoise": 0.0, "scene": scene_node.out(0)}),
+        "empty_scene": (blurred.out(0), empty.out(0), {"scene": scene_node.out(0)}),
+        "empty_whole": (scene_node.out(0), empty.out(0), {"crop_mode": "whole image"}),
+    }
+    saves = {}
+    for name, (image, mask, overrides) in cases.items():
+        node = insert_node(g, loader, pos, neg, image, mask, **overrides)
+        saves[name] = g.node("SaveImage", images=node.out(0), filename_prefix=f"insert_noop_{name}")
+    entry = comfy.run(g.finalize())
+    for name, save in saves.items():
+        assert np.array_equal(pixels(comfy, entry, save)[0], rgb), name
+
+
+def test_insert_refuses_a_scene_of_another_size(comfy, scene):
+    g, loader, pos, neg, scene_node = graph_with_scene()
+    other = g.node("EmptyImage", width=32, height=32, batch_size=1, color=0)
+    node = insert_node(g, loader, pos, neg, scene_node.out(0), scene_node.out(1), scene=other.out(0))
+    g.node("SaveImage", images=node.out(0), filename_prefix="never")
+    with pytest.raises(PromptFailed, match="LoRAImg2ImgInsert: the scene is 32×32 but the image is 96×80"):
+        comfy.run(g.finalize())

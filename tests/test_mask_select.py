@@ -66,3 +66,24 @@ def test_mismatched_inputs_are_refused():
         mask_select.union_of_selected(HYPOTHESES[None], torch.zeros(1, 4), torch.zeros(1), 0.1, 0)
     with pytest.raises(ValueError, match="K ≥ 1"):
         mask_select.select_mask(torch.zeros(0, 4, 4, dtype=torch.bool), BOX, 0.1)
+
+
+def test_empty_hypotheses_never_win_and_all_empty_gives_none():
+    empty = torch.zeros(10, 10, dtype=torch.bool)
+    # λ = 10: LOOSE scores 16/49 − 4.9 < 0, so an empty mask (score 0) would win the plain argmax.
+    with_empty = torch.stack([empty, LOOSE, empty])
+    assert mask_select.selection_scores(with_empty, BOX, lam=10.0).argmax() == 0
+    assert mask_select.select_mask(with_empty, BOX, lam=10.0) == 1
+    assert mask_select.select_mask(torch.stack([empty] * 3), BOX, lam=0.1) is None
+
+
+def test_union_leaves_out_boxes_with_only_empty_hypotheses():
+    empty = torch.zeros(3, 10, 10, dtype=torch.bool)
+    right = torch.stack([rect(10, 10, 5, 5, 9, 9)] * 3)
+    boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [5.0, 5.0, 9.0, 9.0]])
+    union, kept = mask_select.union_of_selected(torch.stack([empty, right]), boxes, torch.tensor([0.9, 0.4]),
+                                                lam=0.1, max_objects=2)
+    assert kept == [1] and torch.equal(union, right[0])
+    union, kept = mask_select.union_of_selected(torch.stack([empty, empty]), boxes, torch.tensor([0.9, 0.4]),
+                                                lam=0.1, max_objects=2)
+    assert kept == [] and not union.any()

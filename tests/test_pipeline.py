@@ -21,7 +21,7 @@ def stage2_models(comfy, tiny_models):
     write_kohya_lora(models / "loras" / LORA, tiny_models["unet"])
 
 
-def two_stage_graph(seed=3):
+def two_stage_graph(seed=0):
     g = GraphBuilder()
     loader = g.node("ImageAlchemyTest_TinySDXLLoader")
     scene_prompt = g.node("CLIPTextEncode", text="a photo of a dog on a beach", clip=loader.out(1))

@@ -133,3 +133,57 @@ def test_missing_weights_name_the_folder_and_file(comfy, detectors):
     message = str(failure.value.details)
     assert "groundingdino_swint_ogc.pth" in message and "'grounding-dino' model folder" in message
     assert "sam_vit_h_4b8939.pth" in message and "'sams' model folder" in message
+
+
+@pytest.fixture(scope="module")
+def empty_sams(comfy, detectors):
+    """SAMs whose hypotheses 1 and 2 (or all three) are always empty."""
+    sams = comfy.base_dir / "models" / "sams"
+    return {"two": tiny_detectors.write_sam(sams / "sam_two_empty.pth", empty_hypotheses=(1, 2)),
+            "all": tiny_detectors.write_sam(sams / "sam_all_empty.pth", empty_hypotheses=(0, 1, 2))}
+
+
+def test_empty_sam_hypotheses_are_never_chosen(comfy, detectors, empty_sams):
+    """With a large λ every real hypothesis scores below the 0 of an empty one; the rule keeps the non-empty."""
+    rgb = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(comfy.base_dir / "input" / "gsam_empty_hyp.png")
+    detector = grounding.load_grounding_dino(detectors["hf"])
+    box = grounding.detect(detector, rgb, "dog", 0.0, 0.0)["boxes"][:1]
+    hypotheses, _ = sam_ops.segment_boxes(sam_ops.load_sam(empty_sams["two"]), rgb, box)
+    from image_alchemy.alchemy import mask_select
+    assert [bool(h.any()) for h in hypotheses[0]] == [True, False, False]
+    assert mask_select.selection_scores(hypotheses[0], box[0], 10.0)[0] < 0  # the plain argmax picks an empty one
+    g = GraphBuilder()
+    image = g.node("LoadImage", image="gsam_empty_hyp.png")
+    seg = segment(g, image.out(0), HF_NAME, area_penalty=10.0, max_objects=1)
+    seg.set_input("sam", g.node("ImageAlchemy_SAMLoader", model_name="sam_two_empty.pth").out(0))
+    save = save_mask(g, seg, "gsam_two_empty")
+    entry = comfy.run(g.finalize())
+    mask = read_masks(comfy, entry, save)[0]
+    assert torch.equal(mask > 0.5, hypotheses[0, 0])
+    assert "text" not in entry["outputs"][seg.id]
+
+
+@pytest.mark.parametrize("policy", ["whole image", "empty mask"])
+def test_only_empty_hypotheses_apply_the_policy_and_say_so_on_the_node(comfy, detectors, empty_sams, policy):
+    g = GraphBuilder()
+    _, decoded = tiny_scene(g)
+    seg = segment(g, decoded.out(0), HF_NAME, if_nothing_found=policy)
+    seg.set_input("sam", g.node("ImageAlchemy_SAMLoader", model_name="sam_all_empty.pth").out(0))
+    save = save_mask(g, seg, "gsam_all_empty")
+    entry = comfy.run(g.finalize())
+    assert torch.all(read_masks(comfy, entry, save)[0] == (1.0 if policy == "whole image" else 0.0))
+    text = entry["outputs"][seg.id]["text"][0]
+    assert "SAM returned only empty masks" in text and policy in text
+    # The preview on the node carries the note: a black band with white text across the top.
+    shown = np.asarray(comfy.output_images(entry, seg.id)[0].convert("RGB")).astype(int)
+    band = shown[:12]
+    assert (band.max(-1) == 0).mean() > 0.5 and band.max() > 200
+
+    g = GraphBuilder()
+    _, decoded = tiny_scene(g)
+    seg = segment(g, decoded.out(0), HF_NAME, if_nothing_found="error")
+    seg.set_input("sam", g.node("ImageAlchemy_SAMLoader", model_name="sam_all_empty.pth").out(0))
+    save_mask(g, seg, "never")
+    with pytest.raises(PromptFailed, match="GroundedSAMMask: SAM returned only empty masks"):
+        comfy.run(g.finalize())

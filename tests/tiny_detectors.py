@@ -202,9 +202,17 @@ def tiny_sam(seed: int = 0) -> torch.nn.Module:
     return sam.eval()
 
 
-def write_sam(path: Path, seed: int = 0) -> Path:
+def write_sam(path: Path, seed: int = 0, empty_hypotheses: tuple[int, ...] = ()) -> Path:
+    """``empty_hypotheses``: which of the three multimask outputs (0–2) always come out empty: their
+    hypernetwork's last layer is zeroed, so their logits are exactly 0, never above SAM's threshold 0."""
     path = Path(path)
-    _atomic_save(tiny_sam(seed).state_dict(), path)
+    sam = tiny_sam(seed)
+    with torch.no_grad():
+        for k in empty_hypotheses:
+            last = sam.mask_decoder.output_hypernetworks_mlps[k + 1].layers[-1]  # token 0 is the single-mask one
+            last.weight.zero_()
+            last.bias.zero_()
+    _atomic_save(sam.state_dict(), path)
     return path
 
 

@@ -112,6 +112,29 @@ class ShapedImage(io.ComfyNode):
         return io.NodeOutput(torch.rand(batch, height, width, channels, generator=generator))
 
 
+class DiscMask(io.ComfyNode):
+    """A known subject: stands in for GroundedSAMMask (same outputs) where random tiny detectors would find
+    arbitrary shapes."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ImageAlchemyTest_DiscMask",
+            display_name="Disc Mask (tests)",
+            category="Image Alchemy/testing",
+            description="A centred disc of the given radius (a fraction of the short side) as each image's mask.",
+            inputs=[io.Image.Input("image"), io.Float.Input("radius", default=0.15, min=0.0, max=1.0)],
+            outputs=[io.Mask.Output(), io.Image.Output()],
+        )
+
+    @classmethod
+    def execute(cls, image, radius) -> io.NodeOutput:
+        batch, height, width = image.shape[:3]
+        yy, xx = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
+        disc = ((yy - height / 2) ** 2 + (xx - width / 2) ** 2 <= (radius * min(height, width)) ** 2).float()
+        return io.NodeOutput(disc.expand(batch, -1, -1).clone(), image)
+
+
 class TinySD15Loader(io.ComfyNode):
     """A tiny SD1.5-architecture MODEL (no SDXL added conditioning): a non-SDXL model for the trainer tests."""
 
@@ -188,7 +211,7 @@ class TinySDXLVariant(io.ComfyNode):
 class FixtureExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [TinySDXLLoader, FailOnPurpose, ShapedImage, TinySD15Loader, TinySDXLVariant]
+        return [TinySDXLLoader, FailOnPurpose, ShapedImage, DiscMask, TinySD15Loader, TinySDXLVariant]
 
 
 async def comfy_entrypoint() -> FixtureExtension:
