@@ -8,12 +8,13 @@ How it starts, and why this way:
   interpreter such as Windows portable's ``._pth`` python puts no working folder on sys.path): the launcher puts
   the pack root first on sys.path and calls the same run function as `python -m training run JOB`.
 - spawn re-runs the parent's ``__main__`` in the child (as ``__mp_main__``) when it can name it: by
-  ``__main__.__spec__.name`` or else by ``__main__.__file__`` (CPython 3.8–3.14
-  ``multiprocessing.spawn.get_preparation_data`` / ``_fixup_main_from_name``). Inside ComfyUI that is main.py:
-  argument parsing, every pack's prestartup script, torch/CUDA and server imports. Around ``Process.start()``
-  only, ``__main__.__spec__`` is set to a spec named ``"__main__"``, for which ``_fixup_main_from_name`` runs
-  nothing; it is restored right after (the preparation data is computed inside ``start()``). This relies on
-  documented-by-code stdlib behaviour, not on a private API.
+  ``__main__.__spec__.name`` or else by ``__main__.__file__`` (``multiprocessing.spawn.get_preparation_data`` /
+  ``_fixup_main_from_name``, the same in CPython 3.10–3.13 and its main branch). Inside ComfyUI that is
+  main.py: argument parsing, every pack's prestartup script, torch/CUDA and server imports. Around
+  ``Process.start()`` only, ``__main__.__spec__`` is set to a spec named ``"__main__"``, for which
+  ``_fixup_main_from_name`` runs nothing (it treats it like a package's __main__.py); it is restored right after
+  (the preparation data is computed inside ``start()``). This relies on how the standard library's code behaves,
+  not on a documented API; it touches no private name and not ``sys.modules``.
 - Events travel as JSON bytes on a one-way pipe (``send_bytes``/``recv_bytes``: nothing is unpickled here).
 - The child exits when this process dies (it watches ``multiprocessing.parent_process().sentinel``); ``stop()``
   terminates, then kills after ``KILL_AFTER_S``. User values travel inside the job files.
