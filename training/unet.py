@@ -93,7 +93,9 @@ def unet_from_ldm(state_dict: dict[str, torch.Tensor], config: dict, dtype: torc
     left = [n for n, t in itertools.chain(unet.named_parameters(), unet.named_buffers()) if t.is_meta]
     if left:
         raise ValueError(f"UNet tensors not in the weights: {left[:5]}")
-    return unet.to(dtype)  # no copy when the weights already have this dtype
+    if any(p.dtype != dtype for p in unet.parameters()):  # read_tensors already cast; in-memory callers may not
+        unet = unet.to(dtype)
+    return unet
 
 
 @dataclass(frozen=True)
