@@ -54,8 +54,9 @@ def _pth_interpreter(folder: Path, comfy_dir: Path) -> Path:
     file alone sets sys.path (stdlib, site-packages, ComfyUI's folder) and implies isolated, safe-path mode."""
     exe = folder / "python.exe"
     shutil.copy2(os.path.realpath(sys._base_executable), exe)
-    paths = [p for p in sys.path if p and Path(p).exists() and "site-packages" not in p and "tests" not in p]
-    paths += [sysconfig.get_paths()["purelib"], str(comfy_dir), "."]
+    stdlib = sysconfig.get_paths()["stdlib"]
+    paths = [p for p in sys.path if p.endswith(".zip")] + [stdlib, os.path.join(stdlib, "lib-dynload"),
+                                                           sysconfig.get_paths()["purelib"], str(comfy_dir), "."]
     # CPython ≥ 3.11 (Modules/getpath.py) reads `<executable>._pth` on POSIX too ("python.exe._pth" here).
     Path(f"{exe}._pth").write_text("\n".join(paths) + "\nimport site\n")
     return exe
