@@ -4,7 +4,7 @@ COMFY := .cache/comfyui
 PORT ?= 8188
 MODELS ?=
 
-.PHONY: provision test demo serve bench bench-gpu clean
+.PHONY: provision test demo serve bench bench-gpu bench-startup clean
 
 provision:
 	@bash scripts/provision.sh
@@ -23,12 +23,16 @@ serve: provision
 	@ln -sfn "$(CURDIR)" $(COMFY)/custom_nodes/comfyui-image-alchemy
 	cd $(COMFY) && ../../$(PY) main.py --cpu --listen 127.0.0.1 --port $(PORT)
 
-# CPU benchmarks (ratios in one process); bench-gpu: full-size SDXL training on a CUDA machine.
+# CPU benchmarks (ratios in one process); bench-gpu: full-size SDXL training on a CUDA machine;
+# bench-startup: the trainer's start-up on a full-size SDXL UNet (needs ~16 GB of free RAM, several minutes).
 bench: provision
-	@for f in $(filter-out %_gpu.py,$(wildcard bench/*.py)); do echo "== $$f"; $(PY) $$f || exit 1; done
+	@for f in $(filter-out %_gpu.py bench/train_startup.py,$(wildcard bench/*.py)); do echo "== $$f"; $(PY) $$f || exit 1; done
 
 bench-gpu: provision
 	$(PY) bench/train_sdxl_gpu.py
+
+bench-startup: provision
+	$(PY) bench/train_startup.py
 
 clean:
 	rm -rf .venv .cache

@@ -1,7 +1,7 @@
 """Prior preservation's class images for TrainSubjectLoRA, drawn in the graph by ComfyUI's own sampler with
 the wired MODEL/CLIP/VAE ('a photo of <class>', no token), cached by model hash, prompt, count, size and seed.
 
-The cache lives in ComfyUI's temp folder next to the exported UNet (cleared when ComfyUI restarts); images are
+The cache lives in ComfyUI's temp folder (cleared when ComfyUI restarts); images are
 kept as 8-bit pixels, the way DreamBooth keeps its class folder, and encoded like the subject photos.
 """
 from __future__ import annotations

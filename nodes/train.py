@@ -1,11 +1,14 @@
 """TrainSubjectLoRA: learn a subject from 4–5 photos (paper 001 §3.2) into a kohya LoRA in models/loras.
 
-The node encodes in the graph with the wired VAE and CLIP (the encoders inference will use), hands the
-UNet weights over once (cached by content hash), frees ComfyUI's models and trains in a child process
-(training/, no ComfyUI imports), streaming progress to the progress bar and the browser's loss chart.
+The node encodes in the graph with the wired VAE and CLIP (the encoders inference will use), returns the
+existing LoRA when it was trained from the same inputs (model fingerprint, settings, encoded data) before any
+file is written, hands the UNet over (its checkpoint file, or a cached export: nodes/unet_handover.py), frees
+ComfyUI's models and trains in a spawned process (training/child.py; training/ imports no ComfyUI), streaming
+progress to the progress bar and the browser's loss chart.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import shutil
@@ -23,7 +26,7 @@ from comfy_api.latest import io, ui
 from ..training import child, job
 from ..training.augment import augmented_views
 from ..training.settings import DRIFT_PENALTIES
-from . import class_images
+from . import class_images, unet_handover
 from .train_checks import (available_vram, bf16_native, check_trainable, lora_file_name, sampling_kind,
                            several_tokens_warning)
 from ..training.hardware import auto_gradient_checkpointing, auto_mixed_precision
@@ -32,7 +35,8 @@ from ..training.plot import loss_curve_image
 from ..training.preprocess import resize_and_crop
 from ..training.settings import TrainSettings
 from ..training.trainer import TrainingData
-from ..training.unet import diffusers_unet_config, save_ldm_unet, state_dict_hash
+from ..training.unet import diffusers_unet_config
+from ..training.weights import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -107,25 +111,18 @@ def _add_class_data(data: TrainingData, model, clip, vae, settings: TrainSetting
     data.class_time_ids = time_ids[:1]
 
 
-def _export_unet(model) -> tuple[Path, str]:
-    """Base UNet weights (LDM layout) to a cache file named by content hash; older exports are removed."""
-    diffusion_model = model.model.diffusion_model
+def _unet_config(model) -> dict:
     try:
-        config = diffusers_unet_config(model.model.model_config.unet_config)
+        return diffusers_unet_config(model.model.model_config.unet_config)
     except (KeyError, ValueError) as e:
         raise ValueError(f"{NODE}: the MODEL is not an SDXL-family UNet ({e}); connect an SDXL checkpoint") from e
-    state_dict = diffusion_model.state_dict()
-    model_hash = state_dict_hash(state_dict)
-    path = _work_dir() / f"unet-{model_hash[:20]}.safetensors"
-    if not path.exists():
-        for old in _work_dir().glob("unet-*.safetensors"):
-            old.unlink(missing_ok=True)
-        save_ldm_unet(path, state_dict, config, model_hash)
-    return path, model_hash
 
 
 def job_hash(model_hash: str, settings: TrainSettings, data: TrainingData) -> str:
-    digest = hashlib.sha256(f"{job.JOB_FORMAT}|{model_hash}|{settings.to_json()}".encode())
+    # Gradient checkpointing trades memory for time without changing the result; under "auto" it follows free
+    # VRAM, so it stays out of the key or the same inputs would retrain whenever free memory differs.
+    same_result = dataclasses.replace(settings, gradient_checkpointing=False)
+    digest = hashlib.sha256(f"{job.JOB_FORMAT}|{model_hash}|{same_result.to_json()}".encode())
     for name, tensor in sorted(data.tensors().items()):
         digest.update(name.encode())
         digest.update(tensor.float().contiguous().numpy().tobytes())
@@ -295,18 +292,20 @@ class TrainSubjectLoRA(io.ComfyNode):
         comfy.model_management.soft_empty_cache()
         if model.patches:
             log.warning("%s: the MODEL carries patches (e.g. LoRAs); training uses its base weights only", NODE)
-        unet_path, model_hash = _export_unet(model)
-        if settings.prior_images:
-            _add_class_data(data, model, clip, vae, settings, resolution, model_hash)
-            comfy.model_management.unload_all_models()
-            comfy.model_management.soft_empty_cache()
+        config = _unet_config(model)
+        model_hash = fingerprint(model.model.diffusion_model.state_dict())  # sampled: well under a second
         key = job_hash(model_hash, settings, data)
 
-        if output.exists() and read_metadata(output).get(JOB_HASH_KEY) == key:
+        if output.exists() and read_metadata(output).get(JOB_HASH_KEY) == key:  # before anything is written
             log.info("%s: %s already trained from these inputs; not training again", NODE, file_name)
             losses = cls._losses(output)
             _send(cls.hidden.unique_id, {"phase": "cached", "losses": losses})
             return cls._result(file_name, losses)
+        if settings.prior_images:
+            _add_class_data(data, model, clip, vae, settings, resolution, model_hash)
+            comfy.model_management.unload_all_models()
+            comfy.model_management.soft_empty_cache()
+        unet = unet_handover.unet_source(model, model.model.diffusion_model.state_dict(), config, model_hash)
 
         if output.exists():
             log.warning("%s: %s exists from other inputs or settings; it is replaced when training succeeds",
@@ -314,7 +313,7 @@ class TrainSubjectLoRA(io.ComfyNode):
         job_dir = _work_dir() / f"job-{uuid.uuid4().hex[:12]}"
         pbar = comfy.utils.ProgressBar(settings.steps)
         try:
-            job.write_job(job_dir, settings, data, unet_path=unet_path, output=output,
+            job.write_job(job_dir, settings, data, unet_path=unet, output=output,
                           extra_metadata={JOB_HASH_KEY: key, "ss_output_name": Path(file_name).stem})
             _send(cls.hidden.unique_id, {"phase": "start", "steps": settings.steps})
 

@@ -34,7 +34,12 @@ def free_port() -> int:
 
 
 class ComfyServer:
-    def __init__(self, comfy_dir: Path, base_dir: Path, custom_nodes: dict[str, Path], python: str = sys.executable):
+    def __init__(self, comfy_dir: Path, base_dir: Path, custom_nodes: dict[str, Path], python: str = sys.executable,
+                 env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()):
+        """``env``: variables set (or, with value None, removed) in the server's environment on top of ours;
+        ``extra_args``: more ComfyUI command-line arguments."""
+        self.env = dict(env or {})
+        self.extra_args = tuple(extra_args)
         self.comfy_dir = Path(comfy_dir)
         self.base_dir = Path(base_dir)
         self.python = python
@@ -54,8 +59,9 @@ class ComfyServer:
     def start(self, timeout: float = 180.0) -> "ComfyServer":
         cmd = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", str(self.base_dir), "--disable-auto-launch",
-               "--database-url", f"sqlite:///{self.base_dir / 'user' / 'comfyui.db'}"]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+               "--database-url", f"sqlite:///{self.base_dir / 'user' / 'comfyui.db'}", *self.extra_args]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **self.env}
+        env = {k: v for k, v in env.items() if v is not None}
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(cmd, cwd=self.comfy_dir, stdout=self._log, stderr=subprocess.STDOUT,
                                         env=env, start_new_session=True)

@@ -1,7 +1,6 @@
 """TrainSubjectLoRA through the real ComfyUI server: trains on the tiny model, the LoRA loads in LoraLoader,
 same inputs are not trained twice, cancel leaves nothing behind."""
 import json
-import subprocess
 import time
 
 import numpy as np
@@ -12,6 +11,7 @@ from comfy_execution.graph_utils import GraphBuilder
 from PIL import Image
 from safetensors import safe_open
 
+import reliability_helpers
 from comfy_server import PromptFailed
 from training_helpers import synthetic_subject
 
@@ -59,8 +59,7 @@ def leftovers(comfy):
 
 def trainer_processes(comfy):
     """Trainer children of this test server (other servers on the machine may be training too)."""
-    out = subprocess.run(["ps", "-eo", "pid,args", "--width", "4000"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "-m training run" in line and str(comfy.base_dir) in line]
+    return reliability_helpers.trainer_processes(comfy)
 
 
 def txt2img(lora=None, seed=3):

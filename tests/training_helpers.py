@@ -11,7 +11,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from image_alchemy.training.settings import TrainSettings
-from image_alchemy.training.unet import LDM_PREFIX, diffusers_unet_config, save_ldm_unet, state_dict_hash, unet_from_ldm
+from image_alchemy.training.unet import LDM_PREFIX, diffusers_unet_config, save_ldm_unet, unet_from_ldm
+from image_alchemy.training.weights import fingerprint
 
 SDXL_LATENT_SCALE = 0.13025  # ComfyUI's SDXL latent format scales the (TAESD) VAE output by this
 
@@ -115,7 +116,7 @@ def tiny_ldm_unet_file(tiny_models: dict[str, Path], folder: Path) -> Path:
         sd = load_file(str(tiny_models["unet"]))
         with safe_open(str(tiny_models["unet"]), framework="pt") as f:
             config = diffusers_unet_config(json.loads(f.metadata()["tiny_sdxl.unet_config"]))
-        save_ldm_unet(path, {k[len(LDM_PREFIX):]: v for k, v in sd.items()}, config, state_dict_hash(sd))
+        save_ldm_unet(path, {k[len(LDM_PREFIX):]: v for k, v in sd.items()}, config, fingerprint(sd))
     return path
 
 

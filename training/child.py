@@ -1,20 +1,32 @@
-"""Runs `python -m training run JOB_DIR` as a child process and streams its JSON progress lines.
+"""Starts the node's trainer process and streams its progress events.
 
-Why a plain child process and not ``multiprocessing`` spawn: inside ComfyUI, spawn re-executes the parent's
-``__main__`` (ComfyUI's main.py: argument parsing, every custom node's prestartup script, torch/CUDA and
-server imports) in the child unless one mutates ``sys.modules['__main__']`` or subclasses private Popen
-internals, and the pack's own modules are not importable by name there (ComfyUI imports custom nodes under
-path-derived names). A fresh interpreter on `-m training` with the pack root as cwd imports exactly the
-trainer, the same command a user runs from a shell. Only the job folder path (made by us) is on the command
-line; user values travel inside the job files.
+How it starts, and why this way:
+- ``multiprocessing`` with the ``spawn`` context: a fresh interpreter (no CUDA state or ComfyUI threads
+  inherited), started by the standard library on every OS, with no shell and no command line of ours. The
+  process target is the standard library's ``runpy.run_path`` on training/launch.py, so the child needs no
+  importable name for this pack (ComfyUI imports custom nodes under path-derived names, and a safe-path
+  interpreter such as Windows portable's ``._pth`` python puts no working folder on sys.path): the launcher puts
+  the pack root first on sys.path and calls the same run function as `python -m training run JOB`.
+- spawn re-runs the parent's ``__main__`` in the child (as ``__mp_main__``) when it can name it: by
+  ``__main__.__spec__.name`` or else by ``__main__.__file__`` (``multiprocessing.spawn.get_preparation_data`` /
+  ``_fixup_main_from_name``, the same in CPython 3.10–3.13 and its main branch). Inside ComfyUI that is
+  main.py: argument parsing, every pack's prestartup script, torch/CUDA and server imports. Around
+  ``Process.start()`` only, ``__main__.__spec__`` is set to a spec named ``"__main__"``, for which
+  ``_fixup_main_from_name`` runs nothing (it treats it like a package's __main__.py); it is restored right after
+  (the preparation data is computed inside ``start()``). This relies on how the standard library's code behaves,
+  not on a documented API; it touches no private name and not ``sys.modules``.
+- Events travel as JSON bytes on a one-way pipe (``send_bytes``/``recv_bytes``: nothing is unpickled here).
+- The child exits when this process dies (it watches ``multiprocessing.parent_process().sentinel``); ``stop()``
+  terminates, then kills after ``KILL_AFTER_S``. User values travel inside the job files.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.machinery
 import json
 import logging
-import queue
-import subprocess
-import sys
+import multiprocessing
+import runpy
 import threading
 import time
 from pathlib import Path
@@ -23,44 +35,69 @@ from typing import Callable, Iterator
 log = logging.getLogger(__name__)
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
+LAUNCHER = Path(__file__).resolve().with_name("launch.py")
+LOG_FILE = "trainer.log"  # written by the child (training/cli.py run_child)
 KILL_AFTER_S = 2.0
+PROCESS_NAME = "image-alchemy-trainer"
+
+_SPAWN = multiprocessing.get_context("spawn")
+_MAIN_LOCK = threading.Lock()
 
 
 class TrainingFailed(RuntimeError):
     pass
 
 
+@contextlib.contextmanager
+def _main_not_rerun():
+    """While spawn computes its preparation data, name ``__main__`` so that the child runs none of it."""
+    import __main__
+
+    with _MAIN_LOCK:
+        had_spec, saved = hasattr(__main__, "__spec__"), getattr(__main__, "__spec__", None)
+        __main__.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+        try:
+            yield
+        finally:
+            if had_spec:
+                __main__.__spec__ = saved
+            else:
+                del __main__.__spec__
+
+
 class TrainerProcess:
-    """One training child. Iterate ``events()`` for progress dicts; ``stop()`` always ends the process
+    """One trainer process. Iterate ``events()`` for progress dicts; ``stop()`` always ends the process
     (terminate, then kill after ``KILL_AFTER_S``) and is safe to call twice."""
 
-    def __init__(self, job_dir: str | Path, python: str = sys.executable):
+    def __init__(self, job_dir: str | Path):
         self.job_dir = Path(job_dir)
-        self.stderr_path = self.job_dir / "trainer.log"
-        self._stderr = open(self.stderr_path, "wb")
-        # stdin stays open as a lifeline: the child exits when it closes (ComfyUI gone).
-        self.process = subprocess.Popen([python, "-m", "training", "run", str(self.job_dir), "--stop-on-stdin-eof"],
-                                        cwd=PACK_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self._stderr)
-        self._lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, name="trainer-stdout", daemon=True).start()
+        self._events, child_end = _SPAWN.Pipe(duplex=False)
+        globals_ = {"PACK_ROOT": str(PACK_ROOT), "JOB_DIR": str(self.job_dir), "EVENTS": child_end}
+        # daemon: a normal ComfyUI exit terminates it instead of waiting for the training to finish.
+        self.process = _SPAWN.Process(target=runpy.run_path, args=(str(LAUNCHER),),
+                                      kwargs={"init_globals": globals_, "run_name": "image_alchemy_trainer"},
+                                      name=PROCESS_NAME, daemon=True)
+        try:
+            with _main_not_rerun():
+                self.process.start()
+        finally:
+            child_end.close()  # the child holds its own copy; EOF here means the child is gone
 
-    def _read(self) -> None:
-        for raw in self.process.stdout:
-            self._lines.put(raw)
-        self._lines.put(None)
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
 
     def events(self, poll: Callable[[], None] = lambda: None, poll_s: float = 0.1) -> Iterator[dict]:
-        """Yields the child's JSON events until it exits; calls ``poll()`` at least every ``poll_s`` (the
-        node raises ComfyUI's interrupt from there). Raises TrainingFailed on an error event or exit code."""
+        """Yields the child's events until it exits; calls ``poll()`` at least every ``poll_s`` (the node raises
+        ComfyUI's interrupt from there). Raises TrainingFailed on an error event or a non-zero exit status."""
         error = None
         while True:
             poll()
             try:
-                raw = self._lines.get(timeout=poll_s)
-            except queue.Empty:
-                continue
-            if raw is None:
+                if not self._events.poll(poll_s):
+                    continue
+                raw = self._events.recv_bytes()
+            except (EOFError, OSError):
                 break
             try:
                 event = json.loads(raw)
@@ -70,31 +107,27 @@ class TrainerProcess:
             if "error" in event:
                 error = event["error"]
             yield event
-        code = self.process.wait()
+        self.process.join()
+        code = self.process.exitcode
         if error or code != 0:
             raise TrainingFailed(error or f"the trainer exited with status {code}:\n{self.log_tail()}")
 
     def log_tail(self, chars: int = 3000) -> str:
-        self._stderr.flush()
         try:
-            return self.stderr_path.read_text(errors="replace")[-chars:]
+            return (self.job_dir / LOG_FILE).read_text(errors="replace")[-chars:]
         except FileNotFoundError:
             return ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        if self.process.exitcode is None and self.process.is_alive():
             self.process.terminate()
-            try:
-                self.process.wait(KILL_AFTER_S)
-            except subprocess.TimeoutExpired:
+            self.process.join(KILL_AFTER_S)
+            if self.process.is_alive():
                 self.process.kill()
-                self.process.wait()
-        for stream in (self.process.stdin, self.process.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
-        self._stderr.close()
+                self.process.join()
+        else:
+            self.process.join()
+        self._events.close()
 
 
 def run_and_wait(job_dir: str | Path, on_event: Callable[[dict], None] | None = None,

@@ -2,6 +2,7 @@
 
 Progress goes to stdout, one JSON object per line: {"step", "steps", "loss", "lr", "eta_s"} per step, then
 {"done": true, "output": PATH, "seconds": S}, or {"error": MESSAGE} (exit status 1). Logs go to stderr.
+``run_child`` is the same run inside the node's trainer process (training/child.py), events on a pipe.
 """
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
+from typing import Callable
 
 from .settings import (DRIFT_PENALTIES, DRIFT_WEIGHT_DEFAULTS, LR_SCHEDULERS, MIXED_PRECISION, PREDICTION_TYPES,
                        SAVE_PRECISION, TrainSettings)
 
 log = logging.getLogger("training")
+
+LOG_FILE = "trainer.log"  # in the job folder: the node's trainer writes its logs here
 
 _SETTING_HELP = {
     "rank": "LoRA rank r",
@@ -81,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run = sub.add_parser("run", help="train the job folder written by the TrainSubjectLoRA node")
     run.add_argument("job_dir", help="job folder (job.json + data.safetensors)")
     run.add_argument("--stop-on-stdin-eof", action="store_true",
-                     help="exit when stdin closes (the node's child process: stop when ComfyUI goes away)")
+                     help="exit when stdin closes (for a parent process that keeps stdin open as a lifeline)")
     fit = sub.add_parser("fit", help="encode a folder of photos with diffusers, then train",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     fit.add_argument("--model", required=True, help="diffusers SDXL folder or single-file .safetensors checkpoint")
@@ -136,22 +141,77 @@ def _exit_when_stdin_closes() -> None:
     threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
 
 
+def run_events(job_dir: str, emit: Callable[[dict], None]) -> int:
+    """Trains one job folder, streaming its events through ``emit``; returns the exit status (0 or 1)."""
+    from .job import run_job
+
+    started = time.perf_counter()
+    try:
+        output = run_job(job_dir, progress=emit)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        log.error("%s", e)
+        emit({"error": str(e)})
+        return 1
+    emit({"done": True, "output": str(output), "seconds": round(time.perf_counter() - started, 3)})
+    return 0
+
+
+def _exit_with_parent() -> None:
+    """The node's trainer stops when ComfyUI goes away (killed included): the parent's sentinel becomes ready."""
+    import multiprocessing
+    import multiprocessing.connection
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch():
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def run_child(job_dir: str, events) -> int:
+    """The node's trainer process (started by training/child.py through training/launch.py): the same run as
+    `python -m training run`, with events as JSON bytes on the ``events`` pipe end (no pickle) and the
+    process's stdout/stderr (logs, library warnings) in the job folder's trainer.log."""
+    _exit_with_parent()
+    path = Path(job_dir) / LOG_FILE
+    with open(path, "ab", buffering=0) as raw:  # fds 1 and 2 keep it open: library prints land there too
+        for fd in (1, 2):
+            os.dup2(raw.fileno(), fd)
+    logging.basicConfig(level=logging.INFO, filename=str(path), format="%(levelname)s %(name)s: %(message)s")
+
+    def emit(event: dict) -> None:
+        events.send_bytes(json.dumps(event).encode())
+
+    try:
+        return run_events(job_dir, emit)
+    except BaseException as e:  # anything else still reaches the node as a message, not only as an exit status
+        log.exception("trainer crashed")
+        try:
+            emit({"error": f"{type(e).__name__}: {e}"})
+        except OSError:
+            pass
+        return 1
+    finally:
+        events.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    if args.command == "run":
+        if args.stop_on_stdin_eof:
+            _exit_when_stdin_closes()
+        return run_events(args.job_dir, _emit)
     started = time.perf_counter()
     try:
-        if args.command == "run":
-            from .job import run_job
+        from .fit import fit
 
-            if args.stop_on_stdin_eof:
-                _exit_when_stdin_closes()
-            output = run_job(args.job_dir, progress=_emit)
-        else:
-            from .fit import fit
-
-            output = fit(args.model, args.images, args.out, args.settings, resolution=args.resolution,
-                         config=args.config, progress=_emit, class_dir=args.class_dir, class_steps=args.class_steps)
+        output = fit(args.model, args.images, args.out, args.settings, resolution=args.resolution,
+                     config=args.config, progress=_emit, class_dir=args.class_dir, class_steps=args.class_steps)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         log.error("%s", e)
         _emit({"error": str(e)})

@@ -149,7 +149,7 @@ def fit(model: str, images: str, out: str, settings: TrainSettings, *, resolutio
     """Loads the model, encodes the subject once, frees the VAE and text encoders, trains, writes the LoRA."""
     from .job import finish
     from .trainer import resolve_device, train
-    from .unet import state_dict_hash
+    from .weights import fingerprint
 
     pipe = load_pipeline(model, config)
     device = resolve_device(settings)
@@ -158,7 +158,7 @@ def fit(model: str, images: str, out: str, settings: TrainSettings, *, resolutio
     pipe.text_encoder_2.to(device)
     data = encode_subject(pipe, images, resolution, settings)
     unet = pipe.unet
-    base_hash = state_dict_hash(unet.state_dict())
+    base_hash = fingerprint(unet.state_dict())
     if settings.prior_images:
         pipe.unet.to(device)
         add_class_data(pipe, data, settings, resolution, model_hash=base_hash, steps=class_steps, cache_dir=class_dir)

@@ -1,8 +1,9 @@
 """Job folders: what the node hands to the child process, and the run function both entry points share.
 
 A job folder holds ``job.json`` (settings, paths, extra metadata) and ``data.safetensors`` (cached latents,
-text embeddings, size/crop conditioning, optional masks). The base UNet is a separate safetensors file (LDM
-layout + diffusers config in its metadata), cached by content hash outside the job, named in ``job.json``.
+text embeddings, size/crop conditioning, optional masks). The base UNet is a separate safetensors file named in
+``job.json`` with its key prefix and diffusers config: the checkpoint ComfyUI loaded, or an export (LDM layout,
+config in its metadata) cached by fingerprint outside the job (training/unet.py ``UnetSource``).
 User values travel only inside these files, never on a command line.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from .lora_file import lora_metadata, save_lora
 from .settings import TrainSettings
 from .trainer import TrainingData, resolve_device, train, weight_dtype
-from .unet import load_ldm_unet
+from .unet import UnetSource, load_unet
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +28,18 @@ JOB_FORMAT = "image_alchemy.train_job/1"
 JOB_FILE, DATA_FILE = "job.json", "data.safetensors"
 
 
-def write_job(job_dir: str | os.PathLike, settings: TrainSettings, data: TrainingData, *, unet_path: str | os.PathLike,
-              output: str | os.PathLike, extra_metadata: dict[str, str] | None = None) -> Path:
-    """Writes a job folder (each file atomically) and returns it."""
+def write_job(job_dir: str | os.PathLike, settings: TrainSettings, data: TrainingData, *,
+              unet_path: str | os.PathLike | UnetSource, output: str | os.PathLike,
+              extra_metadata: dict[str, str] | None = None) -> Path:
+    """Writes a job folder (each file atomically) and returns it. ``unet_path``: an export written by
+    ``save_ldm_unet``, or a ``UnetSource`` (any safetensors file holding the UNet)."""
+    unet = unet_path.to_json() if isinstance(unet_path, UnetSource) else str(unet_path)
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     tmp = job_dir / (DATA_FILE + ".partial")
     save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in data.tensors().items()}, str(tmp))
     os.replace(tmp, job_dir / DATA_FILE)
-    job = {"format": JOB_FORMAT, "settings": json.loads(settings.to_json()), "unet": str(unet_path),
+    job = {"format": JOB_FORMAT, "settings": json.loads(settings.to_json()), "unet": unet,
            "output": str(output), "metadata": dict(extra_metadata or {})}
     tmp = job_dir / (JOB_FILE + ".partial")
     tmp.write_text(json.dumps(job, indent=1))
@@ -71,9 +75,12 @@ def run_job(job_dir: str | os.PathLike, progress: Callable[[dict], None] | None 
     """Trains the job in ``job_dir`` and writes the LoRA it names. The one function behind `python -m
     training run` and the node's child process."""
     job, settings, data = read_job(job_dir)
+    device = resolve_device(settings)
     if settings.device == "auto":
-        log.info("training on %s", resolve_device(settings))
-    unet, _config, model_hash = load_ldm_unet(job["unet"], dtype=weight_dtype(settings))
+        log.info("training on %s", device)
+    source = UnetSource.from_json(job["unet"])
+    log.info("reading the base UNet from %s", source.path)  # bench/train_startup.py takes the baseline here
+    unet = load_unet(source, dtype=weight_dtype(settings), device=device)  # straight to the device, once
     result = train(unet, data, settings, progress)
-    return finish(result, settings, data, output=job["output"], base_model_hash=model_hash,
+    return finish(result, settings, data, output=job["output"], base_model_hash=source.model_hash,
                   extra_metadata=job.get("metadata"))

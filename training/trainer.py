@@ -217,6 +217,7 @@ def train(unet, data: TrainingData, settings: TrainSettings,
 
     objective = Objective(unet, settings, tensors, generator, _BatchSampler)
     losses, started = [], time.perf_counter()
+    log.info("training loop starts: %d steps", settings.steps)  # bench/train_startup.py times start-up to here
     try:
         for step in range(1, settings.steps + 1):
             optimizer.zero_grad(set_to_none=True)

@@ -1,18 +1,22 @@
 """The base UNet: diffusers config from ComfyUI's ``unet_config``, LDM state dict → ``UNet2DConditionModel``.
 
 ComfyUI samples with the LDM-layout weights (``model.diffusion_model.*``); the trainer converts exactly those
-weights with diffusers' own single-file converter, so it trains the model ComfyUI will sample with.
+weights with diffusers' own single-file converter, so it trains the model ComfyUI will sample with. The weights
+reach the trainer as a safetensors file: the checkpoint ComfyUI loaded (when it is known and holds the same
+weights) or an export. Files are read one tensor at a time into the UNet built on the ``meta`` device, so the
+trainer holds the weights once (training/weights.py: file reading, fingerprint).
 """
 from __future__ import annotations
 
-import hashlib
+import itertools
 import json
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+
+from .weights import read_header, read_tensors, write_tensors
 
 LDM_PREFIX = "model.diffusion_model."
 CONFIG_METADATA_KEY = "image_alchemy.diffusers_unet_config"
@@ -71,28 +75,57 @@ def diffusers_unet_config(unet_config: dict) -> dict:
 
 
 def unet_from_ldm(state_dict: dict[str, torch.Tensor], config: dict, dtype: torch.dtype = torch.float32):
-    """Builds the diffusers UNet from LDM-layout weights (keys with or without ``model.diffusion_model.``)."""
+    """Builds the diffusers UNet from LDM-layout weights (keys with or without ``model.diffusion_model.``).
+
+    The model is built on the ``meta`` device and takes the given tensors as its parameters (``assign``): no
+    randomly initialised fp32 UNet (10.3 GB for SDXL) is ever allocated, and no second copy of the weights."""
     from diffusers import UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
     if not any(k.startswith(LDM_PREFIX) for k in state_dict):
         state_dict = {LDM_PREFIX + k: v for k, v in state_dict.items()}
     converted = convert_ldm_unet_checkpoint(state_dict, config)
-    unet = UNet2DConditionModel(**config)
-    missing, unexpected = unet.load_state_dict(converted, strict=False)
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**config)
+    missing, unexpected = unet.load_state_dict(converted, strict=False, assign=True)
     if missing or unexpected:
         raise ValueError(f"UNet weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return unet if dtype == torch.float32 else unet.to(dtype)
+    left = [n for n, t in itertools.chain(unet.named_parameters(), unet.named_buffers()) if t.is_meta]
+    if left:
+        raise ValueError(f"UNet tensors not in the weights: {left[:5]}")
+    if any(p.dtype != dtype for p in unet.parameters()):  # read_tensors already cast; in-memory callers may not
+        unet = unet.to(dtype)
+    return unet
 
 
-def state_dict_hash(state_dict: dict[str, torch.Tensor]) -> str:
-    """sha256 over key names, dtypes, shapes and bytes, in key order: the same weights give the same hash."""
-    digest = hashlib.sha256()
-    for key in sorted(state_dict):
-        tensor = state_dict[key].detach().to("cpu").contiguous()
-        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class UnetSource:
+    """Where the trainer reads the base UNet: a safetensors file, the key prefix of the UNet in it
+    (``model.diffusion_model.`` in a checkpoint, "" in a UNet-only file), its diffusers config and the model's
+    fingerprint (recorded in the LoRA)."""
+
+    path: str
+    prefix: str
+    config: dict
+    model_hash: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: "dict | str") -> "UnetSource":
+        if isinstance(value, dict):
+            return cls(**value)
+        return cls.from_export(value)
+
+    @classmethod
+    def from_export(cls, path: str | os.PathLike) -> "UnetSource":
+        """A file written by ``save_ldm_unet`` (its config and hash are in the metadata)."""
+        metadata = read_header(path)[2]
+        if CONFIG_METADATA_KEY not in metadata:
+            raise ValueError(f"{path} has no {CONFIG_METADATA_KEY} metadata: it was not written by save_ldm_unet")
+        return cls(str(path), LDM_PREFIX, json.loads(metadata[CONFIG_METADATA_KEY]),
+                   metadata.get("image_alchemy.model_hash", ""))
 
 
 def save_ldm_unet(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: dict,
@@ -102,18 +135,23 @@ def save_ldm_unet(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], 
     tmp = path.with_name(path.name + ".partial")
     tensors = {(k if k.startswith(LDM_PREFIX) else LDM_PREFIX + k): v.detach().to("cpu").contiguous()
                for k, v in state_dict.items()}
-    save_file(tensors, str(tmp), metadata={CONFIG_METADATA_KEY: json.dumps(config),
-                                           "image_alchemy.model_hash": model_hash})
-    os.replace(tmp, path)
+    try:
+        write_tensors(tmp, tensors, {CONFIG_METADATA_KEY: json.dumps(config), "image_alchemy.model_hash": model_hash})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
-def load_ldm_unet(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
+def load_unet(source: UnetSource, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+    """The diffusers UNet from ``source``, its tensors read one at a time, cast to ``dtype`` on ``device``."""
+    state_dict = read_tensors(source.path, source.prefix, dtype, torch.device(device))
+    if not state_dict:
+        raise ValueError(f"{source.path} holds no tensors under {source.prefix!r}: not the UNet file it should be")
+    return unet_from_ldm(state_dict, source.config, dtype)
+
+
+def load_ldm_unet(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
     """Reads a file written by ``save_ldm_unet`` → (diffusers UNet, config, model hash)."""
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-        if CONFIG_METADATA_KEY not in metadata:
-            raise ValueError(f"{path} has no {CONFIG_METADATA_KEY} metadata: it was not written by save_ldm_unet")
-        state_dict = {k: f.get_tensor(k) for k in f.keys()}
-    config = json.loads(metadata[CONFIG_METADATA_KEY])
-    return unet_from_ldm(state_dict, config, dtype), config, metadata.get("image_alchemy.model_hash", "")
+    source = UnetSource.from_export(path)
+    return load_unet(source, dtype, device), source.config, source.model_hash

@@ -28,8 +28,9 @@ def _tiny_file(name):
     return folder_paths.get_full_path_or_raise("tiny_sdxl", name)
 
 
-def load_tiny_model():
-    sd, metadata = comfy.utils.load_torch_file(_tiny_file("unet.safetensors"), safe_load=True, return_metadata=True)
+def load_tiny_model(path=None):
+    sd, metadata = comfy.utils.load_torch_file(path or _tiny_file("unet.safetensors"), safe_load=True,
+                                               return_metadata=True)
     model_config = comfy.supported_models.SDXL(json.loads(metadata["tiny_sdxl.unet_config"]))
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model(sd, UNET_PREFIX, device=torch.device("cpu"))
@@ -208,10 +209,33 @@ class TinySDXLVariant(io.ComfyNode):
             offload_device=comfy.model_management.unet_offload_device()))
 
 
+class TinySDXLFileLoader(io.ComfyNode):
+    """The tiny model loaded from a given UNet file, recorded on the ModelPatcher the way ComfyUI 0.33's
+    UNETLoader records its file (``cached_patcher_init = (load_diffusion_model, (path, options))``); ComfyUI's
+    own loaders refuse the tiny architecture, so this stands in for them."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ImageAlchemyTest_TinySDXLFileLoader",
+            display_name="Tiny SDXL Loader from a file (tests)",
+            category="Image Alchemy/testing",
+            description="The tiny SDXL model with its UNet read from unet_path, which the MODEL remembers.",
+            inputs=[io.String.Input("unet_path", tooltip="Absolute path of a tiny-model UNet .safetensors.")],
+            outputs=[io.Model.Output(), io.Clip.Output(), io.Vae.Output()],
+        )
+
+    @classmethod
+    def execute(cls, unet_path) -> io.NodeOutput:
+        model = load_tiny_model(unet_path)
+        model.cached_patcher_init = (comfy.sd.load_diffusion_model, (unet_path, {}))
+        return io.NodeOutput(model, load_tiny_clip(), load_tiny_vae())
+
+
 class FixtureExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [TinySDXLLoader, FailOnPurpose, ShapedImage, DiscMask, TinySD15Loader, TinySDXLVariant]
+        return [TinySDXLLoader, TinySDXLFileLoader, FailOnPurpose, ShapedImage, DiscMask, TinySD15Loader, TinySDXLVariant]
 
 
 async def comfy_entrypoint() -> FixtureExtension:
