@@ -1,22 +1,35 @@
 # Image Alchemy — every target provisions what it needs first (idempotent; seconds on a second run).
-PY := .venv/bin/python
+# COMFYUI picks the ComfyUI version, each with its own venv (their frontend packages differ):
+#   0.33.0 (default)  .venv + .cache/comfyui                 the whole suite
+#   0.3.75 (oldest)   .venv-0.3.75 + .cache/comfyui-0.3.75    by default only the tests that start a server
+DEFAULT_COMFYUI := 0.33.0
+COMFYUI ?= $(DEFAULT_COMFYUI)
+ifeq ($(COMFYUI),$(DEFAULT_COMFYUI))
+VENV := .venv
 COMFY := .cache/comfyui
+MARK ?=
+else
+VENV := .venv-$(COMFYUI)
+COMFY := .cache/comfyui-$(COMFYUI)
+MARK ?= server
+endif
+PY := $(VENV)/bin/python
 PORT ?= 8188
 MODELS ?=
 
-.PHONY: provision test demo serve bench bench-gpu bench-startup clean
+.PHONY: provision test demo serve bench bench-gpu bench-startup check-wheels clean
 
 provision:
-	@bash scripts/provision.sh
+	@COMFYUI=$(COMFYUI) bash scripts/provision.sh
 
 # The pytest script, not `python -m pytest`, which would put the repo root (and our nodes/) on sys.path.
 # pytest exits 5 when it collected no test: a broken suite, reported as such.
 test: provision
-	@.venv/bin/pytest -q tests $(PYTEST_ARGS); rc=$$?; \
+	@IMAGE_ALCHEMY_COMFYUI=$(COMFY) $(VENV)/bin/pytest -q tests $(if $(MARK),-m "$(MARK)") $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (broken suite)" >&2; exit 1; fi; exit $$rc
 
 demo: provision
-	$(PY) scripts/demo.py $(if $(MODELS),--models "$(MODELS)")
+	IMAGE_ALCHEMY_COMFYUI=$(COMFY) $(PY) scripts/demo.py $(if $(MODELS),--models "$(MODELS)")
 
 serve: provision
 	@mkdir -p $(COMFY)/custom_nodes
@@ -34,5 +47,9 @@ bench-gpu: provision
 bench-startup: provision
 	$(PY) bench/train_startup.py
 
+# Does requirements.txt resolve to wheels only (no compiler) on Linux, macOS and Windows? Needs PyPI.
+check-wheels: provision
+	$(PY) scripts/check_wheels.py
+
 clean:
-	rm -rf .venv .cache
+	rm -rf .venv .venv-* .cache

@@ -130,10 +130,13 @@ class RareTokenPicker(io.ComfyNode):
                                             "to the score."),
             ],
             outputs=[
-                io.String.Output("token", tooltip="The chosen placeholder word (least prior)."),
-                io.Image.Output("contact_sheet", tooltip="Candidates (rows, ranked best first) × seeds, labeled."),
-                io.String.Output("score_table", tooltip="Every candidate's SSIM / embedding similarity and rank, "
-                                                        "plus the rejected words and why."),
+                io.String.Output("token", display_name="token",
+                                 tooltip="The chosen placeholder word (least prior)."),
+                io.Image.Output("contact_sheet", display_name="contact_sheet",
+                                tooltip="Candidates (rows, ranked best first) × seeds, labeled."),
+                io.String.Output("score_table", display_name="score_table",
+                                 tooltip="Every candidate's SSIM / embedding similarity and rank, "
+                                         "plus the rejected words and why."),
             ],
         )
 

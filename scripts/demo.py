@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The ComfyUI tree `make demo COMFYUI=...` provisioned (the default one otherwise).
+COMFY_DIR = Path(os.environ.get("IMAGE_ALCHEMY_COMFYUI", ROOT / ".cache" / "comfyui"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from PIL import Image  # noqa: E402
@@ -71,7 +74,7 @@ def prepare_base(base: Path, real: dict | None) -> dict:
                 "sam": real["sam"].name}
     import tiny_detectors
 
-    factory.use_comfyui(ROOT / ".cache" / "comfyui")
+    factory.use_comfyui(COMFY_DIR)
     factory.write_tiny_sdxl(models / "tiny_sdxl")
     tiny_detectors.write_grounding_dino_hf(models / "grounding-dino" / "tiny-grounding-dino")
     tiny_detectors.write_sam(models / "sams" / "tiny_sam.pth")
@@ -145,7 +148,7 @@ def main(argv=None) -> int:
     packs = {"comfyui-image-alchemy": ROOT}
     if tiny:
         packs["image_alchemy_test_fixtures"] = ROOT / "tests" / "fixture_pack"
-    server = ComfyServer(ROOT / ".cache" / "comfyui", base, packs, python=sys.executable)
+    server = ComfyServer(COMFY_DIR, base, packs, python=sys.executable)
     out = args.out
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)

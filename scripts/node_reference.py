@@ -1,7 +1,8 @@
-"""Writes the README's node reference from the server's own /object_info, so it cannot drift from the code.
+"""Writes the README's node reference and the frontend's per-node help pages (web/docs/<node_id>.md) from the
+server's own /object_info, so neither can drift from the code.
 
 Run: `.venv/bin/python scripts/node_reference.py` (starts the pack's ComfyUI, rewrites README.md between the
-node-reference markers). tests/test_readme.py fails when the README is out of date.
+node-reference markers and web/docs). tests/test_readme.py fails when either is out of date.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- node-reference:start -->", "<!-- node-reference:end -->"
 PACK_MODULE_SUFFIX = "comfyui-image-alchemy"
+DOCS = ROOT / "web" / "docs"
 
 
 def _cell(text) -> str:
@@ -23,27 +25,58 @@ def _default(options: dict) -> str:
     return f"`{options['default']}`" if "default" in options else ""
 
 
+def ours(object_info: dict) -> dict:
+    """The pack's nodes, in reference order (category, then display name)."""
+    nodes = {name: spec for name, spec in object_info.items()
+             if spec.get("python_module", "").endswith(PACK_MODULE_SUFFIX)}
+    return dict(sorted(nodes.items(), key=lambda item: (item[1]["category"], item[1]["display_name"])))
+
+
+def node_section(name: str, spec: dict, heading: str = "###") -> list[str]:
+    """One node's reference: title, category and description, an inputs table and an outputs table."""
+    lines = [f"{heading} {spec['display_name']} (`{name}`)", "", f"*{spec['category']}* — {spec['description']}", "",
+             "| input | type | default | what it does |", "|---|---|---|---|"]
+    for section in ("required", "optional"):
+        for input_name, input_spec in spec["input"].get(section, {}).items():
+            kind = input_spec[0]
+            options = input_spec[1] if len(input_spec) > 1 and isinstance(input_spec[1], dict) else {}
+            kind_name = "COMBO" if isinstance(kind, list) else kind
+            optional = " (optional)" if section == "optional" else ""
+            lines.append(f"| `{input_name}`{optional} | {kind_name} | {_cell(_default(options))} | "
+                         f"{_cell(options.get('tooltip', ''))} |")
+    lines += ["", "| output | type | what it is |", "|---|---|---|"]
+    tooltips = spec.get("output_tooltips") or [""] * len(spec["output"])
+    for out_name, kind, tip in zip(spec["output_name"], spec["output"], tooltips):
+        lines.append(f"| `{out_name}` | {kind if isinstance(kind, str) else 'COMBO'} | {_cell(tip or '')} |")
+    return lines + [""]
+
+
 def render(object_info: dict) -> str:
-    ours = {name: spec for name, spec in object_info.items()
-            if spec.get("python_module", "").endswith(PACK_MODULE_SUFFIX)}
     lines = []
-    for name, spec in sorted(ours.items(), key=lambda item: (item[1]["category"], item[1]["display_name"])):
-        lines += [f"### {spec['display_name']} (`{name}`)", "", f"*{spec['category']}* — {spec['description']}", "",
-                  "| input | type | default | what it does |", "|---|---|---|---|"]
-        for section in ("required", "optional"):
-            for input_name, input_spec in spec["input"].get(section, {}).items():
-                kind = input_spec[0]
-                options = input_spec[1] if len(input_spec) > 1 and isinstance(input_spec[1], dict) else {}
-                kind_name = "COMBO" if isinstance(kind, list) else kind
-                optional = " (optional)" if section == "optional" else ""
-                lines.append(f"| `{input_name}`{optional} | {kind_name} | {_cell(_default(options))} | "
-                             f"{_cell(options.get('tooltip', ''))} |")
-        lines += ["", "| output | type | what it is |", "|---|---|---|"]
-        tooltips = spec.get("output_tooltips") or [""] * len(spec["output"])
-        for out_name, kind, tip in zip(spec["output_name"], spec["output"], tooltips):
-            lines.append(f"| `{out_name}` | {kind if isinstance(kind, str) else 'COMBO'} | {_cell(tip or '')} |")
-        lines.append("")
+    for name, spec in ours(object_info).items():
+        lines += node_section(name, spec)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def render_docs(object_info: dict) -> dict[str, str]:
+    """The frontend's per-node help pages: file name under web/docs → markdown. ComfyUI's frontend (1.48.7, in
+    0.33.0) fetches /extensions/<pack folder>/docs/<node_id>.md, served from WEB_DIRECTORY (web/)."""
+    pages = {}
+    for name, spec in ours(object_info).items():
+        pages[f"{name}.md"] = "\n".join(node_section(name, spec, heading="#")).rstrip() + "\n"
+    return pages
+
+
+def write_docs(pages: dict[str, str]) -> None:
+    """Replaces web/docs with exactly these pages (a removed node's page goes too)."""
+    DOCS.mkdir(parents=True, exist_ok=True)
+    for stale in DOCS.glob("*.md"):
+        if stale.name not in pages:
+            stale.unlink()
+    for file_name, text in pages.items():
+        tmp = DOCS / f".{file_name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(DOCS / file_name)
 
 
 def replace_section(readme: str, body: str) -> str:
@@ -60,12 +93,15 @@ def main() -> None:
         server = ComfyServer(ROOT / ".cache" / "comfyui", Path(base), {"comfyui-image-alchemy": ROOT},
                              python=str(ROOT / ".venv" / "bin" / "python")).start()
         try:
-            body = render(server.object_info())
+            info = server.object_info()
         finally:
             server.stop()
+    body = render(info)
     readme = ROOT / "README.md"
     readme.write_text(replace_section(readme.read_text(), body))
-    print(f"README.md node reference: {body.count('### ')} nodes")
+    pages = render_docs(info)
+    write_docs(pages)
+    print(f"README.md node reference: {body.count('### ')} nodes; web/docs: {len(pages)} help pages")
 
 
 if __name__ == "__main__":

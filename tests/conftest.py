@@ -67,6 +67,14 @@ def comfy(tmp_path_factory, comfy_dir, tiny_models):
     server.stop()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Marks `server` every test that starts a real ComfyUI (through the `comfy` fixture, or its own with
+    `pytestmark = pytest.mark.server`): the subset CI also runs on the oldest supported ComfyUI."""
+    for item in items:
+        if "comfy" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.server)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

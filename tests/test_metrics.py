@@ -159,6 +159,34 @@ def test_brisque_ranks_distortions_of_a_natural_photo():
         quality.brisque_scores([photo[:16, :16]])
 
 
+# Scores of the `brisque` package 0.2.0 (libsvm's svm_predict_probability on the same model file), computed once
+# with that package installed; the pack evaluates the SVR itself so that no install needs a C compiler.
+REFERENCE_BRISQUE = {"astronaut": 10.794862939073454, "astronaut_blur2": 64.27065728734848,
+                     "coffee": 3.0479264284917633, "coffee_noise20": 40.54287900681393,
+                     "astronaut_every8th": 47.527742091456474}
+
+
+def test_brisque_matches_the_reference_package():
+    import cv2
+    import skimage.data
+
+    photo, coffee = skimage.data.astronaut(), skimage.data.coffee()
+    noise = np.random.default_rng(0).normal(0, 20, coffee.shape)
+    images = {"astronaut": photo, "astronaut_blur2": cv2.GaussianBlur(photo, (0, 0), 2.0), "coffee": coffee,
+              "coffee_noise20": np.clip(coffee + noise, 0, 255).astype(np.uint8), "astronaut_every8th": photo[::8, ::8]}
+    got = dict(zip(images, quality.brisque_scores(list(images.values()))))
+    assert got == pytest.approx(REFERENCE_BRISQUE, abs=1e-6)
+
+
+def test_brisque_model_file_is_read_whole():
+    model = quality.load_model()
+    assert model.support_vectors.shape == (770, 36) and model.coefficients.shape == (770,)
+    assert model.gamma == 0.05 and model.rho == -155.845
+    assert np.all(model.feature_max > model.feature_min)
+    with pytest.raises(ValueError, match="epsilon_svr with an rbf kernel"):
+        quality.read_libsvm_model("svm_type c_svc\nkernel_type linear\nSV\n")
+
+
 def test_brisque_in_evaluate_scores_generated_and_references():
     gen, ref = pictures(2, seed=9), pictures(3, seed=10)
     result = metrics.evaluate(gen, ["p", "q"], ref, quality=quality.brisque_scores)
