@@ -25,11 +25,11 @@ provision:
 # The pytest script, not `python -m pytest`, which would put the repo root (and our nodes/) on sys.path.
 # pytest exits 5 when it collected no test: a broken suite, reported as such.
 test: provision
-	@IMAGE_ALCHEMY_COMFYUI=$(COMFY) $(VENV)/bin/pytest -q tests $(if $(MARK),-m "$(MARK)") $(PYTEST_ARGS); rc=$$?; \
+	@IMAGE_ALCHEMY_COMFYUI=$(CURDIR)/$(COMFY) $(VENV)/bin/pytest -q tests $(if $(MARK),-m "$(MARK)") $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (broken suite)" >&2; exit 1; fi; exit $$rc
 
 demo: provision
-	IMAGE_ALCHEMY_COMFYUI=$(COMFY) $(PY) scripts/demo.py $(if $(MODELS),--models "$(MODELS)")
+	IMAGE_ALCHEMY_COMFYUI=$(CURDIR)/$(COMFY) $(PY) scripts/demo.py $(if $(MODELS),--models "$(MODELS)")
 
 serve: provision
 	@mkdir -p $(COMFY)/custom_nodes
