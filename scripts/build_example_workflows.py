@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import requests
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -36,15 +37,40 @@ OPEN_JS = """async (graph) => {
 }"""
 
 
+# Model folders the shipped widgets name files in. Newer frontends mark a node whose file is missing and show an
+# error toast; placeholder files (empty models, grey photos) keep that out of the previews (nothing is loaded).
+MODEL_FOLDERS = {"ckpt_name": "checkpoints", "lora_name": "loras",
+                 "ImageAlchemy_GroundingDinoLoader": "grounding-dino", "ImageAlchemy_SAMLoader": "sams"}
+
+
+def write_placeholder_files(base: Path) -> None:
+    for spec in workflow_specs.WORKFLOWS:
+        for node in spec["nodes"]:
+            if node["type"] == "LoadImage":
+                (base / "input").mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (64, 64), (128, 128, 128)).save(base / "input" / node["widgets"]["image"])
+            models_dir = base / "models"
+            for widget, value in node.get("widgets", {}).items():
+                folder = MODEL_FOLDERS.get(widget) or (MODEL_FOLDERS.get(node["type"]) if widget == "model_name"
+                                                       else None)
+                if folder:
+                    (models_dir / folder).mkdir(parents=True, exist_ok=True)
+                    (models_dir / folder / value).touch()
+
+
 def main() -> None:
     out_dir = ROOT / "example_workflows"
     out_dir.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as base:
+        write_placeholder_files(Path(base))
         server = ComfyServer(ROOT / ".cache" / "comfyui", Path(base), {"comfyui-image-alchemy": ROOT},
                              python=str(ROOT / ".venv" / "bin" / "python")).start()
         try:
             for setting, value in (("Comfy.Minimap.Visible", False), ("Comfy.TutorialCompleted", True),
-                                   ("Comfy.Graph.CanvasInfo", False)):
+                                   ("Comfy.Graph.CanvasInfo", False),
+                                   # Node text at the previews' zoom (frontends ≥ 1.4x / older ones).
+                                   ("LiteGraph.Canvas.MinFontSizeForLOD", 1),
+                                   ("LiteGraph.Canvas.LowQualityRenderingZoomThreshold", 0.1)):
                 requests.post(f"{server.url}/settings/{setting}", json=value, timeout=10)
             view = WORKFLOW_VIEW
             room = dict(showsImages=workflow_specs.SHOWS_IMAGES, previewHeight=workflow_specs.PREVIEW_HEIGHT,
