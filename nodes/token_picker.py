@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 NODE = "RareTokenPicker"
 CACHE_SUBDIR = os.path.join("image_alchemy", "token_cache")
+# Seeds sampled together: with CFG the UNet runs twice this batch, so 8 seeds at 1024² would hold 16 SDXL
+# activations at once; chunks of 4 halve that. The noise is drawn per seed: the images do not depend on chunking.
+SEED_BATCH = 4
 
 
 def cache_directory() -> str:
@@ -66,18 +69,23 @@ def _interrupt_check(*_args):
 
 def sample_seeds(model, clip, vae, prompt: str, negative, seeds: list[int], width: int, height: int, steps: int,
                  cfg: float, sampler_name: str, scheduler: str) -> np.ndarray:
-    """One image per seed, as KSampler would make with that seed; the seeds share one batch."""
+    """One image per seed, as KSampler would make with that seed; up to SEED_BATCH seeds share one batch."""
     positive = clip.encode_from_tokens_scheduled(clip.tokenize(prompt))
-    latent = torch.zeros([len(seeds), 4, height // 8, width // 8], device=comfy.model_management.intermediate_device())
-    latent = comfy.sample.fix_empty_latent_channels(model, latent)
-    # Per-seed noise, so image i is the batch-1 KSampler image for seeds[i] (ancestral samplers aside).
-    noise = torch.cat([comfy.sample.prepare_noise(latent[i:i + 1], seed) for i, seed in enumerate(seeds)])
-    samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
-                                  denoise=1.0, callback=_interrupt_check, disable_pbar=True, seed=seeds[0])
-    images = vae.decode(samples)
-    images = images.reshape(-1, *images.shape[-3:])  # video VAEs add a frame axis
-    # Quantized like a saved PNG, so a fresh run and a cache hit score the very same pixels.
-    return np.round(images.detach().float().clamp(0, 1).cpu().numpy() * 255.0) / 255.0
+    out = []
+    for start in range(0, len(seeds), SEED_BATCH):
+        chunk = seeds[start:start + SEED_BATCH]
+        latent = torch.zeros([len(chunk), 4, height // 8, width // 8],
+                             device=comfy.model_management.intermediate_device())
+        latent = comfy.sample.fix_empty_latent_channels(model, latent)
+        # Per-seed noise, so image i is the batch-1 KSampler image for seeds[i] (ancestral samplers aside).
+        noise = torch.cat([comfy.sample.prepare_noise(latent[i:i + 1], seed) for i, seed in enumerate(chunk)])
+        samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
+                                      denoise=1.0, callback=_interrupt_check, disable_pbar=True, seed=chunk[0])
+        images = vae.decode(samples)
+        images = images.reshape(-1, *images.shape[-3:])  # video VAEs add a frame axis
+        # Quantized like a saved PNG, so a fresh run and a cache hit score the very same pixels.
+        out.append(np.round(images.detach().float().clamp(0, 1).cpu().numpy() * 255.0) / 255.0)
+    return np.concatenate(out)
 
 
 def image_embeddings(clip_vision, images: np.ndarray) -> np.ndarray:

@@ -192,14 +192,16 @@ def in_process(comfy_dir, tiny_models):
 
 def test_batched_seeds_match_ksampler_one_seed_at_a_time(in_process):
     """Image i of a candidate is exactly what KSampler makes with seed i (deterministic sampler)."""
-    from image_alchemy.nodes.token_picker import sample_seeds
+    from image_alchemy.nodes.token_picker import SEED_BATCH, sample_seeds
 
     model, clip, vae, core_nodes = in_process
     with torch.inference_mode():
         negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
-        batched = sample_seeds(model, clip, vae, "a photo of iklan", negative, [7, 8], 64, 64, 2, 5.0, "euler", "normal")
+        seeds = list(range(7, 8 + SEED_BATCH))  # more than one chunk of seeds
+        batched = sample_seeds(model, clip, vae, "a photo of iklan", negative, seeds, 64, 64, 2, 5.0, "euler", "normal")
+        assert len(batched) == len(seeds)
         positive = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of iklan"))
-        for i, seed in enumerate([7, 8]):
+        for i, seed in enumerate(seeds):
             latent = {"samples": torch.zeros([1, 4, 8, 8])}
             (sampled,) = core_nodes.common_ksampler(model, seed, 2, 5.0, "euler", "normal", positive, negative, latent)
             single = vae.decode(sampled["samples"])[0].clamp(0, 1).numpy()
