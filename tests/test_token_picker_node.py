@@ -256,4 +256,15 @@ def test_clip_vision_embeddings_join_the_score(in_process, tmp_path):
         images = sample_seeds(model, clip, vae, f"a photo of {token}", negative, [0, 1], 64, 64, 2, 5.0, "euler",
                               "normal")
         expected = token_scoring.mean_pairwise_cosine(image_embeddings(vision, images))
+        references = [sample_seeds(model, clip, vae, prompt, negative, [0, 1], 64, 64, 2, 5.0, "euler", "normal")
+                      for prompt in ("a photo of dog", "")]
     assert float(first.split()[2]) == pytest.approx(expected, abs=2e-4)
+    # The sheet's first two rows are the references (class word, then empty prompt), below each row's divider.
+    for row, ref in enumerate(references):
+        for i in range(2):
+            cell = sheet[0, row * 64 + 1:(row + 1) * 64, token_scoring.LABEL_WIDTH + i * 64:token_scoring.LABEL_WIDTH
+                         + (i + 1) * 64].numpy()
+            np.testing.assert_allclose(cell, ref[i][1:], atol=1e-6)
+    cal = token_scoring.Calibration(*(token_scoring.mean_pairwise_cosine(image_embeddings(vision, r))
+                                      for r in references))
+    assert f"class word {cal.class_word:.4f} → prior 1, empty prompt {cal.empty:.4f} → prior 0" in table
