@@ -1,8 +1,12 @@
 """How strongly a model already "knows" a token, from images it generated for it under different seeds.
 
 Paper 001 §3.1: a token with a prior gives similar pictures whatever the seed; one without gives unrelated
-pictures. Similarity is the mean pairwise SSIM (scikit-image's implementation) and, when an image encoder is
-available, the mean pairwise cosine similarity of its embeddings. Lower = less prior = better placeholder.
+pictures. The similarity is ONE measure, never a mix of scales: the mean pairwise cosine similarity of image
+embeddings when an image encoder is wired (meaning), else the mean pairwise SSIM (layout; the fallback).
+
+A raw similarity depends on the model, the size and the measure, so it is calibrated between two references
+sampled the same way: the class word (a strong prior, prior 1) and the empty prompt (the unconditioned model,
+no prior, prior 0). The calibrated prior is reported in [0, 1]; the pick is the lowest.
 
 Images are numpy arrays N×H×W×C (float, 0..1), the layout ComfyUI's IMAGE already has.
 """
@@ -14,19 +18,34 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# SSIM compares layout, which a 256 px thumbnail keeps; full 1024² pairs would cost seconds per candidate.
+SSIM_SIDE = 256
+# References closer than this give no scale to calibrate against (e.g. an untrained model): prior unknown.
+MIN_SPAN = 1e-3
+
 
 @dataclass(frozen=True)
 class CandidateScore:
     token: str
-    ssim: float                       # mean pairwise SSIM of the seed images, in [-1, 1]
-    embedding_similarity: float | None  # mean pairwise cosine similarity of image embeddings, or None
+    similarity: float            # mean pairwise similarity of the seed images (the measure's scale)
+    measure: str                 # "embed_cos" or "ssim"
+    prior: float | None = None   # calibrated: 0 = as varied as the empty prompt, 1 = as the class word
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The two references' raw similarities, same measure and sampling as the candidates."""
+    class_word: float   # strong prior → 1
+    empty: float        # no prior → 0
 
     @property
-    def prior(self) -> float:
-        """The ranking key: the mean of the similarities measured (lower = less prior)."""
-        if self.embedding_similarity is None:
-            return self.ssim
-        return 0.5 * (self.ssim + self.embedding_similarity)
+    def separates(self) -> bool:
+        return self.class_word - self.empty > MIN_SPAN
+
+    def prior(self, similarity: float) -> float | None:
+        if not self.separates:
+            return None
+        return float(np.clip((similarity - self.empty) / (self.class_word - self.empty), 0.0, 1.0))
 
 
 def _check_images(images: np.ndarray) -> np.ndarray:
@@ -36,6 +55,20 @@ def _check_images(images: np.ndarray) -> np.ndarray:
     if images.shape[0] < 2:
         raise ValueError(f"variability needs at least 2 images per candidate, got {images.shape[0]}")
     return images
+
+
+def thumbnails(images: np.ndarray, side: int = SSIM_SIDE) -> np.ndarray:
+    """Images shrunk (area filter) so the longer side is at most ``side``; smaller ones are returned as is."""
+    import cv2
+
+    images = np.asarray(images)
+    h, w = images.shape[1:3]
+    scale = side / max(h, w)
+    if scale >= 1.0:
+        return images
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.stack([cv2.resize(np.asarray(im, dtype=np.float32), size, interpolation=cv2.INTER_AREA)
+                     for im in images])
 
 
 def mean_pairwise_ssim(images: np.ndarray) -> float:
@@ -65,32 +98,58 @@ def mean_pairwise_cosine(embeddings: np.ndarray) -> float:
     return float(sims[upper].mean())
 
 
-def score_candidate(token: str, images: np.ndarray, embeddings: np.ndarray | None = None) -> CandidateScore:
+def similarity(images: np.ndarray, embeddings: np.ndarray | None = None) -> tuple[float, str]:
+    """(mean pairwise similarity, measure name): embeddings when given, else SSIM of the thumbnails."""
+    if embeddings is not None:
+        if len(embeddings) != len(images):
+            raise ValueError(f"{len(embeddings)} embeddings for {len(images)} images")
+        return mean_pairwise_cosine(embeddings), "embed_cos"
+    return mean_pairwise_ssim(thumbnails(_check_images(images))), "ssim"
+
+
+def score_candidate(token: str, images: np.ndarray, embeddings: np.ndarray | None = None,
+                    calibration: Calibration | None = None) -> CandidateScore:
     """Scores one candidate from its seed images (and their embeddings, when an encoder was available)."""
-    if embeddings is not None and len(embeddings) != len(images):
-        raise ValueError(f"{len(embeddings)} embeddings for {len(images)} images of {token!r}")
-    embed = None if embeddings is None else mean_pairwise_cosine(embeddings)
-    return CandidateScore(token, mean_pairwise_ssim(images), embed)
+    try:
+        value, measure = similarity(images, embeddings)
+    except ValueError as e:
+        raise ValueError(f"{token!r}: {e}") from e
+    return CandidateScore(token, value, measure, None if calibration is None else calibration.prior(value))
 
 
 def rank(scores: Sequence[CandidateScore]) -> list[CandidateScore]:
-    """Least prior first; ties keep the input order (Python's sort is stable)."""
-    return sorted(scores, key=lambda s: s.prior)
+    """Least prior first. Ranked by raw similarity: the calibration is the same increasing map for every
+    candidate, so the order is the prior's order, and it still exists when the references do not separate.
+    Ties keep the input order (Python's sort is stable)."""
+    measures = {s.measure for s in scores}
+    if len(measures) > 1:
+        raise ValueError(f"candidates scored with different measures {sorted(measures)} cannot be ranked together")
+    return sorted(scores, key=lambda s: s.similarity)
 
 
-def score_table(ranked: Sequence[CandidateScore], rejected: Sequence[tuple[str, str]] = ()) -> str:
-    """A plain-text table, one candidate per line, chosen token first; rejected words listed after."""
-    has_embed = any(s.embedding_similarity is not None for s in ranked)
-    header = ["rank", "token", "ssim"] + (["embed_sim"] if has_embed else []) + ["prior"]
+def score_table(ranked: Sequence[CandidateScore], rejected: Sequence[tuple[str, str]] = (),
+                calibration: Calibration | None = None, notes: dict[str, Sequence[str]] | None = None,
+                footer: Sequence[str] = ()) -> str:
+    """A plain-text table, one candidate per line, chosen token first; references, footer and rejected words
+    after. ``notes`` maps a token to extra cells (e.g. source, Zipf frequency, seconds), named by its "" key."""
+    notes = dict(notes or {})
+    extra_header = list(notes.pop("", []))
+    measure = ranked[0].measure if ranked else "similarity"
+    header = ["rank", "token", measure, "prior"] + extra_header
     rows = []
     for i, s in enumerate(ranked, 1):
-        row = [str(i), s.token, f"{s.ssim:.4f}"]
-        if has_embed:
-            row.append("-" if s.embedding_similarity is None else f"{s.embedding_similarity:.4f}")
-        rows.append(row + [f"{s.prior:.4f}"])
+        prior = "-" if s.prior is None else f"{s.prior:.3f}"
+        rows.append([str(i), s.token, f"{s.similarity:.4f}", prior] + list(notes.get(s.token, ["-"] * len(extra_header))))
     widths = [max(len(r[c]) for r in [header] + rows) for c in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header] + rows]
-    lines.append("(lower prior = more varied images = less the model already means by the token)")
+    lines.append("(prior: 0 = images as varied as the empty prompt's, 1 = as alike as the class word's; lowest wins)")
+    if calibration is not None:
+        lines.append(f"references ({measure}): class word {calibration.class_word:.4f} → prior 1, "
+                     f"empty prompt {calibration.empty:.4f} → prior 0")
+        if not calibration.separates:
+            lines.append("  the class word's images are not more alike than the empty prompt's: prior unknown, "
+                         f"ranked by raw {measure}")
+    lines.extend(footer)
     if rejected:
         lines.append("rejected:")
         lines.extend(f"  {word}: {reason}" for word, reason in rejected)
@@ -100,11 +159,16 @@ def score_table(ranked: Sequence[CandidateScore], rejected: Sequence[tuple[str, 
 LABEL_WIDTH = 96  # px of the label column on the left of each contact-sheet row
 
 
-def contact_sheet(rows: Sequence[tuple[str, np.ndarray]], label_width: int = LABEL_WIDTH) -> np.ndarray:
+SHEET_SIDE = 192  # px of the longer side of each contact-sheet cell: 21 rows × 8 seeds of 1024² would be 2 GB
+
+
+def contact_sheet(rows: Sequence[tuple[str, np.ndarray]], label_width: int = LABEL_WIDTH,
+                  cell_side: int = SHEET_SIDE) -> np.ndarray:
     """One row per candidate: a label cell (two text lines) then its seed images side by side.
 
-    ``rows`` = (label, images N×H×W×3 float 0..1); all rows need the same N, H, W. Returns H_total×W_total×3
-    float32 with H_total = rows·H and W_total = label_width + N·W.
+    ``rows`` = (label, images N×H×W×3 float 0..1); all rows need the same N, H, W. Images larger than
+    ``cell_side`` are shrunk to it. Returns H_total×W_total×3 float32 with H_total = rows·h and
+    W_total = label_width + N·w (h, w: the cell size).
     """
     import cv2
 
@@ -116,6 +180,8 @@ def contact_sheet(rows: Sequence[tuple[str, np.ndarray]], label_width: int = LAB
     n, h, w, c = shapes.pop()
     if c != 3:
         raise ValueError(f"contact sheet expects RGB images, got {c} channels")
+    rows = [(label, thumbnails(images, cell_side)) for label, images in rows]
+    h, w = rows[0][1].shape[1:3]
     sheet = np.zeros((len(rows) * h, label_width + n * w, 3), dtype=np.float32)
     for r, (label, images) in enumerate(rows):
         top = r * h

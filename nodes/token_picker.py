@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ log = logging.getLogger(__name__)
 
 NODE = "RareTokenPicker"
 CACHE_SUBDIR = os.path.join("image_alchemy", "token_cache")
+# Seeds sampled together: with CFG the UNet runs twice this batch, so 8 seeds at 1024² would hold 16 SDXL
+# activations at once; chunks of 4 halve that. The noise is drawn per seed: the images do not depend on chunking.
+SEED_BATCH = 4
 
 
 def cache_directory() -> str:
@@ -65,18 +69,23 @@ def _interrupt_check(*_args):
 
 def sample_seeds(model, clip, vae, prompt: str, negative, seeds: list[int], width: int, height: int, steps: int,
                  cfg: float, sampler_name: str, scheduler: str) -> np.ndarray:
-    """One image per seed, as KSampler would make with that seed; the seeds share one batch."""
+    """One image per seed, as KSampler would make with that seed; up to SEED_BATCH seeds share one batch."""
     positive = clip.encode_from_tokens_scheduled(clip.tokenize(prompt))
-    latent = torch.zeros([len(seeds), 4, height // 8, width // 8], device=comfy.model_management.intermediate_device())
-    latent = comfy.sample.fix_empty_latent_channels(model, latent)
-    # Per-seed noise, so image i is the batch-1 KSampler image for seeds[i] (ancestral samplers aside).
-    noise = torch.cat([comfy.sample.prepare_noise(latent[i:i + 1], seed) for i, seed in enumerate(seeds)])
-    samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
-                                  denoise=1.0, callback=_interrupt_check, disable_pbar=True, seed=seeds[0])
-    images = vae.decode(samples)
-    images = images.reshape(-1, *images.shape[-3:])  # video VAEs add a frame axis
-    # Quantized like a saved PNG, so a fresh run and a cache hit score the very same pixels.
-    return np.round(images.detach().float().clamp(0, 1).cpu().numpy() * 255.0) / 255.0
+    out = []
+    for start in range(0, len(seeds), SEED_BATCH):
+        chunk = seeds[start:start + SEED_BATCH]
+        latent = torch.zeros([len(chunk), 4, height // 8, width // 8],
+                             device=comfy.model_management.intermediate_device())
+        latent = comfy.sample.fix_empty_latent_channels(model, latent)
+        # Per-seed noise, so image i is the batch-1 KSampler image for seeds[i] (ancestral samplers aside).
+        noise = torch.cat([comfy.sample.prepare_noise(latent[i:i + 1], seed) for i, seed in enumerate(chunk)])
+        samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
+                                      denoise=1.0, callback=_interrupt_check, disable_pbar=True, seed=chunk[0])
+        images = vae.decode(samples)
+        images = images.reshape(-1, *images.shape[-3:])  # video VAEs add a frame axis
+        # Quantized like a saved PNG, so a fresh run and a cache hit score the very same pixels.
+        out.append(np.round(images.detach().float().clamp(0, 1).cpu().numpy() * 255.0) / 255.0)
+    return np.concatenate(out)
 
 
 def image_embeddings(clip_vision, images: np.ndarray) -> np.ndarray:
@@ -94,10 +103,11 @@ class RareTokenPicker(io.ComfyNode):
             category="Image Alchemy/training",
             description=(
                 "Chooses the placeholder word for a new subject: keeps candidates that stay ONE token in every "
-                "tokenizer of the wired CLIP, samples each with several seeds on your model and picks the one "
-                "whose images vary most (lowest mean SSIM, plus image-embedding similarity when a CLIP vision "
-                "model is wired): the model has the least prior for it. Results are cached per model, "
-                "candidate and settings."),
+                "tokenizer of the wired CLIP (the vocabulary scan also drops words common in 12 languages), "
+                "samples each with several seeds on your model and measures how alike its images are (CLIP "
+                "vision embeddings when wired, else SSIM), calibrated between the class word (prior 1) and the "
+                "empty prompt (prior 0). Picks the lowest prior. Results are cached per model, prompt and "
+                "settings."),
             inputs=[
                 io.Model.Input("model", tooltip="The model you will train the LoRA on (its prior is what is measured)."),
                 io.Clip.Input("clip", tooltip="Its text encoder; its tokenizers decide which words are single tokens."),
@@ -105,18 +115,25 @@ class RareTokenPicker(io.ComfyNode):
                 io.String.Input("candidates", multiline=True, default=" ".join(tokens.PAPER_TOKENS),
                                 tooltip="Words to test (spaces, commas or new lines). Default: the paper's 28 "
                                         "tokens; words that split into several tokens are rejected and listed."),
-                io.Int.Input("vocabulary_scan", default=0, min=0, max=256,
+                io.Int.Input("vocabulary_scan", default=tokens.DEFAULT_SCAN, min=0, max=256,
                              tooltip="Extra candidates drawn (by seed) from the rarest 4–5 letter single-token "
-                                     "words of the tokenizer's vocabulary."),
+                                     "words of the tokenizer's vocabulary, minus every word with a Zipf "
+                                     f"frequency ≥ {tokens.MAX_ZIPF} in any of {', '.join(tokens.ZIPF_LANGUAGES)} "
+                                     "(dictionary words and names carry a prior)."),
                 io.String.Input("prompt_template", default="a photo of {token}",
                                 tooltip="Prompt for each candidate; {token} is replaced by the word."),
-                io.Int.Input("seeds_per_candidate", default=4, min=2, max=64,
-                             tooltip="Images per candidate (seeds seed … seed+N−1, the same for every candidate)."),
+                io.Int.Input("seeds_per_candidate", default=8, min=2, max=64,
+                             tooltip="Images per candidate and per reference (seeds seed … seed+N−1, the same "
+                                     "for all); 8 seeds = 28 image pairs per word."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
                              tooltip="First seed; the same seed gives the same choice."),
-                io.Int.Input("width", default=512, min=64, max=2048, step=8, tooltip="Sample width (small is enough)."),
-                io.Int.Input("height", default=512, min=64, max=2048, step=8, tooltip="Sample height."),
-                io.Int.Input("steps", default=12, min=1, max=200, tooltip="Sampling steps per image."),
+                io.Int.Input("width", default=1024, min=64, max=2048, step=8,
+                             tooltip="Sample width: the model's native size (SDXL: 1024). Smaller sizes are off "
+                                     "its distribution and blur every word alike."),
+                io.Int.Input("height", default=1024, min=64, max=2048, step=8, tooltip="Sample height (SDXL: 1024)."),
+                io.Int.Input("steps", default=10, min=1, max=200,
+                             tooltip="Sampling steps per image; the composition, which is what is compared, is "
+                                     "set in the first steps."),
                 io.Float.Input("cfg", default=5.0, min=0.0, max=30.0, step=0.1, tooltip="Classifier-free guidance."),
                 io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
                                tooltip="Sampler, as in KSampler."),
@@ -126,8 +143,12 @@ class RareTokenPicker(io.ComfyNode):
                                  tooltip="Reuse images sampled before for the same model, candidate and settings "
                                          "(stored under user/image_alchemy/token_cache)."),
                 io.ClipVision.Input("clip_vision", optional=True,
-                                    tooltip="Optional image encoder: adds the similarity of its image embeddings "
-                                            "to the score."),
+                                    tooltip="Optional image encoder (Load CLIP Vision): when wired, the score is "
+                                            "the cosine similarity of its image embeddings (meaning) instead of "
+                                            "pixel SSIM (layout)."),
+                io.String.Input("class_word", default="dog", optional=True,
+                                tooltip="The subject's class (dog, person, mug): its images are the strong-prior "
+                                        "reference (prior 1); the empty prompt's are the no-prior one (prior 0)."),
             ],
             outputs=[
                 io.String.Output("token", display_name="token",
@@ -142,18 +163,25 @@ class RareTokenPicker(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, clip, vae, candidates, vocabulary_scan, prompt_template, seeds_per_candidate, seed,
-                width, height, steps, cfg, sampler_name, scheduler, use_cache, clip_vision=None) -> io.NodeOutput:
+                width, height, steps, cfg, sampler_name, scheduler, use_cache, clip_vision=None,
+                class_word="dog") -> io.NodeOutput:
         try:
             tokens.fill_template(prompt_template, "x")  # fails early, naming the fix, before any sampling
         except ValueError as e:
             raise ValueError(f"{NODE}: {e}") from e
+        class_word = class_word.strip()
+        if not class_word:
+            raise ValueError(f"{NODE}: class_word is empty; write the subject's class, e.g. dog, person, mug.")
         tokenizers = clip_tokenizers(clip)
         words = tokens.parse_candidates(candidates)
         accepted, rejected = tokens.filter_candidates(words, tokenizers, template=prompt_template)
+        source = {w: "paper" if w in tokens.PAPER_TOKENS else "yours" for w in accepted}
         if vocabulary_scan:
             vocab = getattr(clip.tokenizer, next(iter(tokenizers))).tokenizer.get_vocab()
-            accepted += tokens.scan_vocabulary(vocab, tokenizers, vocabulary_scan, seed, exclude=words,
-                                               template=prompt_template)
+            scanned = tokens.scan_vocabulary(vocab, tokenizers, vocabulary_scan, seed, exclude=words,
+                                             template=prompt_template)
+            accepted += scanned
+            source.update({w: "scan" for w in scanned})
         if not accepted:
             raise ValueError(f"{NODE}: none of the candidates is a 4–5 letter word that stays one token in "
                              f"{' and '.join(tokenizers)} ({len(rejected)} rejected). Add other words or set "
@@ -168,31 +196,81 @@ class RareTokenPicker(io.ComfyNode):
         models_fp = models_fingerprint(model, clip, vae)
         negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
 
-        pbar = comfy.utils.ProgressBar(len(accepted))
-        scores, images_by_token, hits = [], {}, 0
-        for i, word in enumerate(accepted):
-            _interrupt_check()
-            prompt = tokens.fill_template(prompt_template, word)
+        def images_for(prompt):
+            """(images, seconds spent sampling; None when served from the cache)."""
             key = token_cache.cache_key(models=models_fp, prompt=prompt, **settings)
             images = cache.load(key) if use_cache else None
-            if images is None:
-                images = sample_seeds(model, clip, vae, prompt, negative, seeds, width, height, steps, cfg,
-                                      sampler_name, scheduler)
-                if use_cache:
-                    cache.store(key, images, {"prompt": prompt, "settings": repr(settings)})
-            else:
-                hits += 1
+            if images is not None:
+                return images, None
+            start = time.perf_counter()
+            images = sample_seeds(model, clip, vae, prompt, negative, seeds, width, height, steps, cfg,
+                                  sampler_name, scheduler)
+            spent = time.perf_counter() - start
+            if use_cache:
+                cache.store(key, images, {"prompt": prompt, "settings": repr(settings)})
+            return images, spent
+
+        def measured(images):
             embeddings = image_embeddings(clip_vision, images) if clip_vision is not None else None
-            scores.append(token_scoring.score_candidate(word, images, embeddings))
-            images_by_token[word] = images
+            return token_scoring.similarity(images, embeddings)[0]
+
+        # References first, sampled exactly like the candidates: the class word (strong prior) and the empty
+        # prompt, i.e. the unconditioned model (no prior).
+        pbar = comfy.utils.ProgressBar(len(accepted) + 2)
+        references, spent = {}, {}
+        for i, (name, prompt) in enumerate([("class", tokens.fill_template(prompt_template, class_word)),
+                                            ("empty", "")]):
+            _interrupt_check()
+            references[name], spent[name] = images_for(prompt)
             pbar.update_absolute(i + 1)
-        log.info("%s: %d candidates scored, %d from cache", NODE, len(accepted), hits)
+        calibration = token_scoring.Calibration(measured(references["class"]), measured(references["empty"]))
+        if not calibration.separates:
+            log.warning("%s: the images of %r are not more alike than the empty prompt's (%.4f vs %.4f): the prior "
+                        "cannot be calibrated; ranking by raw similarity", NODE, class_word, calibration.class_word,
+                        calibration.empty)
+
+        scores, images_by_token = [], {}
+        for i, word in enumerate(accepted):
+            _interrupt_check()
+            images, spent[word] = images_for(tokens.fill_template(prompt_template, word))
+            embeddings = image_embeddings(clip_vision, images) if clip_vision is not None else None
+            scores.append(token_scoring.score_candidate(word, images, embeddings, calibration))
+            images_by_token[word] = images
+            pbar.update_absolute(i + 3)
+        sampled = [s for s in spent.values() if s is not None]
+        log.info("%s: %d candidates + 2 references, %d sets from cache", NODE, len(accepted), len(spent) - len(sampled))
 
         ranked = token_scoring.rank(scores)
-        rows = [(f"#{n} {s.token}\n{s.prior:.3f}", images_by_token[s.token]) for n, s in enumerate(ranked, 1)]
+        label = lambda s: f"{s.prior:.3f}" if s.prior is not None else f"sim {s.similarity:.3f}"
+        rows = [(f"ref {class_word}\nprior 1", references["class"]), ("ref empty\nprior 0", references["empty"])]
+        rows += [(f"#{n} {s.token}\n{label(s)}", images_by_token[s.token]) for n, s in enumerate(ranked, 1)]
         sheet = torch.from_numpy(token_scoring.contact_sheet(rows))[None]  # H×W×C → IMAGE batch of 1 (BHWC)
-        table = token_scoring.score_table(ranked, [(r.word, r.reason) for r in rejected])
+        table = token_scoring.score_table(ranked, [(r.word, r.reason + (" (paper)" if r.word in tokens.PAPER_TOKENS
+                                                                         else "")) for r in rejected],
+                                          calibration, _table_notes(accepted, source, spent),
+                                          _table_footer(len(accepted), seeds_per_candidate, sampled, width, height,
+                                                        steps))
         return io.NodeOutput(ranked[0].token, sheet, table)
+
+
+def _table_notes(words, source, spent) -> dict:
+    notes = {"": ["source", "zipf", "s/cand"]}
+    for word in words:
+        zipf, lang = tokens.word_frequency(word)
+        seconds = "cached" if spent[word] is None else f"{spent[word]:.2f}"
+        notes[word] = [source[word], f"{zipf:.2f}{'(' + lang + ')' if zipf else ''}", seconds]
+    return notes
+
+
+def _table_footer(n_words, n_seeds, sampled, width, height, steps) -> list[str]:
+    images = (n_words + 2) * n_seeds
+    lines = [f"{images} images: ({n_words} candidates + 2 references) × {n_seeds} seeds at {width}×{height}, "
+             f"{steps} steps; {len(sampled) * n_seeds} sampled now, the rest from the cache"]
+    if sampled:
+        per_set = sum(sampled) / len(sampled)
+        lines.append(f"cost: {per_set:.2f} s per candidate ({per_set / n_seeds:.3f} s per image), "
+                     f"{sum(sampled):.1f} s sampling in all")
+    return lines
 
 
 NODES = [RareTokenPicker]

@@ -8,7 +8,7 @@ import torch
 from comfy_execution.graph_utils import GraphBuilder
 
 from comfy_server import PromptFailed
-from image_alchemy.alchemy import token_cache, token_scoring
+from image_alchemy.alchemy import token_cache, token_scoring, tokens
 
 POOL = "iklan ffin rrrr"
 
@@ -28,6 +28,13 @@ def picker_graph(candidates=POOL, seed=0, use_cache=False, seeds=2, steps=2, siz
     return g, sheet, token, table
 
 
+def candidate_lines(table, cells=None):
+    """The table's candidate rows (between the header and the legend), optionally cut to their first cells."""
+    lines = table.splitlines()
+    rows = lines[1:next(i for i, line in enumerate(lines) if line.startswith("(prior:"))]
+    return rows if cells is None else [line.split()[:cells] for line in rows]
+
+
 def run_picker(comfy, **kwargs):
     g, sheet, token, table = picker_graph(**kwargs)
     entry = comfy.run(g.finalize())
@@ -38,14 +45,22 @@ def run_picker(comfy, **kwargs):
 def test_picks_a_pool_token_with_a_full_contact_sheet_and_the_same_answer_twice(comfy):
     token, sheet, table = run_picker(comfy, candidates=POOL + " immen", seed=5)
     assert token in POOL.split()
-    # 3 accepted candidates (rows) × 2 seeds (columns) of 64 px, after the label column.
-    assert sheet.shape == (3 * 64, token_scoring.LABEL_WIDTH + 2 * 64, 3)
+    # 2 references + 3 accepted candidates (rows) × 2 seeds (columns) of 64 px, after the label column.
+    assert sheet.shape == (5 * 64, token_scoring.LABEL_WIDTH + 2 * 64, 3)
     assert table.splitlines()[1].split()[1] == token
-    assert "immen: 2 tokens in clip_l" in table
+    assert table.splitlines()[0].split() == ["rank", "token", "ssim", "prior", "source", "zipf", "s/cand"]
+    assert "immen: 2 tokens in clip_l (paper)" in table
+    assert "references (ssim): class word" in table
+    assert "10 images: (3 candidates + 2 references) × 2 seeds at 64×64, 2 steps; 10 sampled now" in table
+    for line in candidate_lines(table):
+        assert line.split()[4] == "paper" and float(line.split()[6]) > 0  # seconds spent on that candidate
+        assert line.split()[3] == "-" or 0.0 <= float(line.split()[3]) <= 1.0
+    # The first row of the sheet is the class word's reference: its label cell, then its seed images.
+    assert sheet[1:64, :token_scoring.LABEL_WIDTH].max() > 200
     # Same seed, candidates written differently: ComfyUI's own output cache cannot answer, so this samples again.
     again_token, again_sheet, again_table = run_picker(comfy, candidates="rrrr, ffin\niklan, immen", seed=5)
     assert again_token == token
-    assert sorted(again_table.splitlines()[1:4]) == sorted(table.splitlines()[1:4])
+    assert sorted(candidate_lines(again_table, cells=6)) == sorted(candidate_lines(table, cells=6))  # not seconds
 
 
 def test_second_run_reads_the_cache(comfy):
@@ -53,20 +68,25 @@ def test_second_run_reads_the_cache(comfy):
     before = set(cache_dir.glob("*.safetensors")) if cache_dir.exists() else set()
     first = run_picker(comfy, seed=11, use_cache=True)
     entries = set(cache_dir.glob("*.safetensors")) - before
-    assert len(entries) == 3  # one per candidate
+    assert len(entries) == 5  # one per candidate and per reference
     mtimes = {p: p.stat().st_mtime_ns for p in entries}
     # Another spelling of the same list re-executes the node; every candidate must come from the cache.
     second = run_picker(comfy, candidates="ffin rrrr iklan", seed=11, use_cache=True)
     assert {p: p.stat().st_mtime_ns for p in entries} == mtimes
     assert set(cache_dir.glob("*.safetensors")) - before == entries
     assert second[0] == first[0]
-    assert sorted(second[2].splitlines()) == sorted(first[2].splitlines())
+    assert candidate_lines(second[2], cells=4) == candidate_lines(first[2], cells=4)
+    assert {line.split()[-1] for line in candidate_lines(second[2])} == {"cached"}
+    assert "0 sampled now" in second[2]
 
 
 def test_vocabulary_scan_adds_candidates(comfy):
     token, sheet, table = run_picker(comfy, candidates="iklan", vocabulary_scan=2, seed=2)
-    assert sheet.shape[0] == 3 * 64
-    assert len([line for line in table.splitlines()[1:] if line[:1].isdigit()]) == 3
+    assert sheet.shape[0] == (2 + 3) * 64
+    assert sorted(line.split()[4] for line in candidate_lines(table)) == ["paper", "scan", "scan"]
+    for line in candidate_lines(table):
+        if line.split()[4] == "scan":
+            assert float(line.split()[5].split("(")[0]) < tokens.MAX_ZIPF
 
 
 def test_user_errors_name_the_node_and_the_fix(comfy):
@@ -92,7 +112,7 @@ def test_interrupt_stops_the_scan(comfy):
     with pytest.raises(PromptFailed) as failed:
         comfy.wait(prompt_id)
     assert any(m[0] == "execution_interrupted" for m in failed.value.details["status"]["messages"])
-    assert len(set(cache_dir.glob("*.safetensors")) - before) < 25  # stopped before the 25 candidates ran
+    assert len(set(cache_dir.glob("*.safetensors")) - before) < 27  # stopped before 25 candidates + 2 references
     assert comfy.alive()
 
 
@@ -172,14 +192,16 @@ def in_process(comfy_dir, tiny_models):
 
 def test_batched_seeds_match_ksampler_one_seed_at_a_time(in_process):
     """Image i of a candidate is exactly what KSampler makes with seed i (deterministic sampler)."""
-    from image_alchemy.nodes.token_picker import sample_seeds
+    from image_alchemy.nodes.token_picker import SEED_BATCH, sample_seeds
 
     model, clip, vae, core_nodes = in_process
     with torch.inference_mode():
         negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
-        batched = sample_seeds(model, clip, vae, "a photo of iklan", negative, [7, 8], 64, 64, 2, 5.0, "euler", "normal")
+        seeds = list(range(7, 8 + SEED_BATCH))  # more than one chunk of seeds
+        batched = sample_seeds(model, clip, vae, "a photo of iklan", negative, seeds, 64, 64, 2, 5.0, "euler", "normal")
+        assert len(batched) == len(seeds)
         positive = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of iklan"))
-        for i, seed in enumerate([7, 8]):
+        for i, seed in enumerate(seeds):
             latent = {"samples": torch.zeros([1, 4, 8, 8])}
             (sampled,) = core_nodes.common_ksampler(model, seed, 2, 5.0, "euler", "normal", positive, negative, latent)
             single = vae.decode(sampled["samples"])[0].clamp(0, 1).numpy()
@@ -223,8 +245,26 @@ def test_clip_vision_embeddings_join_the_score(in_process, tmp_path):
                                       height=64, steps=2, cfg=5.0, sampler_name="euler", scheduler="normal",
                                       use_cache=False, clip_vision=vision)
     token, sheet, table = out.result
-    assert token in ("iklan", "ffin") and tuple(sheet.shape) == (1, 2 * 64, token_scoring.LABEL_WIDTH + 2 * 64, 3)
+    assert token in ("iklan", "ffin") and tuple(sheet.shape) == (1, 4 * 64, token_scoring.LABEL_WIDTH + 2 * 64, 3)
     header, first = table.splitlines()[:2]
-    assert header.split() == ["rank", "token", "ssim", "embed_sim", "prior"]
-    ssim, embed, prior = map(float, first.split()[2:])
-    assert prior == pytest.approx(0.5 * (ssim + embed), abs=1e-3)
+    assert header.split()[:4] == ["rank", "token", "embed_cos", "prior"]  # the embeddings replace SSIM
+    assert "references (embed_cos): class word" in table
+    # The table's similarity is the embeddings' mean cosine of that candidate's images, sampled the same way.
+    from image_alchemy.nodes.token_picker import sample_seeds
+    with torch.inference_mode():
+        negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+        images = sample_seeds(model, clip, vae, f"a photo of {token}", negative, [0, 1], 64, 64, 2, 5.0, "euler",
+                              "normal")
+        expected = token_scoring.mean_pairwise_cosine(image_embeddings(vision, images))
+        references = [sample_seeds(model, clip, vae, prompt, negative, [0, 1], 64, 64, 2, 5.0, "euler", "normal")
+                      for prompt in ("a photo of dog", "")]
+    assert float(first.split()[2]) == pytest.approx(expected, abs=2e-4)
+    # The sheet's first two rows are the references (class word, then empty prompt), below each row's divider.
+    for row, ref in enumerate(references):
+        for i in range(2):
+            cell = sheet[0, row * 64 + 1:(row + 1) * 64, token_scoring.LABEL_WIDTH + i * 64:token_scoring.LABEL_WIDTH
+                         + (i + 1) * 64].numpy()
+            np.testing.assert_allclose(cell, ref[i][1:], atol=1e-6)
+    cal = token_scoring.Calibration(*(token_scoring.mean_pairwise_cosine(image_embeddings(vision, r))
+                                      for r in references))
+    assert f"class word {cal.class_word:.4f} → prior 1, empty prompt {cal.empty:.4f} → prior 0" in table

@@ -27,23 +27,74 @@ def test_identical_images_rank_last_and_unrelated_first(candidate_sets):
     scores = [ts.score_candidate(name, images) for name, images in candidate_sets.items()]
     ranked = ts.rank(scores)
     assert [s.token for s in ranked] == ["unrelated", "close", "same"]
-    assert ranked[-1].ssim == pytest.approx(1.0)
-    assert ranked[0].ssim < 0.5 < ranked[1].ssim
+    assert {s.measure for s in ranked} == {"ssim"}
+    assert ranked[-1].similarity == pytest.approx(1.0)
+    assert ranked[0].similarity < 0.5 < ranked[1].similarity
 
 
-def test_embedding_similarity_joins_the_score(candidate_sets):
+def test_embeddings_replace_ssim_as_the_measure(candidate_sets):
     rng = np.random.default_rng(1)
     same_embed = np.tile(rng.normal(size=(1, 16)), (4, 1))
     spread_embed = rng.normal(size=(4, 16))
-    # Equal SSIM for both candidates: the embeddings alone must decide the order.
-    images = candidate_sets["unrelated"]
+    # Identical images for both: the embeddings alone decide, on their own scale (no mix with SSIM).
+    images = candidate_sets["same"]
     a = ts.score_candidate("a", images, same_embed)
     b = ts.score_candidate("b", images, spread_embed)
-    assert a.embedding_similarity == pytest.approx(1.0)
-    assert a.prior == pytest.approx(0.5 * (a.ssim + 1.0))
+    assert a.measure == b.measure == "embed_cos"
+    assert a.similarity == pytest.approx(1.0) and b.similarity == pytest.approx(ts.mean_pairwise_cosine(spread_embed))
     assert [s.token for s in ts.rank([a, b])] == ["b", "a"]
-    with pytest.raises(ValueError, match="3 embeddings for 4 images"):
+    with pytest.raises(ValueError, match="'c': 3 embeddings for 4 images"):
         ts.score_candidate("c", images, spread_embed[:3])
+    with pytest.raises(ValueError, match="different measures"):
+        ts.rank([a, ts.score_candidate("d", images)])
+
+
+def _stub_prompt_images(rng, n=8, size=64):
+    """A stub image set: the class word's images share one picture (strong prior), the empty prompt's are
+    independent (no prior)."""
+    base = _smooth_random(rng, 1, size)[0]
+    class_word = np.clip(base + rng.normal(0, 0.02, (n, size, size, 3)), 0, 1)
+    return class_word, _smooth_random(rng, n, size)
+
+
+@pytest.mark.parametrize("with_embeddings", [False, True])
+def test_calibration_maps_the_class_word_to_one_and_independent_noise_to_zero(with_embeddings):
+    rng = np.random.default_rng(3)
+    class_images, empty_images = _stub_prompt_images(rng)
+    embed = {}
+    if with_embeddings:  # a fixed random projection stands in for the image encoder
+        proj = rng.normal(size=(64 * 64 * 3, 32))
+        embed = lambda im: (im.reshape(len(im), -1) - 0.5) @ proj
+    else:
+        embed = lambda im: None
+    measure = lambda im: ts.similarity(im, embed(im))[0]
+    cal = ts.Calibration(class_word=measure(class_images), empty=measure(empty_images))
+    assert cal.separates and cal.class_word > cal.empty + 0.3
+    as_class = ts.score_candidate("as_class", class_images.copy(), embed(class_images), cal)
+    noise = _smooth_random(rng, 8)  # independent of both references
+    as_noise = ts.score_candidate("as_noise", noise, embed(noise), cal)
+    halfway = np.clip(np.concatenate([class_images[:4], noise[:4]]), 0, 1)
+    between = ts.score_candidate("between", halfway, embed(halfway), cal)
+    assert as_class.prior == pytest.approx(1.0, abs=1e-9)
+    assert as_noise.prior == pytest.approx(0.0, abs=0.05)
+    assert 0.1 < between.prior < 0.9
+    assert [s.token for s in ts.rank([as_class, between, as_noise])] == ["as_noise", "between", "as_class"]
+
+
+def test_calibration_reports_unknown_when_references_do_not_separate():
+    cal = ts.Calibration(class_word=0.30, empty=0.30)
+    assert not cal.separates and cal.prior(0.9) is None
+    assert ts.Calibration(0.8, 0.2).prior(0.95) == 1.0 and ts.Calibration(0.8, 0.2).prior(0.1) == 0.0
+    table = ts.score_table([ts.CandidateScore("ffin", 0.3, "ssim", None)], calibration=cal)
+    assert "prior unknown" in table and table.splitlines()[1].split() == ["1", "ffin", "0.3000", "-"]
+
+
+def test_ssim_runs_on_thumbnails_of_large_images():
+    rng = np.random.default_rng(0)
+    big = np.repeat(np.repeat(_smooth_random(rng, 3, 128), 8, axis=1), 8, axis=2)  # 1024² made of 8×8 blocks
+    assert ts.thumbnails(big).shape == (3, 256, 256, 3) and ts.thumbnails(big[:, :64, :64]).shape == (3, 64, 64, 3)
+    value, measure = ts.similarity(big)
+    assert measure == "ssim" and value == pytest.approx(ts.mean_pairwise_ssim(ts.thumbnails(big)))
 
 
 def test_mean_pairwise_cosine():
@@ -59,18 +110,24 @@ def test_ssim_needs_two_images_and_handles_tiny_previews():
 
 
 def test_ties_keep_input_order():
-    scores = [ts.CandidateScore("x", 0.2, None), ts.CandidateScore("y", 0.2, None), ts.CandidateScore("z", 0.1, None)]
+    scores = [ts.CandidateScore("x", 0.2, "ssim"), ts.CandidateScore("y", 0.2, "ssim"),
+              ts.CandidateScore("z", 0.1, "ssim")]
     assert [s.token for s in ts.rank(scores)] == ["z", "x", "y"]
 
 
-def test_score_table_lists_ranks_and_rejections():
-    ranked = ts.rank([ts.CandidateScore("iklan", 0.5, None), ts.CandidateScore("ffin", 0.25, 0.75)])
-    table = ts.score_table(ranked, [("immen", "2 tokens in clip_l")])
+def test_score_table_lists_ranks_references_notes_and_rejections():
+    cal = ts.Calibration(class_word=0.9, empty=0.1)
+    ranked = ts.rank([ts.CandidateScore("iklan", 0.5, "embed_cos", cal.prior(0.5)),
+                      ts.CandidateScore("ffin", 0.3, "embed_cos", cal.prior(0.3))])
+    table = ts.score_table(ranked, [("immen", "2 tokens in clip_l (paper)")], cal,
+                           notes={"": ["source", "s/cand"], "ffin": ["paper", "1.20"], "iklan": ["scan", "0.90"]},
+                           footer=["36 images sampled"])
     lines = table.splitlines()
-    assert lines[0].split() == ["rank", "token", "ssim", "embed_sim", "prior"]
-    assert lines[1].split() == ["1", "iklan", "0.5000", "-", "0.5000"]
-    assert lines[2].split() == ["2", "ffin", "0.2500", "0.7500", "0.5000"]
-    assert "immen: 2 tokens in clip_l" in table
+    assert lines[0].split() == ["rank", "token", "embed_cos", "prior", "source", "s/cand"]
+    assert lines[1].split() == ["1", "ffin", "0.3000", "0.250", "paper", "1.20"]
+    assert lines[2].split() == ["2", "iklan", "0.5000", "0.500", "scan", "0.90"]
+    assert "class word 0.9000 → prior 1, empty prompt 0.1000 → prior 0" in table
+    assert "36 images sampled" in table and "immen: 2 tokens in clip_l (paper)" in table
 
 
 def test_contact_sheet_layout_and_labels():
@@ -82,5 +139,8 @@ def test_contact_sheet_layout_and_labels():
     np.testing.assert_allclose(sheet[33:64, ts.LABEL_WIDTH + 80:ts.LABEL_WIDTH + 120], rows[1][1][2][1:], atol=1e-6)
     # The label cell holds drawn text: white pixels on the dark background.
     assert sheet[1:32, :ts.LABEL_WIDTH].max() > 0.9
+    # 1024² images land as SHEET_SIDE thumbnails: the sheet stays small whatever the sample size.
+    big = ts.contact_sheet([("a", np.zeros((2, 1024, 1024, 3)))])
+    assert big.shape == (ts.SHEET_SIDE, ts.LABEL_WIDTH + 2 * ts.SHEET_SIDE, 3)
     with pytest.raises(ValueError, match="same image count"):
         ts.contact_sheet([("a", np.zeros((2, 8, 8, 3))), ("b", np.zeros((3, 8, 8, 3)))])

@@ -65,6 +65,51 @@ def test_vocabulary_scan_returns_rare_single_token_words_deterministically(sdxl_
     assert tokens.scan_vocabulary(vocab, sdxl_tokenizers, 0, seed=3) == []
 
 
+# Words the scan offered before it filtered by word frequency (dictionary words and names, with a prior).
+OLD_SCAN_WORDS = ["puffs", "bakes", "sven", "haka", "anka", "chita", "illia"]
+
+
+def test_vocabulary_scan_never_offers_frequent_words(sdxl_tokenizers, comfy_dir):
+    from transformers import CLIPTokenizer
+    from wordfreq import zipf_frequency
+
+    vocab = CLIPTokenizer.from_pretrained(comfy_dir / "comfy" / "sd1_tokenizer").get_vocab()
+    for word in OLD_SCAN_WORDS:  # all in the vocabulary as whole single-token words, all frequent somewhere
+        assert word + "</w>" in vocab and tokens.rejection_reason(word, sdxl_tokenizers) is None
+        assert tokens.word_frequency(word)[0] >= tokens.MAX_ZIPF
+    template = "a photo of {token}"
+    # The whole rare end of the vocabulary, not a sample: nothing frequent may come out, whatever the seed.
+    every = tokens.scan_vocabulary(vocab, sdxl_tokenizers, 100_000, seed=0, template=template)
+    assert len(every) >= 100 and not set(OLD_SCAN_WORDS) & set(every)
+    for word in every:
+        assert max(zipf_frequency(word, lang) for lang in tokens.ZIPF_LANGUAGES) < tokens.MAX_ZIPF, word
+    # The old scan's draw, without the frequency filter, does return such words: the filter is what removes them.
+    unfiltered = tokens.scan_vocabulary(vocab, sdxl_tokenizers, 100_000, seed=0, template=template, max_zipf=99.0)
+    assert {"puffs", "bakes", "sven"} <= set(unfiltered) and len(unfiltered) > 2 * len(every)
+
+
+def test_default_pool_is_large_and_every_word_one_token_inside_the_template(sdxl_tokenizers, comfy_dir):
+    from transformers import CLIPTokenizer
+
+    vocab = CLIPTokenizer.from_pretrained(comfy_dir / "comfy" / "sd1_tokenizer").get_vocab()
+    template = "a photo of {token}"
+    paper, _ = tokens.filter_candidates(tokens.PAPER_TOKENS, sdxl_tokenizers, template=template)
+    scan = tokens.scan_vocabulary(vocab, sdxl_tokenizers, tokens.DEFAULT_SCAN, seed=0, exclude=tokens.PAPER_TOKENS,
+                                  template=template)
+    pool = paper + scan
+    assert len(set(pool)) == len(pool) >= 16
+    for word in pool:
+        for name, tokenize in sdxl_tokenizers.items():
+            (token_id,) = tokenize(word)
+            prompt_ids = tokenize(tokens.fill_template(template, word))
+            assert prompt_ids.count(token_id) == 1 and len(prompt_ids) == len(tokenize("a photo of")) + 1, name
+
+
+def test_word_frequency_names_the_language():
+    assert tokens.word_frequency("iklan") == (pytest.approx(5.05, abs=0.1), "id")  # the paper's pick is Indonesian
+    assert tokens.word_frequency("ffin")[0] == 0.0
+
+
 def test_a_word_that_merges_with_the_template_is_rejected(sdxl_tokenizers):
     accepted, rejected = tokens.filter_candidates(["iklan", "ffin"], sdxl_tokenizers, template="a photo of {token}s")
     assert accepted == []

@@ -95,6 +95,9 @@ def adapt_for_tiny_models(prompt: dict, *, dino: str, sam: str, lora: str | None
             inputs["model_name"] = dino
         elif kind == "ImageAlchemy_SAMLoader":
             inputs["model_name"] = sam
+        elif kind == "ImageAlchemy_RareTokenPicker":  # 21 words × 8 seeds at the defaults: a few suffice here
+            inputs.update(vocabulary_scan=min(inputs["vocabulary_scan"], 2),
+                          seeds_per_candidate=min(inputs["seeds_per_candidate"], 2))
         elif kind == "ImageAlchemy_GroundedSAMMask":
             inputs.update(box_threshold=0.0, text_threshold=0.0, if_nothing_found="whole image")
         elif kind in LORA_USERS and lora is not None and not isinstance(inputs.get("lora_name"), list):
