@@ -154,10 +154,12 @@ class RareTokenPicker(io.ComfyNode):
                 io.String.Output("token", display_name="token",
                                  tooltip="The chosen placeholder word (least prior)."),
                 io.Image.Output("contact_sheet", display_name="contact_sheet",
-                                tooltip="Candidates (rows, ranked best first) × seeds, labeled."),
+                                tooltip="Rows × seeds, labeled: first the two references (class word, empty prompt), "
+                                        "then the candidates ranked best first."),
                 io.String.Output("score_table", display_name="score_table",
-                                 tooltip="Every candidate's SSIM / embedding similarity and rank, "
-                                         "plus the rejected words and why."),
+                                 tooltip="Every candidate's similarity (CLIP vision or SSIM), its prior in [0, 1] between "
+                                         "the two references, Zipf frequency, cost and rank, plus the rejected words "
+                                         "and why."),
             ],
         )
 
