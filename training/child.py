@@ -14,7 +14,7 @@ How it starts, and why this way:
   ``Process.start()`` only, ``__main__.__spec__`` is set to a spec named ``"__main__"``, for which
   ``_fixup_main_from_name`` runs nothing (it treats it like a package's __main__.py); it is restored right after
   (the preparation data is computed inside ``start()``). This relies on how the standard library's code behaves,
-  not on a documented API; it touches no private name and not ``sys.modules``.
+  not on a documented API; it touches no private name and not the interpreter's table of imported modules.
 - Events travel as JSON bytes on a one-way pipe (``send_bytes``/``recv_bytes``: nothing is unpickled here).
 - The child exits when this process dies (it watches ``multiprocessing.parent_process().sentinel``); ``stop()``
   terminates, then kills after ``KILL_AFTER_S``. User values travel inside the job files.
