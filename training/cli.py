@@ -141,19 +141,24 @@ def _exit_when_stdin_closes() -> None:
     threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
 
 
-def run_events(job_dir: str, emit: Callable[[dict], None]) -> int:
-    """Trains one job folder, streaming its events through ``emit``; returns the exit status (0 or 1)."""
-    from .job import run_job
-
+def _report(train: Callable[[Callable[[dict], None]], object], emit: Callable[[dict], None]) -> int:
+    """Runs ``train(progress)``, ending with a done or error event through ``emit``; returns the exit status."""
     started = time.perf_counter()
     try:
-        output = run_job(job_dir, progress=emit)
+        output = train(emit)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         log.error("%s", e)
         emit({"error": str(e)})
         return 1
     emit({"done": True, "output": str(output), "seconds": round(time.perf_counter() - started, 3)})
     return 0
+
+
+def run_events(job_dir: str, emit: Callable[[dict], None]) -> int:
+    """Trains one job folder, streaming its events through ``emit``; returns the exit status (0 or 1)."""
+    from .job import run_job
+
+    return _report(lambda progress: run_job(job_dir, progress=progress), emit)
 
 
 def _exit_with_parent() -> None:
@@ -206,15 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.stop_on_stdin_eof:
             _exit_when_stdin_closes()
         return run_events(args.job_dir, _emit)
-    started = time.perf_counter()
-    try:
-        from .fit import fit
+    from .fit import fit
 
-        output = fit(args.model, args.images, args.out, args.settings, resolution=args.resolution,
-                     config=args.config, progress=_emit, class_dir=args.class_dir, class_steps=args.class_steps)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        log.error("%s", e)
-        _emit({"error": str(e)})
-        return 1
-    _emit({"done": True, "output": str(output), "seconds": round(time.perf_counter() - started, 3)})
-    return 0
+    return _report(lambda progress: fit(args.model, args.images, args.out, args.settings, resolution=args.resolution,
+                                        config=args.config, progress=progress, class_dir=args.class_dir,
+                                        class_steps=args.class_steps), _emit)
