@@ -1,7 +1,8 @@
 """Grounded SAM over an image batch: text → boxes (GroundingDINO) → SAM hypotheses → M* per box → one mask.
 
-Every input image gets exactly one mask, also when nothing is detected or SAM returns only empty hypotheses for
-every box (the caller's policy decides what; the result's ``note`` says which happened, for the preview).
+Every input image gets exactly one mask (the union over the prompt's phrases) and one mask per phrase, also when
+nothing is detected or SAM returns only empty hypotheses for every box: the caller's policies decide what, for
+nothing found and for more found than asked for, and the result's ``notes`` say what happened, for the preview.
 """
 from __future__ import annotations
 
@@ -17,19 +18,33 @@ from . import grounding, masks as mask_ops, mask_select, sam as sam_ops
 log = logging.getLogger(__name__)
 
 ON_EMPTY = ("empty mask", "error", "whole image")
+# When a phrase finds more boxes than max_objects: keep the first max_objects in the chosen order (the preview
+# numbers them and says how many were dropped), or stop the prompt.
+ON_SEVERAL = ("use the first", "error")
 
 
 class NothingDetected(ValueError):
     """The prompt matched no box in an image and the policy is 'error'."""
 
 
+class SeveralDetected(ValueError):
+    """A phrase matched more boxes than max_objects and the policy is 'error'."""
+
+
 @dataclass
 class ImageResult:
-    boxes: torch.Tensor            # N×4 pixel boxes above the threshold, most confident first
+    boxes: torch.Tensor            # N×4 pixel boxes above the threshold: each phrase's, most confident first
     scores: torch.Tensor           # N
-    labels: list[str] = field(default_factory=list)
-    kept: list[int] = field(default_factory=list)  # boxes whose mask is in the union
-    note: str = ""                 # what the policy did and why ("" when a mask was found)
+    labels: list[str] = field(default_factory=list)  # the phrase each box was found for
+    picked: list[int] = field(default_factory=list)  # boxes segmented: each phrase's first max_objects in order
+    kept: list[int] = field(default_factory=list)  # those of them whose mask is in the union (non-empty M*)
+    ranks: dict[int, int] = field(default_factory=dict)  # kept box → its place (1, 2, …) among its phrase's kept
+    phrase_masks: torch.Tensor | None = None  # P×H×W, one per phrase in prompt order (policy applied)
+    notes: list[str] = field(default_factory=list)  # what the policies did and why
+
+    @property
+    def note(self) -> str:
+        return "; ".join(self.notes)
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -39,50 +54,109 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 def segment_batch(images: torch.Tensor, detector: grounding.GroundingDino, sam: torch.nn.Module, prompt: str, *,
                   box_threshold: float, text_threshold: float, area_penalty: float, max_objects: int,
-                  on_empty: str, grow: int = 0, feather: int = 0, device: torch.device | str = "cpu",
+                  on_empty: str, grow: int = 0, feather: int = 0, order: str = "most confident",
+                  on_several: str = "use the first", device: torch.device | str = "cpu",
                   progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, list[ImageResult]]:
     """B×H×W×C images → B×H×W float masks (0..1) and what was found per image.
 
-    The models must already be on ``device``. ``on_empty`` is one of ON_EMPTY.
+    Each phrase of ``prompt`` ("dog . cat") is detected on its own; its first ``max_objects`` boxes in ``order``
+    (``mask_select.ORDERS``) are segmented (one SAM image embedding for all phrases) and make the phrase's mask;
+    the returned mask is the union over the phrases, and ``ImageResult.phrase_masks`` holds them one by one.
+    ``on_empty`` (ON_EMPTY) applies to each phrase that keeps nothing, ``on_several`` (ON_SEVERAL) to each that
+    found more than ``max_objects`` boxes. The models must already be on ``device``.
     """
     if on_empty not in ON_EMPTY:
         raise ValueError(f"on_empty must be one of {ON_EMPTY}, got {on_empty!r}")
-    if not prompt.strip():
-        raise ValueError("the text prompt is empty: name the subject to find, e.g. 'dog'.")
+    if on_several not in ON_SEVERAL:
+        raise ValueError(f"on_several must be one of {ON_SEVERAL}, got {on_several!r}")
+    if order not in mask_select.ORDERS:
+        raise ValueError(f"order must be one of {mask_select.ORDERS}, got {order!r}")
+    phrases = grounding.phrases(prompt)
+    if not phrases:
+        raise ValueError("the text prompt is empty: name the subject to find, e.g. 'dog' (or 'dog . cat').")
     batch, height, width = images.shape[:3]
     out = torch.zeros(batch, height, width)
     results = []
     for i in range(batch):
         rgb = to_uint8(images[i])
-        found = grounding.detect(detector, rgb, prompt, box_threshold, text_threshold, device)
-        result = ImageResult(found["boxes"], found["scores"], found["labels"])
-        if len(result.boxes):
-            # detect() sorts by score: the first max_objects boxes are the ones worth segmenting.
-            top = slice(0, max_objects)
-            hypotheses, _ = sam_ops.segment_boxes(sam, rgb, result.boxes[top])  # one image embedding, all boxes
-            union, kept = mask_select.union_of_selected(hypotheses, result.boxes[top], result.scores[top],
-                                                        area_penalty, max_objects)
-            result.kept = kept
-            out[i] = union.float()
-        if not result.kept:
-            where = f"in image {i + 1} of {batch}"
-            if len(result.boxes):
-                why = f"SAM returned only empty masks for the {min(len(result.boxes), max_objects)} box(es) {where}"
-            else:
-                why = f"nothing matching '{prompt}' {where} at box threshold {box_threshold:g}"
-            if on_empty == "error":
-                raise NothingDetected(why)
-            log.warning("GroundedSAM: %s; using the %s policy.", why, on_empty)
-            result.note = f"{why}: {on_empty} (if_nothing_found)"
-            out[i] = 1.0 if on_empty == "whole image" else 0.0
+        where = f"in image {i + 1} of {batch}"
+        found = [grounding.detect(detector, rgb, phrase, box_threshold, text_threshold, device) for phrase in phrases]
+        offsets = np.cumsum([0] + [len(f["boxes"]) for f in found]).tolist()
+        result = ImageResult(torch.cat([f["boxes"] for f in found]), torch.cat([f["scores"] for f in found]),
+                             [phrase for phrase, f in zip(phrases, found) for _ in range(len(f["boxes"]))])
+        chosen = [mask_select.order_boxes(f["boxes"], f["scores"], order)[:max_objects] for f in found]
+        for phrase, f, picks in zip(phrases, found, chosen):
+            if len(f["boxes"]) > max_objects:
+                found_here = f"'{phrase}': {len(f['boxes'])} found {where}"
+                if on_several == "error":
+                    raise SeveralDetected(f"{found_here} but max_objects is {max_objects}")
+                result.notes.append(f"{found_here}, kept {max_objects} ({order} first): {on_several} "
+                                    f"(if_several_found)")
+        # One image embedding for every phrase's chosen boxes.
+        flat = [offsets[p] + j for p, picks in enumerate(chosen) for j in picks]
+        result.picked = flat
+        hypotheses, _ = sam_ops.segment_boxes(sam, rgb, result.boxes[flat]) if flat else (None, None)
+        per_phrase, row = [], 0
+        for p, (phrase, picks) in enumerate(zip(phrases, chosen)):
+            rows = slice(row, row + len(picks))
+            row += len(picks)
+            mask = torch.zeros(height, width, dtype=torch.bool)
+            kept = []
+            if picks:
+                mask, kept_rows = mask_select.union_of_chosen(hypotheses[rows], result.boxes[flat][rows],
+                                                              area_penalty)
+                kept = [offsets[p] + picks[r] for r in kept_rows]
+            for rank, box in enumerate(kept, 1):
+                result.ranks[box] = rank
+            result.kept += kept
+            mask = mask.float()
+            if not kept:
+                if len(found[p]["boxes"]):
+                    why = f"SAM returned only empty masks for the {len(picks)} box(es) of '{phrase}' {where}"
+                else:
+                    why = f"nothing matching '{phrase}' {where} at box threshold {box_threshold:g}"
+                if on_empty == "error":
+                    raise NothingDetected(why)
+                log.warning("GroundedSAM: %s; using the %s policy.", why, on_empty)
+                result.notes.append(f"{why}: {on_empty} (if_nothing_found)")
+                mask.fill_(1.0 if on_empty == "whole image" else 0.0)
+            per_phrase.append(mask)
+        result.phrase_masks = torch.stack(per_phrase)
+        out[i] = result.phrase_masks.amax(0)
         results.append(result)
         if progress is not None:
             progress(i + 1)
+    for r in results:
+        r.phrase_masks = _finish(r.phrase_masks, grow, feather)
+    return _finish(out, grow, feather), results
+
+
+def _finish(masks: torch.Tensor, grow: int, feather: int) -> torch.Tensor:
     if grow:
-        out = mask_ops.grow_mask(out, grow)
+        masks = mask_ops.grow_mask(masks, grow)
     if feather:
-        out = mask_ops.feather_mask(out, feather)
-    return out.clamp_(0, 1), results
+        masks = mask_ops.feather_mask(masks, feather)
+    return masks.clamp_(0, 1)
+
+
+def phrase_mask_batch(results: list[ImageResult]) -> torch.Tensor:
+    """The per-phrase masks of a batch as one MASK batch, image by image and, per image, in prompt order:
+    mask i·P + j is phrase j of image i (P phrases)."""
+    return torch.cat([r.phrase_masks for r in results])
+
+
+def kept_boxes(results: list[ImageResult]) -> list[list[dict]]:
+    """Per image, the kept boxes as ComfyUI's BOUNDING_BOX dicts (x, y, width, height in pixels, plus score and
+    phrase), in the order of the mask's phrases and, per phrase, the chosen order: what SAM3_Detect returns."""
+    out = []
+    for r in results:
+        frame = []
+        for i in r.kept:
+            x0, y0, x1, y1 = (float(v) for v in r.boxes[i])
+            frame.append({"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0, "score": float(r.scores[i]),
+                          "label": r.labels[i]})
+        out.append(frame)
+    return out
 
 
 def draw_preview(images: torch.Tensor, masks: torch.Tensor, results: list[ImageResult]) -> torch.Tensor:
@@ -100,10 +174,26 @@ def draw_preview(images: torch.Tensor, masks: torch.Tensor, results: list[ImageR
             colour = (64, 255, 64) if j in result.kept else (160, 160, 160)
             x0, y0, x1, y1 = (int(round(v)) for v in box)
             cv2.rectangle(canvas, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), colour, thickness)
+        for j in result.kept:  # what was kept, named: "dog 1", "dog 2", "cat 1" (its place in the chosen order)
+            x0, y0 = (int(round(v)) for v in result.boxes[j, :2].tolist())
+            draw_label(canvas, f"{result.labels[j]} {result.ranks.get(j, 1)}", x0, y0)
         if result.note:
             draw_note(canvas, result.note)
         previews.append(torch.from_numpy(canvas).float() / 255.0)
     return torch.stack(previews) if previews else images[..., :3].clone()
+
+
+def draw_label(canvas: np.ndarray, text: str, x: int, y: int) -> None:
+    """Black-on-green tag with ``text`` at the top left corner of a kept box (inside the image)."""
+    import cv2
+
+    height, width = canvas.shape[:2]
+    scale = max(0.3, min(1.0, width / 1200))
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x = min(max(0, x), max(0, width - w - 4))
+    y = min(max(0, y), max(0, height - h - base - 4))
+    canvas[y:y + h + base + 4, x:x + w + 4] = (64, 255, 64)
+    cv2.putText(canvas, text, (x + 2, y + h + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
 
 
 def draw_note(canvas: np.ndarray, text: str) -> None:

@@ -253,6 +253,11 @@ def load_grounding_dino(path: str | Path) -> GroundingDino:
     raise ValueError(f"{path.name}: expected a Hugging Face folder or an original .pth checkpoint.")
 
 
+def phrases(prompt: str) -> list[str]:
+    """The phrases of a prompt, in order: "dog . cat" → ["dog", "cat"] (separated by periods, blanks dropped)."""
+    return [p for p in (part.strip() for part in prompt.split(".")) if p]
+
+
 def caption(prompt: str) -> str:
     """GroundingDINO's caption format: lower case, phrases separated by ' . ', ending with a period."""
     text = prompt.lower().strip()

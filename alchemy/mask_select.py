@@ -51,22 +51,68 @@ def select_mask(masks: torch.Tensor, box, lam: float) -> int | None:
 
 def union_of_selected(masks: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, lam: float,
                       max_objects: int) -> tuple[torch.Tensor, list[int]]:
-    """Union of M* over the ``max_objects`` most confident boxes.
+    """Union of M* over the ``max_objects`` most confident boxes (``select_instances`` by score)."""
+    return select_instances(masks, boxes, scores, lam, max_objects, "most confident")
 
-    ``masks`` N×K×H×W (hypotheses per box), ``boxes`` N×4, ``scores`` N detection scores.
-    Returns the H×W bool mask and the indices of the boxes kept (most confident first); a box whose hypotheses
-    are all empty is not kept.
+
+# Which detections of a phrase go into its mask: the first ``max_objects`` in one of these orders.
+ORDERS = ("most confident", "left to right", "top to bottom", "largest", "smallest")
+
+
+def order_boxes(boxes: torch.Tensor, scores: torch.Tensor, order: str) -> list[int]:
+    """Indices of the N boxes (N×4, x0 y0 x1 y1) in ``order``.
+
+    "most confident": detection score, highest first; "left to right" / "top to bottom": the box centre's x / y,
+    smallest first; "largest" / "smallest": the box area. Ties go to the more confident box, then the earlier one,
+    so the order is always the same for the same detections.
     """
-    if masks.ndim != 4 or masks.shape[0] != boxes.shape[0] or boxes.shape[0] != scores.shape[0]:
-        raise ValueError(f"union_of_selected: {tuple(masks.shape)} masks, {tuple(boxes.shape)} boxes and "
-                         f"{tuple(scores.shape)} scores do not describe the same boxes")
-    if max_objects < 1:
-        raise ValueError(f"union_of_selected: max_objects must be ≥ 1, got {max_objects}")
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    if boxes.ndim != 2 or boxes.shape[-1] != 4 or boxes.shape[0] != scores.shape[0]:
+        raise ValueError(f"order_boxes: {tuple(boxes.shape)} boxes and {tuple(scores.shape)} scores do not "
+                         "describe the same boxes")
+    b = boxes.float().tolist()
+    s = scores.float().tolist()
+    keys = {
+        "most confident": lambda i: 0.0,
+        "left to right": lambda i: (b[i][0] + b[i][2]) / 2,
+        "top to bottom": lambda i: (b[i][1] + b[i][3]) / 2,
+        "largest": lambda i: -(b[i][2] - b[i][0]) * (b[i][3] - b[i][1]),
+        "smallest": lambda i: (b[i][2] - b[i][0]) * (b[i][3] - b[i][1]),
+    }
+    key = keys[order]
+    return sorted(range(len(b)), key=lambda i: (key(i), -s[i], i))
+
+
+def union_of_chosen(masks: torch.Tensor, boxes: torch.Tensor, lam: float) -> tuple[torch.Tensor, list[int]]:
+    """Union of M* over chosen boxes: ``masks`` N×K×H×W (hypotheses per box), ``boxes`` N×4. Returns the H×W
+    bool mask and the rows kept; a box whose hypotheses are all empty is not kept (and not replaced by the next
+    one: the preview shows it dropped)."""
+    if masks.ndim != 4 or masks.shape[0] != boxes.shape[0]:
+        raise ValueError(f"union_of_chosen: {tuple(masks.shape)} masks and {tuple(boxes.shape)} boxes do not "
+                         "describe the same boxes")
     union = torch.zeros(masks.shape[-2:], dtype=torch.bool, device=masks.device)
     kept = []
-    for i in torch.argsort(scores, descending=True, stable=True)[:max_objects].tolist():
+    for i in range(masks.shape[0]):
         choice = select_mask(masks[i], boxes[i], lam)
         if choice is not None:
             union |= masks[i, choice].bool()
             kept.append(i)
     return union, kept
+
+
+def select_instances(masks: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, lam: float,
+                     max_objects: int, order: str = "most confident") -> tuple[torch.Tensor, list[int]]:
+    """Union of M* over the first ``max_objects`` boxes in ``order`` (see ``order_boxes``).
+
+    ``masks`` N×K×H×W (hypotheses per box), ``boxes`` N×4, ``scores`` N detection scores. Returns the H×W bool
+    mask and the indices of the boxes kept, in that order.
+    """
+    if masks.ndim != 4 or masks.shape[0] != boxes.shape[0] or boxes.shape[0] != scores.shape[0]:
+        raise ValueError(f"select_instances: {tuple(masks.shape)} masks, {tuple(boxes.shape)} boxes and "
+                         f"{tuple(scores.shape)} scores do not describe the same boxes")
+    if max_objects < 1:
+        raise ValueError(f"select_instances: max_objects must be ≥ 1, got {max_objects}")
+    picks = order_boxes(boxes, scores, order)[:max_objects]
+    union, rows = union_of_chosen(masks[picks], boxes[picks], lam)
+    return union, [picks[r] for r in rows]

@@ -17,17 +17,20 @@ import comfy.model_management
 import comfy.utils
 import folder_paths
 
-from ..alchemy import grounded_sam, grounding, sam as sam_ops
+from ..alchemy import grounded_sam, grounding, mask_select, sam as sam_ops
 from . import folders
 
 # ComfyUI 0.3.75 never calls ComfyExtension.on_load, so register the model folders here too (idempotent).
 folders.register_model_folders()
 
 NODE = "GroundedSAMMask"
+MISSING = ("error", "empty mask")
 GROUNDING_FOLDER, SAM_FOLDER = "grounding-dino", "sams"
 # Pack-specific type names: other packs' GROUNDING_DINO_MODEL objects are groundingdino-py models, not ours.
 GroundingDinoModel = io.Custom("IMAGE_ALCHEMY_GROUNDING_DINO")
 SamModel = io.Custom("IMAGE_ALCHEMY_SAM")
+# ComfyUI's own box type (SAM3_Detect's bboxes), where the running version has it (0.3.75 does not).
+BOUNDING_BOX = getattr(io, "BoundingBox", None)
 
 
 def _roots(folder: str) -> list[str]:
@@ -166,16 +169,20 @@ class GroundedSAMMask(io.ComfyNode):
             node_id="ImageAlchemy_GroundedSAMMask",
             display_name="Grounded SAM Mask",
             category="Image Alchemy/mask",
-            description="Finds the subject named by a text prompt (GroundingDINO boxes above a threshold), segments "
-                        "each box with SAM and keeps, per box, the non-empty hypothesis maximising IoU(mask, box) − "
-                        "λ·area (Image-Alchemy eq. 3). Returns one mask per image: the union over the kept boxes; "
-                        "if_nothing_found decides when no box or no non-empty hypothesis is left.",
+            description="Finds the subjects named by a text prompt (GroundingDINO boxes above a threshold, each "
+                        "' . '-separated phrase on its own), keeps the first max_objects boxes of each phrase in "
+                        "the order_by order, segments them with SAM and keeps, per box, the non-empty hypothesis "
+                        "maximising IoU(mask, box) − λ·area (Image-Alchemy eq. 3). Returns the union mask per "
+                        "image and one mask per phrase; if_nothing_found and if_several_found decide, visibly on "
+                        "the preview, when a phrase finds nothing or more boxes than max_objects.",
             inputs=[
                 io.Image.Input("image", tooltip="Images to segment; every image gets one mask."),
                 GroundingDinoModel.Input("grounding_dino", tooltip="From GroundingDINO Loader."),
                 SamModel.Input("sam", tooltip="From SAM Loader."),
-                io.String.Input("prompt", default="dog", tooltip="What to find, e.g. 'dog'. Separate several "
-                                                                 "phrases with ' . '."),
+                io.String.Input("prompt", default="dog", tooltip="What to find, e.g. 'dog'. Several phrases "
+                                                                 "separated by ' . ' ('dog . cat') are each "
+                                                                 "detected on their own and each get a mask in "
+                                                                 "phrase_masks, in this order."),
                 io.Float.Input("box_threshold", default=0.3, min=0.0, max=1.01, step=0.01,
                                tooltip="τ: boxes scoring below this are dropped. Above 1 nothing is ever found."),
                 io.Float.Input("text_threshold", default=0.25, min=0.0, max=1.0, step=0.01,
@@ -184,7 +191,8 @@ class GroundedSAMMask(io.ComfyNode):
                                tooltip="λ in IoU(M, box) − λ·|M| (|M| as a fraction of the image): higher prefers "
                                        "the smaller of SAM's three hypotheses."),
                 io.Int.Input("max_objects", default=1, min=1, max=64,
-                             tooltip="How many of the most confident boxes go into the mask."),
+                             tooltip="How many boxes of each phrase go into its mask: the first ones in the "
+                                     "order_by order."),
                 io.Int.Input("grow", default=0, min=-256, max=256,
                              tooltip="Pixels to dilate (positive) or erode (negative) the mask."),
                 io.Int.Input("feather", default=0, min=0, max=256,
@@ -193,6 +201,16 @@ class GroundedSAMMask(io.ComfyNode):
                                tooltip="What an image gets when no box is found, or SAM returns only empty masks "
                                        "for every box: an empty mask, an error that stops the prompt, or the whole "
                                        "image. The preview says which happened."),
+                io.Combo.Input("order_by", options=list(mask_select.ORDERS), default="most confident",
+                               optional=True,
+                               tooltip="Which boxes of a phrase are kept when it finds several: the most confident, "
+                                       "the leftmost or topmost (box centre), or the largest or smallest box. The "
+                                       "preview numbers the kept boxes in this order ('dog 1', 'dog 2')."),
+                io.Combo.Input("if_several_found", options=list(grounded_sam.ON_SEVERAL), default="use the first",
+                               optional=True,
+                               tooltip="When a phrase finds more boxes than max_objects: use the first max_objects "
+                                       "in the order_by order (the preview's black band says how many were found "
+                                       "and which were kept), or stop the prompt with an error."),
             ],
             outputs=[
                 io.Mask.Output(display_name="mask", tooltip="One mask per input image (1 = subject)."),
@@ -200,12 +218,20 @@ class GroundedSAMMask(io.ComfyNode):
                                                                 "outlined (green = in the mask, grey = dropped); "
                                                                 "a black band on top says when nothing was found "
                                                                 "and which if_nothing_found policy was applied."),
-            ],
+                io.Mask.Output(display_name="phrase_masks",
+                               tooltip="One mask per phrase of the prompt, for each image in turn: mask i·P + j is "
+                                       "phrase j of image i (P phrases), e.g. 'dog . cat' on one image gives "
+                                       "[dog, cat]. Pick one with Mask From Batch."),
+            ] + ([BOUNDING_BOX.Output(display_name="bboxes",
+                                      tooltip="The kept boxes per image (ComfyUI's BOUNDING_BOX, as SAM3_Detect "
+                                              "gives them): phrases in prompt order, each in the order_by order.")]
+                 if BOUNDING_BOX is not None else []),
         )
 
     @classmethod
     def execute(cls, image, grounding_dino, sam, prompt, box_threshold, text_threshold, area_penalty, max_objects,
-                grow, feather, if_nothing_found) -> io.NodeOutput:
+                grow, feather, if_nothing_found, order_by="most confident",
+                if_several_found="use the first") -> io.NodeOutput:
         if image.shape[0] == 0:
             raise ValueError(f"{NODE}: the image batch is empty: connect at least one image.")
         if image.shape[-1] not in (3, 4):
@@ -219,7 +245,11 @@ class GroundedSAMMask(io.ComfyNode):
             masks, found = grounded_sam.segment_batch(
                 image, grounding_dino, sam, prompt, box_threshold=box_threshold, text_threshold=text_threshold,
                 area_penalty=area_penalty, max_objects=max_objects, on_empty=if_nothing_found, grow=grow,
-                feather=feather, device=device, progress=bar.update_absolute)
+                feather=feather, order=order_by, on_several=if_several_found, device=device,
+                progress=bar.update_absolute)
+        except grounded_sam.SeveralDetected as e:
+            raise ValueError(f"{NODE}: {e}. Raise max_objects, choose which to keep with order_by and set "
+                             f"if_several_found to 'use the first', or raise box_threshold.") from e
         except grounded_sam.NothingDetected as e:
             raise ValueError(f"{NODE}: {e}. Lower box_threshold, change the prompt or the SAM model, or set "
                              f"if_nothing_found to 'empty mask' or 'whole image'.") from e
@@ -238,7 +268,45 @@ class GroundedSAMMask(io.ComfyNode):
         notes = [f"image {i + 1}: {r.note}" for i, r in enumerate(found) if r.note]
         if notes:
             shown["text"] = ("\n".join(notes),)
-        return io.NodeOutput(masks.to(out_device), preview, ui=shown)
+        outputs = [masks.to(out_device), preview, grounded_sam.phrase_mask_batch(found).to(out_device)]
+        if BOUNDING_BOX is not None:
+            outputs.append(grounded_sam.kept_boxes(found))
+        return io.NodeOutput(*outputs, ui=shown)
 
 
-NODES = [GroundingDinoLoader, SamLoader, GroundedSAMMask]
+class MaskFromBatch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ImageAlchemy_MaskFromBatch",
+            display_name="Mask From Batch",
+            category="Image Alchemy/mask",
+            description="Picks one mask of a MASK batch by its index: one subject of Grounded SAM Mask's "
+                        "phrase_masks (the prompt's phrases in order), or one object of SAM3_Detect's "
+                        "individual masks (text prompts in order, each prompt's objects most confident first).",
+            inputs=[
+                io.Mask.Input("masks", tooltip="A batch of masks, e.g. phrase_masks or SAM3_Detect's masks."),
+                io.Int.Input("index", default=0, min=0, max=4095,
+                             tooltip="Which mask, counting from 0: 'dog . cat' gives dog = 0, cat = 1."),
+                io.Combo.Input("if_missing", options=list(MISSING), default="error",
+                               tooltip="When the batch has no mask at that index (e.g. SAM3 found fewer objects): "
+                                       "stop the prompt with an error, or give an empty mask (the insert then "
+                                       "returns its scene unchanged)."),
+            ],
+            outputs=[io.Mask.Output(display_name="mask", tooltip="The mask at that index (a batch of one).")],
+        )
+
+    @classmethod
+    def execute(cls, masks, index, if_missing) -> io.NodeOutput:
+        if masks.ndim == 2:
+            masks = masks[None]
+        if index < masks.shape[0]:
+            return io.NodeOutput(masks[index:index + 1].clone())
+        if if_missing == "error":
+            raise ValueError(f"MaskFromBatch: the batch has {masks.shape[0]} mask(s), so there is no index {index} "
+                             f"(indices count from 0). Lower index, check the detector found every subject, or "
+                             f"set if_missing to 'empty mask'.")
+        return io.NodeOutput(torch.zeros(1, *masks.shape[-2:], dtype=masks.dtype, device=masks.device))
+
+
+NODES = [GroundingDinoLoader, SamLoader, GroundedSAMMask, MaskFromBatch]

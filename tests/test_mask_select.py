@@ -87,3 +87,58 @@ def test_union_leaves_out_boxes_with_only_empty_hypotheses():
     union, kept = mask_select.union_of_selected(torch.stack([empty, empty]), boxes, torch.tensor([0.9, 0.4]),
                                                 lam=0.1, max_objects=2)
     assert kept == [] and not union.any()
+
+
+# -- which detections: order policies and max_objects --------------------------------------------------------------
+
+# Four boxes on a 20×20 image, chosen so every order gives a different first box:
+#   0: right, low score, small        1: left, mid score, large
+#   2: top, high score, medium        3: bottom, mid score (tie with 1), tiny
+ORDER_BOXES = torch.tensor([[15.0, 8.0, 19.0, 12.0],   # centre (17, 10), area 16
+                            [0.0, 4.0, 8.0, 14.0],     # centre (4, 9),   area 80
+                            [6.0, 0.0, 12.0, 5.0],     # centre (9, 2.5), area 30
+                            [9.0, 17.0, 11.0, 19.0]])  # centre (10, 18), area 4
+ORDER_SCORES = torch.tensor([0.2, 0.5, 0.9, 0.5])
+
+
+@pytest.mark.parametrize("order,expected", [
+    ("most confident", [2, 1, 3, 0]),  # 1 and 3 tie: the earlier box first
+    ("left to right", [1, 2, 3, 0]),   # centre x 4, 9, 10, 17
+    ("top to bottom", [2, 1, 0, 3]),   # centre y 2.5, 9, 10, 18
+    ("largest", [1, 2, 0, 3]),         # area 80, 30, 16, 4
+    ("smallest", [3, 0, 2, 1]),
+])
+def test_each_order_sorts_as_documented(order, expected):
+    assert mask_select.order_boxes(ORDER_BOXES, ORDER_SCORES, order) == expected
+
+
+def test_ties_in_an_order_go_to_the_more_confident_box():
+    boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 10.0, 4.0, 14.0]])  # same centre x
+    assert mask_select.order_boxes(boxes, torch.tensor([0.3, 0.8]), "left to right") == [1, 0]
+
+
+def test_unknown_order_is_refused():
+    with pytest.raises(ValueError, match="order must be one of"):
+        mask_select.order_boxes(ORDER_BOXES, ORDER_SCORES, "random")
+
+
+def box_hypotheses(boxes, size=20):
+    """For each box three hypotheses: the box itself, and two larger (whole image) ones."""
+    out = []
+    for x0, y0, x1, y1 in boxes.int().tolist():
+        exact = rect(size, size, y0, x0, y1, x1)
+        out.append(torch.stack([exact, torch.ones(size, size, dtype=torch.bool), exact | rect(size, size, 0, 0, 2, 2)]))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("order", mask_select.ORDERS)
+def test_select_instances_keeps_the_first_boxes_of_the_order(order):
+    masks = box_hypotheses(ORDER_BOXES)
+    expected = mask_select.order_boxes(ORDER_BOXES, ORDER_SCORES, order)
+    for n in (1, 2):
+        union, kept = mask_select.select_instances(masks, ORDER_BOXES, ORDER_SCORES, 0.1, n, order)
+        assert kept == expected[:n]
+        want = torch.zeros(20, 20, dtype=torch.bool)
+        for i in kept:
+            want |= masks[i, 0]  # M* of a box is the exact one (IoU 1, smallest area)
+        assert torch.equal(union, want)
