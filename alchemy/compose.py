@@ -91,3 +91,9 @@ def img2img_start(image: torch.Tensor, scene: torch.Tensor, mask: torch.Tensor) 
     if image is scene:
         return image
     return torch.where(mask.to(image.device)[..., None] > 0, image, scene.to(image.device, image.dtype))
+
+
+def leave_out(mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The stitch mask with ``keep`` taken out: ``mask`` × (1 − ``keep``), so where ``keep`` is 1 the weight is 0
+    and the base image is copied there (a soft ``keep`` fades the repaint out)."""
+    return mask * (1 - keep.to(mask.device, mask.dtype).clamp(0, 1))

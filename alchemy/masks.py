@@ -110,4 +110,6 @@ def match_batch(mask: torch.Tensor, batch: int, node: str) -> torch.Tensor:
     if mask.shape[0] == 1:
         return mask.expand(batch, -1, -1)
     raise ValueError(f"{node}: the mask batch has {mask.shape[0]} masks but the image batch has {batch} images. "
-                     "Give one mask per image, or a single mask for all of them.")
+                     "Give one mask per image, or a single mask for all of them. A batch with one mask per "
+                     "subject or object (Grounded SAM Mask's phrase_masks, SAM3_Detect with individual_masks on) "
+                     "goes through Mask From Batch first, which picks one by its index.")

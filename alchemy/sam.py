@@ -130,9 +130,48 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+# Segment Anything derivatives whose files sit in the same folder but whose architecture segment-anything 1.0 cannot
+# build: SAM-HQ adds an HQ output token and a decoder branch fed by the ViT's intermediate features
+# (mask_decoder.hf_token, hf_mlp, compress_vit_feat, embedding_encoder, embedding_maskfeature; its vit_tiny also uses
+# TinyViT); MobileSAM replaces the ViT image encoder by TinyViT (image_encoder.layers.*, patch_embed.seq.*).
+UNSUPPORTED = {
+    "SAM-HQ": (r"^mask_decoder\.(hf_token|hf_mlp|compress_vit_feat|embedding_encoder|embedding_maskfeature)\.",
+               re.compile(r"sam_hq|samhq|hq_sam", re.I)),
+    "MobileSAM / TinyViT": (r"^image_encoder\.(layers\.\d+\.|patch_embed\.seq\.)",
+                            re.compile(r"mobile_?sam|tinyvit|tiny_vit|vit_tiny", re.I)),
+}
+SUPPORTED_FILES = ("the original Segment Anything checkpoints sam_vit_b_01ec64.pth, sam_vit_l_0b3195.pth or "
+                   "sam_vit_h_4b8939.pth (or fine-tunes of that ViT architecture)")
+
+
+class UnsupportedSam(ValueError):
+    """A SAM-HQ or MobileSAM checkpoint: a valid file of an architecture not built here."""
+
+
+def unsupported_kind(state: dict[str, torch.Tensor]) -> str | None:
+    """'SAM-HQ' or 'MobileSAM / TinyViT' when the state dict is one of those, else None."""
+    for kind, (keys, _) in UNSUPPORTED.items():
+        if any(re.match(keys, k) for k in state):
+            return kind
+    return None
+
+
+def unsupported_by_name(filename: str) -> str | None:
+    """The same, from a file name (for the loader's list, which cannot open every file)."""
+    return next((kind for kind, (_, name) in UNSUPPORTED.items() if name.search(filename)), None)
+
+
+def unsupported_message(name: str, kind: str) -> str:
+    return (f"'{name}' is a {kind} checkpoint, which this pack does not load (segment-anything's classes cannot "
+            f"build that architecture). Use {SUPPORTED_FILES}.")
+
+
 def load_sam(path: str | Path) -> torch.nn.Module:
     """SAM from a checkpoint file, on the CPU in eval mode; ``.spec`` and ``.variant`` describe what was built."""
     state = read_state_dict(path)
+    kind = unsupported_kind(state)
+    if kind is not None:
+        raise UnsupportedSam(unsupported_message(Path(path).name, kind))
     spec = infer_spec(state)
     model = build_sam(spec)
     model.load_state_dict(state, strict=True)

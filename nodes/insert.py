@@ -4,7 +4,8 @@ Per image: grow + feather the mask, crop a context box around it, scale the crop
 VAE-encode, set the noise mask (ComfyUI's SetLatentNoiseMask), sample like KSampler at ``denoise``, decode, scale
 back and stitch with the feathered mask onto the *scene*. ``image`` is only the img2img start inside the repaint
 region (e.g. DecayBlur's output); ``scene`` (optional, default ``image``) is what the result is stitched onto, so
-pixels where the feathered mask is 0 are the scene's, bit for bit. denoise 0 and an empty mask return the scene.
+pixels where the feathered mask is 0 are the scene's, bit for bit. ``keep`` (optional) is taken out of the feathered
+mask: an earlier subject stays as the earlier insert left it. denoise 0 and an empty mask return the scene.
 """
 import logging
 import pickle
@@ -147,6 +148,11 @@ class LoRAImg2ImgInsert(io.ComfyNode):
                                        "feathered mask the output is this image, bit for bit, and inside the "
                                        "feathered edge the repaint blends into it. Not linked: the image input "
                                        "(older graphs). Same size as image; one scene or one per image."),
+                io.Mask.Input("keep", optional=True,
+                              tooltip="Where this insert must not paint, e.g. the mask of a subject an earlier "
+                                      "insert put in: there the output is the scene (the earlier result), bit for "
+                                      "bit, even inside the grown and feathered mask. Resized to the image; one "
+                                      "mask or one per image."),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The images with the subject inserted.")],
         )
@@ -165,7 +171,7 @@ class LoRAImg2ImgInsert(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, image, mask, lora_name, lora_strength, positive, negative, seed, steps, cfg,
                 sampler_name, scheduler, denoise, grow, feather, crop_mode, context, resolution,
-                lora_name_from_training=None, scene=None) -> io.NodeOutput:
+                lora_name_from_training=None, scene=None, keep=None) -> io.NodeOutput:
         if crop_mode not in CROP_MODES:
             raise ValueError(f"{NODE}: unknown crop_mode {crop_mode!r}; choose one of {CROP_MODES}.")
         if image.shape[0] == 0:
@@ -176,6 +182,9 @@ class LoRAImg2ImgInsert(io.ComfyNode):
         scene = check_scene(image, scene)
         mask = masks.match_batch(masks.resize_mask(mask.to(image.device), height, width), batch, NODE)
         stitch_masks = masks.feather_mask(masks.grow_mask(mask, grow), feather)
+        if keep is not None:
+            keep = masks.match_batch(masks.resize_mask(keep.to(image.device), height, width), batch, NODE)
+            stitch_masks = compose.leave_out(stitch_masks, keep)
         boxes = [compose.context_box(m, context, whole_image=crop_mode == "whole image") for m in stitch_masks]
         if all(box is None for box in boxes) or denoise == 0:
             # Nothing to repaint: the scene as it came in (not a VAE round trip of it).

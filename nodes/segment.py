@@ -1,8 +1,10 @@
 """GroundedSAMMask and its two loaders (paper 001 §3.3), over ``alchemy.grounding``, ``alchemy.sam`` and
 ``alchemy.grounded_sam``.
 
-The loaders return CPU models in eval mode; GroundedSAMMask moves them to ComfyUI's device for the run and
-back afterwards, so nothing stays on the GPU between prompts.
+The loaders return CPU models in eval mode. GroundedSAMMask hands both to ComfyUI's memory management as
+ModelPatchers (as core nodes do with CLIP vision and upscale models): ``load_models_gpu`` frees room for them
+before the run, and afterwards they count as loaded models that ComfyUI unloads to its offload device as soon as
+the sampler (or anything else) needs the memory, instead of sitting on the GPU outside its accounting.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from safetensors import SafetensorError
 from comfy_api.latest import io, ui
 
 import comfy.model_management
+import comfy.model_patcher
 import comfy.utils
 import folder_paths
 
@@ -31,6 +34,33 @@ GroundingDinoModel = io.Custom("IMAGE_ALCHEMY_GROUNDING_DINO")
 SamModel = io.Custom("IMAGE_ALCHEMY_SAM")
 # ComfyUI's own box type (SAM3_Detect's bboxes), where the running version has it (0.3.75 does not).
 BOUNDING_BOX = getattr(io, "BoundingBox", None)
+
+
+class _Held(torch.nn.Module):
+    """A plain module around a detector for ComfyUI's ModelPatcher, which sets attributes on the model it holds
+    (``device`` among them) that transformers models expose read-only."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+
+def comfy_patcher(module: torch.nn.Module) -> "comfy.model_patcher.ModelPatcher":
+    """The ModelPatcher through which ComfyUI loads and offloads ``module`` (made once per model object)."""
+    patcher = module.__dict__.get("_image_alchemy_patcher")
+    if patcher is None:
+        patcher = comfy.model_patcher.ModelPatcher(
+            _Held(module), load_device=comfy.model_management.get_torch_device(),
+            offload_device=comfy.model_management.unet_offload_device())
+        module.__dict__["_image_alchemy_patcher"] = patcher  # not a submodule: kept out of state_dict / .to()
+    return patcher
+
+
+def load_for_run(*modules: torch.nn.Module) -> torch.device:
+    """Loads the modules onto ComfyUI's device through its memory management (freeing room first)."""
+    patchers = [comfy_patcher(m) for m in modules]
+    comfy.model_management.load_models_gpu(patchers, force_full_load=True)
+    return patchers[0].load_device
 
 
 def _roots(folder: str) -> list[str]:
@@ -59,9 +89,11 @@ def grounding_dino_choices() -> list[str]:
 
 
 def sam_choices() -> list[str]:
+    """SAM files this loader can build: SAM-HQ and MobileSAM files (named as released) are left out."""
     if not _roots(SAM_FOLDER):
         return []
-    return [f for f in folder_paths.get_filename_list(SAM_FOLDER) if f.lower().endswith(sam_ops.SAM_SUFFIXES)]
+    return [f for f in folder_paths.get_filename_list(SAM_FOLDER)
+            if f.lower().endswith(sam_ops.SAM_SUFFIXES) and sam_ops.unsupported_by_name(os.path.basename(f)) is None]
 
 
 def resolve(folder: str, name: str, expected: str) -> str:
@@ -104,7 +136,8 @@ def _missing_message(folder: str, name: str, choices: list[str], expected: str) 
 GROUNDING_EXPECTED = ("a Hugging Face GroundingDINO folder (e.g. grounding-dino-tiny/ with config.json and "
                       "model.safetensors) or an original checkpoint such as groundingdino_swint_ogc.pth with a "
                       "bert-base-uncased/ folder beside it")
-SAM_EXPECTED = "a Segment Anything checkpoint such as sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth or sam_vit_b_01ec64.pth"
+SAM_EXPECTED = ("a Segment Anything checkpoint such as sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth or "
+                "sam_vit_b_01ec64.pth (SAM-HQ and MobileSAM files are not supported)")
 
 
 class GroundingDinoLoader(io.ComfyNode):
@@ -144,13 +177,17 @@ class SamLoader(io.ComfyNode):
             display_name="SAM Loader (Segment Anything)",
             category="Image Alchemy/loaders",
             description="Loads a Segment Anything model (ViT-B, ViT-L or ViT-H, read from the weights) from "
-                        "models/sams. Weights are loaded as tensors only (no pickled code).",
+                        "models/sams. Weights are loaded as tensors only (no pickled code). SAM-HQ and MobileSAM "
+                        "files are not listed: their architectures are not built by segment-anything.",
             inputs=[io.Combo.Input("model_name", options=sam_choices(), tooltip="SAM checkpoint under models/sams.")],
             outputs=[SamModel.Output(display_name="sam", tooltip="The SAM model (kept on the CPU until a node uses it).")],
         )
 
     @classmethod
     def validate_inputs(cls, model_name):
+        kind = sam_ops.unsupported_by_name(os.path.basename(model_name))
+        if kind is not None:
+            return f"SAMLoader: {sam_ops.unsupported_message(model_name, kind)}"
         return _missing_message(SAM_FOLDER, model_name, sam_choices(), SAM_EXPECTED)
 
     @classmethod
@@ -158,6 +195,8 @@ class SamLoader(io.ComfyNode):
         path = resolve(SAM_FOLDER, model_name, SAM_EXPECTED)
         try:
             return io.NodeOutput(sam_ops.load_sam(path))
+        except sam_ops.UnsupportedSam as e:  # a sound file of another architecture: not "damaged"
+            raise ValueError(f"SAMLoader: {e}") from e
         except LOAD_ERRORS as e:
             raise cannot_load("SAMLoader", model_name, SAM_FOLDER, SAM_EXPECTED, e) from e
 
@@ -237,10 +276,8 @@ class GroundedSAMMask(io.ComfyNode):
         if image.shape[-1] not in (3, 4):
             raise ValueError(f"{NODE}: expected RGB or RGBA images, got {image.shape[-1]} channel(s): convert the "
                              f"image to RGB first (e.g. load it with Load Image).")
-        device = comfy.model_management.get_torch_device()
         bar = comfy.utils.ProgressBar(image.shape[0])
-        grounding_dino.model.to(device)
-        sam.to(device)
+        device = load_for_run(grounding_dino.model, sam)
         try:
             masks, found = grounded_sam.segment_batch(
                 image, grounding_dino, sam, prompt, box_threshold=box_threshold, text_threshold=text_threshold,
@@ -255,10 +292,6 @@ class GroundedSAMMask(io.ComfyNode):
                              f"if_nothing_found to 'empty mask' or 'whole image'.") from e
         except ValueError as e:
             raise ValueError(f"{NODE}: {e}") from e
-        finally:
-            grounding_dino.model.to("cpu")
-            sam.to("cpu")
-            comfy.model_management.soft_empty_cache()
         preview = grounded_sam.draw_preview(image, masks, found)
         out_device = comfy.model_management.intermediate_device()
         preview = preview.to(out_device, image.dtype)

@@ -4,6 +4,7 @@
 //           nodes inside a column (both are ranks, not coordinates);
 //   groups: [{key, title, color}]; layout: rows of block keys (a group, or a node outside any group);
 //   view:   the window the saved view is made for, the margins its side and top bars cover, the minimap's corner;
+//   requires_comfyui?: the ComfyUI version whose core nodes the workflow uses (saved in extra.image_alchemy);
 //   showsImages, previewHeight, growsBelow: the node types that show images after a run, the height the frontend's
 //           image preview takes, and how far nodes of a type grow while running.
 // Only stable LiteGraph API: createNode, graph.add, node.pos/size/getBounding, LGraphGroup pos/size.
@@ -131,5 +132,7 @@ async (spec) => {
   // Through JSON so undefined fields are dropped, not saved as null (the frontend's schema rejects nulls).
   const saved = JSON.parse(JSON.stringify(graph.serialize()));
   saved.extra = {...(saved.extra || {}), ds: {scale, offset}};
+  // Workflows that use core nodes of newer ComfyUI versions say which version they need.
+  if (spec.requires_comfyui) saved.extra.image_alchemy = {requires_comfyui: spec.requires_comfyui};
   return saved;
 }

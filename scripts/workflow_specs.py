@@ -79,6 +79,57 @@ def stage2(col, row=0, lora_link=None, token_link=None):
     ]
 
 
+SECOND_LORA, SECOND_TOKEN, SECOND_CLASS = "ffin_cat.safetensors", "ffin", "cat"
+TWO_SCENE = "a photo of a dog and a cat on a sofa, living room, soft light, 35mm"
+
+
+def two_subjects(col=0, row=0):
+    """One GroundedSAMMask for 'dog . cat' → Mask From Batch per subject → DecayBlur + insert per subject, the cat's
+    insert stitching onto the dog's result; each insert keeps the other subject's mask (see the README's overlap
+    rule)."""
+    find = [
+        dict(key="dino", type="ImageAlchemy_GroundingDinoLoader", col=col, row=row,
+             widgets={"model_name": "groundingdino_swint_ogc.pth"}),
+        dict(key="sam", type="ImageAlchemy_SAMLoader", col=col, row=row + 1,
+             widgets={"model_name": "sam_vit_h_4b8939.pth"}),
+        dict(key="mask", type="ImageAlchemy_GroundedSAMMask", col=col + 1, row=row,
+             widgets={"prompt": f"{CLASS_WORD} . {SECOND_CLASS}", "box_threshold": 0.3, "text_threshold": 0.25,
+                      "area_penalty": 0.1, "max_objects": 1, "grow": 8, "feather": 0, "if_nothing_found": "error",
+                      "order_by": "most confident", "if_several_found": "use the first"},
+             links={"image": ("scene", 0), "grounding_dino": ("dino", 0), "sam": ("sam", 0)}),
+        dict(key="pick_a", type="ImageAlchemy_MaskFromBatch", col=col + 2, row=row,
+             widgets={"index": 0, "if_missing": "error"}, links={"masks": ("mask", 2)}),
+        dict(key="pick_b", type="ImageAlchemy_MaskFromBatch", col=col + 2, row=row + 1,
+             widgets={"index": 1, "if_missing": "error"}, links={"masks": ("mask", 2)}),
+    ]
+    return find, subject_chain("a", TOKEN, CLASS_WORD, SUBJECT_LORA, onto=("scene", 0), keep=("pick_b", 0)), \
+        subject_chain("b", SECOND_TOKEN, SECOND_CLASS, SECOND_LORA, onto=("insert_a", 0), keep=("pick_a", 0),
+                      seed=8) + [
+            dict(key="save", type="SaveImage", col=3, row=0, widgets={"filename_prefix": "image_alchemy/two_subjects"},
+                 links={"images": ("insert_b", 0)}),
+            dict(key="save_scene", type="SaveImage", col=3, row=1.6, widgets={"filename_prefix": "image_alchemy/scene"},
+                 links={"images": ("scene", 0)})]
+
+
+def subject_chain(tag, token, class_word, lora, onto, keep, seed=7):
+    """DecayBlur of the stage-1 scene around one subject's mask + its insert with its LoRA and token prompt."""
+    return [
+        dict(key=f"blurred_{tag}", type="ImageAlchemy_DecayBlur", col=0, row=0,
+             widgets={"mode": "exponential-decay", "kernel_size": 151, "sigma": 100.0, "decay_lambda": 5.0},
+             links={"image": ("scene", 0), "mask": (f"pick_{tag}", 0)}),
+        dict(key=f"prompt_{tag}", type="CLIPTextEncode", col=1, row=1.4,
+             widgets={"text": f"a photo of {token} {class_word} on a sofa, living room, soft light, 35mm"},
+             links={"clip": ("ckpt", 1)}),
+        dict(key=f"insert_{tag}", type="ImageAlchemy_LoRAImg2ImgInsert", col=2, row=0,
+             widgets={"lora_name": lora, "lora_strength": 1.0, "seed": seed, "control_after_generate": "fixed",
+                      "steps": 30, "cfg": 6.0, "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": 0.75,
+                      "grow": 8, "feather": 16, "crop_mode": "crop", "context": 0.5, "resolution": 1024},
+             links={"model": ("ckpt", 0), "vae": ("ckpt", 2), "image": (f"blurred_{tag}", 0),
+                    "mask": (f"blurred_{tag}", 2), "positive": (f"prompt_{tag}", 0), "negative": ("negative", 0),
+                    "scene": onto, "keep": keep}),
+    ]
+
+
 # Wide enough for the title newer frontends give ImageBatch ("Batch Images (DEPRECATED)").
 BATCH_SIZE = [250, 50]
 
@@ -147,6 +198,18 @@ WHOLE_NOTE = (
     "Model files: as in workflows 1 and 2."
 )
 
+TWO_SUBJECTS_NOTE = (
+    "Two subjects in one scene (Image-Alchemy, Figure 5)\n\n"
+    "Stage 1: the unmodified SDXL paints the scene with both CLASS words ('a dog and a cat').\n"
+    "Find: one GroundedSAMMask with the prompt 'dog . cat' gives one mask per phrase (phrase_masks: dog = 0, "
+    "cat = 1); Mask From Batch splits them. order_by / if_several_found decide which dog when there are two, and "
+    "the preview labels what was kept.\n"
+    "Subjects: each gets its own DecayBlur, LoRA and TOKEN prompt. The cat's insert stitches onto the dog's "
+    "result; each insert's keep input takes the other subject's mask, so neither repaints the other.\n\n"
+    "Model files: as in workflow 2, plus a second subject LoRA:\n"
+    f"- models/loras/{SUBJECT_LORA} and models/loras/{SECOND_LORA} (from the 'learn a subject' workflow)"
+)
+
 # What the frontend adds to nodes during and after a run, which the layout leaves room for: an image preview on the
 # nodes that show images (its IMAGE_PREVIEW widget takes at least 220 px; reserved in the node's size), and the Train
 # Subject LoRA's live loss chart (web/train_loss.js grows the node by its 110 px chart + 8 when training starts;
@@ -159,11 +222,58 @@ GROWS_BELOW = {"ImageAlchemy_TrainSubjectLoRA": 118}
 LEARN = dict(key="learn", title="Learn the subject: photos → rare token → LoRA", color="yellow")
 STAGE1 = dict(key="stage1", title="Stage 1: the unmodified SDXL paints the scene (class word)", color="blue")
 STAGE2 = dict(key="stage2", title="Stage 2: find, blur and repaint the subject with the LoRA (token)", color="green")
+FIND = dict(key="find", title="Stage 2: find both subjects ('dog . cat': one mask per phrase)", color="green")
+SUBJECT_A = dict(key="subject_a", title="Stage 2, subject A: iklan dog (its blur, LoRA and token prompt)",
+                 color="cyan")
+SUBJECT_B = dict(key="subject_b", title="Stage 2, subject B: ffin cat, stitched onto subject A's result",
+                 color="purple")
+SAM3_FIND = dict(key="sam3", title="Stage 2 (ComfyUI 0.33+): core SAM3_Detect finds the subject", color="green")
 
 
 def grouped(group, nodes):
     return [dict(node, group=group["key"]) for node in nodes]
 
+
+SAM3_CHECKPOINT = "sam3.safetensors"
+SAM3_NOTE = (
+    "Two-stage generation with ComfyUI's own SAM3 (needs ComfyUI 0.33 or newer: SAM3_Detect is a core node there; "
+    "older versions show it as missing)\n\n"
+    "As workflow 2, but the subject's mask comes from core SAM3_Detect (text prompt 'dog'), so no GroundingDINO, "
+    "SAM or BERT files are needed. With individual_masks on, SAM3_Detect gives one mask per object, most "
+    "confident first; Mask From Batch takes object 0 (the most confident dog).\n\n"
+    "Model files:\n"
+    f"- models/checkpoints/{CHECKPOINT} (any SDXL checkpoint)\n"
+    f"- models/checkpoints/{SAM3_CHECKPOINT} (SAM3 or SAM3.1, as for ComfyUI's SAM3 templates)\n"
+    f"- models/loras/{SUBJECT_LORA} (from the 'learn a subject' workflow)"
+)
+
+
+def sam3_find(col=0, row=0):
+    return [
+        dict(key="sam3_ckpt", type="CheckpointLoaderSimple", col=col, row=row,
+             widgets={"ckpt_name": SAM3_CHECKPOINT}),
+        dict(key="sam3_text", type="CLIPTextEncode", col=col, row=row + 1, widgets={"text": CLASS_WORD},
+             links={"clip": ("sam3_ckpt", 1)}),
+        dict(key="detect", type="SAM3_Detect", col=col + 1, row=row,
+             widgets={"threshold": 0.5, "refine_iterations": 2, "individual_masks": True},
+             links={"model": ("sam3_ckpt", 0), "image": ("scene", 0), "conditioning": ("sam3_text", 0)}),
+        dict(key="pick", type="ImageAlchemy_MaskFromBatch", col=col + 2, row=row,
+             widgets={"index": 0, "if_missing": "error"}, links={"masks": ("detect", 0)}),
+    ]
+
+
+def sam3_stage2(col):
+    """Workflow 2's blur + insert on SAM3_Detect's mask (object 0)."""
+    nodes = [n for n in stage2(col) if n["type"] not in ("ImageAlchemy_GroundingDinoLoader", "ImageAlchemy_SAMLoader",
+                                                          "ImageAlchemy_GroundedSAMMask")]
+    for n in nodes:
+        n["col"] -= 1
+        if n["key"] == "blurred":
+            n["links"] = {**n["links"], "mask": ("pick", 0)}
+    return nodes
+
+
+_find, _subject_a, _subject_b = two_subjects()
 
 WORKFLOWS = [
     dict(name="1_learn_subject", groups=[LEARN], layout=[["about", "learn"]],
@@ -175,4 +285,12 @@ WORKFLOWS = [
          nodes=[note("about", 0, 0, WHOLE_NOTE, 340, 380)] + grouped(LEARN, learn_subject())
          + grouped(STAGE1, stage1(col=1, row=2.6, checkpoint=False))
          + grouped(STAGE2, stage2(col=5, row=2.6, lora_link=("train", 0), token_link=("picker", 0)))),
+    dict(name="4_two_subjects", groups=[STAGE1, FIND, SUBJECT_A, SUBJECT_B],
+         layout=[["about", "stage1", "find"], ["subject_a", "subject_b"]],
+         nodes=[note("about", 0, 0, TWO_SUBJECTS_NOTE, 360, 420)] + grouped(STAGE1, stage1(scene=TWO_SCENE))
+         + grouped(FIND, _find) + grouped(SUBJECT_A, _subject_a) + grouped(SUBJECT_B, _subject_b)),
+    dict(name="5_sam3_two_stage_comfyui_0.33", groups=[STAGE1, SAM3_FIND, STAGE2], requires_comfyui="0.33.0",
+         layout=[["about", "stage1"], ["sam3", "stage2"]],
+         nodes=[note("about", 0, 0, SAM3_NOTE, 360, 420)] + grouped(STAGE1, stage1())
+         + grouped(SAM3_FIND, sam3_find()) + grouped(STAGE2, sam3_stage2(col=4))),
 ]

@@ -70,3 +70,19 @@ def test_no_boxes_skips_the_encoder(sam_file, image):
     model.image_encoder.register_forward_hook(lambda *args: calls.append(1))
     masks, iou = sam_ops.segment_boxes(model, image, torch.zeros(0, 4))
     assert calls == [] and masks.shape == (0, 3, 40, 56)
+
+
+@pytest.mark.parametrize("kind,label", [("hq", "SAM-HQ"), ("mobile", "MobileSAM / TinyViT")])
+def test_sam_hq_and_mobile_sam_are_recognised_and_refused_by_name(tmp_path, kind, label):
+    # Under a neutral name, so the keys (not the name) are what is recognised.
+    path = tiny_detectors.write_sam_variant(tmp_path / "renamed.pth", kind)
+    with pytest.raises(sam_ops.UnsupportedSam, match=f"'renamed.pth' is a {label} checkpoint.*sam_vit_h_4b8939.pth"):
+        sam_ops.load_sam(path)
+    assert sam_ops.unsupported_kind(tiny_detectors.tiny_sam().state_dict()) is None
+
+
+@pytest.mark.parametrize("name,kind", [("sam_hq_vit_h.pth", "SAM-HQ"), ("sam_hq_vit_tiny.pth", "SAM-HQ"),
+                                       ("mobile_sam.pt", "MobileSAM / TinyViT"), ("sam_vit_h_4b8939.pth", None),
+                                       ("sam_vit_b_01ec64.pth", None)])
+def test_release_file_names_tell_the_unsupported_ones(name, kind):
+    assert sam_ops.unsupported_by_name(name) == kind

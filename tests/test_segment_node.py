@@ -209,6 +209,26 @@ def test_two_phrases_give_a_mask_batch_in_prompt_order_and_mask_from_batch_picks
     assert (outputs[3:] == ["BOUNDING_BOX"]) == hasattr(latest.io, "BoundingBox")
 
 
+@pytest.mark.skipif(not hasattr(__import__("comfy_api.latest", fromlist=["io"]).io, "BoundingBox"),
+                    reason="this ComfyUI has no BOUNDING_BOX type (0.3.75)")
+def test_bboxes_output_is_comfy_bounding_box_per_image(comfy, detectors):
+    import json
+
+    g = GraphBuilder()
+    _, decoded = tiny_scene(g, batch_size=2)
+    seg = segment(g, decoded.out(0), HF_NAME, prompt="dog . cat", max_objects=1)
+    shown = g.node("PreviewAny", source=seg.out(3))
+    entry = comfy.run(g.finalize())
+    boxes = json.loads(entry["outputs"][shown.id]["text"][0])
+    assert len(boxes) == 2  # one list per image
+    for frame in boxes:
+        assert 1 <= len(frame) <= 2 and [b["label"] for b in frame] == sorted((b["label"] for b in frame),
+                                                                             key=["dog", "cat"].index)
+        for box in frame:
+            assert {"x", "y", "width", "height", "score"} <= set(box)
+            assert 0 <= box["x"] <= box["x"] + box["width"] <= 64 and 0 <= box["y"] <= box["y"] + box["height"] <= 64
+
+
 def test_mask_from_batch_out_of_range_follows_its_policy(comfy, detectors):
     g = GraphBuilder()
     _, decoded = tiny_scene(g)
@@ -230,3 +250,40 @@ def test_several_found_error_policy_names_the_fix(comfy, detectors):
     save_mask(g, seg, "never")
     with pytest.raises(PromptFailed, match="GroundedSAMMask: 'dog': .* but max_objects is 1. Raise max_objects"):
         comfy.run(g.finalize())
+
+
+def test_sam_hq_and_mobile_sam_files_are_not_listed_and_say_why(comfy, detectors):
+    sams = comfy.base_dir / "models" / "sams"
+    tiny_detectors.write_sam_variant(sams / "sam_hq_vit_b.pth", "hq")
+    tiny_detectors.write_sam_variant(sams / "mobile_sam.pt", "mobile")
+    tiny_detectors.write_sam_variant(sams / "my_sam_finetune.pth", "hq")  # a name that does not tell
+    options = comfy.object_info()["ImageAlchemy_SAMLoader"]["input"]["required"]["model_name"][1]["options"]
+    assert SAM_NAME in options and "my_sam_finetune.pth" in options
+    assert "sam_hq_vit_b.pth" not in options and "mobile_sam.pt" not in options
+    for name, message in (("sam_hq_vit_b.pth", "'sam_hq_vit_b.pth' is a SAM-HQ checkpoint"),
+                          ("mobile_sam.pt", "'mobile_sam.pt' is a MobileSAM / TinyViT checkpoint"),
+                          ("my_sam_finetune.pth", "SAMLoader: 'my_sam_finetune.pth' is a SAM-HQ checkpoint")):
+        g = GraphBuilder()
+        _, decoded = tiny_scene(g)
+        seg = segment(g, decoded.out(0), HF_NAME)
+        seg.set_input("sam", g.node("ImageAlchemy_SAMLoader", model_name=name).out(0))
+        save_mask(g, seg, "never")
+        with pytest.raises(PromptFailed, match=message + ".*sam_vit_h_4b8939.pth"):
+            comfy.run(g.finalize())
+
+
+def test_a_per_object_mask_batch_into_the_blur_points_to_mask_from_batch(comfy, detectors):
+    """One image, three masks (one per phrase, as SAM3_Detect's individual masks give one per object): DecayBlur
+    cannot tell which is meant and says how to pick one; through Mask From Batch the same batch blurs."""
+    g = GraphBuilder()
+    _, decoded = tiny_scene(g)
+    seg = segment(g, decoded.out(0), HF_NAME, prompt="dog . cat . toy", max_objects=1)
+    blur = g.node("ImageAlchemy_DecayBlur", image=decoded.out(0), mask=seg.out(2), mode="gaussian", kernel_size=5,
+                  sigma=2.0, decay_lambda=5.0, distance_unit="kernel radius", decay="sigma")
+    g.node("SaveImage", images=blur.out(0), filename_prefix="never")
+    with pytest.raises(PromptFailed, match="DecayBlur: the mask batch has 3 masks but the image batch has 1.*Mask From "
+                                           "Batch"):
+        comfy.run(g.finalize())
+    blur.set_input("mask", g.node("ImageAlchemy_MaskFromBatch", masks=seg.out(2), index=2, if_missing="error").out(0))
+    entry = comfy.run(g.finalize())
+    assert entry["status"]["status_str"] == "success"

@@ -221,3 +221,27 @@ def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def write_sam_variant(path: Path, kind: str) -> Path:
+    """A checkpoint in the key layout of a SAM derivative this pack does not build: ``"hq"`` (SAM-HQ: the SAM
+    weights plus its HQ token, MLP and feature-fusion convolutions in the mask decoder, as sam_hq_vit_*.pth hold
+    them) or ``"mobile"`` (MobileSAM: a TinyViT image encoder, ``image_encoder.patch_embed.seq.*`` and
+    ``image_encoder.layers.*``, with SAM's prompt encoder and decoder)."""
+    state = tiny_sam().state_dict()
+    dim = state["mask_decoder.iou_token.weight"].shape[1]
+    if kind == "hq":
+        state.update({"mask_decoder.hf_token.weight": torch.zeros(1, dim),
+                      "mask_decoder.hf_mlp.layers.0.weight": torch.zeros(dim, dim),
+                      "mask_decoder.compress_vit_feat.0.weight": torch.zeros(dim, 16, 2, 2),
+                      "mask_decoder.embedding_encoder.0.weight": torch.zeros(dim // 4, dim, 2, 2),
+                      "mask_decoder.embedding_maskfeature.0.weight": torch.zeros(dim // 4, dim // 8, 3, 3)})
+    elif kind == "mobile":
+        state = {k: v for k, v in state.items() if not k.startswith("image_encoder.")}
+        state.update({"image_encoder.patch_embed.seq.0.c.weight": torch.zeros(8, 3, 3, 3),
+                      "image_encoder.layers.0.blocks.0.conv1.c.weight": torch.zeros(8, 8, 1, 1),
+                      "image_encoder.neck.0.weight": torch.zeros(dim, 8, 1, 1)})
+    else:
+        raise ValueError(kind)
+    _atomic_save(state, Path(path))
+    return Path(path)

@@ -7,6 +7,7 @@ extra widget value that is not an input. Note nodes are UI-only and dropped.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 UI_ONLY_TYPES = {"Note", "MarkdownNote"}
@@ -16,6 +17,27 @@ MUTED, BYPASSED = 2, 4
 
 def load(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def requires_comfyui(path: str | Path) -> tuple[int, ...]:
+    """The ComfyUI version a shipped workflow needs (its extra.image_alchemy.requires_comfyui; () when any)."""
+    wanted = load(path).get("extra", {}).get("image_alchemy", {}).get("requires_comfyui")
+    return _version(wanted) if wanted else ()
+
+
+def comfyui_version(comfy_dir: str | Path) -> tuple[int, ...]:
+    text = (Path(comfy_dir) / "comfyui_version.py").read_text()
+    return _version(re.search(r"__version__\s*=\s*[\"']([^\"']+)", text).group(1))
+
+
+def for_comfyui(paths, comfy_dir) -> list[Path]:
+    """The workflows among ``paths`` that the ComfyUI in ``comfy_dir`` has every core node for."""
+    have = comfyui_version(comfy_dir)
+    return [Path(p) for p in paths if requires_comfyui(p) <= have]
 
 
 def _is_widget(spec: list) -> bool:
