@@ -43,7 +43,7 @@ def test_pack_nodes_are_registered_with_category_and_description(comfy):
     assert set(ours) == {
         "ImageAlchemy_RareTokenPicker", "ImageAlchemy_TrainSubjectLoRA", "ImageAlchemy_GroundingDinoLoader",
         "ImageAlchemy_SAMLoader", "ImageAlchemy_GroundedSAMMask", "ImageAlchemy_DecayBlur",
-        "ImageAlchemy_LoRAImg2ImgInsert", "ImageAlchemy_SubjectMetrics"}
+        "ImageAlchemy_LoRAImg2ImgInsert", "ImageAlchemy_SubjectMetrics", "ImageAlchemy_MaskFromBatch"}
     for name, spec in ours.items():
         assert spec["category"].startswith("Image Alchemy"), name
         assert spec["description"].strip(), name
