@@ -9,6 +9,7 @@ progress to the progress bar and the browser's loss chart.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import logging
 import shutil
@@ -25,15 +26,15 @@ from comfy_api.latest import io, ui
 
 from ..training import child, job
 from ..training.augment import augmented_views
-from ..training.settings import DRIFT_PENALTIES
 from . import class_images, unet_handover
-from .train_checks import (available_vram, bf16_native, check_trainable, lora_file_name, sampling_kind,
-                           several_tokens_warning)
-from ..training.hardware import auto_gradient_checkpointing, auto_mixed_precision
+from .train_inputs import setting_inputs
+from .train_checks import (available_vram, bf16_native, check_trainable, lora_file_name, resume_state,
+                           sampling_kind, several_tokens_warning)
 from ..training.lora_file import partial_path, read_metadata
 from ..training.plot import loss_curve_image
-from ..training.preprocess import resize_and_crop
-from ..training.settings import TrainSettings
+from ..training.preprocess import prepare
+from ..training.preview import PreviewConditioning, read_previews
+from ..training.settings import CHECKPOINTING, TrainSettings, checkpointing_choice, from_user_values
 from ..training.trainer import TrainingData
 from ..training.unet import diffusers_unet_config
 from ..training.weights import fingerprint
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 NODE = "TrainSubjectLoRA"
 PROGRESS_EVENT = "image_alchemy.train_progress"
 JOB_HASH_KEY = "image_alchemy.job_hash"
-CHECKPOINTING = ("auto", "on", "off")
 
 
 def _work_dir() -> Path:
@@ -52,15 +52,14 @@ def _work_dir() -> Path:
     return path
 
 
-def _prepare_images(images: torch.Tensor, mask: torch.Tensor | None, resolution: int):
-    """IMAGE BHWC → BCHW, resized (shorter side, antialiased) and centre-cropped to resolution² by the trainer's
-    own preprocessing (the same as `python -m training fit`); MASK BHW likewise.
-    Returns (pixels BHWC for the VAE, masks B×1×R×R or None, SDXL size/crop conditioning per image)."""
+def _prepare_images(images: torch.Tensor, mask: torch.Tensor | None, resolution: int,
+                    bucket: tuple[int, int] | None = None):
+    """IMAGE BHWC → the SDXL aspect bucket nearest the photos' (or ``bucket``), resized (antialiased) and cut
+    around each subject's mask box by the trainer's own preprocessing (the same as `python -m training fit`);
+    MASK BHW likewise. Returns (pixels BHWC for the VAE, masks B×1×h×w or None, SDXL size/crop conditioning
+    per image)."""
     b = images.shape[0]
-    pixels, crop = resize_and_crop(images[..., :3].movedim(-1, 1), resolution)
-    pixels = pixels.movedim(1, -1)
-    time_ids = torch.tensor([crop.time_ids()] * b, dtype=torch.float32)
-    masks = None
+    per_image_masks = None
     if mask is not None:
         if mask.dim() == 2:
             mask = mask[None]
@@ -70,10 +69,12 @@ def _prepare_images(images: torch.Tensor, mask: torch.Tensor | None, resolution:
         if tuple(mask.shape[-2:]) != tuple(images.shape[1:3]):  # another size: stretched onto the photo first
             mask = torch.nn.functional.interpolate(mask[:, None].float(), size=tuple(images.shape[1:3]),
                                                    mode="bilinear")[:, 0]
-        masks, _ = resize_and_crop(mask[:, None].float(), resolution, mode="bilinear")
-        if float(masks.max()) <= 0:
+        if float(mask.max()) <= 0:
             raise ValueError(f"{NODE}: the subject mask is empty: connect a mask that covers the subject, or none")
-    return pixels, masks, time_ids
+        per_image_masks = list(mask.float())
+    pixels, masks, crops = prepare(list(images[..., :3].movedim(-1, 1)), resolution, per_image_masks, bucket)
+    time_ids = torch.tensor([crop.time_ids() for crop in crops], dtype=torch.float32)
+    return pixels.movedim(1, -1), masks, time_ids
 
 
 def _encode(model, clip, vae, pixels, masks, time_ids, settings: TrainSettings) -> TrainingData:
@@ -104,11 +105,54 @@ def _add_class_data(data: TrainingData, model, clip, vae, settings: TrainSetting
     images = class_images.class_images(model, clip, vae, prompt=settings.class_prompt, count=settings.prior_images,
                                        resolution=resolution, seed=settings.seed, model_hash=model_hash,
                                        cache_dir=_work_dir())
-    pixels, _masks, time_ids = _prepare_images(images, None, resolution)
+    bucket = tuple(int(v) * 8 for v in data.latents.shape[-2:])  # the subject's bucket: one shape for every batch
+    pixels, _masks, time_ids = _prepare_images(images, None, resolution, bucket)
     data.class_latents = model.model.process_latent_in(vae.encode(pixels)).float().cpu()
     cond, pooled = clip.encode_from_tokens(clip.tokenize(settings.class_prompt), return_pooled=True)
     data.class_prompt_embeds, data.class_pooled_prompt_embeds = cond.float().cpu(), pooled.float().cpu()
     data.class_time_ids = time_ids[:1]
+
+
+def _preview_conditioning(clip, settings: TrainSettings) -> PreviewConditioning | None:
+    """The preview prompts (training prompt, then preview_prompt) and the empty negative, encoded once."""
+    if not settings.preview_every:
+        return None
+    rows = [clip.encode_from_tokens(clip.tokenize(p), return_pooled=True) for p in settings.preview_prompts]
+    negative, negative_pooled = clip.encode_from_tokens(clip.tokenize(""), return_pooled=True)
+    return PreviewConditioning(torch.cat([c for c, _ in rows]).float().cpu(), torch.cat([p for _, p in rows]).float().cpu(),
+                               negative.float().cpu(), negative_pooled.float().cpu())
+
+
+def _rgb_factors(model) -> dict | None:
+    """The model's latent→RGB preview factors (comfy.latent_formats), for the trainer's live view."""
+    fmt = model.model.latent_format
+    factors = getattr(fmt, "latent_rgb_factors", None)
+    return None if factors is None else {"factors": factors, "bias": getattr(fmt, "latent_rgb_factors_bias", None)}
+
+
+def _live_view(preview: dict | None):
+    """The trainer's latent→RGB preview as ComfyUI's progress preview (what KSampler sends)."""
+    if not preview or "rgb" not in preview:
+        return None
+    import base64
+
+    import numpy as np
+    from comfy.cli_args import args
+    from PIL import Image
+
+    rgb = np.frombuffer(base64.b64decode(preview["rgb"]), np.uint8).reshape(preview["height"], preview["width"], 3)
+    return "JPEG", Image.fromarray(rgb), args.preview_size
+
+
+def _preview_grid(model, vae, previews: list) -> torch.Tensor | None:
+    """All previews decoded with the wired VAE: 1 × (rows·H) × (prompts·W) × 3, one row per preview step."""
+    if not previews:
+        return None
+    rows = []
+    for _step, latents in previews:
+        images = vae.decode(model.model.process_latent_out(latents.float()))[..., :3].float().cpu()  # P×H×W×3
+        rows.append(torch.cat(list(images), dim=1))
+    return torch.cat(rows, dim=0)[None].clamp(0, 1)
 
 
 def _unet_config(model) -> dict:
@@ -120,8 +164,11 @@ def _unet_config(model) -> dict:
 
 def job_hash(model_hash: str, settings: TrainSettings, data: TrainingData) -> str:
     # Gradient checkpointing trades memory for time without changing the result; under "auto" it follows free
-    # VRAM, so it stays out of the key or the same inputs would retrain whenever free memory differs.
-    same_result = dataclasses.replace(settings, gradient_checkpointing=False)
+    # VRAM, so it stays out of the key or the same inputs would retrain whenever free memory differs. Checkpoints
+    # do not change the result either, nor does resuming (it refuses a state of other settings or photos), nor
+    # previews (drawn from their own generator).
+    same_result = dataclasses.replace(settings, gradient_checkpointing=False, save_every=0, resume_from="",
+                                      preview_every=0, preview_prompt="", preview_steps=1)  # nor previews
     digest = hashlib.sha256(f"{job.JOB_FORMAT}|{model_hash}|{same_result.to_json()}".encode())
     for name, tensor in sorted(data.tensors().items()):
         digest.update(name.encode())
@@ -138,14 +185,10 @@ def _send(unique_id, payload: dict) -> None:
         instance.send_progress_text(payload["text"], unique_id, instance.client_id)
 
 
-def _checkpointing_choice(value) -> str:
-    """auto / on / off; True / False from workflows saved when the input was a switch."""
-    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
-
-
 class TrainSubjectLoRA(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
+        core = setting_inputs(optional_groups=False)  # generated from TrainSettings' declarations
         return io.Schema(
             node_id="ImageAlchemy_TrainSubjectLoRA",
             display_name="Train Subject LoRA",
@@ -160,73 +203,25 @@ class TrainSubjectLoRA(io.ComfyNode):
                 io.Model.Input("model", tooltip="SDXL model to train on (from your checkpoint loader)."),
                 io.Clip.Input("clip", tooltip="Its CLIP: encodes the training prompt 'a photo of <token> <class>'."),
                 io.Vae.Input("vae", tooltip="Its VAE: encodes the subject photos once, before training."),
-                io.Image.Input("images", tooltip="4–5 photos of the subject (a batch); resized and centre-cropped."),
-                io.String.Input("token", default="iklan",
-                                tooltip="Rare one-word placeholder with no prior (see Rare Token Picker)."),
-                io.String.Input("class_word", default="dog", tooltip="The subject's class, e.g. dog, person, mug."),
+                io.Image.Input("images", tooltip="4–5 photos of the subject (a batch); resized to the nearest SDXL "
+                                                 "aspect bucket and cut around the subject (mask) or centred."),
+                *core[:2],  # token, class_word
                 io.String.Input("lora_name", default="iklan_dog",
                                 tooltip="File name in models/loras (without .safetensors); '/' for a subfolder."),
-                io.Int.Input("steps", default=500, min=1, max=20000, tooltip="Optimizer steps."),
-                io.Float.Input("learning_rate", default=1e-4, min=1e-7, max=1e-2, step=1e-5,
-                               tooltip="AdamW learning rate."),
-                io.Int.Input("rank", default=8, min=1, max=256, tooltip="LoRA rank."),
-                io.Float.Input("alpha", default=0.0, min=0.0, max=1024.0, step=0.5,
-                               tooltip="LoRA alpha (scale = alpha/rank); 0 means alpha = rank, the paper's scale 1."),
-                io.Int.Input("batch_size", default=1, min=1, max=32,
-                             tooltip="Images per micro-batch (see gradient_accumulation)."),
-                io.Int.Input("resolution", default=1024, min=64, max=2048, step=64,
-                             tooltip="Training size in pixels (SDXL: 1024)."),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of init, noise and order."),
-                io.Combo.Input("mixed_precision", options=["auto", "no", "bf16", "fp16"], default="auto",
-                               tooltip="auto: bf16 on GPUs that compute it natively, fp16 on those that only "
-                                       "emulate bf16 (T4, V100, RTX 20xx), full precision on the CPU."),
-                io.Combo.Input("gradient_checkpointing", options=list(CHECKPOINTING), default="auto",
-                               tooltip="Recompute activations in the backward pass: far less GPU memory (1024², "
-                                       "batch 1: ≈0.5 instead of ≈7 GiB), about 30% slower. auto: on when a step "
-                                       "without it would not fit in the GPU's memory."),
-                io.Boolean.Input("flip", default=False, tooltip="Horizontal-flip augmentation (p = 0.5)."),
-                io.Float.Input("noise_offset", default=0.0, min=0.0, max=0.5, step=0.01,
-                               tooltip="Noise offset; 0.05–0.1 helps very dark or bright subjects."),
+                *core[2:],
                 io.Mask.Input("mask", optional=True,
-                              tooltip="Optional subject masks (one per image): the loss is weighted on the subject."),
-                # Drift-free options (all off = the paper's intentional overfit); combinable.
-                io.Int.Input("prior_images", default=0, min=0, max=1000, optional=True,
-                             tooltip="Prior preservation: this many 'a photo of <class>' images are drawn by the "
-                                     f"model ({class_images.STEPS} steps, cached) and trained on beside the subject; "
-                                     "0 = off. DreamBooth uses 100–200."),
-                io.Float.Input("prior_weight", default=1.0, min=0.0, max=10.0, step=0.1, optional=True,
-                               tooltip="Weight of the class-image loss (prior preservation)."),
-                io.Combo.Input("drift_penalty", options=list(DRIFT_PENALTIES), default="off", optional=True,
-                               tooltip="Paper 002 drift penalty: delta = λ·Σ‖ΔW‖² over the LoRA layers (the drift "
-                                       "itself), params = λ·Σ‖p‖² over the LoRA weights (the paper's SDXL script)."),
-                io.Float.Input("drift_weight", default=0.0, min=0.0, max=1000.0, step=1e-6, optional=True,
-                               tooltip="λ of the drift penalty; 0 = the default of the chosen form."),
-                io.Boolean.Input("apt_augment", default=False, optional=True,
-                                 tooltip="APT adaptive augmentation: zoom-out 1–3× and rotation ±15°, more often "
-                                         "where the model overfits (p = clip(γ, 0, p_max))."),
-                io.Float.Input("apt_augment_p_max", default=0.5, min=0.0, max=1.0, step=0.05, optional=True,
-                               tooltip="APT: the largest augmentation probability p_max."),
-                io.Boolean.Input("apt_loss_weighting", default=False, optional=True,
-                                 tooltip="APT adaptive loss weight 1 − γ per timestep bin: overfit bins train less."),
-                io.Boolean.Input("apt_features", default=False, optional=True,
-                                 tooltip="APT representation stabilization: keep the UNet's feature mean/std close "
-                                         "to the base model's."),
-                io.Float.Input("apt_feature_weight", default=0.5, min=0.0, max=1000.0, step=0.01, optional=True,
-                               tooltip="Weight of the representation-stabilization loss."),
-                io.Boolean.Input("apt_attention", default=False, optional=True,
-                                 tooltip="APT attention alignment: keep cross-attention maps close to the base "
-                                         "model's."),
-                io.Float.Input("apt_attention_weight", default=30.0, min=0.0, max=1000.0, step=0.01, optional=True,
-                               tooltip="Weight of the attention-alignment loss."),
-                io.Int.Input("gradient_accumulation", default=TrainSettings.gradient_accumulation, min=1, max=64,
-                             optional=True,
-                             tooltip="Micro-batches per optimizer step: each step learns from batch_size × this "
-                                     "images at batch_size's memory. 4 = diffusers' SDXL DreamBooth LoRA run."),
+                              tooltip="Optional subject masks (one per image): the loss is weighted on the subject "
+                                      "and the crop keeps the subject's box whole."),
+                *setting_inputs(optional_groups=True),  # drift-free options (all off = the paper's overfit), …
             ],
             outputs=[
                 io.String.Output(display_name="lora_name",
                                  tooltip="The LoRA's name in models/loras, for the insert node and LoraLoader."),
                 io.Image.Output(display_name="loss_curve", tooltip="Training loss per step (raw and running mean)."),
+                io.Image.Output(display_name="previews",
+                                tooltip="The sample previews decoded with the wired VAE: one row per preview step, "
+                                        "one column per prompt (training prompt, preview_prompt); black when "
+                                        "preview_every is 0 or the LoRA was already trained."),
             ],
             hidden=[io.Hidden.unique_id],
         )
@@ -240,17 +235,12 @@ class TrainSubjectLoRA(io.ComfyNode):
                 lora_file_name(lora_name)
             except ValueError as e:
                 return str(e)
-        if _checkpointing_choice(gradient_checkpointing) not in CHECKPOINTING:
+        if checkpointing_choice(gradient_checkpointing) not in CHECKPOINTING:
             return f"{NODE}: gradient_checkpointing must be one of {CHECKPOINTING}, got {gradient_checkpointing!r}"
         return True
 
     @classmethod
-    def execute(cls, model, clip, vae, images, token, class_word, lora_name, steps, learning_rate, rank, alpha,
-                batch_size, resolution, seed, mixed_precision, gradient_checkpointing, flip, noise_offset,
-                mask=None, prior_images=0, prior_weight=1.0, drift_penalty="off", drift_weight=0.0,
-                apt_augment=False, apt_augment_p_max=0.5, apt_loss_weighting=False, apt_features=False,
-                apt_feature_weight=0.5, apt_attention=False, apt_attention_weight=30.0,
-                gradient_accumulation=TrainSettings.gradient_accumulation) -> io.NodeOutput:
+    def execute(cls, model, clip, vae, images, lora_name, mask=None, **values) -> io.NodeOutput:
         if not isinstance(model.model, comfy.model_base.SDXL):
             raise ValueError(f"{NODE}: the MODEL is {type(model.model).__name__}, not an SDXL model: connect an "
                              "SDXL checkpoint (the trainer needs SDXL's UNet and its size/pooled-text conditioning)")
@@ -260,21 +250,9 @@ class TrainSubjectLoRA(io.ComfyNode):
         check_trainable(model)
         prediction_type, zsnr = sampling_kind(model)
         device = comfy.model_management.get_torch_device()
-        precision = auto_mixed_precision(mixed_precision, device.type, bf16_native(device))
-        settings = TrainSettings(
-            token=token.strip(), class_word=class_word.strip(), rank=rank, alpha=alpha or None,
-            learning_rate=learning_rate, steps=steps, batch_size=batch_size, seed=seed,
-            mixed_precision=precision, gradient_accumulation=gradient_accumulation,
-            gradient_checkpointing=auto_gradient_checkpointing(
-                _checkpointing_choice(gradient_checkpointing), device.type, batch_size=batch_size,
-                resolution=resolution, mixed_precision=precision, available_bytes=available_vram(device)),
-            flip=flip, noise_offset=noise_offset, prediction_type=prediction_type, zero_terminal_snr=zsnr,
-            device=str(device),
-            prior_images=prior_images, prior_weight=prior_weight, drift_penalty=drift_penalty,
-            drift_weight=drift_weight or None, apt_augment=apt_augment, apt_augment_p_max=apt_augment_p_max,
-            apt_loss_weighting=apt_loss_weighting, apt_features=apt_features, apt_feature_weight=apt_feature_weight,
-            apt_attention=apt_attention, apt_attention_weight=apt_attention_weight,
-        ).validate(NODE)
+        settings = from_user_values(values, device_type=device.type, bf16_native=bf16_native(device),
+                                    available_bytes=available_vram(device), where=NODE,
+                                    prediction_type=prediction_type, zero_terminal_snr=zsnr, device=str(device))
         warning = several_tokens_warning(clip, settings.token)
         if warning:
             log.warning("%s: %s", NODE, warning)
@@ -282,11 +260,13 @@ class TrainSubjectLoRA(io.ComfyNode):
         _send(cls.hidden.unique_id, {"phase": "warning", "text": warning or ""})
         file_name = lora_file_name(lora_name)
         output = Path(folder_paths.get_folder_paths("loras")[0]) / file_name
+        resume = resume_state(settings.resume_from)
         if images.shape[0] < 1:
             raise ValueError(f"{NODE}: no images: connect a batch of 4–5 subject photos")
 
-        pixels, masks, time_ids = _prepare_images(images, mask, resolution)
+        pixels, masks, time_ids = _prepare_images(images, mask, settings.resolution)
         data = _encode(model, clip, vae, pixels, masks, time_ids, settings)
+        preview_cond = _preview_conditioning(clip, settings)  # while CLIP is loaded
         # Free ComfyUI's models (this also removes any applied weight patches) before reading the UNet.
         comfy.model_management.unload_all_models()
         comfy.model_management.soft_empty_cache()
@@ -302,7 +282,7 @@ class TrainSubjectLoRA(io.ComfyNode):
             _send(cls.hidden.unique_id, {"phase": "cached", "losses": losses})
             return cls._result(file_name, losses)
         if settings.prior_images:
-            _add_class_data(data, model, clip, vae, settings, resolution, model_hash)
+            _add_class_data(data, model, clip, vae, settings, settings.resolution, model_hash)
             comfy.model_management.unload_all_models()
             comfy.model_management.soft_empty_cache()
         unet = unet_handover.unet_source(model, model.model.diffusion_model.state_dict(), config, model_hash)
@@ -313,24 +293,34 @@ class TrainSubjectLoRA(io.ComfyNode):
         job_dir = _work_dir() / f"job-{uuid.uuid4().hex[:12]}"
         pbar = comfy.utils.ProgressBar(settings.steps)
         try:
-            job.write_job(job_dir, settings, data, unet_path=unet, output=output,
-                          extra_metadata={JOB_HASH_KEY: key, "ss_output_name": Path(file_name).stem})
+            job.write_job(job_dir, settings, data, unet_path=unet, output=output, resume=resume,
+                          extra_metadata={JOB_HASH_KEY: key, "ss_output_name": Path(file_name).stem},
+                          preview=preview_cond, preview_rgb=_rgb_factors(model))
             _send(cls.hidden.unique_id, {"phase": "start", "steps": settings.steps})
 
             def on_step(event: dict) -> None:
-                pbar.update_absolute(event["step"], settings.steps)  # raises when the user cancels
-                _send(cls.hidden.unique_id, {"phase": "step", **event})
+                preview = event.pop("preview", None)
+                # raises when the user cancels; a preview shows on the node as KSampler's does
+                pbar.update_absolute(event["step"], settings.steps, _live_view(preview))
+                _send(cls.hidden.unique_id, {"phase": "step", **event, "preview": bool(preview)})
 
             child.run_and_wait(job_dir, on_step, poll=comfy.model_management.throw_exception_if_processing_interrupted)
+            grid = _preview_grid(model, vae, read_previews(job_dir / job.PREVIEW_DIR))
         except child.TrainingFailed as e:
             raise RuntimeError(f"{NODE}: training failed: {e}") from e
         finally:
-            # Reached on success, error and cancel alike: the child is already stopped; no partial file stays.
+            # Reached on success, error and cancel alike: the child is already stopped; no partial file stays
+            # (checkpoints already written stay: the user asked for them).
             partial_path(output).unlink(missing_ok=True)
+            for partial in output.parent.glob(glob.escape(output.stem) + "-step*.partial"):
+                partial.unlink(missing_ok=True)
+            for state in output.parent.glob(glob.escape(output.stem) + "-step*.trainstate"):
+                if not state.with_suffix(".safetensors").exists():  # cancelled between the state and its LoRA
+                    state.unlink(missing_ok=True)
             shutil.rmtree(job_dir, ignore_errors=True)
         losses = cls._losses(output)
         _send(cls.hidden.unique_id, {"phase": "done", "losses": losses})
-        return cls._result(file_name, losses)
+        return cls._result(file_name, losses, grid)
 
     @staticmethod
     def _losses(path: Path) -> list[float]:
@@ -339,9 +329,10 @@ class TrainSubjectLoRA(io.ComfyNode):
         return json.loads(read_metadata(path).get("image_alchemy.losses", "[]"))
 
     @classmethod
-    def _result(cls, file_name: str, losses: list[float]) -> io.NodeOutput:
+    def _result(cls, file_name: str, losses: list[float], grid: torch.Tensor | None = None) -> io.NodeOutput:
         curve = torch.from_numpy(loss_curve_image(losses))[None]
-        return io.NodeOutput(file_name, curve, ui=ui.PreviewImage(curve, cls=cls))
+        grid = torch.zeros(1, 64, 64, 3) if grid is None else grid
+        return io.NodeOutput(file_name, curve, grid, ui=ui.PreviewImage(curve, cls=cls))
 
 
 NODES = [TrainSubjectLoRA]

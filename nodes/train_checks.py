@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
+from pathlib import Path
 
 import torch
 
@@ -116,3 +117,27 @@ def several_tokens_warning(clip, token: str) -> str | None:
         return None
     return (f"token '{token}' is {max(counts)} tokens for SDXL's tokenizers, not one: it trains, but a single-token "
             "rare word (see Rare Token Picker) has no prior and learns the subject faster")
+
+
+def resume_state(name: str) -> Path | None:
+    """resume_from (a checkpoint's name in models/loras) → the resume state beside it, or None when empty."""
+    import folder_paths
+
+    from ..training.checkpoint import state_path
+
+    name = unicodedata.normalize("NFC", name.strip()).removesuffix(".safetensors")
+    if not name:
+        return None
+    problem = lora_name_problem(name)
+    if problem:
+        raise ValueError(f"{NODE}: resume_from {name!r} is not a safe file name ({problem}): give a checkpoint's name "
+                         "in models/loras, e.g. iklan_dog-step200")
+    path = folder_paths.get_full_path("loras", name + ".safetensors")
+    if path is None:
+        raise ValueError(f"{NODE}: resume_from {name!r} is not in models/loras: give a checkpoint's name as "
+                         "save_every wrote it, e.g. iklan_dog-step200")
+    state = state_path(path)
+    if not state.is_file():
+        raise ValueError(f"{NODE}: resume_from {name!r} has no resume state ({state.name}) beside it: resume from a "
+                         "checkpoint written with save_every")
+    return state

@@ -51,7 +51,7 @@ def test_a_phone_size_photo_is_shrunk_without_aliasing(node):
     train, _ = node
     image = _texture(3000, 4000)[None, :, :, None].expand(1, 3000, 4000, 3).contiguous()
     pixels, _masks, time_ids = train._prepare_images(image, None, 1024)
-    assert pixels.shape == (1, 1024, 1024, 3)
+    assert pixels.shape == (1, 896, 1152, 3)  # the 4:3 photo's SDXL bucket
     # The gratings cannot be shown at 1024 px: an antialiased filter leaves flat grey, plain bicubic a moiré
     # (pattern spread 0.168 with the former common_upscale(..., "bicubic")).
     assert pixels.std().item() < 0.01
@@ -70,15 +70,22 @@ def test_crop_conditioning_is_in_resized_pixels_and_equal_in_node_and_fit(node, 
     image = torch.from_numpy(photo.astype(np.float32) / 255.0)[None]  # what LoadImage gives the node
     mask = torch.zeros(1, 302, 403)
     mask[:, 100:200, 150:250] = 1
+    fit_square, fit_square_ids = load_images(str(tmp_path / "photos"), 96)
+    pixels, masks, time_ids = train._prepare_images(image, None, 96)
+    # At 96 SDXL's 1152×896 rounds to a square: 302×403 → 96×128, the centre square 16 resized pixels in.
+    assert fit_square_ids == [[302, 403, 0, 16, 96, 96]] == time_ids.int().tolist()
+    assert torch.allclose(pixels.movedim(-1, 1) * 2 - 1, fit_square, atol=1e-5)
     pixels, masks, time_ids = train._prepare_images(image, mask, 128)
-    # 302×403 → 128×171: the crop starts 21 resized pixels in (not 50 original ones), in both paths.
-    assert fit_ids == [[302, 403, 0, 21, 128, 128]] == time_ids.int().tolist()
-    assert torch.allclose(pixels.movedim(-1, 1) * 2 - 1, fit_pixels, atol=1e-5)
-    assert masks.shape == (1, 1, 128, 128) and 0.1 < masks.mean().item() < 0.2
-    # The node's 4032×3024 phone photo at 1024: 1365 px wide, crop at 170 as in SDXL, diffusers and kohya.
-    from image_alchemy.training.preprocess import square_crop
+    # At 128 the 4:3 photo's bucket is 128×160: 302×403 → 128×171, the crop starts 5 resized pixels in (centred
+    # on the subject's box, not on 11 original pixels), in resized pixels as SDXL, diffusers and kohya count.
+    assert time_ids.int().tolist() == [[302, 403, 0, 5, 128, 160]] and fit_ids[0][4:] == [128, 160]
+    # The whole 100×100 subject box is kept: its area scaled by (128/302)², over the 128×160 crop.
+    assert masks.shape == (1, 1, 128, 160)
+    assert masks.mean().item() == pytest.approx(100 * 100 * (128 / 302) ** 2 / (128 * 160), rel=0.03)
+    # The node's 4032×3024 phone photo at 1024: SDXL's 1152×896 bucket, 1195 px wide, cut 21 px in.
+    from image_alchemy.training.preprocess import plan_crop
 
-    assert square_crop(3024, 4032, 1024).time_ids() == [3024, 4032, 0, 170, 1024, 1024]
+    assert plan_crop(3024, 4032, (896, 1152)).time_ids() == [3024, 4032, 0, 21, 896, 1152]
 
 
 def test_prediction_type_and_zero_terminal_snr_come_from_the_model_sampling(node, tiny_model):

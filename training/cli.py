@@ -7,7 +7,6 @@ Progress goes to stdout, one JSON object per line: {"step", "steps", "loss", "lr
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -17,66 +16,47 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .settings import (DRIFT_PENALTIES, DRIFT_WEIGHT_DEFAULTS, LR_SCHEDULERS, MIXED_PRECISION, PREDICTION_TYPES,
-                       SAVE_PRECISION, TrainSettings)
+from .declare import declared
+from .settings import TrainSettings, from_user_values
 
 log = logging.getLogger("training")
 
 LOG_FILE = "trainer.log"  # in the job folder: the node's trainer writes its logs here
 
-_SETTING_HELP = {
-    "rank": "LoRA rank r",
-    "alpha": "LoRA alpha; the update is scaled by alpha/rank (default: = rank, the paper's scale 1)",
-    "learning_rate": "AdamW learning rate",
-    "lr_scheduler": f"learning-rate schedule, one of {LR_SCHEDULERS}",
-    "lr_warmup_steps": "warm-up steps of the schedule",
-    "steps": "optimizer steps",
-    "batch_size": "images per micro-batch",
-    "gradient_accumulation": "micro-batches per optimizer step (samples per step = batch size × this)",
-    "seed": "seed of the LoRA init, noise, timesteps and batch order",
-    "mixed_precision": f"{MIXED_PRECISION}: base weights and autocast dtype; bf16/fp16 need a GPU",
-    "gradient_checkpointing": "recompute activations in the backward pass (less memory, ~30%% slower)",
-    "flip": "horizontal-flip augmentation (p=0.5), from pre-encoded flipped images",
-    "noise_offset": "noise offset (0.05–0.1 helps very dark/bright subjects)",
-    "mask_background_weight": "loss weight outside the subject mask, when masks are given",
-    "weight_decay": "AdamW weight decay",
-    "max_grad_norm": "gradient clipping norm",
-    "prediction_type": f"{PREDICTION_TYPES}: what the base model predicts",
-    "zero_terminal_snr": "rescale the noise schedule to zero terminal SNR (for zsnr / NoobAI-style v-pred models)",
-    "save_precision": f"{SAVE_PRECISION}: dtype of the saved LoRA weights",
-    "device": "auto | cpu | cuda | cuda:N (auto: cuda when available)",
-    "prior_images": "prior preservation: class images ('a photo of <class>') drawn by the base model; 0 = off",
-    "prior_weight": "weight of the class-image loss (prior preservation)",
-    "drift_penalty": "paper 002 drift penalty: delta = λ·Σ‖ΔW‖²_F over LoRA layers, params = λ·Σ‖p‖²; off",
-    "drift_weight": "λ of the drift penalty (default: " + ", ".join(f"{k} {v:g}" for k, v in
-                                                                 DRIFT_WEIGHT_DEFAULTS.items()) + ")",
-    "apt_augment": "APT adaptive augmentation (zoom-out 1–3×, rotation ±15°, p = clip(γ_b, 0, p_max))",
-    "apt_augment_p_max": "APT: largest augmentation probability p_max",
-    "apt_views": "APT: augmented views per image, encoded once before training",
-    "apt_loss_weighting": "APT adaptive loss weight 1 − γ_b per timestep bin",
-    "apt_features": "APT representation stabilization (feature mean/std vs the base model)",
-    "apt_feature_weight": "weight of the representation-stabilization loss",
-    "apt_attention": "APT attention alignment (cross-attention maps vs the base model)",
-    "apt_attention_weight": "weight of the attention-alignment loss",
-}
-
-
-_CHOICES = {"mixed_precision": MIXED_PRECISION, "save_precision": SAVE_PRECISION, "lr_scheduler": LR_SCHEDULERS,
-            "prediction_type": PREDICTION_TYPES, "drift_penalty": DRIFT_PENALTIES}
-
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
-    defaults = TrainSettings()
-    for f in dataclasses.fields(TrainSettings):
-        if f.name in ("token", "class_word"):
+    """One flag per declared setting (training/declare.py): the node's widgets come from the same declaration."""
+    groups = {}
+    for d in declared(TrainSettings):
+        if not d.spec.cli:
             continue
-        flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
-        if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true", help=_SETTING_HELP[f.name])
+        if d.spec.group not in groups:
+            groups[d.spec.group] = parser.add_argument_group(f"{d.spec.group} settings")
+        add = groups[d.spec.group].add_argument
+        help_text = d.spec.tooltip.replace("%", "%%")
+        if d.kind == "bool":
+            add(d.flag, action=argparse.BooleanOptionalAction, default=d.default, help=help_text)
+        elif d.kind == "choice":
+            # A bare --gradient-checkpointing still means on, as when it was a switch.
+            extra = {"nargs": "?", "const": "on"} if d.name == "gradient_checkpointing" else {}
+            add(d.flag, choices=d.spec.choices, default=d.default, help=help_text, **extra)
+        elif d.spec.cli_required:
+            add(d.flag, type=str, required=True, help=help_text)
         else:
-            kind = {"alpha": float, "drift_weight": float}.get(f.name, type(default))
-            parser.add_argument(flag, type=kind, default=default, choices=_CHOICES.get(f.name),
-                                help=_SETTING_HELP[f.name])
+            add(d.flag, type={"int": int, "float": float, "str": str}[d.kind], default=d.default,
+                                help=help_text)
+
+
+def _out_of_bounds(args: argparse.Namespace) -> list[str]:
+    """The widget bounds, for the flags too."""
+    problems = []
+    for d in declared(TrainSettings):
+        value = getattr(args, d.name, None)
+        if d.spec.cli and d.kind in ("int", "float") and value is not None and (
+                (d.spec.min is not None and value < d.spec.min) or (d.spec.max is not None and value > d.spec.max)):
+            problems.append(f"{d.flag} must be within [{d.spec.min:g}, {d.spec.max:g}], got {value:g}"
+                            if d.spec.max is not None else f"{d.flag} must be ≥ {d.spec.min:g}, got {value:g}")
+    return problems
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -92,10 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fit.add_argument("--model", required=True, help="diffusers SDXL folder or single-file .safetensors checkpoint")
     fit.add_argument("--config", help="for a single file offline: diffusers folder holding the component configs")
     fit.add_argument("--images", required=True, help="folder of 4–5 subject photos (png/jpg/webp)")
-    fit.add_argument("--token", required=True, help="rare placeholder token, e.g. 'iklan'")
-    fit.add_argument("--class-word", required=True, help="the subject's class, e.g. 'dog'")
     fit.add_argument("--out", required=True, help="LoRA file to write (.safetensors)")
-    fit.add_argument("--resolution", type=int, default=1024, help="training size in pixels (multiple of 8)")
     fit.add_argument("--class-dir", help="prior preservation: folder caching the generated class images (reused "
                                          "when model, prompt, size and seed match; default: not cached)")
     fit.add_argument("--class-steps", type=int, default=30, help="sampling steps per class image")
@@ -104,24 +81,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.command == "fit":
         if not args.out.endswith(".safetensors"):
             parser.error("--out must end with .safetensors")
-        if args.resolution < 64 or args.resolution % 8:
-            parser.error("--resolution must be a multiple of 8, at least 64")
+        for problem in _out_of_bounds(args):
+            parser.error(problem)
         if not os.path.isdir(args.images):
             parser.error(f"--images {args.images} is not a folder")
-        if args.mixed_precision != "no" and args.device == "cpu":
+        if args.mixed_precision not in ("no", "auto") and args.device == "cpu":
             parser.error(f"--mixed-precision {args.mixed_precision} needs a GPU; use --mixed-precision no on cpu")
         if args.lr_warmup_steps > args.steps:
             parser.error("--lr-warmup-steps cannot exceed --steps")
         try:
-            args.settings = settings_from_args(args).validate("python -m training fit")
+            args.settings = settings_from_args(args)
         except ValueError as e:
             parser.error(str(e))
     return args
 
 
 def settings_from_args(args: argparse.Namespace) -> TrainSettings:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainSettings)}
-    return TrainSettings(**values)
+    """The flags' user values → settings, ``auto`` answered by this machine's torch."""
+    import torch
+
+    values = {d.name: getattr(args, d.name) for d in declared(TrainSettings) if d.spec.cli}
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    cuda = device.type == "cuda"
+    return from_user_values(values, device_type=device.type, where="python -m training fit",
+                            bf16_native=cuda and torch.cuda.is_bf16_supported(including_emulation=False),
+                            available_bytes=torch.cuda.mem_get_info(device)[0] if cuda else None)
 
 
 def _emit(event: dict) -> None:
@@ -213,6 +197,6 @@ def main(argv: list[str] | None = None) -> int:
         return run_events(args.job_dir, _emit)
     from .fit import fit
 
-    return _report(lambda progress: fit(args.model, args.images, args.out, args.settings, resolution=args.resolution,
+    return _report(lambda progress: fit(args.model, args.images, args.out, args.settings, resolution=args.settings.resolution,
                                         config=args.config, progress=progress, class_dir=args.class_dir,
                                         class_steps=args.class_steps), _emit)

@@ -36,24 +36,22 @@ def load_pipeline(model: str, config: str | None = None):
 
 
 def load_images(folder: str, resolution: int) -> tuple[torch.Tensor, list[list[int]]]:
-    """Images resized (shorter side = resolution, antialiased) and centre-cropped to resolution² by the same
-    preprocessing as the node: (N×3×R×R in −1..1, per image SDXL size/crop conditioning [orig_h, orig_w,
-    crop_top, crop_left, R, R] with the crop in resized pixels)."""
+    """Images resized (antialiased) and cut to one SDXL aspect bucket (the one most photos are nearest to) by the
+    same preprocessing as the node: (N×3×h×w in −1..1, per image SDXL size/crop conditioning [orig_h, orig_w,
+    crop_top, crop_left, h, w] with the crop in resized pixels)."""
     from PIL import Image
 
-    from .preprocess import resize_and_crop
+    from .preprocess import prepare
 
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"--images {folder}: no {sorted(IMAGE_SUFFIXES)} files found")
-    pixels, time_ids = [], []
+    photos = []
     for file in files:
         with Image.open(file) as im:
-            rgb = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
-        square, crop = resize_and_crop(rgb[None], resolution)
-        pixels.append(square[0] * 2.0 - 1.0)
-        time_ids.append(crop.time_ids())
-    return torch.stack(pixels), time_ids
+            photos.append(torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1))
+    pixels, _masks, crops = prepare(photos, resolution)
+    return pixels * 2.0 - 1.0, [crop.time_ids() for crop in crops]
 
 
 @torch.no_grad()
@@ -97,13 +95,15 @@ def _encode_prompt(pipe, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def class_images(pipe, settings: TrainSettings, resolution: int, *, model_hash: str, steps: int = 30,
-                 cache_dir: str | None = None, batch: int = 4) -> torch.Tensor:
-    """Prior preservation's class images ('a photo of <class>'), drawn by the base pipeline: N×3×R×R in −1..1.
-    Image i uses seed settings.seed + i. With ``cache_dir`` they are kept as PNGs named by a key of model
+                 cache_dir: str | None = None, batch: int = 4, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Prior preservation's class images ('a photo of <class>'), drawn by the base pipeline at ``size`` (h, w;
+    default R×R): N×3×h×w in −1..1. Image i uses seed settings.seed + i. With ``cache_dir`` they are kept as PNGs named by a key of model
     hash, prompt, size, seed, steps and guidance, and reused (only missing ones are drawn)."""
     from PIL import Image
 
-    key = hashlib.sha256(f"{model_hash}|{settings.class_prompt}|{resolution}|{settings.seed}|{steps}|"
+    height, width = size or (resolution, resolution)
+    shape = resolution if (height, width) == (resolution, resolution) else f"{height}x{width}"  # square: old keys
+    key = hashlib.sha256(f"{model_hash}|{settings.class_prompt}|{shape}|{settings.seed}|{steps}|"
                          f"{CLASS_GUIDANCE}".encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir else None
     if folder is not None:
@@ -122,7 +122,7 @@ def class_images(pipe, settings: TrainSettings, resolution: int, *, model_hash: 
         chunk = missing[start:start + batch]
         generators = [torch.Generator(pipe.device).manual_seed(settings.seed + i) for i in chunk]
         with torch.no_grad():
-            out = pipe([settings.class_prompt] * len(chunk), height=resolution, width=resolution,
+            out = pipe([settings.class_prompt] * len(chunk), height=height, width=width,
                        num_inference_steps=steps, guidance_scale=CLASS_GUIDANCE, generator=generators,
                        output_type="np").images
         for i, image in zip(chunk, out):
@@ -137,10 +137,12 @@ def class_images(pipe, settings: TrainSettings, resolution: int, *, model_hash: 
 
 def add_class_data(pipe, data: TrainingData, settings: TrainSettings, resolution: int, **kwargs) -> TrainingData:
     """Draws (or reuses) the class images and encodes them like the subject photos."""
-    pixels = class_images(pipe, settings, resolution, **kwargs)
+    size = tuple(int(v) * 8 for v in data.latents.shape[-2:])  # the photos' bucket: one shape for every batch
+    pixels = class_images(pipe, settings, resolution, size=size, **kwargs)
     data.class_latents = encode_latents(pipe.vae, pixels, settings.seed)
     data.class_prompt_embeds, data.class_pooled_prompt_embeds = _encode_prompt(pipe, settings.class_prompt)
-    data.class_time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], dtype=torch.float32)
+    h, w = pixels.shape[-2:]
+    data.class_time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=torch.float32)
     return data
 
 
@@ -162,9 +164,57 @@ def fit(model: str, images: str, out: str, settings: TrainSettings, *, resolutio
     if settings.prior_images:
         pipe.unet.to(device)
         add_class_data(pipe, data, settings, resolution, model_hash=base_hash, steps=class_steps, cache_dir=class_dir)
-    del pipe  # the VAE and text encoders are not needed any more: training runs on the cached tensors
+    preview = _previewer(pipe, settings, data, Path(out)) if settings.preview_every else None
+    vae = pipe.vae  # kept (small) to decode the previews at the end
+    del pipe  # the text encoders are not needed any more: training runs on the cached tensors
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    result = train(unet, data, settings, progress)
-    return finish(result, settings, data, output=out, base_model_hash=base_hash,
-                  extra_metadata={"image_alchemy.source_model": Path(model).name})
+    from .checkpoint import state_path
+    from .job import CheckpointWriter
+
+    extra = {"image_alchemy.source_model": Path(model).name}
+    writer = CheckpointWriter(settings, data, output=out, base_model_hash=base_hash, extra_metadata=extra)
+    resume = state_path(settings.resume_from) if settings.resume_from else None
+    result = train(unet, data, settings, progress, checkpoint=writer, resume=resume, preview=preview)
+    if preview is not None:
+        save_preview_grid(vae, preview.folder, Path(out))
+    return finish(result, settings, data, output=out, base_model_hash=base_hash, extra_metadata=extra)
+
+
+def _previewer(pipe, settings: TrainSettings, data: TrainingData, out: Path):
+    import tempfile
+
+    from .preview import PreviewConditioning, Previewer
+
+    rows = [_encode_prompt(pipe, p) for p in settings.preview_prompts]
+    negative, negative_pooled = _encode_prompt(pipe, "")
+    cond = PreviewConditioning(torch.cat([e for e, _ in rows]), torch.cat([p for _, p in rows]), negative,
+                               negative_pooled)
+    folder = Path(tempfile.mkdtemp(prefix=".previews-", dir=out.parent))
+    return Previewer(settings, cond, tuple(data.latents.shape[1:]), folder)
+
+
+@torch.no_grad()
+def save_preview_grid(vae, folder: Path, out: Path) -> Path | None:
+    """``<out>-previews.png``: one row per preview step, one column per prompt, decoded with the model's VAE."""
+    import shutil
+
+    from PIL import Image
+
+    from .preview import read_previews
+
+    rows = []
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    for _step, latents in read_previews(folder):
+        decoded = vae.decode((latents / vae.config.scaling_factor + shift).to(vae.device, vae.dtype)).sample
+        images = ((decoded.float().cpu() + 1) / 2).clamp(0, 1)  # P×3×H×W
+        rows.append(torch.cat(list(images), dim=-1))
+    shutil.rmtree(folder, ignore_errors=True)
+    if not rows:
+        return None
+    grid = (torch.cat(rows, dim=-2).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    path = out.with_name(out.stem + "-previews.png")
+    tmp = path.with_name(path.name + ".partial")
+    Image.fromarray(grid).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path

@@ -17,7 +17,9 @@ from typing import Callable
 import torch
 from safetensors.torch import load_file, save_file
 
+from .checkpoint import STEP_KEY, checkpoint_path
 from .lora_file import lora_metadata, save_lora
+from .preview import PreviewConditioning, Previewer
 from .settings import TrainSettings
 from .trainer import TrainingData, resolve_device, train, weight_dtype
 from .unet import UnetSource, load_unet
@@ -26,21 +28,31 @@ log = logging.getLogger(__name__)
 
 JOB_FORMAT = "image_alchemy.train_job/1"
 JOB_FILE, DATA_FILE = "job.json", "data.safetensors"
+PREVIEW_FILE, PREVIEW_DIR = "preview.safetensors", "previews"  # preview prompts' conditioning; drawn latents
+JOB_KEY_METADATA = "image_alchemy.job_hash"  # the node's cache key (nodes/train.py)
 
 
 def write_job(job_dir: str | os.PathLike, settings: TrainSettings, data: TrainingData, *,
               unet_path: str | os.PathLike | UnetSource, output: str | os.PathLike,
-              extra_metadata: dict[str, str] | None = None) -> Path:
+              extra_metadata: dict[str, str] | None = None, resume: str | os.PathLike | None = None,
+              preview: PreviewConditioning | None = None, preview_rgb: dict | None = None) -> Path:
     """Writes a job folder (each file atomically) and returns it. ``unet_path``: an export written by
-    ``save_ldm_unet``, or a ``UnetSource`` (any safetensors file holding the UNet)."""
+    ``save_ldm_unet``, or a ``UnetSource`` (any safetensors file holding the UNet). ``resume``: the resume
+    state (training/checkpoint.py) to continue from. ``preview``: the preview prompts' conditioning (outside the
+    data file, which decides the LoRA); ``preview_rgb``: the model's latent→RGB factors for the live view."""
     unet = unet_path.to_json() if isinstance(unet_path, UnetSource) else str(unet_path)
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     tmp = job_dir / (DATA_FILE + ".partial")
     save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in data.tensors().items()}, str(tmp))
     os.replace(tmp, job_dir / DATA_FILE)
+    if preview is not None:
+        tmp = job_dir / (PREVIEW_FILE + ".partial")
+        save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in preview.tensors().items()}, str(tmp))
+        os.replace(tmp, job_dir / PREVIEW_FILE)
     job = {"format": JOB_FORMAT, "settings": json.loads(settings.to_json()), "unet": unet,
-           "output": str(output), "metadata": dict(extra_metadata or {})}
+           "output": str(output), "metadata": dict(extra_metadata or {}),
+           "resume": None if resume is None else str(resume), "preview_rgb": preview_rgb}
     tmp = job_dir / (JOB_FILE + ".partial")
     tmp.write_text(json.dumps(job, indent=1))
     os.replace(tmp, job_dir / JOB_FILE)
@@ -63,12 +75,45 @@ def read_job(job_dir: str | os.PathLike) -> tuple[dict, TrainSettings, TrainingD
 def finish(result, settings: TrainSettings, data: TrainingData, *, output: str | os.PathLike, base_model_hash: str,
            extra_metadata: dict[str, str] | None = None) -> Path:
     """Writes the trained LoRA with its metadata (atomic)."""
-    output = Path(output)
+    return _save(Path(output), result.kohya_state_dict, result.losses, settings, data, base_model_hash,
+                 {**(extra_metadata or {}), **result.metadata})
+
+
+def _save(output: Path, state_dict, losses, settings, data, base_model_hash, extra) -> Path:
     h, w = data.latents.shape[-2:]
     meta = lora_metadata(settings, base_model_hash=base_model_hash, num_images=data.latents.shape[0],
-                         resolution=(w * 8, h * 8), losses=result.losses, output_name=output.stem,
-                         extra={**(extra_metadata or {}), **result.metadata})
-    return save_lora(output, result.kohya_state_dict, meta)
+                         resolution=(w * 8, h * 8), losses=losses, output_name=output.stem,
+                         extra={STEP_KEY: str(len(losses)), **extra})
+    return save_lora(output, state_dict, meta)
+
+
+class CheckpointWriter:
+    """``train``'s checkpoints: ``<output>-step<N>.safetensors`` with the final file's metadata, its step and the
+    losses so far (no job key: a checkpoint is not the finished LoRA of these inputs)."""
+
+    def __init__(self, settings: TrainSettings, data: TrainingData, *, output: str | os.PathLike,
+                 base_model_hash: str, extra_metadata: dict[str, str] | None = None):
+        self.settings, self.data, self.output, self.base_model_hash = settings, data, Path(output), base_model_hash
+        self.extra = {k: v for k, v in (extra_metadata or {}).items() if k != JOB_KEY_METADATA}
+
+    def path(self, step: int) -> Path:
+        return checkpoint_path(self.output, step)
+
+    def write(self, step: int, state_dict: dict, losses: list[float]) -> Path:
+        path = self.path(step)
+        log.info("checkpoint at step %d: %s", step, path.name)
+        return _save(path, state_dict, losses, self.settings, self.data, self.base_model_hash,
+                     {**self.extra, "ss_output_name": path.stem})
+
+
+def _previewer(job_dir: Path, settings: TrainSettings, data: TrainingData, rgb: dict | None) -> Previewer | None:
+    path = job_dir / PREVIEW_FILE
+    if not settings.preview_every or not path.exists():
+        return None
+    (job_dir / PREVIEW_DIR).mkdir(exist_ok=True)
+    rgb = rgb or {}
+    return Previewer(settings, PreviewConditioning.from_tensors(load_file(str(path))), tuple(data.latents.shape[1:]),
+                     job_dir / PREVIEW_DIR, rgb.get("factors"), rgb.get("bias"))
 
 
 def run_job(job_dir: str | os.PathLike, progress: Callable[[dict], None] | None = None) -> Path:
@@ -81,6 +126,10 @@ def run_job(job_dir: str | os.PathLike, progress: Callable[[dict], None] | None 
     source = UnetSource.from_json(job["unet"])
     log.info("reading the base UNet from %s", source.path)  # bench/train_startup.py takes the baseline here
     unet = load_unet(source, dtype=weight_dtype(settings), device=device)  # straight to the device, once
-    result = train(unet, data, settings, progress)
+    writer = CheckpointWriter(settings, data, output=job["output"], base_model_hash=source.model_hash,
+                              extra_metadata=job.get("metadata"))
+    result = train(unet, data, settings, progress, checkpoint=writer,
+                   resume=Path(job["resume"]) if job.get("resume") else None,
+                   preview=_previewer(Path(job_dir), settings, data, job.get("preview_rgb")))
     return finish(result, settings, data, output=job["output"], base_model_hash=source.model_hash,
                   extra_metadata=job.get("metadata"))

@@ -5,56 +5,109 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from .declare import setting
+
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SAVE_PRECISION = ("fp16", "bf16", "fp32")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 DRIFT_PENALTIES = ("off", "delta", "params")
+CHECKPOINTING = ("auto", "on", "off")
 # λ when drift_weight is unset. params: paper 002's SDXL LoRA script; delta: tuned with bench/drift.py.
 DRIFT_WEIGHT_DEFAULTS = {"delta": 0.005, "params": 1e-6}
 
 
 @dataclass
 class TrainSettings:
-    """Everything that decides the LoRA's bytes (together with the base weights and the encoded data)."""
+    """Everything that decides the LoRA's bytes (together with the base weights and the encoded data), each
+    setting declared once (training/declare.py): the node's inputs and the `fit` flags are generated from here."""
 
-    token: str = "sks"
-    class_word: str = "dog"
-    rank: int = 8
-    alpha: float | None = None  # None → rank: kohya's alpha/rank = 1 is the paper's α = 1
-    learning_rate: float = 1e-4
-    lr_scheduler: str = "constant"
-    lr_warmup_steps: int = 0
-    steps: int = 500
-    batch_size: int = 1
-    # Micro-batches per optimizer step: diffusers' documented SDXL DreamBooth-LoRA run is batch 1 × 4, which sees
-    # four samples per step at batch 1's memory.
-    gradient_accumulation: int = 4
-    seed: int = 0
-    mixed_precision: str = "no"
-    gradient_checkpointing: bool = False
-    flip: bool = False  # horizontal flip with p=0.5, from pre-encoded flipped latents
-    noise_offset: float = 0.0
-    mask_background_weight: float = 0.1  # loss weight outside the subject mask (when masks are given)
-    weight_decay: float = 1e-4
-    max_grad_norm: float = 1.0
-    prediction_type: str = "epsilon"
-    zero_terminal_snr: bool = False  # betas rescaled to zero terminal SNR (the MODEL's model_sampling.zsnr)
-    save_precision: str = "fp16"
-    device: str = "auto"  # "auto" = cuda when available, else cpu
+    token: str = setting("sks", "Rare one-word placeholder with no prior (see Rare Token Picker).",
+                         user_default="iklan", cli_required=True)
+    class_word: str = setting("dog", "The subject's class, e.g. dog, person, mug.", cli_required=True)
+    steps: int = setting(500, "Optimizer steps.", min=1, max=20000)
+    learning_rate: float = setting(1e-4, "AdamW learning rate.", min=1e-7, max=1e-2, step=1e-5)
+    rank: int = setting(8, "LoRA rank.", min=1, max=256)
+    # None → rank: kohya's alpha/rank = 1 is the paper's α = 1
+    alpha: float | None = setting(None, "LoRA alpha (scale = alpha/rank); 0 means alpha = rank, the paper's scale 1.",
+                                  min=0.0, max=1024.0, step=0.5, unset_zero=True)
+    batch_size: int = setting(1, "Images per micro-batch (see gradient_accumulation).", min=1, max=32)
+    resolution: int = setting(1024, "Training size in pixels (SDXL: 1024); non-square photos train at the SDXL "
+                                    "aspect bucket of about this area nearest their aspect (1216×832 for 3:2 at "
+                                    "1024).", min=64, max=2048, step=64)
+    seed: int = setting(0, "Seed of init, noise and order.", min=0, max=2**31 - 1)
+    mixed_precision: str = setting("no", "auto: bf16 on GPUs that compute it natively, fp16 on those that only "
+                                         "emulate bf16 (T4, V100, RTX 20xx), full precision on the CPU.",
+                                   choices=("auto", "no", "bf16", "fp16"), user_default="auto")
+    gradient_checkpointing: bool = setting(
+        False, "Recompute activations in the backward pass: far less GPU memory (1024², batch 1: ≈0.5 instead of "
+               "≈7 GiB), about 30% slower. auto: on when a step without it would not fit in the GPU's memory.",
+        choices=CHECKPOINTING, user_default="auto")
+    flip: bool = setting(False, "Horizontal-flip augmentation (p = 0.5), from pre-encoded flipped images.")
+    noise_offset: float = setting(0.0, "Noise offset; 0.05–0.1 helps very dark or bright subjects.",
+                                  min=0.0, max=0.5, step=0.01)
     # Drift-free options (DESIGN §3), all off by default: the paper-001 intentional overfit.
-    prior_images: int = 0  # prior preservation: class images from the base model (0 = off)
-    prior_weight: float = 1.0  # weight of the class-image loss
-    drift_penalty: str = "off"  # paper 002: "delta" = λ·Σ‖ΔW‖²_F, "params" = λ·Σ‖p‖² over LoRA parameters
-    drift_weight: float | None = None  # λ; None → DRIFT_WEIGHT_DEFAULTS[drift_penalty]
-    apt_augment: bool = False  # APT adaptive augmentation (zoom-out 1–3×, rotation ±15°) with p = clip(γ, 0, p_max)
-    apt_augment_p_max: float = 0.5
-    apt_views: int = 4  # pre-encoded augmented views per image
-    apt_loss_weighting: bool = False  # APT adaptive loss weight 1 − γ_b
-    apt_features: bool = False  # APT representation stabilization (feature mean/std vs the base model)
-    apt_feature_weight: float = 0.5  # tuned with bench/drift.py (tiny model)
-    apt_attention: bool = False  # APT attention alignment (cross-attention maps vs the base model)
-    apt_attention_weight: float = 30.0  # tuned with bench/drift.py (tiny model)
+    prior_images: int = setting(0, "Prior preservation: this many 'a photo of <class>' images are drawn by the model "
+                                   "(cached) and trained on beside the subject; 0 = off. DreamBooth uses 100–200.",
+                                group="prior", min=0, max=1000)
+    prior_weight: float = setting(1.0, "Weight of the class-image loss (prior preservation).", group="prior",
+                                  min=0.0, max=10.0, step=0.1)
+    drift_penalty: str = setting("off", "Paper 002 drift penalty: delta = λ·Σ‖ΔW‖² over the LoRA layers (the drift "
+                                        "itself), params = λ·Σ‖p‖² over the LoRA weights (the paper's SDXL script).",
+                                 group="drift", choices=DRIFT_PENALTIES)
+    drift_weight: float | None = setting(
+        None, "λ of the drift penalty; 0 = the default of the chosen form (" +
+              ", ".join(f"{k} {v:g}" for k, v in DRIFT_WEIGHT_DEFAULTS.items()) + ").",
+        group="drift", min=0.0, max=1000.0, step=1e-6, unset_zero=True)
+    apt_augment: bool = setting(False, "APT adaptive augmentation: zoom-out 1–3× and rotation ±15°, more often where "
+                                       "the model overfits (p = clip(γ, 0, p_max)).", group="apt")
+    apt_augment_p_max: float = setting(0.5, "APT: the largest augmentation probability p_max.", group="apt",
+                                       min=0.0, max=1.0, step=0.05)
+    apt_loss_weighting: bool = setting(False, "APT adaptive loss weight 1 − γ per timestep bin: overfit bins train "
+                                              "less.", group="apt")
+    apt_features: bool = setting(False, "APT representation stabilization: keep the UNet's feature mean/std close to "
+                                        "the base model's.", group="apt")
+    apt_feature_weight: float = setting(0.5, "Weight of the representation-stabilization loss.", group="apt",
+                                        min=0.0, max=1000.0, step=0.01)  # tuned with bench/drift.py (tiny model)
+    apt_attention: bool = setting(False, "APT attention alignment: keep cross-attention maps close to the base "
+                                         "model's.", group="apt")
+    apt_attention_weight: float = setting(30.0, "Weight of the attention-alignment loss.", group="apt",
+                                          min=0.0, max=1000.0, step=0.01)  # tuned with bench/drift.py (tiny model)
+    # diffusers' documented SDXL DreamBooth-LoRA run is batch 1 × 4: four samples per step at batch 1's memory.
+    gradient_accumulation: int = setting(4, "Micro-batches per optimizer step: each step learns from batch_size × "
+                                            "this images at batch_size's memory. 4 = diffusers' SDXL DreamBooth "
+                                            "LoRA run.", group="batching", min=1, max=64)
+    save_every: int = setting(0, "Every this many steps write <lora_name>-step<N>.safetensors beside the LoRA (with "
+                                 "its resume state, <lora_name>-step<N>.trainstate); 0 = off. A cancelled run keeps "
+                                 "the checkpoints written so far.", group="checkpoints", min=0, max=20000)
+    resume_from: str = setting("", "Continue from a checkpoint (its name in models/loras, e.g. iklan_dog-step200; "
+                                   "`fit`: its path): weights, step count and optimizer state, with the same photos "
+                                   "and settings (steps may grow); empty = start fresh.", group="checkpoints")
+    preview_every: int = setting(100, "Every this many steps (and at the last) the LoRA so far draws the training "
+                                      "prompt and preview_prompt from a fixed seed: live on the node, and as the "
+                                      "previews grid; 0 = off.", group="previews", min=0, max=20000)
+    preview_prompt: str = setting("a watercolor painting of {token} {class_word}",
+                                  "The second preview prompt ({token} and {class_word} are filled in); empty = only "
+                                  "the training prompt.", group="previews")
+    preview_steps: int = setting(8, "Sampling steps per preview (Euler, CFG 5).", group="previews", min=1, max=100)
+    # Machine and model answers, and the rarely changed: `fit` flags, not node widgets.
+    lr_scheduler: str = setting("constant", "Learning-rate schedule.", group="advanced", choices=LR_SCHEDULERS,
+                                node=False)
+    lr_warmup_steps: int = setting(0, "Warm-up steps of the schedule.", group="advanced", min=0, node=False)
+    mask_background_weight: float = setting(0.1, "Loss weight outside the subject mask, when masks are given.",
+                                            group="advanced", min=0.0, max=1.0, node=False)
+    weight_decay: float = setting(1e-4, "AdamW weight decay.", group="advanced", min=0.0, node=False)
+    max_grad_norm: float = setting(1.0, "Gradient clipping norm.", group="advanced", min=0.0, node=False)
+    prediction_type: str = setting("epsilon", "What the base model predicts (the node reads it from the MODEL).",
+                                   group="advanced", choices=PREDICTION_TYPES, node=False)
+    zero_terminal_snr: bool = setting(False, "Betas rescaled to zero terminal SNR, for zsnr / v-prediction models "
+                                             "(the node reads it from the MODEL).", group="advanced", node=False)
+    save_precision: str = setting("fp16", "Dtype of the saved LoRA weights.", group="advanced",
+                                  choices=SAVE_PRECISION, node=False)
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N (auto: cuda when available; the node uses ComfyUI's "
+                                  "device).", group="advanced", node=False)
+    apt_views: int = setting(4, "APT: augmented views per image, encoded once before training.", group="advanced",
+                             min=1, node=False)
 
     @property
     def lora_alpha(self) -> float:
@@ -63,6 +116,12 @@ class TrainSettings:
     @property
     def prompt(self) -> str:
         return f"a photo of {self.token} {self.class_word}"
+
+    @property
+    def preview_prompts(self) -> list[str]:
+        """What the previews draw: the training prompt, then the user's (placeholders filled in)."""
+        extra = self.preview_prompt.replace("{token}", self.token).replace("{class_word}", self.class_word).strip()
+        return [self.prompt] + ([extra] if extra else [])
 
     @property
     def class_prompt(self) -> str:
@@ -105,6 +164,8 @@ class TrainSettings:
             problems.append(f"token must be one word, got {self.token!r}")
         if self.rank < 1:
             problems.append(f"rank must be ≥ 1, got {self.rank}")
+        if self.resolution < 64 or self.resolution % 8:
+            problems.append(f"resolution must be a multiple of 8, at least 64, got {self.resolution}")
         if self.alpha is not None and self.alpha <= 0:
             problems.append(f"alpha must be > 0 (or unset for alpha = rank), got {self.alpha}")
         if not self.learning_rate > 0:
@@ -122,6 +183,11 @@ class TrainSettings:
                 problems.append(f"{name} must be one of {allowed}, got {value!r}")
         if self.noise_offset < 0 or not 0 <= self.mask_background_weight <= 1:
             problems.append("noise_offset must be ≥ 0 and mask_background_weight within [0, 1]")
+        if self.preview_every < 0 or self.preview_steps < 1:
+            problems.append(f"preview_every must be ≥ 0 (0 = off) and preview_steps ≥ 1, got {self.preview_every} and "
+                            f"{self.preview_steps}")
+        if self.save_every < 0:
+            problems.append(f"save_every must be ≥ 0 (0 = no checkpoints), got {self.save_every}")
         if self.prior_images < 0 or self.prior_weight < 0:
             problems.append(f"prior_images and prior_weight must be ≥ 0, got {self.prior_images} and {self.prior_weight}")
         if self.drift_penalty not in DRIFT_PENALTIES:
@@ -149,3 +215,32 @@ class TrainSettings:
         if unknown:
             raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
         return cls(**values)
+
+
+def checkpointing_choice(value) -> str:
+    """auto / on / off; True / False from workflows saved when the input was a switch."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
+def from_user_values(values: dict, *, device_type: str, bf16_native: bool, available_bytes: int | None,
+                     where: str = "TrainSubjectLoRA", **fixed) -> TrainSettings:
+    """Widget or flag values (training/declare.py's user values) → validated settings: unset zeros become None,
+    ``auto`` precision and checkpointing follow the machine's answers. ``fixed``: values the caller knows
+    (the model's prediction type, the device)."""
+    from .declare import field_values
+    from .hardware import auto_gradient_checkpointing, auto_mixed_precision
+
+    merged = {**field_values(TrainSettings, values), **fixed}
+    defaults = TrainSettings()
+    precision = auto_mixed_precision(merged.get("mixed_precision", "auto"), device_type, bf16_native)
+    choice = checkpointing_choice(merged.get("gradient_checkpointing", "auto"))
+    if choice not in CHECKPOINTING:
+        raise ValueError(f"{where}: gradient_checkpointing must be one of {CHECKPOINTING}, got {choice!r}")
+    merged["mixed_precision"] = precision
+    merged["gradient_checkpointing"] = auto_gradient_checkpointing(
+        choice, device_type, batch_size=merged.get("batch_size", defaults.batch_size),
+        resolution=merged.get("resolution", defaults.resolution), mixed_precision=precision,
+        available_bytes=available_bytes)
+    if isinstance(merged.get("token"), str):
+        merged["token"], merged["class_word"] = merged["token"].strip(), merged.get("class_word", "").strip()
+    return TrainSettings.from_dict(merged).validate(where)

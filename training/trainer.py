@@ -9,6 +9,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -189,12 +190,18 @@ def _rows(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return tensor.expand(len(index), *tensor.shape[1:]) if tensor.shape[0] == 1 else tensor[index]
 
 
-def train(unet, data: TrainingData, settings: TrainSettings,
-          progress: Callable[[dict], None] | None = None) -> TrainResult:
+def train(unet, data: TrainingData, settings: TrainSettings, progress: Callable[[dict], None] | None = None, *,
+          checkpoint=None, resume: Path | None = None, preview=None) -> TrainResult:
     """Trains a LoRA on ``unet`` (a diffusers UNet2DConditionModel holding the base weights) and returns it
     in kohya format. All randomness comes from generators seeded with ``settings.seed`` and drawn on the CPU,
-    so the same seed gives the same LoRA on the CPU, bit for bit."""
+    so the same seed gives the same LoRA on the CPU, bit for bit. Every ``settings.save_every`` steps the resume
+    state (training/checkpoint.py) is written beside ``checkpoint.path(step)``, then ``checkpoint.write(step,
+    kohya_state_dict, losses)`` writes the LoRA there (training/job.py ``CheckpointWriter``): a checkpoint that
+    exists has its state. ``resume``: such a state to continue from. ``preview`` (training/preview.py
+    ``Previewer``): draws the sample previews it is due, into the step's event."""
     from diffusers.optimization import get_scheduler
+
+    from . import checkpoint as ckpt
 
     settings.validate("training")
     data.check(settings)
@@ -216,10 +223,17 @@ def train(unet, data: TrainingData, settings: TrainSettings,
         weights_all = (bg + (1.0 - bg) * tensors["masks"].float().clamp(0, 1))
 
     objective = Objective(unet, settings, tensors, generator, _BatchSampler)
-    losses, started = [], time.perf_counter()
+    loop = ckpt.Loop(unet, optimizer, generator, sampler, objective, scaler)
+    digest = ckpt.data_digest(data.tensors()) if resume is not None or settings.save_every else ""
+    losses, first = [], 1
+    if resume is not None:
+        done, losses = ckpt.restore(resume, loop, lr_schedule, settings=settings, digest=digest)
+        first = done + 1
+        log.info("resuming at step %d of %d from %s", first, settings.steps, Path(resume).name)
+    started = time.perf_counter()
     log.info("training loop starts: %d steps", settings.steps)  # bench/train_startup.py times start-up to here
     try:
-        for step in range(1, settings.steps + 1):
+        for step in range(first, settings.steps + 1):
             optimizer.zero_grad(set_to_none=True)
             value, terms = 0.0, {}
             for _ in range(settings.gradient_accumulation):  # micro-batches; their mean is the step's loss
@@ -236,12 +250,26 @@ def train(unet, data: TrainingData, settings: TrainSettings,
                 raise RuntimeError(f"training diverged at step {step} (loss {value}): lower the learning rate "
                                    f"or use bf16 instead of fp16")
             losses.append(value)
+            saved = None
+            if checkpoint is not None and settings.save_every and step % settings.save_every == 0 \
+                    and step < settings.steps:  # the last step's weights are the LoRA itself
+                ckpt.save_state(ckpt.state_path(checkpoint.path(step)), loop, step=step, losses=losses,
+                                settings=settings, digest=digest)
+                saved = checkpoint.write(step, export_kohya(unet, settings), list(losses))
+            event = None
             if progress is not None:
                 elapsed = time.perf_counter() - started
                 event = {"step": step, "steps": settings.steps, "loss": value, "lr": lr,
-                         "eta_s": elapsed / step * (settings.steps - step)}
+                         "eta_s": elapsed / (step - first + 1) * (settings.steps - step)}
+                if saved is not None:
+                    event["checkpoint"] = saved.name
                 if len(terms) > 1:
                     event["terms"] = terms
+            if preview is not None and preview.due(step):
+                drawn = preview.render(unet, step, dtype, device)
+                if event is not None:
+                    event["preview"] = drawn
+            if event is not None:
                 progress(event)
     finally:
         objective.close()

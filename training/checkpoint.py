@@ -1,0 +1,148 @@
+"""Checkpoints and resume: ``<name>-step<N>.safetensors`` (a LoRA like the final one, plus its step) with
+``<name>-step<N>.trainstate`` beside it (safetensors too: the fp32 LoRA weights, AdamW's moments, the seeded
+generator's state, the batch order and APT's indicator), from which training continues bit for bit on the CPU.
+
+The state's extension is not a model extension, so ComfyUI's LoRA list does not show it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+STATE_SUFFIX = ".trainstate"
+STATE_FORMAT = "image_alchemy.train_state/1"
+STEP_KEY = "image_alchemy.step"
+# Settings a resumed run may change: they do not change what the steps compute.
+MAY_DIFFER = {"steps", "save_every", "resume_from", "gradient_checkpointing", "device", "preview_every",
+              "preview_prompt", "preview_steps"}
+
+
+def checkpoint_path(output: str | os.PathLike, step: int) -> Path:
+    output = Path(output)
+    return output.with_name(f"{output.stem}-step{step}{output.suffix}")
+
+
+def state_path(lora_path: str | os.PathLike) -> Path:
+    return Path(lora_path).with_suffix(STATE_SUFFIX)
+
+
+def data_digest(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(tensors.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class Loop:
+    """What a step changes besides the step count."""
+
+    unet: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    sampler: object  # trainer._BatchSampler
+    objective: object  # objective.Objective
+    scaler: object | None = None
+
+
+def _lora_params(unet) -> dict[str, torch.nn.Parameter]:
+    return {name: p for name, p in unet.named_parameters() if p.requires_grad}
+
+
+def _compared(settings) -> dict:
+    return {k: v for k, v in dataclasses.asdict(settings).items() if k not in MAY_DIFFER}
+
+
+def save_state(path: str | os.PathLike, loop: Loop, *, step: int, losses: list[float], settings, digest: str) -> Path:
+    """Writes the resume state (atomic: a '.partial' renamed)."""
+    tensors = {"generator": loop.generator.get_state(),
+               "sampler.order": torch.tensor(loop.sampler.order, dtype=torch.int64)}
+    class_sampler = getattr(loop.objective, "class_sampler", None)
+    if class_sampler is not None:
+        tensors["class_sampler.order"] = torch.tensor(class_sampler.order, dtype=torch.int64)
+    indicator = getattr(loop.objective, "indicator", None)
+    if indicator is not None:
+        tensors.update({"indicator.ema_pre": indicator.ema_pre, "indicator.ema_ft": indicator.ema_ft,
+                        "indicator.seen": indicator.seen})
+    params = _lora_params(loop.unet)
+    for name, p in params.items():
+        tensors[f"lora.{name}"] = p.detach()
+        for key, value in loop.optimizer.state.get(p, {}).items():
+            tensors[f"adam.{key}.{name}"] = value.detach() if torch.is_tensor(value) else torch.tensor(value)
+    meta = {"format": STATE_FORMAT, STEP_KEY: str(step), "losses": json.dumps(losses),
+            "settings": json.dumps(_compared(settings), sort_keys=True), "data": digest}
+    if loop.scaler is not None:
+        meta["scaler"] = json.dumps({"scale": loop.scaler.get_scale()})  # fp16: its growth counter restarts
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        save_file({k: v.to("cpu").contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_state_metadata(path: str | os.PathLike) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def restore(path: str | os.PathLike, loop: Loop, lr_schedule, *, settings, digest: str) -> tuple[int, list[float]]:
+    """Loads a resume state into a freshly built loop; returns (step, losses so far). Refuses a state from other
+    photos or settings (its steps would not be the ones this run computes)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"resume_from: no resume state {path.name} beside the checkpoint: resume from a "
+                         f"<name>-step<N>.safetensors written with save_every (its {STATE_SUFFIX} holds the "
+                         "optimizer state)")
+    meta = read_state_metadata(path)
+    if meta.get("format") != STATE_FORMAT:
+        raise ValueError(f"resume_from: {path.name} is not a training state of this trainer")
+    theirs, ours = json.loads(meta["settings"]), _compared(settings)
+    differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    if differ:
+        raise ValueError(f"resume_from: the checkpoint was trained with other settings ({', '.join(differ)}): "
+                         "resume with the same settings (only steps, save_every and the previews may change)")
+    if meta["data"] != digest:
+        raise ValueError("resume_from: the checkpoint was trained on other photos (or masks): resume with the "
+                         "same images")
+    step = int(meta[STEP_KEY])
+    if step >= settings.steps:
+        raise ValueError(f"resume_from: the checkpoint is at step {step}, not before steps ({settings.steps}): "
+                         "raise steps to train further")
+    tensors = load_file(str(path))
+    loop.generator.set_state(tensors["generator"])
+    loop.sampler.order = tensors["sampler.order"].tolist()
+    if "class_sampler.order" in tensors:
+        loop.objective.class_sampler.order = tensors["class_sampler.order"].tolist()
+    if "indicator.seen" in tensors:
+        ind = loop.objective.indicator
+        ind.ema_pre, ind.ema_ft, ind.seen = (tensors[f"indicator.{k}"] for k in ("ema_pre", "ema_ft", "seen"))
+    with torch.no_grad():
+        for name, p in _lora_params(loop.unet).items():
+            p.copy_(tensors[f"lora.{name}"])
+            state = {key.split(".", 2)[1]: value.to(p.device) for key, value in tensors.items()
+                     if key.startswith("adam.") and key.split(".", 2)[2] == name}
+            if state:
+                state["step"] = state["step"].cpu()  # AdamW keeps its step count on the CPU
+                loop.optimizer.state[p] = state
+    if loop.scaler is not None and "scaler" in meta:
+        saved = json.loads(meta["scaler"])
+        loop.scaler.update(saved["scale"])
+    with warnings.catch_warnings():  # the schedule follows the step count; no optimizer step is due here
+        warnings.simplefilter("ignore")
+        for _ in range(step):
+            lr_schedule.step()
+    return step, json.loads(meta["losses"])

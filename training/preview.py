@@ -1,0 +1,116 @@
+"""Sample previews while training: every ``preview_every`` steps the LoRA as it is draws the training prompt and
+the user's prompt from a fixed seed in a few Euler steps (the same UNet, no gradients, its own generator: the
+training's random stream and so the LoRA's bytes do not change). Each preview's latents are saved for the node
+to decode with the wired VAE into the final grid; a latent→RGB projection (the model's preview factors, as
+ComfyUI's KSampler preview uses) gives the live view without a VAE in the trainer.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+
+PREVIEW_CFG = 5.0
+PREVIEW_FILE = "preview-{step:06d}.safetensors"
+
+
+@dataclass
+class PreviewConditioning:
+    """Text conditioning of the preview prompts (P rows) and of the empty negative prompt (1 row)."""
+
+    prompt_embeds: torch.Tensor
+    pooled_prompt_embeds: torch.Tensor
+    negative_prompt_embeds: torch.Tensor
+    negative_pooled_prompt_embeds: torch.Tensor
+
+    NAMES = ("prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds", "negative_pooled_prompt_embeds")
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"preview_{k}": getattr(self, k).contiguous() for k in self.NAMES}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "PreviewConditioning | None":
+        if "preview_prompt_embeds" not in tensors:
+            return None
+        return cls(**{k: tensors[f"preview_{k}"] for k in cls.NAMES})
+
+
+def preview_scheduler(settings):
+    """Euler on SDXL's training schedule (the trainer's betas, prediction type and zero-terminal-SNR rescale)."""
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                                  beta_schedule="scaled_linear", prediction_type=settings.prediction_type,
+                                  rescale_betas_zero_snr=settings.zero_terminal_snr, timestep_spacing="trailing")
+
+
+class Previewer:
+    """Draws previews into ``folder`` (one latents file per preview step) and returns the live view."""
+
+    def __init__(self, settings, cond: PreviewConditioning, latent_shape: tuple[int, int, int], folder: Path,
+                 rgb_factors: list | None = None, rgb_bias: list | None = None):
+        self.settings, self.cond, self.latent_shape, self.folder = settings, cond, latent_shape, Path(folder)
+        self.rgb_factors = None if rgb_factors is None else torch.tensor(rgb_factors, dtype=torch.float32)
+        self.rgb_bias = None if rgb_bias is None else torch.tensor(rgb_bias, dtype=torch.float32)
+
+    def due(self, step: int) -> bool:
+        every = self.settings.preview_every
+        return bool(every) and (step % every == 0 or step == self.settings.steps)
+
+    @torch.no_grad()
+    def render(self, unet, step: int, dtype: torch.dtype, device: torch.device) -> dict:
+        """Samples the prompts, saves their latents (atomic) and returns the event's preview fields."""
+        latents = sample(unet, self.settings, self.cond, self.latent_shape, dtype, device)
+        path = self.folder / PREVIEW_FILE.format(step=step)
+        tmp = path.with_name(path.name + ".partial")
+        save_file({"latents": latents.cpu().contiguous()}, str(tmp))
+        os.replace(tmp, path)
+        event = {"step": step, "file": path.name}
+        if self.rgb_factors is not None:
+            rgb = latent_rgb(latents, self.rgb_factors, self.rgb_bias)
+            event.update(height=rgb.shape[0], width=rgb.shape[1], rgb=base64.b64encode(rgb.numpy().tobytes()).decode())
+        return event
+
+
+def sample(unet, settings, cond: PreviewConditioning, latent_shape, dtype: torch.dtype,
+           device: torch.device) -> torch.Tensor:
+    """P×C×h×w latents of the preview prompts (classifier-free guidance against the empty prompt)."""
+    scheduler = preview_scheduler(settings)
+    scheduler.set_timesteps(settings.preview_steps, device=device)
+    p = cond.prompt_embeds.shape[0]
+    generator = torch.Generator().manual_seed(settings.seed)  # the same start noise at every preview
+    x = (torch.randn((p, *latent_shape), generator=generator) * scheduler.init_noise_sigma).to(device)
+    h, w = latent_shape[-2] * 8, latent_shape[-1] * 8
+    time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=dtype, device=device).expand(2 * p, -1)
+    embeds = torch.cat([cond.negative_prompt_embeds.expand(p, -1, -1), cond.prompt_embeds]).to(device, dtype)
+    pooled = torch.cat([cond.negative_pooled_prompt_embeds.expand(p, -1), cond.pooled_prompt_embeds]).to(device, dtype)
+    for t in scheduler.timesteps:
+        model_in = scheduler.scale_model_input(torch.cat([x, x]), t).to(dtype)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            pred = unet(model_in, t, embeds, added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
+                        return_dict=False)[0].float()
+        uncond, text = pred.chunk(2)
+        x = scheduler.step(uncond + PREVIEW_CFG * (text - uncond), t, x, return_dict=False)[0]
+    return x.float()
+
+
+def latent_rgb(latents: torch.Tensor, factors: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """P latents side by side → h×(P·w)×3 uint8 through the linear latent→RGB projection."""
+    x = torch.cat(list(latents.float().cpu()), dim=-1)  # C×h×(P·w)
+    rgb = torch.nn.functional.linear(x.movedim(0, -1), factors.t(), bias)
+    return ((rgb + 1.0) / 2.0).clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def read_previews(folder: Path) -> list[tuple[int, torch.Tensor]]:
+    """The saved previews in step order: (step, P×C×h×w latents)."""
+    out = []
+    for path in sorted(Path(folder).glob("preview-*.safetensors")):
+        out.append((int(path.stem.split("-")[1]), load_file(str(path))["latents"]))
+    return out
