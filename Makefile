@@ -17,7 +17,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8188
 MODELS ?=
 
-.PHONY: provision test demo serve bench bench-gpu bench-startup check-wheels clean
+.PHONY: provision test demo serve generate bench bench-gpu bench-startup check-wheels clean
 
 provision:
 	@COMFYUI=$(COMFYUI) bash scripts/provision.sh
@@ -35,6 +35,18 @@ serve: provision
 	@mkdir -p $(COMFY)/custom_nodes
 	@ln -sfn "$(CURDIR)" $(COMFY)/custom_nodes/comfyui-image-alchemy
 	cd $(COMFY) && ../../$(PY) main.py --cpu --listen 127.0.0.1 --port $(PORT)
+
+# Generated files: the README node reference + web/docs help pages (from a real server's /object_info), then
+# example_workflows/*.json + .jpg previews (built in the real frontend; needs chromium, a few minutes). Both
+# scripts run the default ComfyUI (.cache/comfyui): the shipped files are that version's.
+ifeq ($(COMFYUI),$(DEFAULT_COMFYUI))
+generate: provision
+	$(PY) scripts/node_reference.py
+	$(PY) scripts/build_example_workflows.py
+else
+generate:
+	@echo "make generate: the generated files come from ComfyUI $(DEFAULT_COMFYUI); run it without COMFYUI=$(COMFYUI)" >&2; exit 1
+endif
 
 # CPU benchmarks (ratios in one process); bench-gpu: full-size SDXL training on a CUDA machine;
 # bench-startup: the trainer's start-up on a full-size SDXL UNet (needs ~16 GB of free RAM, several minutes).

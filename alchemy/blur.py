@@ -1,4 +1,4 @@
-"""Subject blurring before the img2img insert (paper 001, appendix A.1; DESIGN §4).
+"""Subject blurring before the img2img insert (paper 001 appendix A.1; docs/DESIGN.md §4.5).
 
 Two modes on one H×W×C float image and one H×W mask (the subject, 1 inside):
 

@@ -1,4 +1,4 @@
-"""GroundingDINO through transformers: load a Hugging Face folder or an original IDEA-Research checkpoint, detect.
+"""GroundingDINO through transformers (docs/DESIGN.md §5.2): load a HF folder or an original checkpoint, detect.
 
 Two file layouts are read:
 

@@ -1,4 +1,4 @@
-"""The paper's mask choice among SAM's hypotheses (Image-Alchemy §3.3.2, eq. 3), and the union over boxes.
+"""The paper's mask choice among SAM's hypotheses (paper 001 §3.3.2 eq. 3; docs/DESIGN.md §4.4), and their union.
 
     M* = argmax_i  IoU(M_i, B) − λ·|M_i|
 

@@ -1,4 +1,4 @@
-"""Subject-fidelity metrics of DreamBooth's protocol, as paper 001 §5.1 reports them (DINO, CLIP-I, CLIP-T).
+"""DreamBooth's subject-fidelity metrics as paper 001 §5.1 reports them (DINO, CLIP-I, CLIP-T; docs/DESIGN.md §4.7).
 
 - DINO / CLIP-I: for every generated image, the mean cosine similarity of its image embedding to the embeddings of
   all real subject images; a prompt's score and the overall score are means over images (every image has the

@@ -1,6 +1,6 @@
 """How strongly a model already "knows" a token, from images it generated for it under different seeds.
 
-Paper 001 §3.1: a token with a prior gives similar pictures whatever the seed; one without gives unrelated
+Paper 001 §3.1 (docs/DESIGN.md §4.1): a token with a prior gives similar pictures for any seed; one without, unrelated
 pictures. The similarity is ONE measure, never a mix of scales: the mean pairwise cosine similarity of image
 embeddings when an image encoder is wired (meaning), else the mean pairwise SSIM (layout; the fallback).
 

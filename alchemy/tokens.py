@@ -1,4 +1,4 @@
-"""Placeholder-token candidates: words that stay ONE token in every tokenizer of the model (paper 001 §3.1, A.2).
+"""Placeholder-token candidates: words that stay ONE token in all tokenizers (paper 001 §3.1, A.2; docs/DESIGN.md §4.1).
 
 A placeholder only works as a blank slate if the text encoder sees it as a single unit. CLIP's BPE vocabulary
 holds many pieces that are single tokens only inside a word (no ``</w>`` ending): written as a word in a

@@ -1,4 +1,4 @@
-"""DecayBlur: blur the subject before the img2img insert (paper 001 appendix A.1), over ``alchemy.blur``."""
+"""DecayBlur: blur the subject before the img2img insert (paper 001 A.1; docs/DESIGN.md §4.5), over ``alchemy.blur``."""
 import torch
 from comfy_api.latest import io, ui
 
@@ -9,7 +9,7 @@ DISTANCE_UNITS = ("kernel radius", "pixel", "image short side")
 
 
 def distance_unit_pixels(unit: str, kernel_size: int, height: int, width: int) -> float:
-    """How many pixels one unit of d is (the paper's formula leaves it open; see DESIGN §4)."""
+    """How many pixels one unit of d is (the paper's formula leaves it open; see docs/DESIGN.md §4.5)."""
     if unit == "kernel radius":
         return float(max(kernel_size // 2, 1))
     if unit == "pixel":

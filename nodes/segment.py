@@ -1,4 +1,4 @@
-"""GroundedSAMMask and its two loaders (paper 001 §3.3), over ``alchemy.grounding``, ``alchemy.sam`` and
+"""GroundedSAMMask and loaders (paper 001 §3.3; docs/DESIGN.md §4.4), over ``alchemy.grounding``, ``alchemy.sam`` and
 ``alchemy.grounded_sam``.
 
 The loaders return CPU models in eval mode. GroundedSAMMask hands both to ComfyUI's memory management as

@@ -1,4 +1,4 @@
-"""RareTokenPicker: pick the placeholder word the user's own model has the least prior for (paper 001 §3.1)."""
+"""RareTokenPicker: the placeholder word the model has the least prior for (paper 001 §3.1; docs/DESIGN.md §4.1)."""
 from __future__ import annotations
 
 import logging

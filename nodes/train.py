@@ -1,4 +1,4 @@
-"""TrainSubjectLoRA: learn a subject from 4–5 photos (paper 001 §3.2) into a kohya LoRA in models/loras.
+"""TrainSubjectLoRA: learn a subject from 4–5 photos (paper 001 §3.2; docs/DESIGN.md §4.2) into a kohya LoRA.
 
 The node encodes in the graph with the wired VAE and CLIP (the encoders inference will use), returns the
 existing LoRA when it was trained from the same inputs (model fingerprint, settings, encoded data) before any
@@ -162,7 +162,7 @@ def _unet_config(model) -> dict:
         raise ValueError(f"{NODE}: the MODEL is not an SDXL-family UNet ({e}); connect an SDXL checkpoint") from e
 
 
-def job_hash(model_hash: str, settings: TrainSettings, data: TrainingData) -> str:
+def job_hash(model_hash: str, settings: TrainSettings, data: TrainingData) -> str:  # docs/DESIGN.md §5.4
     # Gradient checkpointing trades memory for time without changing the result; under "auto" it follows free
     # VRAM, so it stays out of the key or the same inputs would retrain whenever free memory differs. Checkpoints
     # do not change the result either, nor does resuming (it refuses a state of other settings or photos), nor
@@ -195,7 +195,7 @@ class TrainSubjectLoRA(io.ComfyNode):
             category="Image Alchemy/training",
             description="Trains an attention-only LoRA on 4–5 photos of one subject (paper 001 §3.2, intentional "
                         "overfit, scale 1) and saves it to models/loras. Optional drift-free training: prior "
-                        "preservation, the paper-002 drift penalty and APT (paper 003), each off by default. Same "
+                        "preservation, paper 002's drift penalty, paper 003's APT (docs/DESIGN.md §4.3), all off. Same "
                         "inputs and settings return the existing LoRA without training again. Cancel stops the "
                         "trainer and leaves no file.",
             is_output_node=True,

@@ -1,4 +1,4 @@
-"""How TrainSubjectLoRA hands the base UNet to the trainer process without a 5 GB copy when it can.
+"""How TrainSubjectLoRA hands the base UNet to the trainer without a 5 GB copy when it can (docs/DESIGN.md §5.3).
 
 1. The MODEL came straight from a safetensors file: newer ComfyUI (0.33 does, 0.3.75 does not) records on
    the ModelPatcher how its loader made it (``cached_patcher_init``: ``load_checkpoint_guess_config(path, …)``

@@ -1,4 +1,4 @@
-"""APT's augmentation (paper 003: zoom-out 1–3×, rotation ±15°) as a bank of views encoded once.
+"""APT's augmentation (paper 003: zoom-out 1–3×, rotation ±15°; docs/DESIGN.md §4.3.3): a bank of views encoded once.
 
 The trainer works on cached latents, so augmenting at train time would mean running the VAE every step.
 Instead the caller draws ``views`` random zoom-out/rotation transforms per image from a seeded generator,

@@ -1,6 +1,6 @@
 """Starts the node's trainer process and streams its progress events.
 
-How it starts, and why this way:
+How it starts, and why this way (docs/DESIGN.md §5.1):
 - ``multiprocessing`` with the ``spawn`` context: a fresh interpreter (no CUDA state or ComfyUI threads
   inherited), started by the standard library on every OS, with no shell and no command line of ours. The
   process target is the standard library's ``runpy.run_path`` on training/launch.py, so the child needs no

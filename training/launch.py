@@ -1,4 +1,4 @@
-"""The first code of the trainer process the node starts: ``multiprocessing`` (spawn) runs this file with
+"""The trainer process's first code (docs/DESIGN.md §5.1): ``multiprocessing`` (spawn) runs this file with
 ``runpy.run_path``, with ``PACK_ROOT``, ``JOB_DIR`` and ``EVENTS`` (the pipe end for progress) in its globals.
 
 It is a plain script because the spawned interpreter knows the pack by no importable name: ComfyUI imports

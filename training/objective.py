@@ -1,4 +1,4 @@
-"""The per-step objective with the drift-free options (prior preservation, drift penalty, APT).
+"""The per-step objective with the drift-free options: prior preservation, drift penalty, APT (docs/DESIGN.md §4.3).
 
 ``Objective`` holds what lives across steps (the overfitting indicator, feature hooks, the class-image order)
 and adds to a step: APT's augmented views, the class-image half of the batch, the base-model pass (same UNet,

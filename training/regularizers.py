@@ -1,8 +1,8 @@
-"""Drift-free training terms as plain torch functions (DESIGN §3 "Regularizers"; papers 002 and 003).
+"""Drift-free training terms as plain torch functions (docs/DESIGN.md §4.3; papers 002 and 003).
 
-- Drift penalty (paper 002): ``delta`` R = Σ_layers ‖s·B·A‖²_F, computed as s²·trace((BᵀB)(AAᵀ)) in r×r;
+- Drift penalty (paper 002; docs/DESIGN.md §4.3.2): ``delta`` R = Σ_layers ‖s·B·A‖²_F, as s²·trace((BᵀB)(AAᵀ)) in r×r;
   ``params`` R = Σ ‖p‖² over the LoRA parameters (what the paper's SDXL LoRA script does).
-- APT (paper 003): the per-timestep-bin overfitting indicator γ_b from EMAs of the base and fine-tuned
+- APT (paper 003; docs/DESIGN.md §4.3.3): the per-timestep-bin overfitting indicator γ_b from EMAs of base and tuned
   losses, the augmentation probability clip(γ, 0, p_max), the loss weight 1 − γ, representation
   stabilization (channel-wise mean/std of feature maps vs the base model) and attention alignment
   (cross-attention maps vs the base model).

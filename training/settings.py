@@ -13,7 +13,7 @@ LR_SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 DRIFT_PENALTIES = ("off", "delta", "params")
 CHECKPOINTING = ("auto", "on", "off")
-# λ when drift_weight is unset. params: paper 002's SDXL LoRA script; delta: tuned with bench/drift.py.
+# λ when drift_weight is unset (docs/DESIGN.md §4.3.2). params: paper 002's SDXL LoRA script; delta: bench/drift.py.
 DRIFT_WEIGHT_DEFAULTS = {"delta": 0.005, "params": 1e-6}
 
 
@@ -46,13 +46,13 @@ class TrainSettings:
     flip: bool = setting(False, "Horizontal-flip augmentation (p = 0.5), from pre-encoded flipped images.")
     noise_offset: float = setting(0.0, "Noise offset; 0.05–0.1 helps very dark or bright subjects.",
                                   min=0.0, max=0.5, step=0.01)
-    # Drift-free options (DESIGN §3), all off by default: the paper-001 intentional overfit.
+    # Drift-free options (docs/DESIGN.md §4.3), all off by default: the paper-001 intentional overfit.
     prior_images: int = setting(0, "Prior preservation: this many 'a photo of <class>' images are drawn by the model "
                                    "(cached) and trained on beside the subject; 0 = off. DreamBooth uses 100–200.",
                                 group="prior", min=0, max=1000)
     prior_weight: float = setting(1.0, "Weight of the class-image loss (prior preservation).", group="prior",
                                   min=0.0, max=10.0, step=0.1)
-    drift_penalty: str = setting("off", "Paper 002 drift penalty: delta = λ·Σ‖ΔW‖² over the LoRA layers (the drift "
+    drift_penalty: str = setting("off", "Drift penalty (paper 002; docs/DESIGN.md §4.3.2): delta = λ·Σ‖ΔW‖² (the drift "
                                         "itself), params = λ·Σ‖p‖² over the LoRA weights (the paper's SDXL script).",
                                  group="drift", choices=DRIFT_PENALTIES)
     drift_weight: float | None = setting(

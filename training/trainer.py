@@ -1,4 +1,4 @@
-"""The LoRA training loop on cached latents and text embeddings (paper 001 §3.2: attention-only LoRA, α = 1).
+"""The LoRA training loop on cached latents and text embeddings (paper 001 §3.2; docs/DESIGN.md §4.2).
 
 Split the way diffusers' examples are, but as functions: build (peft adapter) → train (loop) → export
 (kohya state dict). No VAE or text encoder runs here: the caller encodes once and hands over tensors.
