@@ -110,7 +110,7 @@ class SubjectMetrics(io.ComfyNode):
                                         "by the class word (CLIP has no meaning for the token). Empty: the prompt."),
                 io.Mask.Input("masks", optional=True,
                               tooltip="Subject masks of the generated images (one, or one per image): DINO / CLIP-I "
-                                      "then compare the subject region, as paper 001 §5.1 does."),
+                                      "then compare the subject region, as the Image-Alchemy paper does."),
                 io.Mask.Input("reference_masks", optional=True,
                               tooltip="Subject masks of the reference images (one, or one per image)."),
             ],

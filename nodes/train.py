@@ -193,9 +193,9 @@ class TrainSubjectLoRA(io.ComfyNode):
             node_id="ImageAlchemy_TrainSubjectLoRA",
             display_name="Train Subject LoRA",
             category="Image Alchemy/training",
-            description="Trains an attention-only LoRA on 4–5 photos of one subject (paper 001 §3.2, intentional "
+            description="Trains an attention-only LoRA on 4–5 photos of one subject (the Image-Alchemy method's intentional "
                         "overfit, scale 1) and saves it to models/loras. Optional drift-free training: prior "
-                        "preservation, paper 002's drift penalty, paper 003's APT (docs/DESIGN.md §4.3), all off. Same "
+                        "preservation, a drift penalty (Regularized Personalization without Distributional Drift) and APT (Adaptive Personalized Training), all off. Same "
                         "inputs and settings return the existing LoRA without training again. Cancel stops the "
                         "trainer and leaves no file.",
             is_output_node=True,

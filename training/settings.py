@@ -52,7 +52,7 @@ class TrainSettings:
                                 group="prior", min=0, max=1000)
     prior_weight: float = setting(1.0, "Weight of the class-image loss (prior preservation).", group="prior",
                                   min=0.0, max=10.0, step=0.1)
-    drift_penalty: str = setting("off", "Drift penalty (paper 002; docs/DESIGN.md §4.3.2): delta = λ·Σ‖ΔW‖² (the drift "
+    drift_penalty: str = setting("off", "Drift penalty (Regularized Personalization without Distributional Drift): delta = λ·Σ‖ΔW‖² (the drift "
                                         "itself), params = λ·Σ‖p‖² over the LoRA weights (the paper's SDXL script).",
                                  group="drift", choices=DRIFT_PENALTIES)
     drift_weight: float | None = setting(
