@@ -17,7 +17,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8188
 MODELS ?=
 
-.PHONY: provision test demo serve generate bench bench-gpu bench-startup check-wheels clean
+.PHONY: provision test demo serve generate bench bench-gpu bench-startup check-wheels clean toy-world
 
 provision:
 	@COMFYUI=$(COMFYUI) bash scripts/provision.sh
@@ -58,6 +58,13 @@ bench-gpu: provision
 
 bench-startup: provision
 	$(PY) bench/train_startup.py
+
+# The toy world's trained tiny models (toy_world/models, committed with their manifest): from scratch, on the CPU,
+# seeded, one torch thread (same bytes on the same machine); about 10-15 minutes.
+toy-world: provision
+	rm -rf toy_world/models.new
+	IMAGE_ALCHEMY_COMFYUI=$(CURDIR)/$(COMFY) $(PY) -m toy_world.train --out toy_world/models.new
+	rm -rf toy_world/models && mv toy_world/models.new toy_world/models
 
 # Does requirements.txt resolve to wheels only (no compiler) on Linux, macOS and Windows? Needs PyPI.
 check-wheels: provision

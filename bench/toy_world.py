@@ -1,0 +1,113 @@
+"""The method measured on the toy world (toy_world/: trained tiny SDXL-architecture models), one process.
+
+Prints `name: value` lines:
+- toy_stage1_class_accuracy: the measuring net's class reading of 'a photo of a <class>' (chance 0.25);
+- toy_subject_similarity_lora / _base: 'a photo of <token> <class>' with the committed subject LoRA vs without:
+  identity-embedding similarity to the subject's 5 views (toy_world/measure.py), and toy_subject_dino_*: DINO by
+  alchemy.metrics.evaluate with the measuring net as the DINO backbone;
+- toy_insert_*: stage 1 (base, class word) → object mask → stage 2 (LoRA, token; LoRAImg2ImgInsert's
+  alchemy.compose steps): subject similarity inside the mask after vs before, and the largest change outside the
+  repaint region (0..255);
+- toy_drift_<option>_vs_plain / toy_subject_similarity_<option>_vs_plain: LoRAs trained here with each drift-free
+  option (same seed and steps as plain); drift = mean squared pixel difference from the base model's images of
+  class prompts without the token (same seeds);
+- toy_token_prior_*: RareTokenPicker's similarity measure for the class word, the empty prompt, a word the world
+  never uses, and another world word (calibrated priors too).
+Run: .venv/bin/python bench/toy_world.py [--seeds 8] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+COMFY_DIR = Path(os.environ.get("IMAGE_ALCHEMY_COMFYUI", ROOT / ".cache" / "comfyui"))
+
+
+def import_as_package(name: str, folder: Path):
+    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=8, help="images per prompt")
+    parser.add_argument("--scenes", type=int, default=8, help="two-stage insertions")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--models", type=Path, default=ROOT / "toy_world" / "models")
+    parser.add_argument("--lora-steps", type=int, default=0, help="steps of the option LoRAs (0: the committed one's)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    import_as_package("image_alchemy", ROOT)
+    import_as_package("toy_world", ROOT / "toy_world")
+    from toy_world import figures, measure, models, world
+    from image_alchemy.alchemy.backbones import DinoBackbone
+    from image_alchemy.training.lora_file import read_metadata
+    from safetensors.torch import load_file
+
+    models.use_comfyui(COMFY_DIR)
+    folder = args.models
+    started = time.perf_counter()
+    pipe = models.pipeline(folder, COMFY_DIR)
+    net = measure.MeasuringNet(folder / "measure_vit")
+    dino = DinoBackbone.load(str(folder / "measure_vit"))
+    subject = world.SUBJECTS[0]
+    refs = figures.views(subject)
+    out = {}
+
+    out["toy_stage1_class_accuracy"], _ = figures.class_accuracy(pipe, net, args.seeds)
+    out["toy_stage1_class_chance"] = 1 / len(world.CLASSES)
+
+    lora_file = measure.lora_path(folder, subject)
+    lora = measure.lora_pipe(pipe, folder, lora_file)
+    base_images = figures.subject_images(pipe, subject, args.seeds)
+    lora_images = figures.subject_images(lora, subject, args.seeds)
+    out["toy_subject_similarity_base"] = net.similarity(base_images, refs)
+    out["toy_subject_similarity_lora"] = net.similarity(lora_images, refs)
+    out["toy_subject_similarity_lora_vs_base"] = out["toy_subject_similarity_lora"] / out["toy_subject_similarity_base"]
+    out["toy_subject_similarity_real"] = net.similarity(refs, refs)
+    out["toy_subject_dino_base"], out["toy_subject_dino_real"] = figures.dino_similarity(base_images, refs, dino)
+    out["toy_subject_dino_lora"], _ = figures.dino_similarity(lora_images, refs, dino)
+
+    out.update(figures.insert_figures(pipe, lora, net, subject, args.scenes))
+
+    steps = args.lora_steps or int(read_metadata(lora_file).get("ss_max_train_steps", 150))
+    base_class = figures.class_prompt_images(pipe, args.seeds // 2)
+    rows = {}
+    for name in figures.OPTIONS:
+        unet, seconds, kohya = figures.train_option(folder, pipe, subject, name, steps)
+        if name == "plain":  # the same training as the committed LoRA's: the same bytes?
+            committed = load_file(str(lora_file))
+            out["toy_plain_lora_bit_identical_to_committed"] = int(
+                committed.keys() == kohya.keys() and all(torch.equal(committed[k], kohya[k]) for k in kohya))
+        tuned = measure.with_unet(pipe, unet)
+        rows[name] = {"drift": figures.drift(base_class, figures.class_prompt_images(tuned, args.seeds // 2)),
+                      "subject": net.similarity(figures.subject_images(tuned, subject, args.seeds), refs),
+                      "seconds": seconds}
+    for name, row in rows.items():
+        out[f"toy_drift_{name}"] = row["drift"]
+        out[f"toy_subject_similarity_{name}"] = row["subject"]
+        out[f"toy_train_s_{name}"] = row["seconds"]
+    for name, row in rows.items():
+        if name != "plain":
+            out[f"toy_drift_{name}_vs_plain"] = row["drift"] / rows["plain"]["drift"]
+            out[f"toy_subject_similarity_{name}_vs_plain"] = row["subject"] / rows["plain"]["subject"]
+
+    out.update(figures.token_figures(pipe, dino, subject.thing.cls, subject.token, args.seeds))
+    out["toy_bench_s"] = time.perf_counter() - started
+    out["load_average_1min"] = os.getloadavg()[0]
+    for key, value in out.items():
+        print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
+
+
+if __name__ == "__main__":
+    main()

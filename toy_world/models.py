@@ -1,0 +1,261 @@
+"""The toy world's model files (the real formats and architectures) and the in-memory pipeline built from them.
+
+Files, as ComfyUI's own classes and our trainer read them (the layout of tests/tiny/factory.py):
+- ``unet.safetensors``: SDXL UNet, LDM layout, ComfyUI ``unet_config`` in the metadata (``tiny_sdxl.unet_config``);
+- ``clip.safetensors``: SDXL's two text encoders (ComfyUI layout), trained with the UNet;
+- ``taesd.safetensors``: a TAESD VAE. Its ``vae_scale`` is SDXL's latent scale (0.13025), as ComfyUI sets it for
+  taesdxl: ComfyUI's SDXL latent format multiplies by that scale again, so the UNet sees the encoder's own
+  output in ComfyUI, and in diffusers (``AutoencoderTiny`` with scaling factor 1) alike.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from . import training_names
+
+UNET_PREFIX = "model.diffusion_model."
+UNET_FILE, CLIP_FILE, VAE_FILE = "unet.safetensors", "clip.safetensors", "taesd.safetensors"
+SDXL_LATENT_SCALE = 0.13025
+LATENT_GAIN = 3.0  # the encoder's start: latent = 3·(8×8 mean colour − 0.5), within the decoder's tanh clamp
+
+UNET_CONFIG = {
+    "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,
+    "model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": [1, 1],
+    "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1], "transformer_depth_middle": 1,
+    "use_spatial_transformer": True, "use_linear_in_transformer": True, "legacy": False,
+    "num_classes": "sequential", "adm_in_channels": 32 + 6 * 256, "context_dim": 64,
+    "num_head_channels": 8, "use_temporal_attention": False, "use_temporal_resblock": False,
+}
+_TEXT_BASE = {
+    "architectures": ["CLIPTextModel"], "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0,
+    "eos_token_id": 49407, "hidden_act": "quick_gelu", "initializer_factor": 1.0, "initializer_range": 0.02,
+    "layer_norm_eps": 1e-05, "max_position_embeddings": 77, "model_type": "clip_text_model",
+    "pad_token_id": 1, "vocab_size": 49408, "torch_dtype": "float32",
+}
+CLIP_L_CONFIG = {**_TEXT_BASE, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
+                 "num_hidden_layers": 3, "projection_dim": 32}
+CLIP_G_CONFIG = {**_TEXT_BASE, "hidden_act": "gelu", "hidden_size": 32, "intermediate_size": 64,
+                 "num_attention_heads": 2, "num_hidden_layers": 3, "projection_dim": 32}
+
+
+def use_comfyui(comfy_dir) -> None:
+    comfy_dir = str(Path(comfy_dir).resolve())
+    if comfy_dir not in sys.path:
+        sys.path.insert(0, comfy_dir)
+    import comfy.cli_args
+
+    if not torch.cuda.is_available():
+        comfy.cli_args.args.cpu = True
+
+
+def seeded_fill(module: torch.nn.Module, seed: int) -> None:
+    """Every parameter from one seeded generator (ComfyUI's ops leave weights uninitialised): norms 1/0,
+    matrices fan-in scaled normal, biases small noise."""
+    gen = torch.Generator().manual_seed(seed)
+    for _name, sub in sorted(module.named_modules()):
+        for pname, param in sorted(sub.named_parameters(recurse=False)):
+            with torch.no_grad():
+                if isinstance(sub, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
+                    param.fill_(1.0 if pname == "weight" else 0.0)
+                elif param.dim() == 0:
+                    continue
+                elif param.dim() > 1:
+                    param.copy_(torch.randn(param.shape, generator=gen) / param[0].numel() ** 0.5)
+                else:
+                    param.copy_(torch.randn(param.shape, generator=gen) * 0.02)
+
+
+def initial_unet_ldm(seed: int) -> dict[str, torch.Tensor]:
+    """The untrained UNet, LDM keys without prefix (ComfyUI's UNetModel defines the layout)."""
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+    import comfy.ops
+
+    unet = UNetModel(**UNET_CONFIG, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
+    seeded_fill(unet, seed)
+    with torch.no_grad():  # output conv starts at zero (as real checkpoints are initialised)
+        unet.out[2].weight.zero_()
+        unet.out[2].bias.zero_()
+    return {k: v.detach().clone().contiguous() for k, v in unet.state_dict().items()}
+
+
+def clip_state_dict(seed: int) -> dict[str, torch.Tensor]:
+    from comfy.clip_model import CLIPTextModel
+    import comfy.ops
+
+    out = {}
+    for offset, (name, config) in enumerate((("clip_l", CLIP_L_CONFIG), ("clip_g", CLIP_G_CONFIG))):
+        model = CLIPTextModel(config, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
+        seeded_fill(model, seed + offset)
+        out.update({f"{name}.transformer.{k}": v.contiguous() for k, v in model.state_dict().items()})
+    return out
+
+
+def _identity(conv: torch.nn.Conv2d, channels: int, value: float = 1.0, taps=((1, 1),)) -> None:
+    for c in range(channels):
+        for ty, tx in taps:
+            conv.weight[c, c, ty, tx] = value
+
+
+def initial_taesd(seed: int):
+    """ComfyUI's TAESD set up as an exact 8× mean-colour encoder and a nearest-upsampling decoder: residual
+    blocks start as identities (last conv zero, the others small random so they can learn). Training the
+    decoder from here learns the world's shapes; the encoder stays this fixed map (see train.py)."""
+    from comfy.taesd.taesd import TAESD
+
+    vae = TAESD()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.zero_()
+        enc, dec = vae.taesd_encoder, vae.taesd_decoder
+        _identity(enc[0], 3)
+        for i in (2, 6, 10):  # stride-2 convs: the mean of each 2×2 block
+            _identity(enc[i], 3, 0.25, taps=((1, 1), (1, 2), (2, 1), (2, 2)))
+        _identity(enc[14], 3, LATENT_GAIN)
+        enc[14].bias[:3] = -LATENT_GAIN / 2
+        _identity(dec[1], 3, 1.0 / LATENT_GAIN)
+        dec[1].bias[:3] = 0.5
+        dec[1].weight[3:] = torch.randn(dec[1].weight[3:].shape, generator=gen) * 0.1
+        dec[1].bias[3:] = 0.1
+        for i in (7, 12, 17):
+            _identity(dec[i], 64)
+        _identity(dec[19], 3)
+        for block in (m for m in dec if m.__class__.__name__ == "Block"):
+            for j in (0, 2):
+                w = block.conv[j].weight
+                w.copy_(torch.randn(w.shape, generator=gen) * (2.0 / w[0].numel()) ** 0.5 * 0.5)
+        vae.vae_scale.fill_(SDXL_LATENT_SCALE)
+    return vae
+
+
+def encode_mean_colour(pixels01: torch.Tensor) -> torch.Tensor:
+    """What the fixed encoder computes (B×3×H×W in 0..1 → B×4×H/8×W/8), without running its convolutions."""
+    mean = torch.nn.functional.avg_pool2d(pixels01, 8)
+    return torch.cat([LATENT_GAIN * (mean - 0.5), torch.zeros_like(mean[:, :1])], 1)
+
+
+def read_models(folder) -> dict:
+    """The three files' tensors and metadata."""
+    from safetensors import safe_open
+
+    out = {}
+    for key, name in (("unet", UNET_FILE), ("clip", CLIP_FILE), ("vae", VAE_FILE)):
+        if not (Path(folder) / name).exists():
+            continue
+        with safe_open(str(Path(folder) / name), framework="pt") as f:
+            out[key] = ({k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {})
+    return out
+
+
+def _clip_config(config: dict):
+    from transformers import CLIPTextConfig
+
+    keys = ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers", "projection_dim",
+            "max_position_embeddings", "vocab_size", "hidden_act", "layer_norm_eps", "bos_token_id", "eos_token_id",
+            "pad_token_id")
+    return CLIPTextConfig(**{k: config[k] for k in keys})
+
+
+def _load_clip(model, clip: dict, prefix: str) -> None:
+    own, picked = set(model.state_dict()), {}
+    for key, value in clip.items():
+        if key.startswith(prefix):
+            name = key[len(prefix):]
+            name = name if name in own else name.removeprefix("text_model.")
+            if name in own:
+                picked[name] = value
+    model.load_state_dict(picked, strict=True)
+
+
+def diffusers_vae(taesd: dict[str, torch.Tensor]):
+    from diffusers import AutoencoderTiny
+
+    vae = AutoencoderTiny(scaling_factor=1.0)
+    mapped = {}
+    for key, value in taesd.items():
+        part, _, rest = key.partition(".")
+        if part == "taesd_encoder":
+            mapped[f"encoder.layers.{rest}"] = value
+        elif part == "taesd_decoder":  # ComfyUI's decoder starts with its Clamp module: indices one higher
+            index, _, tail = rest.partition(".")
+            mapped[f"decoder.layers.{int(index) - 1}.{tail}"] = value
+    vae.load_state_dict(mapped, strict=True)
+    return vae.eval()
+
+
+def pipeline(folder, comfy_dir, unet_ldm: dict[str, torch.Tensor] | None = None):
+    """A diffusers StableDiffusionXLPipeline on the files in ``folder`` (``unet_ldm``: other UNet weights).
+    Its UNet's parameters are the LDM tensors themselves (no copy), so training it trains ``unet_ldm``."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    diffusers_unet_config, unet_from_ldm, = training_names("unet", "diffusers_unet_config", "unet_from_ldm")
+
+    files = read_models(folder)
+    if unet_ldm is None:
+        tensors, meta = files["unet"]
+        unet_ldm = {k[len(UNET_PREFIX):]: v for k, v in tensors.items()}
+    unet = unet_from_ldm(unet_ldm, diffusers_unet_config(UNET_CONFIG))
+    clip = files["clip"][0]
+    te1 = CLIPTextModel(_clip_config(CLIP_L_CONFIG))
+    _load_clip(te1, clip, "clip_l.transformer.")
+    te2 = CLIPTextModelWithProjection(_clip_config(CLIP_G_CONFIG))
+    _load_clip(te2, clip, "clip_g.transformer.")
+    tok_dir = str(Path(comfy_dir) / "comfy" / "sd1_tokenizer")
+    tok1 = CLIPTokenizer.from_pretrained(tok_dir, model_max_length=77)
+    tok2 = CLIPTokenizer.from_pretrained(tok_dir, model_max_length=77, pad_token="!")
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
+    vae = diffusers_vae(files["vae"][0])
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te1.eval(), text_encoder_2=te2.eval(), tokenizer=tok1,
+                                     tokenizer_2=tok2, unet=unet, scheduler=scheduler,
+                                     force_zeros_for_empty_prompt=False)  # the UNet learnt "" as unconditioned
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def save_unet(path, unet_ldm: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    _save(path, half({UNET_PREFIX + k: v for k, v in unet_ldm.items()}),
+          {"tiny_sdxl.unet_config": json.dumps(UNET_CONFIG), **metadata})
+
+
+def save_clip(path, seed: int, metadata: dict[str, str], tensors: dict[str, torch.Tensor] | None = None) -> None:
+    _save(path, half(clip_state_dict(seed) if tensors is None else tensors), {"tiny_sdxl.clip_l_config": json.dumps(CLIP_L_CONFIG),
+                                        "tiny_sdxl.clip_g_config": json.dumps(CLIP_G_CONFIG), **metadata})
+
+
+def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    _save(path, half(tensors), metadata)
+
+
+def half(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """fp16 storage (half the size; the loaders compute in fp32); scalars such as TAESD's vae_scale stay fp32."""
+    return {k: v.half() if v.dtype == torch.float32 and v.dim() > 0 else v for k, v in tensors.items()}
+
+
+def _save(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Atomic, and byte-reproducible: tensors and metadata keys in sorted order (safetensors' own writer orders
+    the metadata by a hash map, so the same tensors give different bytes from one process to the next)."""
+    import os
+
+    write_tensors, = training_names("weights", "write_tensors")
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    meta = {"format": "pt", **metadata}
+    write_tensors(tmp, {k: v.detach().contiguous() for k, v in tensors.items()}, {k: meta[k] for k in sorted(meta)})
+    os.replace(tmp, path)
+
+
+def normalise(path, to_half: bool = False) -> None:
+    """Rewrites a safetensors file written by another writer (the trainer's LoRA, transformers' folder) the
+    byte-reproducible way: same tensors (``to_half``: stored as fp16), same metadata."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    metadata.pop("format", None)
+    _save(path, half(tensors) if to_half else tensors, metadata)
