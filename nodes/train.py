@@ -1,17 +1,17 @@
 """TrainSubjectLoRA: learn a subject from 4–5 photos (paper 001 §3.2) into a kohya LoRA in models/loras.
 
-The node encodes in the graph with the wired VAE and CLIP (the encoders inference will use), returns the
-existing LoRA when it was trained from the same inputs (model fingerprint, settings, encoded data) before any
-file is written, hands the UNet over (its checkpoint file, or a cached export: nodes/unet_handover.py), frees
-ComfyUI's models and trains in a spawned process (training/child.py; training/ imports no ComfyUI), streaming
-progress to the progress bar and the browser's loss chart.
+The node returns the existing LoRA when it was trained from the same inputs (model fingerprint, settings,
+prepared photos, VAE and CLIP identities: nodes/train_start.py) before any file is written or any photo
+encoded; otherwise it starts the trainer process (training/child.py, training/staged.py; training/ imports no
+ComfyUI), which imports and reads the UNet while the node hands the UNet over (its checkpoint file, or a cached
+export: nodes/unet_handover.py) and encodes in the graph with the wired VAE and CLIP (the encoders inference will
+use); it then frees ComfyUI's models and streams the training's progress to the progress bar and loss chart.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import logging
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -23,10 +23,10 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..training import child, job
+from ..training import child, job, staged
 from ..training.augment import augmented_views
 from ..training.settings import DRIFT_PENALTIES
-from . import class_images, unet_handover
+from . import class_images, train_start, unet_handover
 from .train_checks import (available_vram, bf16_native, check_trainable, lora_file_name, sampling_kind,
                            several_tokens_warning)
 from ..training.hardware import auto_gradient_checkpointing, auto_mixed_precision
@@ -102,8 +102,7 @@ def _add_class_data(data: TrainingData, model, clip, vae, settings: TrainSetting
                     model_hash: str) -> None:
     """Prior preservation: class images from the base model (cached), encoded like the subject photos."""
     images = class_images.class_images(model, clip, vae, prompt=settings.class_prompt, count=settings.prior_images,
-                                       resolution=resolution, seed=settings.seed, model_hash=model_hash,
-                                       cache_dir=_work_dir())
+                                       resolution=resolution, seed=settings.seed, model_hash=model_hash)
     pixels, _masks, time_ids = _prepare_images(images, None, resolution)
     data.class_latents = model.model.process_latent_in(vae.encode(pixels)).float().cpu()
     cond, pooled = clip.encode_from_tokens(clip.tokenize(settings.class_prompt), return_pooled=True)
@@ -111,22 +110,16 @@ def _add_class_data(data: TrainingData, model, clip, vae, settings: TrainSetting
     data.class_time_ids = time_ids[:1]
 
 
+def _class_images_cached(settings: TrainSettings, resolution: int, model_hash: str) -> bool:
+    return class_images.cache_path(class_images.cache_folder(), model_hash, settings.class_prompt,
+                                   settings.prior_images, resolution, settings.seed).exists()
+
+
 def _unet_config(model) -> dict:
     try:
         return diffusers_unet_config(model.model.model_config.unet_config)
     except (KeyError, ValueError) as e:
         raise ValueError(f"{NODE}: the MODEL is not an SDXL-family UNet ({e}); connect an SDXL checkpoint") from e
-
-
-def job_hash(model_hash: str, settings: TrainSettings, data: TrainingData) -> str:
-    # Gradient checkpointing trades memory for time without changing the result; under "auto" it follows free
-    # VRAM, so it stays out of the key or the same inputs would retrain whenever free memory differs.
-    same_result = dataclasses.replace(settings, gradient_checkpointing=False)
-    digest = hashlib.sha256(f"{job.JOB_FORMAT}|{model_hash}|{same_result.to_json()}".encode())
-    for name, tensor in sorted(data.tensors().items()):
-        digest.update(name.encode())
-        digest.update(tensor.float().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _send(unique_id, payload: dict) -> None:
@@ -286,46 +279,66 @@ class TrainSubjectLoRA(io.ComfyNode):
             raise ValueError(f"{NODE}: no images: connect a batch of 4–5 subject photos")
 
         pixels, masks, time_ids = _prepare_images(images, mask, resolution)
-        data = _encode(model, clip, vae, pixels, masks, time_ids, settings)
-        # Free ComfyUI's models (this also removes any applied weight patches) before reading the UNet.
+        # Free ComfyUI's models (this also removes any applied weight patches) before fingerprinting.
         comfy.model_management.unload_all_models()
         comfy.model_management.soft_empty_cache()
         if model.patches:
             log.warning("%s: the MODEL carries patches (e.g. LoRAs); training uses its base weights only", NODE)
         config = _unet_config(model)
         model_hash = fingerprint(model.model.diffusion_model.state_dict())  # sampled: well under a second
-        key = job_hash(model_hash, settings, data)
+        key = train_start.input_key(model_hash, settings, vae, clip,
+                                    {"pixels": pixels, "masks": masks, "time_ids": time_ids})
 
         if output.exists() and read_metadata(output).get(JOB_HASH_KEY) == key:  # before anything is written
             log.info("%s: %s already trained from these inputs; not training again", NODE, file_name)
             losses = cls._losses(output)
             _send(cls.hidden.unique_id, {"phase": "cached", "losses": losses})
             return cls._result(file_name, losses)
-        if settings.prior_images:
-            _add_class_data(data, model, clip, vae, settings, resolution, model_hash)
-            comfy.model_management.unload_all_models()
-            comfy.model_management.soft_empty_cache()
-        unet = unet_handover.unet_source(model, model.model.diffusion_model.state_dict(), config, model_hash)
-
         if output.exists():
             log.warning("%s: %s exists from other inputs or settings; it is replaced when training succeeds",
                         NODE, file_name)
         job_dir = _work_dir() / f"job-{uuid.uuid4().hex[:12]}"
+        job_dir.mkdir(parents=True)
         pbar = comfy.utils.ProgressBar(settings.steps)
+        trainer = None
         try:
+            # Started now: it imports (and on the CPU reads the UNet) while the node hands over and encodes.
+            trainer = child.TrainerProcess(job_dir, staged=True)
+            unet = unet_handover.unet_source(model, model.model.diffusion_model.state_dict(), config, model_hash)
+            # On a GPU the trainer reads the UNet only once ComfyUI's models are freed; on the CPU ComfyUI keeps
+            # them in RAM anyway, except while class images are drawn (sampling memory on top of the trainer's).
+            read_early = device.type == "cpu" and not (settings.prior_images and not _class_images_cached(
+                settings, resolution, model_hash))
+            if read_early:
+                staged.write_unet_start(job_dir, settings, unet)
+                trainer.advance("unet")
+            encoding = time.perf_counter()
+            data = _encode(model, clip, vae, pixels, masks, time_ids, settings)
+            log.info("%s: encoded %d photos at %d² in %.1f s", NODE, pixels.shape[0], resolution,
+                     time.perf_counter() - encoding)
+            if settings.prior_images:
+                _add_class_data(data, model, clip, vae, settings, resolution, model_hash)
+            comfy.model_management.unload_all_models()
+            comfy.model_management.soft_empty_cache()
+            if not read_early:
+                staged.write_unet_start(job_dir, settings, unet)
+                trainer.advance("unet")
             job.write_job(job_dir, settings, data, unet_path=unet, output=output,
                           extra_metadata={JOB_HASH_KEY: key, "ss_output_name": Path(file_name).stem})
+            trainer.advance("job")
             _send(cls.hidden.unique_id, {"phase": "start", "steps": settings.steps})
 
             def on_step(event: dict) -> None:
                 pbar.update_absolute(event["step"], settings.steps)  # raises when the user cancels
                 _send(cls.hidden.unique_id, {"phase": "step", **event})
 
-            child.run_and_wait(job_dir, on_step, poll=comfy.model_management.throw_exception_if_processing_interrupted)
+            trainer.wait(on_step, poll=comfy.model_management.throw_exception_if_processing_interrupted)
         except child.TrainingFailed as e:
             raise RuntimeError(f"{NODE}: training failed: {e}") from e
         finally:
-            # Reached on success, error and cancel alike: the child is already stopped; no partial file stays.
+            # Reached on success, error and cancel alike: the child is stopped; no partial file stays.
+            if trainer is not None:
+                trainer.stop()
             partial_path(output).unlink(missing_ok=True)
             shutil.rmtree(job_dir, ignore_errors=True)
         losses = cls._losses(output)
