@@ -261,6 +261,7 @@ def main() -> None:
             print(f"cached_run_bytes_written: {sum(changed.values()) - preview}")
             print(f"cached_run_preview_png_bytes: {preview}")
             return
+        log_start = len(server.log_tail(10**9))  # --keep: the server log holds earlier runs' lines too
         a = run(server, *graph(names, 1024, "startup_a"), stop_at_loop=True)
         b = run(server, *graph(names, 64, "startup_b"), stop_at_loop=False)
         # The same LoRA under another spelling of its name: ComfyUI re-runs only the train node (its loaders
@@ -269,7 +270,7 @@ def main() -> None:
         c = run(server, *graph(names, 64, "startup_b.safetensors"), stop_at_loop=False)
         changed = {k: v[0] for k, v in files(base).items() if before.get(k) != v}
         preview = {k: n for k, n in changed.items() if k.startswith("temp/") and k.endswith(".png")}
-        log = server.log_tail(10**9)
+        log = server.log_tail(10**9)[log_start:]
     finally:
         server.stop()
         if not args.keep:

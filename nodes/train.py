@@ -278,7 +278,6 @@ class TrainSubjectLoRA(io.ComfyNode):
         if images.shape[0] < 1:
             raise ValueError(f"{NODE}: no images: connect a batch of 4–5 subject photos")
 
-        pixels, masks, time_ids = _prepare_images(images, mask, resolution)
         # Free ComfyUI's models (this also removes any applied weight patches) before fingerprinting.
         comfy.model_management.unload_all_models()
         comfy.model_management.soft_empty_cache()
@@ -286,14 +285,14 @@ class TrainSubjectLoRA(io.ComfyNode):
             log.warning("%s: the MODEL carries patches (e.g. LoRAs); training uses its base weights only", NODE)
         config = _unet_config(model)
         model_hash = fingerprint(model.model.diffusion_model.state_dict())  # sampled: well under a second
-        key = train_start.input_key(model_hash, settings, vae, clip,
-                                    {"pixels": pixels, "masks": masks, "time_ids": time_ids})
+        key = train_start.input_key(model_hash, settings, vae, clip, {"images": images, "mask": mask}, resolution)
 
         if output.exists() and read_metadata(output).get(JOB_HASH_KEY) == key:  # before anything is written
             log.info("%s: %s already trained from these inputs; not training again", NODE, file_name)
             losses = cls._losses(output)
             _send(cls.hidden.unique_id, {"phase": "cached", "losses": losses})
             return cls._result(file_name, losses)
+        pixels, masks, time_ids = _prepare_images(images, mask, resolution)  # also checks the masks
         if output.exists():
             log.warning("%s: %s exists from other inputs or settings; it is replaced when training succeeds",
                         NODE, file_name)

@@ -1,8 +1,8 @@
 """TrainSubjectLoRA's start-up: the "already trained" key from the node's inputs, before anything slow runs.
 
 The key (recorded in the LoRA's metadata) covers everything the LoRA's bytes depend on, each in its cheap form:
-the UNet's sampled fingerprint, the settings, the prepared photos and masks (the exact pixels the VAE would
-encode) and their size/crop conditioning, the VAE's identity (sampled fingerprint of its weights, any patches,
+the UNet's sampled fingerprint, the settings, the photos and masks as wired (hashing them costs less than
+resizing them, and the training squares are a function of them and the resolution), the VAE's identity (sampled fingerprint of its weights, any patches,
 its dtype and device type) and the CLIP's (sampled fingerprint of its weights, any patches such as a LoRA, the
 layer it is read at, and the prompt's tokens, embeddings included). So a cache hit runs neither encoder (the VAE
 over 4 photos at 1024² takes tens of seconds on a CPU, SDXL's two text encoders a few), and a miss learns it
@@ -61,17 +61,19 @@ def clip_identity(clip, prompt: str) -> str:
     return digest.hexdigest()
 
 
-def input_key(model_hash: str, settings: TrainSettings, vae, clip, tensors: dict[str, torch.Tensor]) -> str:
-    """The key of a training run; ``tensors``: the prepared pixels, masks and size/crop ids."""
+def input_key(model_hash: str, settings: TrainSettings, vae, clip, tensors: dict[str, torch.Tensor],
+              resolution: int) -> str:
+    """The key of a training run; ``tensors``: the node's IMAGE and MASK inputs (None when not wired)."""
     # Gradient checkpointing trades memory for time without changing the result; under "auto" it follows free
     # VRAM, so it stays out of the key or the same inputs would retrain whenever free memory differs.
     same_result = dataclasses.replace(settings, gradient_checkpointing=False)
-    digest = hashlib.sha256(f"{KEY_FORMAT}|{model_hash}|{same_result.to_json()}|{vae_identity(vae)}|"
+    digest = hashlib.sha256(f"{KEY_FORMAT}|{model_hash}|{same_result.to_json()}|{resolution}|{vae_identity(vae)}|"
                             f"{clip_identity(clip, settings.prompt)}".encode())
     for name, tensor in sorted(tensors.items()):
         if tensor is None:
             continue
-        tensor = tensor.detach().to("cpu", torch.float32).contiguous()
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"|{tensor.dtype}".encode())
         digest.update(f"|{name}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.numpy())
     return digest.hexdigest()

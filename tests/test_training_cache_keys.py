@@ -43,38 +43,38 @@ def comfy_parts(tiny_models):
 
 
 def test_the_key_follows_every_input_but_not_gradient_checkpointing(comfy_parts):
-    """Without encoding anything: a cache hit costs fingerprints and one hash of the prepared pixels."""
+    """Without encoding or even resizing anything: a cache hit costs fingerprints and one hash of the inputs."""
     train_start, _, make_vae, make_clip = comfy_parts
     vae, clip = make_vae(), make_clip()
     settings = TrainSettings(token="iklan", class_word="disc", device="cpu")
     g = torch.Generator().manual_seed(0)
-    tensors = {"pixels": torch.rand(2, 64, 64, 3, generator=g), "masks": None,
-               "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 2)}
-    key = train_start.input_key("m1", settings, vae, clip, tensors)
-    assert key == train_start.input_key("m1", settings, make_vae(), make_clip(), dict(tensors))  # new objects
-    changed_pixel = {**tensors, "pixels": tensors["pixels"].clone()}
-    changed_pixel["pixels"][1, 7, 9, 2] += 1 / 255
-    with_mask = {**tensors, "masks": torch.ones(2, 1, 64, 64)}
+    tensors = {"images": torch.rand(2, 96, 64, 3, generator=g), "mask": None}
+    key = train_start.input_key("m1", settings, vae, clip, tensors, 64)
+    assert key == train_start.input_key("m1", settings, make_vae(), make_clip(), dict(tensors), 64)  # new objects
+    changed_pixel = {**tensors, "images": tensors["images"].clone()}
+    changed_pixel["images"][1, 7, 9, 2] += 1 / 255
+    with_mask = {**tensors, "mask": torch.ones(2, 96, 64)}
     patched = clip.clone()
     weights = clip.cond_stage_model.state_dict()
     name = next(k for k in patched.get_key_patches() if k.endswith("mlp.fc1.weight"))
     assert patched.add_patches({name: (torch.full_like(weights[name], 0.01),)}, 1.0) == [name]  # a "diff" patch
     skip = clip.clone()
     skip.clip_layer(-1)
-    others = [train_start.input_key("m2", settings, vae, clip, tensors),
+    others = [train_start.input_key("m2", settings, vae, clip, tensors, 64),
               train_start.input_key("m1", TrainSettings(token="iklan", class_word="disc", device="cpu", seed=1),
-                                    vae, clip, tensors),
+                                    vae, clip, tensors, 64),
               train_start.input_key("m1", TrainSettings(token="ffin", class_word="disc", device="cpu"),
-                                    vae, clip, tensors),
-              train_start.input_key("m1", settings, make_vae(0.01), clip, tensors),
-              train_start.input_key("m1", settings, vae, make_clip(0.01), tensors),
-              train_start.input_key("m1", settings, vae, patched, tensors),
-              train_start.input_key("m1", settings, vae, skip, tensors),
-              train_start.input_key("m1", settings, vae, clip, changed_pixel),
-              train_start.input_key("m1", settings, vae, clip, with_mask)]
+                                    vae, clip, tensors, 64),
+              train_start.input_key("m1", settings, make_vae(0.01), clip, tensors, 64),
+              train_start.input_key("m1", settings, vae, make_clip(0.01), tensors, 64),
+              train_start.input_key("m1", settings, vae, patched, tensors, 64),
+              train_start.input_key("m1", settings, vae, skip, tensors, 64),
+              train_start.input_key("m1", settings, vae, clip, changed_pixel, 64),
+              train_start.input_key("m1", settings, vae, clip, with_mask, 64),
+              train_start.input_key("m1", settings, vae, clip, tensors, 128)]
     assert len({key, *others}) == 1 + len(others)
     checkpointed = TrainSettings(token="iklan", class_word="disc", device="cpu", gradient_checkpointing=True)
-    assert train_start.input_key("m1", checkpointed, vae, clip, tensors) == key
+    assert train_start.input_key("m1", checkpointed, vae, clip, tensors, 64) == key
 
 
 def test_class_images_are_evicted_least_recently_used_first(comfy_parts, tmp_path):

@@ -19,6 +19,7 @@ file is compared with the weights in memory at ``CHECK_SAMPLES`` positions per t
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import mmap
@@ -39,6 +40,7 @@ DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF1
           "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 
 
+@functools.lru_cache(maxsize=4096)  # SDXL's UNet has ~100 distinct sizes; callers only read the result
 def sample_positions(numel: int, count: int) -> torch.Tensor:
     """``count`` positions in ``[0, numel)``, the same on every machine for the same element count."""
     return torch.randint(0, numel, (count,), generator=torch.Generator().manual_seed(numel))
