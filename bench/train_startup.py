@@ -12,7 +12,10 @@ Runs, one server:
   A. 4 photos at 1024², 1 step: timed from the node's execute (websocket) to the trainer's "training loop
      starts" log line; the trainer's peak RSS there above its RSS when it starts reading the UNet; the server's
      peak above its RSS when the node starts (the MODEL already loaded). Interrupted right there (a full-size
-     step at 1024² on CPU takes minutes and ~15 GB of activations).
+     step at 1024² on CPU takes minutes and ~15 GB of activations). The trainer starts early and overlaps the
+     node's encoding (training/staged.py); the breakdown_* lines are the durations the node and the trainer log
+     (the photos' VAE encoding, the trainer's imports, its UNet read, and how long the trainer, ready, waited
+     for the node's job), which overlap: they do not add up to the total.
   B. the same at 64² (the handover now cached), trained to the end: its LoRA makes C a cache hit.
   C. B again (the LoRA name spelled with its extension, so ComfyUI re-runs the node): the node's execute time
      and the bytes it wrote.
@@ -28,6 +31,7 @@ import ctypes
 import gc
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -190,15 +194,22 @@ def run(server: ComfyServer, prompt, train_id: str, stop_at_loop: bool) -> dict:
                         raise RuntimeError(f"the prompt failed:\n{server.log_tail()}")
                     break
             logs = sorted(work.glob("job-*/trainer.log")) if "t0" in found and "t_loop" not in found else []
-            if logs:  # only once there is a trainer: `ps` every 50 ms would slow the node down on 2 cores
-                text = logs[0].read_text(errors="replace")
+            if logs and "pid" not in found and now - found.get("t_ps", 0.0) > 0.5:
+                # `ps` once the trainer exists, at most twice a second: every 50 ms would slow 2 cores down
+                found["t_ps"] = now
                 pids = trainer_processes(server)
-                if "reading the base UNet" in text and "trainer_base" not in found and pids:
-                    found["trainer_base"] = proc(pids[0][0])["VmRSS"]
-                if "training loop starts" in text and pids:
+                if pids:
+                    found["pid"] = pids[0][0]
+            if logs and "pid" in found:
+                text = logs[0].read_text(errors="replace")
+                if "reading the base UNet" in text and "trainer_base" not in found:
+                    found["trainer_base"] = proc(found["pid"])["VmRSS"]
+                if "training loop starts" in text:
                     found["t_loop"] = now
-                    found["trainer_peak"] = proc(pids[0][0])["VmHWM"]
+                    found["trainer_peak"] = proc(found["pid"])["VmHWM"]
                     found["server_peak"] = proc(server.process.pid)["VmHWM"]
+                    found["trainer_log"] = text
+                    found["load"] = os.getloadavg()
                     if stop_at_loop:
                         server.interrupt()
     finally:
@@ -250,6 +261,7 @@ def main() -> None:
             print(f"cached_run_bytes_written: {sum(changed.values()) - preview}")
             print(f"cached_run_preview_png_bytes: {preview}")
             return
+        log_start = len(server.log_tail(10**9))  # --keep: the server log holds earlier runs' lines too
         a = run(server, *graph(names, 1024, "startup_a"), stop_at_loop=True)
         b = run(server, *graph(names, 64, "startup_b"), stop_at_loop=False)
         # The same LoRA under another spelling of its name: ComfyUI re-runs only the train node (its loaders
@@ -258,7 +270,7 @@ def main() -> None:
         c = run(server, *graph(names, 64, "startup_b.safetensors"), stop_at_loop=False)
         changed = {k: v[0] for k, v in files(base).items() if before.get(k) != v}
         preview = {k: n for k, n in changed.items() if k.startswith("temp/") and k.endswith(".png")}
-        log = server.log_tail(10**9)
+        log = server.log_tail(10**9)[log_start:]
     finally:
         server.stop()
         if not args.keep:
@@ -269,6 +281,13 @@ def main() -> None:
           "3-layer real-width CLIP-L/G, CPU, trainer fp32, server MALLOC_MMAP_THRESHOLD_=128K")
     print(f"unet_handover: {'checkpoint file' if 'reads the UNet from' in log else 'export to the pack cache'}")
     print(f"time_to_loop_start_s: {a['t_loop'] - a['t0']:.2f}")
+    print(f"load_average_at_loop_start: {a['load'][0]:.2f}")
+    for name, pattern, text in (("node_encode_s", r"encoded \d+ photos? at \d+² in ([\d.]+) s", log),
+                                ("trainer_imports_s", r"trainer libraries imported in ([\d.]+) s", a["trainer_log"]),
+                                ("trainer_unet_read_s", r"base UNet read in ([\d.]+) s", a["trainer_log"]),
+                                ("trainer_waited_for_job_s", r"job ready after a wait of ([\d.]+) s", a["trainer_log"])):
+        found = re.findall(pattern, text)  # run A's: the first in the server log, the only one in its trainer's
+        print(f"breakdown_{name}: {found[0] if found else 'n/a'}")
     print(f"time_to_loop_start_handover_cached_s: {b['t_loop'] - b['t0']:.2f}")
     print(f"fingerprint_s: {fingerprint_s:.3f}")
     print(f"unet_file_gb: {unet_bytes / 2**30:.2f}")

@@ -1,18 +1,18 @@
 """TrainSubjectLoRA: learn a subject from 4–5 photos (paper 001 §3.2; docs/DESIGN.md §4.2) into a kohya LoRA.
 
-The node encodes in the graph with the wired VAE and CLIP (the encoders inference will use), returns the
-existing LoRA when it was trained from the same inputs (model fingerprint, settings, encoded data) before any
-file is written, hands the UNet over (its checkpoint file, or a cached export: nodes/unet_handover.py), frees
-ComfyUI's models and trains in a spawned process (training/child.py; training/ imports no ComfyUI), streaming
-progress to the progress bar and the browser's loss chart.
+The node returns the existing LoRA when it was trained from the same inputs (model fingerprint, settings,
+prepared photos, VAE and CLIP identities: nodes/train_start.py) before any file is written or any photo
+encoded; otherwise it starts the trainer process (training/child.py, training/staged.py; training/ imports no
+ComfyUI), which imports and reads the UNet while the node hands the UNet over (its checkpoint file, or a cached
+export: nodes/unet_handover.py) and encodes in the graph with the wired VAE and CLIP (the encoders inference will
+use); it then frees ComfyUI's models and streams the training's progress to the progress bar and loss chart.
 """
 from __future__ import annotations
 
-import dataclasses
 import glob
-import hashlib
 import logging
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -24,9 +24,9 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..training import child, job
+from ..training import child, job, staged
 from ..training.augment import augmented_views
-from . import class_images, unet_handover
+from . import class_images, train_start, unet_handover
 from .train_inputs import setting_inputs
 from .train_checks import (available_vram, bf16_native, check_trainable, lora_file_name, resume_state,
                            sampling_kind, several_tokens_warning)
@@ -103,14 +103,18 @@ def _add_class_data(data: TrainingData, model, clip, vae, settings: TrainSetting
                     model_hash: str) -> None:
     """Prior preservation: class images from the base model (cached), encoded like the subject photos."""
     images = class_images.class_images(model, clip, vae, prompt=settings.class_prompt, count=settings.prior_images,
-                                       resolution=resolution, seed=settings.seed, model_hash=model_hash,
-                                       cache_dir=_work_dir())
+                                       resolution=resolution, seed=settings.seed, model_hash=model_hash)
     bucket = tuple(int(v) * 8 for v in data.latents.shape[-2:])  # the subject's bucket: one shape for every batch
     pixels, _masks, time_ids = _prepare_images(images, None, resolution, bucket)
     data.class_latents = model.model.process_latent_in(vae.encode(pixels)).float().cpu()
     cond, pooled = clip.encode_from_tokens(clip.tokenize(settings.class_prompt), return_pooled=True)
     data.class_prompt_embeds, data.class_pooled_prompt_embeds = cond.float().cpu(), pooled.float().cpu()
     data.class_time_ids = time_ids[:1]
+
+
+def _class_images_cached(settings: TrainSettings, resolution: int, model_hash: str) -> bool:
+    return class_images.cache_path(class_images.cache_folder(), model_hash, settings.class_prompt,
+                                   settings.prior_images, resolution, settings.seed).exists()
 
 
 def _preview_conditioning(clip, settings: TrainSettings) -> PreviewConditioning | None:
@@ -160,20 +164,6 @@ def _unet_config(model) -> dict:
         return diffusers_unet_config(model.model.model_config.unet_config)
     except (KeyError, ValueError) as e:
         raise ValueError(f"{NODE}: the MODEL is not an SDXL-family UNet ({e}); connect an SDXL checkpoint") from e
-
-
-def job_hash(model_hash: str, settings: TrainSettings, data: TrainingData) -> str:  # docs/DESIGN.md §5.4
-    # Gradient checkpointing trades memory for time without changing the result; under "auto" it follows free
-    # VRAM, so it stays out of the key or the same inputs would retrain whenever free memory differs. Checkpoints
-    # do not change the result either, nor does resuming (it refuses a state of other settings or photos), nor
-    # previews (drawn from their own generator).
-    same_result = dataclasses.replace(settings, gradient_checkpointing=False, save_every=0, resume_from="",
-                                      preview_every=0, preview_prompt="", preview_steps=1)  # nor previews
-    digest = hashlib.sha256(f"{job.JOB_FORMAT}|{model_hash}|{same_result.to_json()}".encode())
-    for name, tensor in sorted(data.tensors().items()):
-        digest.update(name.encode())
-        digest.update(tensor.float().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _send(unique_id, payload: dict) -> None:
@@ -264,38 +254,56 @@ class TrainSubjectLoRA(io.ComfyNode):
         if images.shape[0] < 1:
             raise ValueError(f"{NODE}: no images: connect a batch of 4–5 subject photos")
 
-        pixels, masks, time_ids = _prepare_images(images, mask, settings.resolution)
-        data = _encode(model, clip, vae, pixels, masks, time_ids, settings)
-        preview_cond = _preview_conditioning(clip, settings)  # while CLIP is loaded
-        # Free ComfyUI's models (this also removes any applied weight patches) before reading the UNet.
+        # Free ComfyUI's models (this also removes any applied weight patches) before fingerprinting.
         comfy.model_management.unload_all_models()
         comfy.model_management.soft_empty_cache()
         if model.patches:
             log.warning("%s: the MODEL carries patches (e.g. LoRAs); training uses its base weights only", NODE)
         config = _unet_config(model)
         model_hash = fingerprint(model.model.diffusion_model.state_dict())  # sampled: well under a second
-        key = job_hash(model_hash, settings, data)
+        resolution = settings.resolution
+        key = train_start.input_key(model_hash, settings, vae, clip, {"images": images, "mask": mask}, resolution)
 
         if output.exists() and read_metadata(output).get(JOB_HASH_KEY) == key:  # before anything is written
             log.info("%s: %s already trained from these inputs; not training again", NODE, file_name)
             losses = cls._losses(output)
             _send(cls.hidden.unique_id, {"phase": "cached", "losses": losses})
             return cls._result(file_name, losses)
-        if settings.prior_images:
-            _add_class_data(data, model, clip, vae, settings, settings.resolution, model_hash)
-            comfy.model_management.unload_all_models()
-            comfy.model_management.soft_empty_cache()
-        unet = unet_handover.unet_source(model, model.model.diffusion_model.state_dict(), config, model_hash)
-
+        pixels, masks, time_ids = _prepare_images(images, mask, resolution)  # also checks the masks
         if output.exists():
             log.warning("%s: %s exists from other inputs or settings; it is replaced when training succeeds",
                         NODE, file_name)
         job_dir = _work_dir() / f"job-{uuid.uuid4().hex[:12]}"
+        job_dir.mkdir(parents=True)
         pbar = comfy.utils.ProgressBar(settings.steps)
+        trainer = None
         try:
+            # Started now: it imports (and on the CPU reads the UNet) while the node hands over and encodes.
+            trainer = child.TrainerProcess(job_dir, staged=True)
+            unet = unet_handover.unet_source(model, model.model.diffusion_model.state_dict(), config, model_hash)
+            # On a GPU the trainer reads the UNet only once ComfyUI's models are freed; on the CPU ComfyUI keeps
+            # them in RAM anyway, except while class images are drawn (sampling memory on top of the trainer's).
+            read_early = device.type == "cpu" and not (settings.prior_images and not _class_images_cached(
+                settings, resolution, model_hash))
+            if read_early:
+                staged.write_unet_start(job_dir, settings, unet)
+                trainer.advance("unet")
+            encoding = time.perf_counter()
+            data = _encode(model, clip, vae, pixels, masks, time_ids, settings)
+            log.info("%s: encoded %d photos at %d² in %.1f s", NODE, pixels.shape[0], resolution,
+                     time.perf_counter() - encoding)
+            if settings.prior_images:
+                _add_class_data(data, model, clip, vae, settings, resolution, model_hash)
+            preview_cond = _preview_conditioning(clip, settings)  # while CLIP is loaded
+            comfy.model_management.unload_all_models()
+            comfy.model_management.soft_empty_cache()
+            if not read_early:
+                staged.write_unet_start(job_dir, settings, unet)
+                trainer.advance("unet")
             job.write_job(job_dir, settings, data, unet_path=unet, output=output, resume=resume,
                           extra_metadata={JOB_HASH_KEY: key, "ss_output_name": Path(file_name).stem},
                           preview=preview_cond, preview_rgb=_rgb_factors(model))
+            trainer.advance("job")
             _send(cls.hidden.unique_id, {"phase": "start", "steps": settings.steps})
 
             def on_step(event: dict) -> None:
@@ -304,13 +312,15 @@ class TrainSubjectLoRA(io.ComfyNode):
                 pbar.update_absolute(event["step"], settings.steps, _live_view(preview))
                 _send(cls.hidden.unique_id, {"phase": "step", **event, "preview": bool(preview)})
 
-            child.run_and_wait(job_dir, on_step, poll=comfy.model_management.throw_exception_if_processing_interrupted)
+            trainer.wait(on_step, poll=comfy.model_management.throw_exception_if_processing_interrupted)
             grid = _preview_grid(model, vae, read_previews(job_dir / job.PREVIEW_DIR))
         except child.TrainingFailed as e:
             raise RuntimeError(f"{NODE}: training failed: {e}") from e
         finally:
-            # Reached on success, error and cancel alike: the child is already stopped; no partial file stays
+            # Reached on success, error and cancel alike: the child is stopped; no partial file stays
             # (checkpoints already written stay: the user asked for them).
+            if trainer is not None:
+                trainer.stop()
             partial_path(output).unlink(missing_ok=True)
             for partial in output.parent.glob(glob.escape(output.stem) + "-step*.partial"):
                 partial.unlink(missing_ok=True)

@@ -166,6 +166,25 @@ def test_cancel_while_encoding_leaves_nothing(comfy):
     assert_clean(comfy, "rel_cancel_encode.safetensors")
 
 
+def test_cancel_while_drawing_class_images_stops_the_early_trainer_and_leaves_nothing(comfy):
+    """The trainer process starts before the node encodes and draws class images (it imports meanwhile): a cancel
+    in that phase ends it too, and leaves no job folder, LoRA or class-image file."""
+    g, train = train_graph(lora_name="rel_cancel_prior", steps=500, prior_images=4, seed=11)
+    seen = []
+
+    def drawing(event):
+        if event["type"] == "progress" and event["data"].get("node") == train.id and event["data"]["max"] == 4:
+            seen.append(trainer_processes(comfy))
+            return True
+        return False
+
+    entry = _cancel_when(comfy, g.finalize(), drawing)
+    assert seen and seen[0], "no trainer process while the class images were drawn"
+    assert any(m[0] == "execution_interrupted" for m in entry["status"]["messages"])
+    assert_clean(comfy, "rel_cancel_prior.safetensors")
+    assert not list((comfy.base_dir / "models" / "image_alchemy" / "class_cache").glob("*.partial"))
+
+
 def test_cancel_while_saving_leaves_no_partial_lora(comfy):
     """Interrupt at the last step's event, while the child exports and writes: afterwards there is either no
     LoRA or a complete one (the rename is atomic), and never a .partial file or a job folder."""

@@ -22,7 +22,7 @@ def test_every_option_trains_through_the_node_and_class_images_are_cached(comfy)
         rgba = np.dstack([img, 1.0 - mask.astype(np.float32)])
         Image.fromarray((rgba * 255).round().astype(np.uint8), "RGBA").save(comfy.base_dir / "input" / name)
         names.append(name)
-    cache = comfy.base_dir / "temp" / "image_alchemy_train"
+    cache = comfy.base_dir / "models" / "image_alchemy" / "class_cache"  # kept across restarts
     before = set(cache.glob("class-*.safetensors"))
     g, _train = train_graph(names, "ia_drift_all", steps=3, with_mask=True, batch_size=2, resolution=64, **OPTIONS)
     log_start = len(comfy.log_tail(10**9))

@@ -15,7 +15,9 @@ How it starts, and why this way (docs/DESIGN.md §5.1):
   ``_fixup_main_from_name`` runs nothing (it treats it like a package's __main__.py); it is restored right after
   (the preparation data is computed inside ``start()``). This relies on how the standard library's code behaves,
   not on a documented API; it touches no private name and not the interpreter's table of imported modules.
-- Events travel as JSON bytes on a one-way pipe (``send_bytes``/``recv_bytes``: nothing is unpickled here).
+- Events travel as JSON bytes on a one-way pipe (``send_bytes``/``recv_bytes``: nothing is unpickled here). A
+  ``staged`` process starts before its job folder is complete and gets a second one-way pipe on which the node
+  announces each stage as it is written (``advance``; training/staged.py).
 - The child exits when this process dies (it watches ``multiprocessing.parent_process().sentinel``); ``stop()``
   terminates, then kills after ``KILL_AFTER_S``. User values travel inside the job files.
 """
@@ -69,10 +71,12 @@ class TrainerProcess:
     """One trainer process. Iterate ``events()`` for progress dicts; ``stop()`` always ends the process
     (terminate, then kill after ``KILL_AFTER_S``) and is safe to call twice."""
 
-    def __init__(self, job_dir: str | Path):
+    def __init__(self, job_dir: str | Path, staged: bool = False):
         self.job_dir = Path(job_dir)
         self._events, child_end = _SPAWN.Pipe(duplex=False)
-        globals_ = {"PACK_ROOT": str(PACK_ROOT), "JOB_DIR": str(self.job_dir), "EVENTS": child_end}
+        control_end, self._control = _SPAWN.Pipe(duplex=False) if staged else (None, None)
+        globals_ = {"PACK_ROOT": str(PACK_ROOT), "JOB_DIR": str(self.job_dir), "EVENTS": child_end,
+                    "CONTROL": control_end}
         # daemon: a normal ComfyUI exit terminates it instead of waiting for the training to finish.
         self.process = _SPAWN.Process(target=runpy.run_path, args=(str(LAUNCHER),),
                                       kwargs={"init_globals": globals_, "run_name": "image_alchemy_trainer"},
@@ -82,10 +86,34 @@ class TrainerProcess:
                 self.process.start()
         finally:
             child_end.close()  # the child holds its own copy; EOF here means the child is gone
+            if control_end is not None:
+                control_end.close()
 
     @property
     def pid(self) -> int | None:
         return self.process.pid
+
+    def advance(self, stage: str) -> None:
+        """Tells a staged child that ``stage``'s file is complete. A child that already ended is not an error
+        here: ``events()`` reports why it ended."""
+        from .staged import stage_message
+
+        try:
+            self._control.send_bytes(stage_message(stage))
+        except OSError:
+            log.info("trainer: stage %s not delivered (the trainer has ended)", stage)
+
+    def wait(self, on_event: Callable[[dict], None] | None = None, poll: Callable[[], None] = lambda: None) -> dict:
+        """Runs to the end and returns the final ``done`` event (``on_event`` gets each step's event)."""
+        started, done = time.perf_counter(), None
+        for event in self.events(poll):
+            if event.get("done"):
+                done = event
+            elif on_event is not None and "step" in event:
+                on_event(event)
+        if done is None:
+            raise TrainingFailed(f"the trainer ended without writing its LoRA ({time.perf_counter() - started:.1f}s)")
+        return done
 
     def events(self, poll: Callable[[], None] = lambda: None, poll_s: float = 0.1) -> Iterator[dict]:
         """Yields the child's events until it exits; calls ``poll()`` at least every ``poll_s`` (the node raises
@@ -128,21 +156,15 @@ class TrainerProcess:
         else:
             self.process.join()
         self._events.close()
+        if self._control is not None:
+            self._control.close()
 
 
 def run_and_wait(job_dir: str | Path, on_event: Callable[[dict], None] | None = None,
                  poll: Callable[[], None] = lambda: None) -> dict:
     """Runs the job to the end and returns the final ``done`` event; the child never outlives this call."""
     child = TrainerProcess(job_dir)
-    started, done = time.perf_counter(), None
     try:
-        for event in child.events(poll):
-            if event.get("done"):
-                done = event
-            elif on_event is not None and "step" in event:
-                on_event(event)
+        return child.wait(on_event, poll)
     finally:
         child.stop()
-    if done is None:
-        raise TrainingFailed(f"the trainer ended without writing its LoRA ({time.perf_counter() - started:.1f}s)")
-    return done

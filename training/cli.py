@@ -161,10 +161,11 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def run_child(job_dir: str, events) -> int:
+def run_child(job_dir: str, events, control=None) -> int:
     """The node's trainer process (started by training/child.py through training/launch.py): the same run as
     `python -m training run`, with events as JSON bytes on the ``events`` pipe end (no pickle) and the
-    process's stdout/stderr (logs, library warnings) in the job folder's trainer.log."""
+    process's stdout/stderr (logs, library warnings) in the job folder's trainer.log. With a ``control`` pipe
+    end the job folder is completed while the child starts up (training/staged.py)."""
     _exit_with_parent()
     path = Path(job_dir) / LOG_FILE
     with open(path, "ab", buffering=0) as raw:  # fds 1 and 2 keep it open: library prints land there too
@@ -176,6 +177,10 @@ def run_child(job_dir: str, events) -> int:
         events.send_bytes(json.dumps(event).encode())
 
     try:
+        if control is not None:
+            from .staged import run_staged
+
+            return _report(lambda progress: run_staged(job_dir, control, progress), emit)
         return run_events(job_dir, emit)
     except BaseException as e:  # anything else still reaches the node as a message, not only as an exit status
         log.exception("trainer crashed")
@@ -186,6 +191,8 @@ def run_child(job_dir: str, events) -> int:
         return 1
     finally:
         events.close()
+        if control is not None:
+            control.close()
 
 
 def main(argv: list[str] | None = None) -> int:

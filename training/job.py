@@ -116,16 +116,17 @@ def _previewer(job_dir: Path, settings: TrainSettings, data: TrainingData, rgb: 
                      job_dir / PREVIEW_DIR, rgb.get("factors"), rgb.get("bias"))
 
 
-def run_job(job_dir: str | os.PathLike, progress: Callable[[dict], None] | None = None) -> Path:
+def run_job(job_dir: str | os.PathLike, progress: Callable[[dict], None] | None = None,
+            load: Callable = load_unet) -> Path:
     """Trains the job in ``job_dir`` and writes the LoRA it names. The one function behind `python -m
-    training run` and the node's child process."""
+    training run` and the node's child process. ``load(source, dtype, device)`` gives the base UNet (the node's
+    trainer has read it already: training/staged.py)."""
     job, settings, data = read_job(job_dir)
     device = resolve_device(settings)
     if settings.device == "auto":
         log.info("training on %s", device)
     source = UnetSource.from_json(job["unet"])
-    log.info("reading the base UNet from %s", source.path)  # bench/train_startup.py takes the baseline here
-    unet = load_unet(source, dtype=weight_dtype(settings), device=device)  # straight to the device, once
+    unet = load(source, weight_dtype(settings), device)  # straight to the device, once
     writer = CheckpointWriter(settings, data, output=job["output"], base_model_hash=source.model_hash,
                               extra_metadata=job.get("metadata"))
     result = train(unet, data, settings, progress, checkpoint=writer,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from pathlib import Path
 import torch
 
 from .weights import read_header, read_tensors, write_tensors
+
+log = logging.getLogger(__name__)
 
 LDM_PREFIX = "model.diffusion_model."
 CONFIG_METADATA_KEY = "image_alchemy.diffusers_unet_config"
@@ -145,6 +148,7 @@ def save_ldm_unet(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], 
 
 def load_unet(source: UnetSource, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
     """The diffusers UNet from ``source``, its tensors read one at a time, cast to ``dtype`` on ``device``."""
+    log.info("reading the base UNet from %s", source.path)  # bench/train_startup.py takes the baseline here
     state_dict = read_tensors(source.path, source.prefix, dtype, torch.device(device))
     if not state_dict:
         raise ValueError(f"{source.path} holds no tensors under {source.prefix!r}: not the UNet file it should be")

@@ -1,8 +1,10 @@
 """Weights as files: a safetensors reader that holds one tensor at a time, and the model fingerprint.
 
 Reading: ``safetensors.safe_open`` maps the whole file, and every mapped page counts in the process's resident
-memory until the file is closed (measured: a 1 GiB fp16 file read into fp32 peaked at 3.5 GiB, not 2). Plain
-reads of one tensor at a time, cast as they arrive, keep the peak at the result plus the largest tensor.
+memory until the file is closed (measured: a 1 GiB fp16 file read into fp32 peaked at 3.5 GiB, not 2). Here
+each tensor's bytes are mapped on their own and cast straight from the page cache into the result, and the
+mapping is closed before the next tensor: the peak stays at the result plus the largest tensor, and the bytes
+are copied once (reading into a buffer first and casting from there cost 1.5× the time for SDXL's UNet).
 
 Fingerprint (``fingerprint``): sha256 over every tensor's name, dtype and shape, the full contents of tensors of
 up to ``FULL_NUMEL`` elements (biases, norms) and ``SAMPLES`` elements of each larger one at pseudo-random
@@ -17,8 +19,10 @@ file is compared with the weights in memory at ``CHECK_SAMPLES`` positions per t
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import mmap
 import os
 import struct
 from typing import Mapping
@@ -36,6 +40,7 @@ DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF1
           "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 
 
+@functools.lru_cache(maxsize=4096)  # SDXL's UNet has ~100 distinct sizes; callers only read the result
 def sample_positions(numel: int, count: int) -> torch.Tensor:
     """``count`` positions in ``[0, numel)``, the same on every machine for the same element count."""
     return torch.randint(0, numel, (count,), generator=torch.Generator().manual_seed(numel))
@@ -77,14 +82,30 @@ def _dtype(path, name: str, entry: dict) -> torch.dtype:
     return DTYPES[entry["dtype"]]
 
 
-def _read_into(f, start: int, tensor: torch.Tensor) -> None:
-    view = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
-    f.seek(start)
-    while view.nbytes:
-        got = f.readinto(view)
-        if not got:
-            raise ValueError(f"{f.name} ends early: the file is truncated")
-        view = view[got:]
+def _cast_from_file(f, start: int, end: int, source: torch.dtype, shape: list[int], target: torch.dtype,
+                    device: torch.device) -> torch.Tensor:
+    """The bytes ``[start, end)`` of the open file ``f`` (``source`` values) cast to ``target`` on ``device``,
+    through a private mapping of just those pages that is closed before returning (its pages leave the
+    process's resident memory)."""
+    if end > os.fstat(f.fileno()).st_size:
+        raise ValueError(f"{f.name} ends early: the file is truncated")
+    offset = start - start % mmap.ALLOCATIONGRANULARITY
+    mapped = mmap.mmap(f.fileno(), end - offset, offset=offset, access=mmap.ACCESS_COPY)
+    raw = None
+    try:
+        if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_WILLNEED"):
+            mapped.madvise(mmap.MADV_WILLNEED)  # read the whole tensor ahead when the file is not cached yet
+        raw = torch.frombuffer(mapped, dtype=torch.uint8, offset=start - offset, count=end - start)
+        values = raw.view(source).view(shape)
+        if device.type == "cpu":  # cast from the page cache straight into the result: one copy
+            out = torch.empty(shape, dtype=target).copy_(values)
+        else:
+            out = values.to(device, target)
+        del values
+    finally:
+        raw = None  # the tensor holds the buffer: it must go before the mapping can close
+        mapped.close()
+    return out
 
 
 def read_tensors(path: str | os.PathLike, prefix: str, dtype: torch.dtype,
@@ -93,16 +114,17 @@ def read_tensors(path: str | os.PathLike, prefix: str, dtype: torch.dtype,
     ``dtype`` on ``device``; floating-point tensors only are cast."""
     header, base, _metadata = read_header(path)
     out = {}
-    with open(path, "rb", buffering=0) as f:
+    with open(path, "rb") as f:
         for name, entry in header.items():
             if not name.startswith(prefix):
                 continue
             source = _dtype(path, name, entry)
-            tensor = torch.empty(entry["shape"], dtype=source)
-            if tensor.numel():
-                _read_into(f, base + entry["data_offsets"][0], tensor)
-            target = dtype if tensor.is_floating_point() else source
-            out[name] = tensor if (target, device.type) == (source, "cpu") else tensor.to(device, target)
+            target = dtype if source.is_floating_point else source
+            start, end = (base + o for o in entry["data_offsets"])
+            if end == start:
+                out[name] = torch.empty(entry["shape"], dtype=target, device=device)
+            else:
+                out[name] = _cast_from_file(f, start, end, source, entry["shape"], target, device)
     return out
 
 
