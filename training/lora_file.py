@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from .settings import TrainSettings
+from .weights import write_tensors
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -59,12 +59,14 @@ def lora_metadata(settings: TrainSettings, *, base_model_hash: str, num_images: 
 
 
 def save_lora(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    """Writes ``path`` + '.partial' then renames it: readers never see a half-written LoRA."""
+    """Writes ``path`` + '.partial' then renames it: readers never see a half-written LoRA. Tensors and metadata
+    are written in sorted order, so the same training gives the same bytes (safetensors' ``save_file`` writes the
+    metadata in hash-map order, which differs from one call to the next)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(path)
     try:
-        save_file(state_dict, str(tmp), metadata=metadata)
+        write_tensors(tmp, state_dict, dict(sorted(metadata.items())))
         os.replace(tmp, path)
     except (OSError, SafetensorError) as e:  # disk full, quota, permissions: say so instead of a traceback
         raise RuntimeError(f"could not write the LoRA to {path} ({e}): free disk space or check that the folder "
