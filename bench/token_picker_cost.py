@@ -12,6 +12,8 @@ Prints ``name: value`` lines:
   pair back to back, the order alternating, so load from other processes hits both alike).
 - ``picker_per_image_vs_ksampler_best``: best picker run / best KSampler run.
 - ``picker_cpu_vs_ksampler``: the same from process CPU time (steadier on a loaded machine with ``--threads 1``).
+- ``picker_share_outside_sampling``: the part of a picker run's wall time spent outside sampling and decoding
+  (scoring, scan, table, sheet, cache), from the table's own sampling total: one run, so robust to load.
 - ``picker_cold_run_s`` / ``picker_cold_vs_warm``: the first run in a fresh process with an empty user folder
   (wordfreq's 12 word lists loaded, the vocabulary's Zipf table built and written), vs a warm run.
 - ``zipf_table_from_file_s``: that table read back as after a restart (what every later first run pays).
@@ -93,6 +95,12 @@ def _timed(fn):
     return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
+def _sampling_seconds(table: str) -> float:
+    """The score table's "… s sampling in all" total."""
+    line = next(line for line in table.splitlines() if line.endswith("s sampling in all"))
+    return float(line.rsplit(",", 1)[1].split()[0])
+
+
 def _run(args) -> None:
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="token_bench_"))
@@ -159,6 +167,9 @@ def _run(args) -> None:
     cpu_ratio = statistics.median(pk[1] / nt[1] for pk, nt in pairs)
     warm = statistics.median(pk[0] for pk, _ in pairs)
     per_candidate = [float(r.split()[-1]) for r in pairs[-1][0][2].result[2].splitlines()[1:1 + args.candidates]]
+    # Within one run, so load from other processes hits both parts alike: the run's wall time outside
+    # sample_seeds (text encoding, sampling, decoding), from the table's own sampling total.
+    outside = statistics.median(1.0 - _sampling_seconds(pk[2].result[2]) / pk[0] for pk, _ in pairs)
 
     folder_paths.set_user_directory(str(work / "user0"))  # the cold run's folder, holding the Zipf table file
     token_cache._ZIPF_MEMO.clear()  # as after a restart: the table comes from that file
@@ -193,6 +204,7 @@ def _run(args) -> None:
     print(f"picker_per_image_vs_ksampler: {ratio:.3f}")
     print(f"picker_per_image_vs_ksampler_best: {best:.3f}")
     print(f"picker_cpu_vs_ksampler: {cpu_ratio:.3f}")
+    print(f"picker_share_outside_sampling: {outside:.4f}")
     print(f"picker_cold_run_s: {cold_wall:.2f}")
     print(f"# cold run: {cold_cpu:.2f}s cpu (warm runs: {statistics.median(pk[1] for pk, _ in pairs):.2f}s cpu)")
     print(f"picker_cold_vs_warm: {cold_wall / warm:.3f}")
