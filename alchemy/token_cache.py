@@ -3,15 +3,19 @@
 Sampling is the whole cost of a token scan; scoring the cached images again is milliseconds. So the cache
 keeps the uint8 images per (model fingerprint, candidate, settings) in one safetensors file each (no pickle),
 written to a temp file then renamed, so a crash never leaves a half-written entry.
+
+The one fixed cost besides sampling is the Zipf frequency of the vocabulary's words (wordfreq loads a table per
+language, seconds for 12): it is kept in memory and in one JSON file per (word list, languages, wordfreq version).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +89,57 @@ def fingerprint_value(value, samples: int = 1024) -> str:
 
     walk(value)
     return h.hexdigest()
+
+
+_ZIPF_MEMO: dict[str, dict[str, tuple[float, str]]] = {}
+
+
+@functools.lru_cache(maxsize=1)
+def _wordfreq_version() -> str:
+    from importlib import metadata
+
+    return metadata.version("wordfreq")
+
+
+def cached_zipf_table(directory: str | os.PathLike, words: Iterable[str], languages: Sequence[str],
+                      build: Callable[[list[str], Sequence[str]], Mapping[str, tuple[float, str]]],
+                      ) -> dict[str, tuple[float, str]]:
+    """``build(words, languages)`` (e.g. ``tokens.zipf_table``), computed once per word list, language list and
+    wordfreq version: then served from memory, or after a restart from ``directory/zipf-<key>.json``.
+
+    The key hashes the words themselves (they come from the tokenizer's vocabulary), so another tokenizer file
+    or a wordfreq upgrade gives another entry, never a stale one. An unreadable or foreign file is rebuilt.
+    """
+    words = sorted(set(words))
+    key = cache_key(kind="zipf", words=words, languages=list(languages), wordfreq=_wordfreq_version())
+    if key in _ZIPF_MEMO:
+        return _ZIPF_MEMO[key]
+    path = Path(directory) / f"zipf-{key}.json"
+    table = None
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            table = {w: (float(stored[w][0]), str(stored[w][1])) for w in words}
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+            log.warning("rebuilding unreadable word-frequency cache %s: %s", path, exc)
+            table = None
+    if table is None:
+        table = {w: (float(z), str(lang)) for w, (z, lang) in build(words, languages).items()}
+        _write_atomic(path, json.dumps(table, sort_keys=True).encode("utf-8"))
+    _ZIPF_MEMO[key] = table
+    return table
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def cache_key(**parts) -> str:

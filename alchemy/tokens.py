@@ -105,39 +105,60 @@ def filter_candidates(words: Iterable[str], tokenizers: Mapping[str, Tokenize],
     return accepted, rejected
 
 
+def vocabulary_words(vocab: Mapping[str, int], min_letters: int = MIN_LETTERS,
+                     max_letters: int = MAX_LETTERS) -> list[tuple[int, str]]:
+    """(id, word) for the vocabulary's word-final, lower-case alphabetic entries of the right length: every
+    word the scan can offer, and every word that can be one token at all."""
+    words = []
+    for entry, token_id in vocab.items():
+        if not entry.endswith(WORD_END):
+            continue
+        word = entry[: -len(WORD_END)]
+        if word.isascii() and word.isalpha() and word.islower() and min_letters <= len(word) <= max_letters:
+            words.append((token_id, word))
+    return words
+
+
+def zipf_table(words: Iterable[str], languages: Sequence[str] = ZIPF_LANGUAGES) -> dict[str, tuple[float, str]]:
+    """``word_frequency`` of each word. Loading wordfreq's tables for 12 languages is the cost (seconds), not
+    the lookups, so callers build this once per vocabulary and keep it (``token_cache.cached_zipf_table``)."""
+    return {word: word_frequency(word, languages) for word in words}
+
+
 def scan_vocabulary(vocab: Mapping[str, int], tokenizers: Mapping[str, Tokenize], count: int, seed: int,
                     exclude: Iterable[str] = (), rarest_fraction: float = 0.25, min_letters: int = MIN_LETTERS,
                     max_letters: int = MAX_LETTERS, template: str | None = None, max_zipf: float = MAX_ZIPF,
-                    languages: Sequence[str] = ZIPF_LANGUAGES) -> list[str]:
+                    languages: Sequence[str] = ZIPF_LANGUAGES,
+                    frequencies: Mapping[str, tuple[float, str]] | None = None,
+                    words: Sequence[tuple[int, str]] | None = None) -> list[str]:
     """Draws ``count`` extra candidates from a BPE vocabulary (entry → id).
 
     Eligible: word-final alphabetic entries of the right length, rarer than ``max_zipf`` in every one of
     ``languages``, that re-tokenize as one token in every tokenizer (inside ``template`` when given). BPE ids
     follow merge order, so high ids are the pieces the tokenizer saw least; the draw is from the rarest
     ``rarest_fraction`` of the length-eligible words, seeded, so the same seed gives the same scan.
+    ``frequencies``: a ``zipf_table`` over the same ``languages``, so no word list has to be loaded; words
+    missing from it are looked up. ``words``: ``vocabulary_words(vocab, min_letters, max_letters)`` when the
+    caller has it already (it walks the whole vocabulary).
     """
     if count <= 0:
         return []
     if not 0.0 < rarest_fraction <= 1.0:
         raise ValueError(f"rarest_fraction must be in (0, 1], got {rarest_fraction}")
     excluded = set(exclude)
-    words = []
-    for entry, token_id in vocab.items():
-        if not entry.endswith(WORD_END):
-            continue
-        word = entry[: -len(WORD_END)]
-        if word in excluded or not (word.isascii() and word.isalpha() and word.islower()):
-            continue
-        if min_letters <= len(word) <= max_letters:
-            words.append((token_id, word))
+    if words is None:
+        words = vocabulary_words(vocab, min_letters, max_letters)
+    words = [(i, w) for i, w in words if w not in excluded]
     words.sort(reverse=True)
     pool = [word for _id, word in words[: max(count, round(len(words) * rarest_fraction))]]
     rng = random.Random(seed)
     rng.shuffle(pool)
+    frequencies = frequencies or {}
     # Frequency and re-tokenization only for what we are about to use (≈ 0.3 ms a word for 12 languages).
     chosen = []
     for word in pool:
-        if word_frequency(word, languages)[0] >= max_zipf:
+        zipf = frequencies[word][0] if word in frequencies else word_frequency(word, languages)[0]
+        if zipf >= max_zipf:
             continue
         if rejection_reason(word, tokenizers, min_letters, max_letters, template) is None:
             chosen.append(word)

@@ -178,10 +178,16 @@ class RareTokenPicker(io.ComfyNode):
         words = tokens.parse_candidates(candidates)
         accepted, rejected = tokens.filter_candidates(words, tokenizers, template=prompt_template)
         source = {w: "paper" if w in tokens.PAPER_TOKENS else "yours" for w in accepted}
+        vocab = getattr(clip.tokenizer, next(iter(tokenizers))).tokenizer.get_vocab()
+        # Every word that can be one token is in this table, so neither the scan nor the table's zipf column
+        # loads wordfreq's 12 word lists again (seconds per process start, milliseconds from the file).
+        vocab_words = tokens.vocabulary_words(vocab)
+        frequencies = token_cache.cached_zipf_table(cache_directory(), (w for _id, w in vocab_words),
+                                                    tokens.ZIPF_LANGUAGES, tokens.zipf_table)
         if vocabulary_scan:
-            vocab = getattr(clip.tokenizer, next(iter(tokenizers))).tokenizer.get_vocab()
             scanned = tokens.scan_vocabulary(vocab, tokenizers, vocabulary_scan, seed, exclude=words,
-                                             template=prompt_template)
+                                             template=prompt_template, frequencies=frequencies,
+                                             words=vocab_words)
             accepted += scanned
             source.update({w: "scan" for w in scanned})
         if not accepted:
@@ -249,16 +255,16 @@ class RareTokenPicker(io.ComfyNode):
         sheet = torch.from_numpy(token_scoring.contact_sheet(rows))[None]  # H×W×C → IMAGE batch of 1 (BHWC)
         table = token_scoring.score_table(ranked, [(r.word, r.reason + (" (paper)" if r.word in tokens.PAPER_TOKENS
                                                                          else "")) for r in rejected],
-                                          calibration, _table_notes(accepted, source, spent),
+                                          calibration, _table_notes(accepted, source, spent, frequencies),
                                           _table_footer(len(accepted), seeds_per_candidate, sampled, width, height,
                                                         steps))
         return io.NodeOutput(ranked[0].token, sheet, table)
 
 
-def _table_notes(words, source, spent) -> dict:
+def _table_notes(words, source, spent, frequencies) -> dict:
     notes = {"": ["source", "zipf", "s/cand"]}
     for word in words:
-        zipf, lang = tokens.word_frequency(word)
+        zipf, lang = frequencies[word] if word in frequencies else tokens.word_frequency(word)
         seconds = "cached" if spent[word] is None else f"{spent[word]:.2f}"
         notes[word] = [source[word], f"{zipf:.2f}{'(' + lang + ')' if zipf else ''}", seconds]
     return notes

@@ -109,6 +109,23 @@ def test_ssim_needs_two_images_and_handles_tiny_previews():
     assert -1.0 <= ts.mean_pairwise_ssim(tiny) <= 1.0  # window shrinks to 5 px instead of failing
 
 
+@pytest.mark.parametrize("shape", [(8, 96, 80, 3), (3, 5, 6, 3), (4, 9, 7, 1)])
+def test_ssim_equals_skimage_over_every_pair(shape):
+    """Per-image window statistics shared across pairs give skimage's value, not an approximation of it."""
+    import itertools
+
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(4)
+    images = rng.random(shape)
+    images[1] = np.clip(images[0] + rng.normal(0, 0.05, shape[1:]), 0, 1)  # one similar pair among unrelated
+    side = min(shape[1:3])
+    win = min(7, side if side % 2 else side - 1)
+    expected = np.mean([structural_similarity(a, b, channel_axis=-1, data_range=1.0, win_size=win)
+                        for a, b in itertools.combinations(images, 2)])
+    assert ts.mean_pairwise_ssim(images) == pytest.approx(expected, abs=1e-12)
+
+
 def test_ties_keep_input_order():
     scores = [ts.CandidateScore("x", 0.2, "ssim"), ts.CandidateScore("y", 0.2, "ssim"),
               ts.CandidateScore("z", 0.1, "ssim")]
