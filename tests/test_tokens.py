@@ -110,10 +110,12 @@ def test_word_frequency_names_the_language():
     assert tokens.word_frequency("ffin")[0] == 0.0
 
 
-def test_zipf_table_serves_the_scan_and_persists_per_word_list(sdxl_tokenizers, comfy_dir, tmp_path):
+def test_zipf_table_serves_the_scan_and_persists_per_word_list(sdxl_tokenizers, comfy_dir, tmp_path, monkeypatch):
     from transformers import CLIPTokenizer
 
     from image_alchemy.alchemy import token_cache
+
+    monkeypatch.setattr(token_cache, "_ZIPF_MEMO", {})  # as in a fresh process: earlier tests may have filled it
 
     vocab = CLIPTokenizer.from_pretrained(comfy_dir / "comfy" / "sd1_tokenizer").get_vocab()
     words = [w for _id, w in tokens.vocabulary_words(vocab)]
