@@ -63,7 +63,7 @@ bench-startup: provision
 # seeded, one torch thread (same bytes on the same machine); about 10-15 minutes.
 toy-world: provision
 	rm -rf toy_world/models.new
-	IMAGE_ALCHEMY_COMFYUI=$(CURDIR)/$(COMFY) $(PY) -m toy_world.train --out toy_world/models.new
+	$(PY) -m toy_world.train --comfyui $(CURDIR)/$(COMFY) --out toy_world/models.new
 	rm -rf toy_world/models && mv toy_world/models.new toy_world/models
 
 # Does requirements.txt resolve to wheels only (no compiler) on Linux, macOS and Windows? Needs PyPI.

@@ -212,8 +212,8 @@ def files_of(out: Path) -> list[Path]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--comfyui", type=Path, default=Path(os.environ.get("IMAGE_ALCHEMY_COMFYUI",
-                                                                            ROOT / ".cache" / "comfyui")))
+    parser.add_argument("--comfyui", type=Path, default=ROOT / ".cache" / "comfyui",
+                        help="the ComfyUI folder whose classes build the models (make toy-world passes it)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", type=float, default=1.0, help="scale every stage's steps (smoke runs)")
