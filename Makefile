@@ -17,7 +17,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8188
 MODELS ?=
 
-.PHONY: provision test demo serve generate bench bench-gpu bench-startup check-wheels clean toy-world
+.PHONY: provision lint test demo serve generate bench bench-gpu bench-startup check-wheels clean toy-world
 
 provision:
 	@COMFYUI=$(COMFYUI) bash scripts/provision.sh
@@ -27,6 +27,11 @@ provision:
 test: provision
 	@IMAGE_ALCHEMY_COMFYUI=$(CURDIR)/$(COMFY) $(VENV)/bin/pytest -q tests $(if $(MARK),-m "$(MARK)") $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (broken suite)" >&2; exit 1; fi; exit $$rc
+
+# ruff's import order, pyflakes and bugbear checks and its formatter (settings in pyproject.toml).
+lint: provision
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 demo: provision
 	IMAGE_ALCHEMY_COMFYUI=$(CURDIR)/$(COMFY) $(PY) scripts/demo.py $(if $(MODELS),--models "$(MODELS)")

@@ -3,6 +3,7 @@
 ComfyUI loads this folder as a package. Nothing ComfyUI-specific is imported at package import time, so the
 pure modules (and the trainer) can be imported and tested without a running ComfyUI.
 """
+
 WEB_DIRECTORY = "./web"
 
 

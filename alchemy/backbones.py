@@ -3,6 +3,7 @@
 Nothing here downloads: folders are read with ``local_files_only=True`` and a missing file is reported by name.
 transformers is imported lazily so the pack loads without it being importable at startup.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,12 @@ import torch
 
 log = logging.getLogger(__name__)
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 DINO_FILES = (("config.json",), WEIGHT_FILES, ("preprocessor_config.json",))
 CLIP_FILES = DINO_FILES + (("tokenizer.json", "vocab.json"),)
 
@@ -29,12 +34,14 @@ def check_folder(folder: str, kind: str, required: Sequence[Sequence[str]], exam
     if not folder or not os.path.isdir(folder):
         raise BackboneFolderError(
             f"{kind} backbone folder not found: {folder!r}. Expected a transformers save_pretrained folder "
-            f"(e.g. a local copy of {example}) holding {_describe(required)}.")
+            f"(e.g. a local copy of {example}) holding {_describe(required)}."
+        )
     missing = [group for group in required if not any(os.path.exists(os.path.join(folder, f)) for f in group)]
     if missing:
         raise BackboneFolderError(
             f"{kind} backbone folder {folder!r} lacks {_describe(missing)}. Copy the whole model folder "
-            f"(e.g. {example}: config.json, weights, preprocessor_config.json and, for CLIP, the tokenizer files).")
+            f"(e.g. {example}: config.json, weights, preprocessor_config.json and, for CLIP, the tokenizer files)."
+        )
 
 
 def _describe(groups: Sequence[Sequence[str]]) -> str:
@@ -48,7 +55,7 @@ def _model_type(folder: str) -> str:
 
 def _batches(images: Sequence[np.ndarray], size: int):
     for start in range(0, len(images), size):
-        yield images[start:start + size]
+        yield images[start : start + size]
 
 
 def _pooled(out) -> torch.Tensor:
@@ -64,7 +71,7 @@ class DinoBackbone:
         self.model, self.processor, self.name = model.eval(), processor, name
 
     @classmethod
-    def load(cls, folder: str) -> "DinoBackbone":
+    def load(cls, folder: str) -> DinoBackbone:
         check_folder(folder, "DINO", DINO_FILES, "facebook/dino-vits16")
         from transformers import AutoImageProcessor, AutoModel, ViTModel
 
@@ -73,18 +80,29 @@ class DinoBackbone:
             # The pooler is not part of DINO (its checkpoint has none); without it no weights are left random.
             model = ViTModel.from_pretrained(folder, add_pooling_layer=False, local_files_only=True)
         else:
-            log.warning("DINO folder %s holds model_type %r, not 'vit': using its CLS token all the same "
-                        "(numbers are not comparable with DreamBooth's ViT-S/16).", folder, model_type)
+            log.warning(
+                "DINO folder %s holds model_type %r, not 'vit': using its CLS token all the same "
+                "(numbers are not comparable with DreamBooth's ViT-S/16).",
+                folder,
+                model_type,
+            )
             model = AutoModel.from_pretrained(folder, local_files_only=True)
         processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
         return cls(model, processor, os.path.basename(os.path.normpath(folder)))
 
     @torch.inference_mode()
-    def embed_images(self, images: Sequence[np.ndarray], device: torch.device | str = "cpu",
-                     batch_size: int = 16) -> torch.Tensor:
+    def embed_images(
+        self, images: Sequence[np.ndarray], device: torch.device | str = "cpu", batch_size: int = 16
+    ) -> torch.Tensor:
         """``images``: HWC uint8 RGB arrays of any sizes (the folder's processor resizes) → N×D float32 on CPU."""
-        return _embed(self.model, self.processor, images, device, batch_size,
-                      lambda pixels: self.model(pixel_values=pixels).last_hidden_state[:, 0])
+        return _embed(
+            self.model,
+            self.processor,
+            images,
+            device,
+            batch_size,
+            lambda pixels: self.model(pixel_values=pixels).last_hidden_state[:, 0],
+        )
 
 
 def _embed(model, processor, images, device, batch_size: int, features) -> torch.Tensor:
@@ -104,7 +122,7 @@ class ClipBackbone:
         self.model, self.processor, self.tokenizer, self.name = model.eval(), processor, tokenizer, name
 
     @classmethod
-    def load(cls, folder: str) -> "ClipBackbone":
+    def load(cls, folder: str) -> ClipBackbone:
         check_folder(folder, "CLIP", CLIP_FILES, "openai/clip-vit-large-patch14")
         from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
@@ -114,20 +132,29 @@ class ClipBackbone:
         return cls(model, processor, tokenizer, os.path.basename(os.path.normpath(folder)))
 
     @torch.inference_mode()
-    def embed_images(self, images: Sequence[np.ndarray], device: torch.device | str = "cpu",
-                     batch_size: int = 16) -> torch.Tensor:
-        return _embed(self.model, self.processor, images, device, batch_size,
-                      lambda pixels: _pooled(self.model.get_image_features(pixel_values=pixels)))
+    def embed_images(
+        self, images: Sequence[np.ndarray], device: torch.device | str = "cpu", batch_size: int = 16
+    ) -> torch.Tensor:
+        return _embed(
+            self.model,
+            self.processor,
+            images,
+            device,
+            batch_size,
+            lambda pixels: _pooled(self.model.get_image_features(pixel_values=pixels)),
+        )
 
     @torch.inference_mode()
-    def embed_texts(self, texts: Sequence[str], device: torch.device | str = "cpu",
-                    batch_size: int = 64) -> torch.Tensor:
+    def embed_texts(
+        self, texts: Sequence[str], device: torch.device | str = "cpu", batch_size: int = 64
+    ) -> torch.Tensor:
         self.model.to(device)
         max_length = self.model.config.text_config.max_position_embeddings
         out = []
         for chunk in _batches(list(texts), batch_size):
-            tokens = self.tokenizer(list(chunk), padding=True, truncation=True, max_length=max_length,
-                                    return_tensors="pt").to(device)
+            tokens = self.tokenizer(
+                list(chunk), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            ).to(device)
             out.append(_pooled(self.model.get_text_features(**tokens)).float().cpu())
         return torch.cat(out)
 

@@ -27,6 +27,7 @@ Two modes on one H×W×C float image and one H×W mask (the subject, 1 inside):
 Borders are reflected without repeating the edge pixel (OpenCV's default, BORDER_REFLECT_101) everywhere.
 Runs on the CPU (OpenCV); the node converts tensors once.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,8 @@ BORDER = cv2.BORDER_REFLECT_101
 # Level spacing (ratio of neighbouring σ), one value above and one below FINE_BELOW pixels. Both 2^-1/4: with
 # 2^-1/2 the interpolation error peaked at σ 0.25–4 (0.025 on noise) and reached 0.012 at σ 16–64 on the bench
 # scene (bench/blur.py); 2^-1/2 for σ 4–8 only saved no measurable time.
-COARSE_RATIO = 2.0 ** -0.25
-FINE_RATIO = 2.0 ** -0.25
+COARSE_RATIO = 2.0**-0.25
+FINE_RATIO = 2.0**-0.25
 FINE_BELOW = 4.0
 # The smallest blurred level: a Gaussian of σ 0.25 moves a pixel by at most 0.13% of the contrast around it
 # (neighbour weight e^-8), so below it the level stack interpolates towards the identity.
@@ -52,7 +53,7 @@ MIN_SIGMA = 0.25
 # differs from the identity by e^-32).
 IDENTITY_SIGMA = 0.125
 # Opacity decay: weights below this leave the pixel as it is.
-OPACITY_CUTOFF = 2.0 ** -10
+OPACITY_CUTOFF = 2.0**-10
 # Coarse levels are read back, and full-resolution levels blurred, in squares of BLOCK and FINE_BLOCK tiles.
 BLOCK = 16
 FINE_BLOCK = 8
@@ -88,7 +89,7 @@ def _binned_kernel(kernel_size: int, sigma: float, factor: int) -> np.ndarray:
     coarser by splitting each tap linearly between its two nearest coarse taps."""
     r = _radius(kernel_size, sigma)
     offsets = np.arange(-r, r + 1, dtype=np.float64)
-    taps = np.exp(-offsets ** 2 / (2 * sigma ** 2))
+    taps = np.exp(-(offsets**2) / (2 * sigma**2))
     pos = offsets / factor
     lo = np.floor(pos).astype(int)
     frac = pos - lo
@@ -118,8 +119,9 @@ class _Coarse:
             h, w = self.image.shape[:2]
             ph, pw = -h % factor, -w % factor
             padded = cv2.copyMakeBorder(self.image, 0, ph, 0, pw, BORDER) if ph or pw else self.image
-            self.small[factor] = cv2.resize(padded, ((w + pw) // factor, (h + ph) // factor),
-                                            interpolation=cv2.INTER_AREA)
+            self.small[factor] = cv2.resize(
+                padded, ((w + pw) // factor, (h + ph) // factor), interpolation=cv2.INTER_AREA
+            )
         return self.small[factor]
 
     def blur(self, kernel_size: int, sigma: float, factor: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -141,7 +143,7 @@ class _Coarse:
         crop = np.ascontiguousarray(small[cy0:cy1, cx0:cx1])
         big = cv2.resize(crop, ((cx1 - cx0) * factor, (cy1 - cy0) * factor), interpolation=cv2.INTER_LINEAR)
         big = big.reshape((cy1 - cy0) * factor, (cx1 - cx0) * factor, -1)
-        return big[y0 - cy0 * factor:y1 - cy0 * factor, x0 - cx0 * factor:x1 - cx0 * factor]
+        return big[y0 - cy0 * factor : y1 - cy0 * factor, x0 - cx0 * factor : x1 - cx0 * factor]
 
 
 def _downsample_factor(sigma: float, height: int, width: int) -> int:
@@ -255,8 +257,17 @@ def variable_sigma_blur(image: np.ndarray, sigma_map: np.ndarray, kernel_size: i
             tiles = np.empty(coef.shape + (c,), np.float32)
             margin = _radius(kernel_size, level)
             for sel, ty0, ty1, tx0, tx1 in _blocks(iy, ix, FINE_BLOCK):
-                tiles[sel] = _crop_blur_tiles(image, iy[sel], ix[sel], ty0, ty1, tx0, tx1, margin,
-                                              lambda crop: _level_blur(crop, kernel_size, level))
+                tiles[sel] = _crop_blur_tiles(
+                    image,
+                    iy[sel],
+                    ix[sel],
+                    ty0,
+                    ty1,
+                    tx0,
+                    tx1,
+                    margin,
+                    lambda crop, level=level: _level_blur(crop, kernel_size, level),
+                )
         whole = (coef == 1).all(axis=(1, 2))
         # Tiles at this level's σ only (the subject's inside) take the level as it is.
         out[iy[whole], ix[whole]] = tiles[whole]
@@ -270,7 +281,7 @@ def _crop_blur_tiles(image, iy, ix, ty0, ty1, tx0, tx1, margin, blur_fn) -> np.n
     h, w = image.shape[:2]
     y0, y1, x0, x1 = ty0 * TILE, min(h, ty1 * TILE), tx0 * TILE, min(w, tx1 * TILE)
     cy0, cy1, cx0, cx1 = max(0, y0 - margin), min(h, y1 + margin), max(0, x0 - margin), min(w, x1 + margin)
-    blurred = blur_fn(np.ascontiguousarray(image[cy0:cy1, cx0:cx1]))[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
+    blurred = blur_fn(np.ascontiguousarray(image[cy0:cy1, cx0:cx1]))[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0]
     return _to_tiles(blurred, TILE, copy=False)[iy - ty0, ix - tx0]
 
 
@@ -279,9 +290,17 @@ def sigma_region(sigma_map: np.ndarray) -> np.ndarray:
     return sigma_map >= IDENTITY_SIGMA
 
 
-def decay_blur(image: np.ndarray, mask: np.ndarray, *, mode: str = "exponential-decay", kernel_size: int = 151,
-               sigma: float = 100.0, lam: float = 5.0, distance_unit: float | None = None,
-               decay: str = "sigma") -> tuple[np.ndarray, np.ndarray]:
+def decay_blur(
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    mode: str = "exponential-decay",
+    kernel_size: int = 151,
+    sigma: float = 100.0,
+    lam: float = 5.0,
+    distance_unit: float | None = None,
+    decay: str = "sigma",
+) -> tuple[np.ndarray, np.ndarray]:
     """Blurs the subject of one H×W×C float32 image (mask H×W, same size). Returns (image, strength map H×W).
 
     Only the first three channels are blurred; a fourth (alpha) is passed through. An empty mask returns the
@@ -315,8 +334,9 @@ def decay_blur(image: np.ndarray, mask: np.ndarray, *, mode: str = "exponential-
     return out, strength
 
 
-def changed_region(strength: np.ndarray, *, mode: str = "exponential-decay", sigma: float = 100.0,
-                   decay: str = "sigma") -> np.ndarray:
+def changed_region(
+    strength: np.ndarray, *, mode: str = "exponential-decay", sigma: float = 100.0, decay: str = "sigma"
+) -> np.ndarray:
     """H×W float32 0/1: where :func:`decay_blur` (given its strength map) may change the image; everywhere
     else its output is the input, bit for bit."""
     if mode == "gaussian":
@@ -328,8 +348,9 @@ def changed_region(strength: np.ndarray, *, mode: str = "exponential-decay", sig
     return changed.astype(np.float32)
 
 
-def decay_blur_exact_at(image: np.ndarray, sigma_map: np.ndarray, kernel_size: int, ys: np.ndarray,
-                        xs: np.ndarray, chunk: int = 64) -> np.ndarray:
+def decay_blur_exact_at(
+    image: np.ndarray, sigma_map: np.ndarray, kernel_size: int, ys: np.ndarray, xs: np.ndarray, chunk: int = 64
+) -> np.ndarray:
     """:func:`decay_blur_exact` at the listed pixels only (rows ``ys``, columns ``xs``): N×C. The normalised
     square-window Gaussian of one pixel is separable, so each pixel costs one k×k window product."""
     r = kernel_size // 2
@@ -343,12 +364,12 @@ def decay_blur_exact_at(image: np.ndarray, sigma_map: np.ndarray, kernel_size: i
 
     out = np.zeros((len(ys), image.shape[2]), np.float64)
     for a in range(0, len(ys), chunk):
-        y, x = ys[a:a + chunk], xs[a:a + chunk]
+        y, x = ys[a : a + chunk], xs[a : a + chunk]
         ry, rx = reflect(y[:, None] + off, h), reflect(x[:, None] + off, w)
         s2 = 2.0 * np.maximum(sigma_map[y, x].astype(np.float64), 1e-12) ** 2
         g = np.exp(-(off[None, :] ** 2) / s2[:, None])
         window = image[ry[:, :, None], rx[:, None, :]].astype(np.float64)
-        out[a:a + chunk] = np.einsum("ni,nj,nijc->nc", g, g, window) / (g.sum(1) ** 2)[:, None]
+        out[a : a + chunk] = np.einsum("ni,nj,nijc->nc", g, g, window) / (g.sum(1) ** 2)[:, None]
     return out.astype(np.float32)
 
 
@@ -363,9 +384,9 @@ def decay_blur_exact(image: np.ndarray, sigma_map: np.ndarray, kernel_size: int)
     acc = np.zeros(image.shape, np.float64)
     norm = np.zeros((h, w), np.float64)
     for dy in range(-r, r + 1):
-        rows = idx_y[r + dy:r + dy + h]
+        rows = idx_y[r + dy : r + dy + h]
         for dx in range(-r, r + 1):
             weight = np.exp(-(dy * dy + dx * dx) / s2)
-            acc += weight[..., None] * image[rows][:, idx_x[r + dx:r + dx + w]]
+            acc += weight[..., None] * image[rows][:, idx_x[r + dx : r + dx + w]]
             norm += weight
     return (acc / norm[..., None]).astype(np.float32)

@@ -4,6 +4,7 @@ Images are single H×W×C tensors (ComfyUI's IMAGE layout without the batch), ma
 blends with the (grown, feathered) mask and copies the base image (the scene) wherever that mask is 0, so those
 pixels stay bit-identical to it.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,10 @@ def model_size(height: int, width: int, resolution: int, multiple: int = 8) -> t
     if resolution < 0:
         raise ValueError(f"resolution must be ≥ 0, got {resolution}")
     scale = 1.0 if resolution == 0 else resolution / math.sqrt(height * width)
-    return (max(multiple, int(round(height * scale / multiple)) * multiple),
-            max(multiple, int(round(width * scale / multiple)) * multiple))
+    return (
+        max(multiple, int(round(height * scale / multiple)) * multiple),
+        max(multiple, int(round(width * scale / multiple)) * multiple),
+    )
 
 
 def resize_image(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -63,13 +66,18 @@ def resize_image(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
         return image
     shrinking = height < image.shape[0] or width < image.shape[1]
     # F.interpolate wants channels first: H×W×C → 1×C×H×W and back.
-    out = F.interpolate(image.movedim(-1, 0)[None].float(), size=(height, width), mode="bicubic",
-                        align_corners=False, antialias=shrinking)
+    out = F.interpolate(
+        image.movedim(-1, 0)[None].float(),
+        size=(height, width),
+        mode="bicubic",
+        align_corners=False,
+        antialias=shrinking,
+    )
     return out[0].movedim(0, -1).clamp_(0.0, 1.0).to(image.dtype)
 
 
 def crop(image: torch.Tensor, box: Box) -> torch.Tensor:
-    return image[box.top:box.bottom, box.left:box.right]
+    return image[box.top : box.bottom, box.left : box.right]
 
 
 def stitch(image: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor, box: Box) -> torch.Tensor:
@@ -81,7 +89,9 @@ def stitch(image: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor, box
     weight = crop(mask, box).to(image.device, image.dtype)[..., None]
     channels = min(region.shape[-1], generated.shape[-1])
     blended = weight * generated[..., :channels] + (1 - weight) * region[..., :channels]
-    out[box.top:box.bottom, box.left:box.right, :channels] = torch.where(weight > 0, blended, region[..., :channels])
+    out[box.top : box.bottom, box.left : box.right, :channels] = torch.where(
+        weight > 0, blended, region[..., :channels]
+    )
     return out
 
 

@@ -4,16 +4,19 @@ Every input image gets exactly one mask (the union over the prompt's phrases) an
 nothing is detected or SAM returns only empty hypotheses for every box: the caller's policies decide what, for
 nothing found and for more found than asked for, and the result's ``notes`` say what happened, for the preview.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 
-from . import grounding, masks as mask_ops, mask_select, sam as sam_ops
+from . import grounding, mask_select
+from . import masks as mask_ops
+from . import sam as sam_ops
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +36,8 @@ class SeveralDetected(ValueError):
 
 @dataclass
 class ImageResult:
-    boxes: torch.Tensor            # N×4 pixel boxes above the threshold: each phrase's, most confident first
-    scores: torch.Tensor           # N
+    boxes: torch.Tensor  # N×4 pixel boxes above the threshold: each phrase's, most confident first
+    scores: torch.Tensor  # N
     labels: list[str] = field(default_factory=list)  # the phrase each box was found for
     picked: list[int] = field(default_factory=list)  # boxes segmented: each phrase's first max_objects in order
     kept: list[int] = field(default_factory=list)  # those of them whose mask is in the union (non-empty M*)
@@ -52,11 +55,24 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
-def segment_batch(images: torch.Tensor, detector: grounding.GroundingDino, sam: torch.nn.Module, prompt: str, *,
-                  box_threshold: float, text_threshold: float, area_penalty: float, max_objects: int,
-                  on_empty: str, grow: int = 0, feather: int = 0, order: str = "most confident",
-                  on_several: str = "use the first", device: torch.device | str = "cpu",
-                  progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, list[ImageResult]]:
+def segment_batch(
+    images: torch.Tensor,
+    detector: grounding.GroundingDino,
+    sam: torch.nn.Module,
+    prompt: str,
+    *,
+    box_threshold: float,
+    text_threshold: float,
+    area_penalty: float,
+    max_objects: int,
+    on_empty: str,
+    grow: int = 0,
+    feather: int = 0,
+    order: str = "most confident",
+    on_several: str = "use the first",
+    device: torch.device | str = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> tuple[torch.Tensor, list[ImageResult]]:
     """B×H×W×C images → B×H×W float masks (0..1) and what was found per image.
 
     Each phrase of ``prompt`` ("dog . cat") is detected on its own; its first ``max_objects`` boxes in ``order``
@@ -82,16 +98,20 @@ def segment_batch(images: torch.Tensor, detector: grounding.GroundingDino, sam: 
         where = f"in image {i + 1} of {batch}"
         found = [grounding.detect(detector, rgb, phrase, box_threshold, text_threshold, device) for phrase in phrases]
         offsets = np.cumsum([0] + [len(f["boxes"]) for f in found]).tolist()
-        result = ImageResult(torch.cat([f["boxes"] for f in found]), torch.cat([f["scores"] for f in found]),
-                             [phrase for phrase, f in zip(phrases, found) for _ in range(len(f["boxes"]))])
+        result = ImageResult(
+            torch.cat([f["boxes"] for f in found]),
+            torch.cat([f["scores"] for f in found]),
+            [phrase for phrase, f in zip(phrases, found) for _ in range(len(f["boxes"]))],
+        )
         chosen = [mask_select.order_boxes(f["boxes"], f["scores"], order)[:max_objects] for f in found]
-        for phrase, f, picks in zip(phrases, found, chosen):
+        for phrase, f in zip(phrases, found):
             if len(f["boxes"]) > max_objects:
                 found_here = f"'{phrase}': {len(f['boxes'])} found {where}"
                 if on_several == "error":
                     raise SeveralDetected(f"{found_here} but max_objects is {max_objects}")
-                result.notes.append(f"{found_here}, kept {max_objects} ({order} first): {on_several} "
-                                    f"(if_several_found)")
+                result.notes.append(
+                    f"{found_here}, kept {max_objects} ({order} first): {on_several} (if_several_found)"
+                )
         # One image embedding for every phrase's chosen boxes.
         flat = [offsets[p] + j for p, picks in enumerate(chosen) for j in picks]
         result.picked = flat
@@ -103,8 +123,7 @@ def segment_batch(images: torch.Tensor, detector: grounding.GroundingDino, sam: 
             mask = torch.zeros(height, width, dtype=torch.bool)
             kept = []
             if picks:
-                mask, kept_rows = mask_select.union_of_chosen(hypotheses[rows], result.boxes[flat][rows],
-                                                              area_penalty)
+                mask, kept_rows = mask_select.union_of_chosen(hypotheses[rows], result.boxes[flat][rows], area_penalty)
                 kept = [offsets[p] + picks[r] for r in kept_rows]
             for rank, box in enumerate(kept, 1):
                 result.ranks[box] = rank
@@ -153,8 +172,16 @@ def kept_boxes(results: list[ImageResult]) -> list[list[dict]]:
         frame = []
         for i in r.kept:
             x0, y0, x1, y1 = (float(v) for v in r.boxes[i])
-            frame.append({"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0, "score": float(r.scores[i]),
-                          "label": r.labels[i]})
+            frame.append(
+                {
+                    "x": x0,
+                    "y": y0,
+                    "width": x1 - x0,
+                    "height": y1 - y0,
+                    "score": float(r.scores[i]),
+                    "label": r.labels[i],
+                }
+            )
         out.append(frame)
     return out
 
@@ -192,7 +219,7 @@ def draw_label(canvas: np.ndarray, text: str, x: int, y: int) -> None:
     (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     x = min(max(0, x), max(0, width - w - 4))
     y = min(max(0, y), max(0, height - h - base - 4))
-    canvas[y:y + h + base + 4, x:x + w + 4] = (64, 255, 64)
+    canvas[y : y + h + base + 4, x : x + w + 4] = (64, 255, 64)
     cv2.putText(canvas, text, (x + 2, y + h + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
 
 
@@ -211,7 +238,6 @@ def draw_note(canvas: np.ndarray, text: str) -> None:
             lines.append("")
         lines[-1] = f"{lines[-1]} {word}".strip()
     step = line_h + 6
-    canvas[:min(height, step * len(lines) + 4)] = 0
+    canvas[: min(height, step * len(lines) + 4)] = 0
     for k, line in enumerate(lines):
-        cv2.putText(canvas, line, (4, step * (k + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
-                    cv2.LINE_AA)
+        cv2.putText(canvas, line, (4, step * (k + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)

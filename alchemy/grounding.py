@@ -11,6 +11,7 @@ Two file layouts are read:
   checkpoint has BERT's weights but not its tokenizer or config: they come from a ``bert-base-uncased`` folder
   beside the file.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 
-
 BERT_FOLDER = "bert-base-uncased"
 ORIGINAL_SUFFIXES = (".pth", ".pt")
 
@@ -32,44 +32,64 @@ _DEFORMABLE = {
     "self_attn.attention_weights": "deformable_layer.self_attn.attention_weights",
     "self_attn.value_proj": "deformable_layer.self_attn.value_proj",
     "self_attn.output_proj": "deformable_layer.self_attn.output_proj",
-    "norm1": "deformable_layer.self_attn_layer_norm", "linear1": "deformable_layer.fc1",
-    "linear2": "deformable_layer.fc2", "norm2": "deformable_layer.final_layer_norm",
+    "norm1": "deformable_layer.self_attn_layer_norm",
+    "linear1": "deformable_layer.fc1",
+    "linear2": "deformable_layer.fc2",
+    "norm2": "deformable_layer.final_layer_norm",
 }
 _TEXT_ENHANCER = {
-    "self_attn.out_proj": "text_enhancer_layer.self_attn.out_proj", "linear1": "text_enhancer_layer.fc1",
-    "linear2": "text_enhancer_layer.fc2", "norm1": "text_enhancer_layer.layer_norm_before",
+    "self_attn.out_proj": "text_enhancer_layer.self_attn.out_proj",
+    "linear1": "text_enhancer_layer.fc1",
+    "linear2": "text_enhancer_layer.fc2",
+    "norm1": "text_enhancer_layer.layer_norm_before",
     "norm2": "text_enhancer_layer.layer_norm_after",
 }
 _FUSION = {
-    "layer_norm_v": "fusion_layer.layer_norm_vision", "layer_norm_l": "fusion_layer.layer_norm_text",
-    "attn.v_proj": "fusion_layer.attn.vision_proj", "attn.l_proj": "fusion_layer.attn.text_proj",
+    "layer_norm_v": "fusion_layer.layer_norm_vision",
+    "layer_norm_l": "fusion_layer.layer_norm_text",
+    "attn.v_proj": "fusion_layer.attn.vision_proj",
+    "attn.l_proj": "fusion_layer.attn.text_proj",
     "attn.values_v_proj": "fusion_layer.attn.values_vision_proj",
     "attn.values_l_proj": "fusion_layer.attn.values_text_proj",
-    "attn.out_v_proj": "fusion_layer.attn.out_vision_proj", "attn.out_l_proj": "fusion_layer.attn.out_text_proj",
+    "attn.out_v_proj": "fusion_layer.attn.out_vision_proj",
+    "attn.out_l_proj": "fusion_layer.attn.out_text_proj",
 }
 _FUSION_PARAMS = {"gamma_v": "fusion_layer.vision_param", "gamma_l": "fusion_layer.text_param"}
 _DECODER = {
     "cross_attn.sampling_offsets": "encoder_attn.sampling_offsets",
     "cross_attn.attention_weights": "encoder_attn.attention_weights",
-    "cross_attn.value_proj": "encoder_attn.value_proj", "cross_attn.output_proj": "encoder_attn.output_proj",
-    "norm1": "encoder_attn_layer_norm", "ca_text.out_proj": "encoder_attn_text.out_proj",
-    "catext_norm": "encoder_attn_text_layer_norm", "self_attn.out_proj": "self_attn.out_proj",
-    "norm2": "self_attn_layer_norm", "linear1": "fc1", "linear2": "fc2", "norm3": "final_layer_norm",
+    "cross_attn.value_proj": "encoder_attn.value_proj",
+    "cross_attn.output_proj": "encoder_attn.output_proj",
+    "norm1": "encoder_attn_layer_norm",
+    "ca_text.out_proj": "encoder_attn_text.out_proj",
+    "catext_norm": "encoder_attn_text_layer_norm",
+    "self_attn.out_proj": "self_attn.out_proj",
+    "norm2": "self_attn_layer_norm",
+    "linear1": "fc1",
+    "linear2": "fc2",
+    "norm3": "final_layer_norm",
 }
 _SWIN_BLOCK = {
-    "norm1": "layernorm_before", "norm2": "layernorm_after", "attn.proj": "attention.output.dense",
-    "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense",
+    "norm1": "layernorm_before",
+    "norm2": "layernorm_after",
+    "attn.proj": "attention.output.dense",
+    "mlp.fc1": "intermediate.dense",
+    "mlp.fc2": "output.dense",
 }
 _PREFIXES = {  # whole sub-trees that only change their prefix
-    "bert.": "model.text_backbone.", "input_proj.": "model.input_proj_vision.", "feat_map.": "model.text_projection.",
+    "bert.": "model.text_backbone.",
+    "input_proj.": "model.input_proj_vision.",
+    "feat_map.": "model.text_projection.",
     "transformer.decoder.ref_point_head.": "model.decoder.reference_points_head.",
     "transformer.decoder.bbox_embed.": "model.decoder.bbox_embed.",
-    "transformer.enc_output.": "model.enc_output.", "transformer.enc_output_norm.": "model.enc_output_norm.",
+    "transformer.enc_output.": "model.enc_output.",
+    "transformer.enc_output_norm.": "model.enc_output_norm.",
     "transformer.enc_out_bbox_embed.": "model.encoder_output_bbox_embed.",
     "bbox_embed.": "bbox_embed.",
 }
 _SINGLE = {
-    "transformer.level_embed": "model.level_embed", "transformer.tgt_embed.weight": "model.query_position_embeddings.weight",
+    "transformer.level_embed": "model.level_embed",
+    "transformer.tgt_embed.weight": "model.query_position_embeddings.weight",
     "transformer.decoder.norm.weight": "model.decoder.layer_norm.weight",
     "transformer.decoder.norm.bias": "model.decoder.layer_norm.bias",
 }
@@ -82,6 +102,7 @@ _SWIN_ROOT = "model.backbone.conv_encoder.model."
 @dataclass
 class GroundingDino:
     """A loaded detector: the transformers model (CPU, eval) and the processor that prepares its inputs."""
+
     model: Any
     processor: Any
     source: str
@@ -112,10 +133,12 @@ def _rename(key: str) -> str | None:
         if norm:  # GroundingDINO numbers its output norms from 0, transformers its stages from 1
             return f"{_SWIN_ROOT}hidden_states_norms.stage{int(norm.group(1)) + 1}.{norm.group(2)}"
         return _SWIN_ROOT + ("encoder." + rest if rest.startswith("layers.") else rest)
-    for src, table, dst in (("transformer.encoder.layers", _DEFORMABLE, "model.encoder.layers"),
-                            ("transformer.encoder.text_layers", _TEXT_ENHANCER, "model.encoder.layers"),
-                            ("transformer.encoder.fusion_layers", _FUSION, "model.encoder.layers"),
-                            ("transformer.decoder.layers", _DECODER, "model.decoder.layers")):
+    for src, table, dst in (
+        ("transformer.encoder.layers", _DEFORMABLE, "model.encoder.layers"),
+        ("transformer.encoder.text_layers", _TEXT_ENHANCER, "model.encoder.layers"),
+        ("transformer.encoder.fusion_layers", _FUSION, "model.encoder.layers"),
+        ("transformer.decoder.layers", _DECODER, "model.decoder.layers"),
+    ):
         m = re.match(re.escape(src) + r"\.(\d+)\.(.+)\.(weight|bias)$", key)
         if m and m.group(2) in table:
             return f"{dst}.{m.group(1)}.{table[m.group(2)]}.{m.group(3)}"
@@ -124,7 +147,7 @@ def _rename(key: str) -> str | None:
         return f"model.encoder.layers.{m.group(1)}.{_FUSION_PARAMS[m.group(2)]}"
     for src, dst in _PREFIXES.items():
         if key.startswith(src):
-            return dst + key[len(src):]
+            return dst + key[len(src) :]
     return None
 
 
@@ -163,8 +186,9 @@ def convert_original_state_dict(state: dict[str, torch.Tensor]) -> dict[str, tor
         else:
             out[new] = value
     if unknown:
-        raise ValueError(f"not a GroundingDINO checkpoint in the original layout: {len(unknown)} unknown keys, "
-                         f"e.g. {unknown[:5]}")
+        raise ValueError(
+            f"not a GroundingDINO checkpoint in the original layout: {len(unknown)} unknown keys, e.g. {unknown[:5]}"
+        )
     return out
 
 
@@ -181,21 +205,32 @@ def infer_config(state: dict[str, torch.Tensor], text_config: dict):
     embed_dim = state["backbone.0.patch_embed.proj.weight"].shape[0]
     n_stages = _count(state, r"backbone\.0\.layers\.(\d+)\.")
     depths = [_count(state, rf"backbone\.0\.layers\.{i}\.blocks\.(\d+)\.") for i in range(n_stages)]
-    heads = [state[f"backbone.0.layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1]
-             for i in range(n_stages)]
+    heads = [
+        state[f"backbone.0.layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1] for i in range(n_stages)
+    ]
     table = state["backbone.0.layers.0.blocks.0.attn.relative_position_bias_table"].shape[0]
-    window = (int(round(table ** 0.5)) + 1) // 2
+    window = (int(round(table**0.5)) + 1) // 2
     levels, d_model = state["transformer.level_embed"].shape
     out_indices = sorted(int(m.group(1)) + 1 for k in state if (m := re.match(r"backbone\.0\.norm(\d+)\.weight$", k)))
-    backbone = SwinConfig(embed_dim=embed_dim, depths=depths, num_heads=heads, window_size=window,
-                          image_size=384 if window == 12 else 224, out_indices=out_indices)
+    backbone = SwinConfig(
+        embed_dim=embed_dim,
+        depths=depths,
+        num_heads=heads,
+        window_size=window,
+        image_size=384 if window == 12 else 224,
+        out_indices=out_indices,
+    )
     return GroundingDinoConfig(
-        backbone_config=backbone, text_config=text_config, d_model=int(d_model), num_feature_levels=int(levels),
+        backbone_config=backbone,
+        text_config=text_config,
+        d_model=int(d_model),
+        num_feature_levels=int(levels),
         encoder_layers=_count(state, r"transformer\.encoder\.layers\.(\d+)\."),
         decoder_layers=_count(state, r"transformer\.decoder\.layers\.(\d+)\."),
         encoder_ffn_dim=state["transformer.encoder.layers.0.linear1.weight"].shape[0],
         decoder_ffn_dim=state["transformer.decoder.layers.0.linear1.weight"].shape[0],
-        num_queries=state["transformer.tgt_embed.weight"].shape[0])
+        num_queries=state["transformer.tgt_embed.weight"].shape[0],
+    )
 
 
 def _bert_dir(checkpoint: Path) -> Path:
@@ -205,32 +240,43 @@ def _bert_dir(checkpoint: Path) -> Path:
     raise FileNotFoundError(
         f"{checkpoint.name} is an original GroundingDINO checkpoint: it needs the BERT tokenizer and config in a "
         f"'{BERT_FOLDER}' folder beside it ({checkpoint.parent / BERT_FOLDER}, with config.json and vocab.txt or "
-        f"tokenizer.json from the Hugging Face repository google-bert/{BERT_FOLDER}).")
+        f"tokenizer.json from the Hugging Face repository google-bert/{BERT_FOLDER})."
+    )
 
 
 def load_original(path: str | Path) -> GroundingDino:
     """Original checkpoint (.pth) → converted transformers model; tokenizer/config from ``bert-base-uncased``."""
-    from transformers import (AutoTokenizer, GroundingDinoForObjectDetection, GroundingDinoImageProcessor,
-                              GroundingDinoProcessor)
+    from transformers import (
+        AutoTokenizer,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+    )
 
     path = Path(path)
     bert = _bert_dir(path)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or "backbone.0.patch_embed.proj.weight" not in {
-            k.removeprefix("module.") for k in state}:
+        k.removeprefix("module.") for k in state
+    }:
         raise ValueError(f"{path.name}: not an original GroundingDINO checkpoint (no Swin backbone weights found).")
     text_config = json.loads((bert / "config.json").read_text())
     config = infer_config(state, text_config)
     converted = convert_original_state_dict(state)
     model, info = GroundingDinoForObjectDetection.from_pretrained(
-        None, config=config, state_dict=converted, output_loading_info=True, local_files_only=True)
+        None, config=config, state_dict=converted, output_loading_info=True, local_files_only=True
+    )
     missing = [k for k in info.get("missing_keys", []) if "position_ids" not in k]
     if missing or info.get("unexpected_keys"):
-        raise ValueError(f"{path.name}: converted weights do not fit the model: missing {sorted(missing)[:5]}, "
-                         f"unexpected {sorted(info.get('unexpected_keys', []))[:5]}")
-    processor = GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(),
-                                       tokenizer=AutoTokenizer.from_pretrained(bert, local_files_only=True))
+        raise ValueError(
+            f"{path.name}: converted weights do not fit the model: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(info.get('unexpected_keys', []))[:5]}"
+        )
+    processor = GroundingDinoProcessor(
+        image_processor=GroundingDinoImageProcessor(),
+        tokenizer=AutoTokenizer.from_pretrained(bert, local_files_only=True),
+    )
     return GroundingDino(model.eval(), processor, str(path))
 
 
@@ -265,8 +311,14 @@ def caption(prompt: str) -> str:
 
 
 @torch.no_grad()
-def detect(detector: GroundingDino, image: np.ndarray, prompt: str, box_threshold: float,
-           text_threshold: float, device: torch.device | str = "cpu") -> dict[str, Any]:
+def detect(
+    detector: GroundingDino,
+    image: np.ndarray,
+    prompt: str,
+    box_threshold: float,
+    text_threshold: float,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
     """Boxes for ``prompt`` in one H×W×3 uint8 RGB image.
 
     Returns ``boxes`` (N×4 float, x0 y0 x1 y1 in pixels, clamped to the image), ``scores`` (N, best first) and
@@ -276,8 +328,12 @@ def detect(detector: GroundingDino, image: np.ndarray, prompt: str, box_threshol
     inputs = detector.processor(images=image, text=caption(prompt), return_tensors="pt").to(device)
     outputs = detector.model(**inputs)
     result = detector.processor.post_process_grounded_object_detection(
-        outputs, inputs["input_ids"], threshold=box_threshold, text_threshold=text_threshold,
-        target_sizes=[(height, width)])[0]
+        outputs,
+        inputs["input_ids"],
+        threshold=box_threshold,
+        text_threshold=text_threshold,
+        target_sizes=[(height, width)],
+    )[0]
     boxes = result["boxes"].float().cpu()
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)

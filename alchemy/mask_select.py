@@ -7,6 +7,7 @@ agreement with the box against size, so a larger λ prefers the tighter hypothes
 the subject plus its surroundings). The argmax runs over the NON-EMPTY hypotheses only: an empty mask scores
 0 − 0 = 0 and would otherwise win whenever λ pushes the real ones below zero, silently dropping the subject.
 """
+
 from __future__ import annotations
 
 import torch
@@ -49,8 +50,9 @@ def select_mask(masks: torch.Tensor, box, lam: float) -> int | None:
     return int(torch.argmax(scores))
 
 
-def union_of_selected(masks: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, lam: float,
-                      max_objects: int) -> tuple[torch.Tensor, list[int]]:
+def union_of_selected(
+    masks: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, lam: float, max_objects: int
+) -> tuple[torch.Tensor, list[int]]:
     """Union of M* over the ``max_objects`` most confident boxes (``select_instances`` by score)."""
     return select_instances(masks, boxes, scores, lam, max_objects, "most confident")
 
@@ -69,8 +71,9 @@ def order_boxes(boxes: torch.Tensor, scores: torch.Tensor, order: str) -> list[i
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     if boxes.ndim != 2 or boxes.shape[-1] != 4 or boxes.shape[0] != scores.shape[0]:
-        raise ValueError(f"order_boxes: {tuple(boxes.shape)} boxes and {tuple(scores.shape)} scores do not "
-                         "describe the same boxes")
+        raise ValueError(
+            f"order_boxes: {tuple(boxes.shape)} boxes and {tuple(scores.shape)} scores do not describe the same boxes"
+        )
     b = boxes.float().tolist()
     s = scores.float().tolist()
     keys = {
@@ -89,8 +92,9 @@ def union_of_chosen(masks: torch.Tensor, boxes: torch.Tensor, lam: float) -> tup
     bool mask and the rows kept; a box whose hypotheses are all empty is not kept (and not replaced by the next
     one: the preview shows it dropped)."""
     if masks.ndim != 4 or masks.shape[0] != boxes.shape[0]:
-        raise ValueError(f"union_of_chosen: {tuple(masks.shape)} masks and {tuple(boxes.shape)} boxes do not "
-                         "describe the same boxes")
+        raise ValueError(
+            f"union_of_chosen: {tuple(masks.shape)} masks and {tuple(boxes.shape)} boxes do not describe the same boxes"
+        )
     union = torch.zeros(masks.shape[-2:], dtype=torch.bool, device=masks.device)
     kept = []
     for i in range(masks.shape[0]):
@@ -101,16 +105,24 @@ def union_of_chosen(masks: torch.Tensor, boxes: torch.Tensor, lam: float) -> tup
     return union, kept
 
 
-def select_instances(masks: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, lam: float,
-                     max_objects: int, order: str = "most confident") -> tuple[torch.Tensor, list[int]]:
+def select_instances(
+    masks: torch.Tensor,
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    lam: float,
+    max_objects: int,
+    order: str = "most confident",
+) -> tuple[torch.Tensor, list[int]]:
     """Union of M* over the first ``max_objects`` boxes in ``order`` (see ``order_boxes``).
 
     ``masks`` N×K×H×W (hypotheses per box), ``boxes`` N×4, ``scores`` N detection scores. Returns the H×W bool
     mask and the indices of the boxes kept, in that order.
     """
     if masks.ndim != 4 or masks.shape[0] != boxes.shape[0] or boxes.shape[0] != scores.shape[0]:
-        raise ValueError(f"select_instances: {tuple(masks.shape)} masks, {tuple(boxes.shape)} boxes and "
-                         f"{tuple(scores.shape)} scores do not describe the same boxes")
+        raise ValueError(
+            f"select_instances: {tuple(masks.shape)} masks, {tuple(boxes.shape)} boxes and "
+            f"{tuple(scores.shape)} scores do not describe the same boxes"
+        )
     if max_objects < 1:
         raise ValueError(f"select_instances: max_objects must be ≥ 1, got {max_objects}")
     picks = order_boxes(boxes, scores, order)[:max_objects]

@@ -3,6 +3,7 @@
 Shared by the segmentation, blur and insert nodes. Morphology and distance transforms run in OpenCV on the CPU
 (exact disks, O(pixels) whatever the radius); results come back on the input's device and dtype.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -86,8 +87,9 @@ def resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
     if height < 1 or width < 1:
         raise ValueError(f"resize_mask: target size must be positive, got {height}×{width}")
     shrinking = height < mask.shape[1] or width < mask.shape[2]
-    out = F.interpolate(mask[:, None].float(), size=(height, width), mode="bilinear", align_corners=False,
-                        antialias=shrinking)
+    out = F.interpolate(
+        mask[:, None].float(), size=(height, width), mode="bilinear", align_corners=False, antialias=shrinking
+    )
     return out[:, 0].clamp_(0.0, 1.0).to(mask.dtype)
 
 
@@ -109,7 +111,9 @@ def match_batch(mask: torch.Tensor, batch: int, node: str) -> torch.Tensor:
         return mask
     if mask.shape[0] == 1:
         return mask.expand(batch, -1, -1)
-    raise ValueError(f"{node}: the mask batch has {mask.shape[0]} masks but the image batch has {batch} images. "
-                     "Give one mask per image, or a single mask for all of them. A batch with one mask per "
-                     "subject or object (Grounded SAM Mask's phrase_masks, SAM3_Detect with individual_masks on) "
-                     "goes through Mask From Batch first, which picks one by its index.")
+    raise ValueError(
+        f"{node}: the mask batch has {mask.shape[0]} masks but the image batch has {batch} images. "
+        "Give one mask per image, or a single mask for all of them. A batch with one mask per "
+        "subject or object (Grounded SAM Mask's phrase_masks, SAM3_Detect with individual_masks on) "
+        "goes through Mask From Batch first, which picks one by its index."
+    )

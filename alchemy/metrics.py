@@ -11,6 +11,7 @@
 
 Pure: torch/numpy only; the backbones come in as objects with ``embed_images`` / ``embed_texts``.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,19 +69,22 @@ def crop_to_mask(image: np.ndarray, mask: np.ndarray, margin: float = 0.1) -> np
         plane = F.interpolate(plane[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
     box = mask_bbox(plane, BINARY_THRESHOLD)
     if box is None:
-        raise ValueError("the subject mask is empty (nothing ≥ 0.5): give a mask that covers the subject, "
-                         "or score without masks")
+        raise ValueError(
+            "the subject mask is empty (nothing ≥ 0.5): give a mask that covers the subject, or score without masks"
+        )
     top, left, bottom, right = box
     dy, dx = round((bottom - top) * margin), round((right - left) * margin)
-    return image[max(0, top - dy):min(h, bottom + dy), max(0, left - dx):min(w, right + dx)]
+    return image[max(0, top - dy) : min(h, bottom + dy), max(0, left - dx) : min(w, right + dx)]
 
 
 def _crop_all(images, masks, margin, what):
     if masks is None:
         return list(images)
     if len(masks) not in (1, len(images)):
-        raise ValueError(f"{len(masks)} {what} masks for {len(images)} {what} images: give one mask per image "
-                         "or a single mask for all")
+        raise ValueError(
+            f"{len(masks)} {what} masks for {len(images)} {what} images: give one mask per image "
+            "or a single mask for all"
+        )
     out = []
     for i, image in enumerate(images):
         try:
@@ -120,8 +124,11 @@ class Evaluation:
         return next(row for row in self.summary if row.prompt == OVERALL)
 
     def to_dict(self) -> dict:
-        return {"settings": self.settings, "summary": [asdict(r) for r in self.summary],
-                "images": [asdict(s) for s in self.images]}
+        return {
+            "settings": self.settings,
+            "summary": [asdict(r) for r in self.summary],
+            "images": [asdict(s) for s in self.images],
+        }
 
 
 def _mean(values):
@@ -141,12 +148,22 @@ def summarize(scores: Sequence[ImageScore], real: SummaryRow | None = None) -> l
     return rows
 
 
-def evaluate(generated: Sequence[np.ndarray], prompts: Sequence[str], references: Sequence[np.ndarray], *,
-             dino=None, clip=None, quality=None, names: Sequence[str] | None = None,
-             generated_masks: Sequence[np.ndarray] | None = None,
-             reference_masks: Sequence[np.ndarray] | None = None, margin: float = 0.1,
-             clip_t_prompts: Sequence[str] | None = None, device: torch.device | str = "cpu",
-             on_stage: Callable[[str], None] | None = None) -> Evaluation:
+def evaluate(
+    generated: Sequence[np.ndarray],
+    prompts: Sequence[str],
+    references: Sequence[np.ndarray],
+    *,
+    dino=None,
+    clip=None,
+    quality=None,
+    names: Sequence[str] | None = None,
+    generated_masks: Sequence[np.ndarray] | None = None,
+    reference_masks: Sequence[np.ndarray] | None = None,
+    margin: float = 0.1,
+    clip_t_prompts: Sequence[str] | None = None,
+    device: torch.device | str = "cpu",
+    on_stage: Callable[[str], None] | None = None,
+) -> Evaluation:
     """Scores HWC uint8 ``generated`` images (one prompt each) against HWC uint8 ``references``.
 
     ``dino`` / ``clip``: backbones (None skips their metrics); ``quality``: a callable images → no-reference
@@ -190,8 +207,12 @@ def evaluate(generated: Sequence[np.ndarray], prompts: Sequence[str], references
         for s, v in zip(scores, quality(list(generated))):
             s.brisque = v
         real.brisque = _mean(quality(list(references))) if len(references) else None
-    settings = {"dino": getattr(dino, "name", None), "clip": getattr(clip, "name", None),
-                "subject_region": generated_masks is not None or reference_masks is not None, "margin": margin}
+    settings = {
+        "dino": getattr(dino, "name", None),
+        "clip": getattr(clip, "name", None),
+        "subject_region": generated_masks is not None or reference_masks is not None,
+        "margin": margin,
+    }
     return Evaluation(scores, summarize(scores, real), settings)
 
 
@@ -208,7 +229,8 @@ def format_table(rows: Sequence[SummaryRow], prompt_width: int = 48) -> str:
     header = "prompt".ljust(width) + " | " + "n".rjust(4) + "".join(f" | {HEADERS[m]:>8}" for m in shown)
     lines = [header, "-" * len(header)]
     for r in rows:
-        text = r.prompt if len(r.prompt) <= width else r.prompt[:width - 1] + "…"
-        lines.append(text.ljust(width) + " | " + _cell(r.n, 4) + "".join(" | " + _cell(getattr(r, m), 8)
-                                                                     for m in shown))
+        text = r.prompt if len(r.prompt) <= width else r.prompt[: width - 1] + "…"
+        lines.append(
+            text.ljust(width) + " | " + _cell(r.n, 4) + "".join(" | " + _cell(getattr(r, m), 8) for m in shown)
+        )
     return "\n".join(lines)

@@ -12,6 +12,7 @@ parameter/weight files from the network at first use, ``scikit-video``'s NIQE (u
 ``scipy.misc.imresize`` (removed from SciPy years ago), ``basicsr`` 1.4.2 (unmaintained since 2022) imports a
 torchvision module removed in 0.17, and its ``basicsr-fixed`` fork imports its whole training framework.
 """
+
 from __future__ import annotations
 
 import functools
@@ -66,15 +67,21 @@ def read_libsvm_model(text: str, n_features: int = 36) -> tuple[np.ndarray, np.n
 def load_model(model_dir: Path = MODEL_DIR) -> BrisqueModel:
     vectors, coefficients, gamma, rho = read_libsvm_model((model_dir / "svm.txt").read_text())
     ranges = json.loads((model_dir / "normalize.json").read_text())
-    return BrisqueModel(vectors, coefficients, gamma, rho, np.array(ranges["min"], dtype=np.float64),
-                        np.array(ranges["max"], dtype=np.float64))
+    return BrisqueModel(
+        vectors,
+        coefficients,
+        gamma,
+        rho,
+        np.array(ranges["min"], dtype=np.float64),
+        np.array(ranges["max"], dtype=np.float64),
+    )
 
 
 def _gaussian_kernel(n: int = 7, sigma: float = 7 / 6) -> np.ndarray:
     # Written as the reference does (with the 1/(2πσ²) factor): flat regions put MSCN values at ±1e-13, and
     # rounding differences there flip their sign, which moves the left/right AGGD fits.
     y, x = np.indices((n, n)) - n // 2
-    kernel = 1 / (2 * np.pi * sigma ** 2) * np.exp(-(x ** 2 + y ** 2) / (2 * sigma ** 2))
+    kernel = 1 / (2 * np.pi * sigma**2) * np.exp(-(x**2 + y**2) / (2 * sigma**2))
     return kernel / np.sum(kernel)
 
 
@@ -84,7 +91,7 @@ def mscn_coefficients(gray: np.ndarray) -> np.ndarray:
 
     kernel = _gaussian_kernel()
     mean = signal.convolve2d(gray, kernel, "same")
-    deviation = np.sqrt(np.abs(mean ** 2 - signal.convolve2d(gray ** 2, kernel, "same")))
+    deviation = np.sqrt(np.abs(mean**2 - signal.convolve2d(gray**2, kernel, "same")))
     return (gray - mean) / (deviation + 1 / 255)
 
 
@@ -93,11 +100,11 @@ def aggd_fit(x: np.ndarray) -> tuple[float, float, float, float]:
     from scipy import optimize, special
 
     left, right = x[x < 0], x[x >= 0]
-    sigma_l = np.sqrt(np.mean(left ** 2)) if left.size else 0.0
-    sigma_r = np.sqrt(np.mean(right ** 2)) if right.size else 0.0
+    sigma_l = np.sqrt(np.mean(left**2)) if left.size else 0.0
+    sigma_r = np.sqrt(np.mean(right**2)) if right.size else 0.0
     gamma_hat = sigma_l / sigma_r
-    r_hat = np.mean(np.abs(x)) ** 2 / np.mean(x ** 2)
-    big_r = r_hat * (gamma_hat ** 3 + 1) * (gamma_hat + 1) / (gamma_hat ** 2 + 1) ** 2
+    r_hat = np.mean(np.abs(x)) ** 2 / np.mean(x**2)
+    big_r = r_hat * (gamma_hat**3 + 1) * (gamma_hat + 1) / (gamma_hat**2 + 1) ** 2
     phi = lambda a: special.gamma(2 / a) ** 2 / (special.gamma(1 / a) * special.gamma(3 / a))
     alpha = float(optimize.root(lambda a: phi(a) - big_r, [0.2]).x[0])
     constant = np.sqrt(special.gamma(1 / alpha) / special.gamma(3 / alpha))
@@ -109,10 +116,10 @@ def brisque_features(gray: np.ndarray) -> np.ndarray:
     """The 18 features of one scale: AGGD fits of the MSCN map and of its four neighbour products."""
     m = mscn_coefficients(gray)
     alpha, _, sigma_l, sigma_r = aggd_fit(m)
-    features = [alpha, (sigma_l ** 2 + sigma_r ** 2) / 2]
+    features = [alpha, (sigma_l**2 + sigma_r**2) / 2]
     for product in (m[:, :-1] * m[:, 1:], m[:-1, :] * m[1:, :], m[:-1, :-1] * m[1:, 1:], m[1:, :-1] * m[:-1, 1:]):
         alpha, mean, sigma_l, sigma_r = aggd_fit(product)
-        features += [alpha, mean, sigma_l ** 2, sigma_r ** 2]
+        features += [alpha, mean, sigma_l**2, sigma_r**2]
     return np.array(features, dtype=np.float64)
 
 
@@ -125,8 +132,9 @@ def brisque_scores(images: Sequence[np.ndarray]) -> list[float]:
     scores = []
     for i, image in enumerate(images):
         if min(image.shape[:2]) < MIN_SIDE:
-            raise ValueError(f"image {i} is {image.shape[1]}×{image.shape[0]}: BRISQUE needs at least "
-                             f"{MIN_SIDE} px on each side")
+            raise ValueError(
+                f"image {i} is {image.shape[1]}×{image.shape[0]}: BRISQUE needs at least {MIN_SIDE} px on each side"
+            )
         gray = skimage.color.rgb2gray(image[..., :3])
         half = cv2.resize(gray, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
         scores.append(model.predict(np.concatenate([brisque_features(gray), brisque_features(half)])))

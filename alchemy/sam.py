@@ -5,6 +5,7 @@ dicts. The architecture is read from the tensor shapes; a released size is built
 builder (``sam_model_registry[...](checkpoint=None)``), anything else (fine-tuned or tiny test models) from the
 same components with the inferred sizes. Weights load with ``torch.load(weights_only=True)`` or safetensors.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,6 +21,7 @@ SAM_SUFFIXES = (".pth", ".pt", ".safetensors")
 @dataclass(frozen=True)
 class SamSpec:
     """The sizes that make one SAM architecture."""
+
     embed_dim: int
     depth: int
     num_heads: int
@@ -61,8 +63,13 @@ def infer_spec(state: dict[str, torch.Tensor]) -> SamSpec:
         global_idx = tuple(i for i, shape in enumerate(rel) if shape[0] == 2 * grid - 1)
         windowed = [shape[0] for i, shape in enumerate(rel) if i not in global_idx]
         return SamSpec(
-            embed_dim=embed_dim, depth=depth, num_heads=embed_dim // rel[0][1], global_attn_indexes=global_idx,
-            img_size=grid * patch, patch_size=patch, window_size=(windowed[0] + 1) // 2 if windowed else 14,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=embed_dim // rel[0][1],
+            global_attn_indexes=global_idx,
+            img_size=grid * patch,
+            patch_size=patch,
+            window_size=(windowed[0] + 1) // 2 if windowed else 14,
             mlp_ratio=state["image_encoder.blocks.0.mlp.lin1.weight"].shape[0] / embed_dim,
             out_chans=state["image_encoder.neck.0.weight"].shape[0],
             mask_in_chans=state["prompt_encoder.mask_downscaling.3.weight"].shape[0],
@@ -70,7 +77,8 @@ def infer_spec(state: dict[str, torch.Tensor]) -> SamSpec:
             decoder_mlp_dim=state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0],
             iou_head_depth=_count(state, r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\."),
             iou_head_hidden_dim=state["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0],
-            num_multimask_outputs=state["mask_decoder.mask_tokens.weight"].shape[0] - 1)
+            num_multimask_outputs=state["mask_decoder.mask_tokens.weight"].shape[0] - 1,
+        )
     except (KeyError, IndexError) as e:
         raise ValueError(f"not a Segment Anything checkpoint (missing or odd tensor {e}).") from None
 
@@ -96,24 +104,48 @@ def build_sam(spec: SamSpec) -> torch.nn.Module:
         return sa.sam_model_registry[name](checkpoint=None)
     from functools import partial
 
-    from segment_anything.modeling import (ImageEncoderViT, MaskDecoder, PromptEncoder, Sam,
-                                           TwoWayTransformer)
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
     grid = spec.img_size // spec.patch_size
     encoder = ImageEncoderViT(
-        depth=spec.depth, embed_dim=spec.embed_dim, img_size=spec.img_size, mlp_ratio=spec.mlp_ratio,
-        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=spec.num_heads, patch_size=spec.patch_size,
-        qkv_bias=True, use_rel_pos=True, global_attn_indexes=spec.global_attn_indexes,
-        window_size=spec.window_size, out_chans=spec.out_chans)
-    prompt = PromptEncoder(embed_dim=spec.out_chans, image_embedding_size=(grid, grid),
-                           input_image_size=(spec.img_size, spec.img_size), mask_in_chans=spec.mask_in_chans)
+        depth=spec.depth,
+        embed_dim=spec.embed_dim,
+        img_size=spec.img_size,
+        mlp_ratio=spec.mlp_ratio,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=spec.num_heads,
+        patch_size=spec.patch_size,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=spec.global_attn_indexes,
+        window_size=spec.window_size,
+        out_chans=spec.out_chans,
+    )
+    prompt = PromptEncoder(
+        embed_dim=spec.out_chans,
+        image_embedding_size=(grid, grid),
+        input_image_size=(spec.img_size, spec.img_size),
+        mask_in_chans=spec.mask_in_chans,
+    )
     decoder = MaskDecoder(
-        num_multimask_outputs=spec.num_multimask_outputs, transformer_dim=spec.out_chans,
-        transformer=TwoWayTransformer(depth=spec.decoder_depth, embedding_dim=spec.out_chans,
-                                      mlp_dim=spec.decoder_mlp_dim, num_heads=spec.decoder_heads),
-        iou_head_depth=spec.iou_head_depth, iou_head_hidden_dim=spec.iou_head_hidden_dim)
-    return Sam(image_encoder=encoder, prompt_encoder=prompt, mask_decoder=decoder,
-               pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375])
+        num_multimask_outputs=spec.num_multimask_outputs,
+        transformer_dim=spec.out_chans,
+        transformer=TwoWayTransformer(
+            depth=spec.decoder_depth,
+            embedding_dim=spec.out_chans,
+            mlp_dim=spec.decoder_mlp_dim,
+            num_heads=spec.decoder_heads,
+        ),
+        iou_head_depth=spec.iou_head_depth,
+        iou_head_hidden_dim=spec.iou_head_hidden_dim,
+    )
+    return Sam(
+        image_encoder=encoder,
+        prompt_encoder=prompt,
+        mask_decoder=decoder,
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -135,13 +167,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 # (mask_decoder.hf_token, hf_mlp, compress_vit_feat, embedding_encoder, embedding_maskfeature; its vit_tiny also uses
 # TinyViT); MobileSAM replaces the ViT image encoder by TinyViT (image_encoder.layers.*, patch_embed.seq.*).
 UNSUPPORTED = {
-    "SAM-HQ": (r"^mask_decoder\.(hf_token|hf_mlp|compress_vit_feat|embedding_encoder|embedding_maskfeature)\.",
-               re.compile(r"sam_hq|samhq|hq_sam", re.I)),
-    "MobileSAM / TinyViT": (r"^image_encoder\.(layers\.\d+\.|patch_embed\.seq\.)",
-                            re.compile(r"mobile_?sam|tinyvit|tiny_vit|vit_tiny", re.I)),
+    "SAM-HQ": (
+        r"^mask_decoder\.(hf_token|hf_mlp|compress_vit_feat|embedding_encoder|embedding_maskfeature)\.",
+        re.compile(r"sam_hq|samhq|hq_sam", re.I),
+    ),
+    "MobileSAM / TinyViT": (
+        r"^image_encoder\.(layers\.\d+\.|patch_embed\.seq\.)",
+        re.compile(r"mobile_?sam|tinyvit|tiny_vit|vit_tiny", re.I),
+    ),
 }
-SUPPORTED_FILES = ("the original Segment Anything checkpoints sam_vit_b_01ec64.pth, sam_vit_l_0b3195.pth or "
-                   "sam_vit_h_4b8939.pth (or fine-tunes of that ViT architecture)")
+SUPPORTED_FILES = (
+    "the original Segment Anything checkpoints sam_vit_b_01ec64.pth, sam_vit_l_0b3195.pth or "
+    "sam_vit_h_4b8939.pth (or fine-tunes of that ViT architecture)"
+)
 
 
 class UnsupportedSam(ValueError):
@@ -162,8 +200,10 @@ def unsupported_by_name(filename: str) -> str | None:
 
 
 def unsupported_message(name: str, kind: str) -> str:
-    return (f"'{name}' is a {kind} checkpoint, which this pack does not load (segment-anything's classes cannot "
-            f"build that architecture). Use {SUPPORTED_FILES}.")
+    return (
+        f"'{name}' is a {kind} checkpoint, which this pack does not load (segment-anything's classes cannot "
+        f"build that architecture). Use {SUPPORTED_FILES}."
+    )
 
 
 def load_sam(path: str | Path) -> torch.nn.Module:
@@ -195,7 +235,8 @@ def segment_boxes(sam: torch.nn.Module, image: np.ndarray, boxes: torch.Tensor) 
     predictor.set_image(np.ascontiguousarray(image), image_format="RGB")
     device = predictor.device
     transformed = predictor.transform.apply_boxes_torch(boxes.to(device, torch.float32), (height, width))
-    masks, iou, _ = predictor.predict_torch(point_coords=None, point_labels=None, boxes=transformed,
-                                            multimask_output=True)
+    masks, iou, _ = predictor.predict_torch(
+        point_coords=None, point_labels=None, boxes=transformed, multimask_output=True
+    )
     predictor.reset_image()
     return masks.cpu(), iou.float().cpu()

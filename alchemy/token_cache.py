@@ -7,6 +7,7 @@ written to a temp file then renamed, so a crash never leaves a half-written entr
 The one fixed cost besides sampling is the Zipf frequency of the vocabulary's words (wordfreq loads a table per
 language, seconds for 12): it is kept in memory and in one JSON file per (word list, languages, wordfreq version).
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,8 +39,9 @@ def _tensor_digest(h, tensor: torch.Tensor, samples: int) -> None:
     h.update(picked.to(device="cpu", dtype=torch.float32).numpy().tobytes())
 
 
-def fingerprint_tensors(named: Iterable[tuple[str, torch.Tensor]], samples_per_tensor: int = 1024,
-                        max_sampled: int = 48) -> str:
+def fingerprint_tensors(
+    named: Iterable[tuple[str, torch.Tensor]], samples_per_tensor: int = 1024, max_sampled: int = 48
+) -> str:
     """A cheap content hash of a set of named tensors.
 
     All names, shapes and dtypes go in (any architecture change shows); values are read from at most
@@ -101,9 +103,12 @@ def _wordfreq_version() -> str:
     return metadata.version("wordfreq")
 
 
-def cached_zipf_table(directory: str | os.PathLike, words: Iterable[str], languages: Sequence[str],
-                      build: Callable[[list[str], Sequence[str]], Mapping[str, tuple[float, str]]],
-                      ) -> dict[str, tuple[float, str]]:
+def cached_zipf_table(
+    directory: str | os.PathLike,
+    words: Iterable[str],
+    languages: Sequence[str],
+    build: Callable[[list[str], Sequence[str]], Mapping[str, tuple[float, str]]],
+) -> dict[str, tuple[float, str]]:
     """``build(words, languages)`` (e.g. ``tokens.zipf_table``), computed once per word list, language list and
     wordfreq version: then served from memory, or after a restart from ``directory/zipf-<key>.json``.
 
@@ -175,8 +180,7 @@ class ImageCache:
         from safetensors.numpy import save_file
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        data = {"images": np.ascontiguousarray(np.clip(np.round(np.asarray(images) * 255.0), 0, 255)
-                                               .astype(np.uint8))}
+        data = {"images": np.ascontiguousarray(np.clip(np.round(np.asarray(images) * 255.0), 0, 255).astype(np.uint8))}
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".safetensors")
         os.close(fd)
         try:

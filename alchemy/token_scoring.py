@@ -10,6 +10,7 @@ no prior, prior 0). The calibrated prior is reported in [0, 1]; the pick is the 
 
 Images are numpy arrays N×H×W×C (float, 0..1), the layout ComfyUI's IMAGE already has.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -26,16 +27,17 @@ MIN_SPAN = 1e-3
 @dataclass(frozen=True)
 class CandidateScore:
     token: str
-    similarity: float            # mean pairwise similarity of the seed images (the measure's scale)
-    measure: str                 # "embed_cos" or "ssim"
-    prior: float | None = None   # calibrated: 0 = as varied as the empty prompt, 1 = as the class word
+    similarity: float  # mean pairwise similarity of the seed images (the measure's scale)
+    measure: str  # "embed_cos" or "ssim"
+    prior: float | None = None  # calibrated: 0 = as varied as the empty prompt, 1 = as the class word
 
 
 @dataclass(frozen=True)
 class Calibration:
     """The two references' raw similarities, same measure and sampling as the candidates."""
-    class_word: float   # strong prior → 1
-    empty: float        # no prior → 0
+
+    class_word: float  # strong prior → 1
+    empty: float  # no prior → 0
 
     @property
     def separates(self) -> bool:
@@ -66,8 +68,7 @@ def thumbnails(images: np.ndarray, side: int = SSIM_SIDE) -> np.ndarray:
     if scale >= 1.0:
         return images
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.stack([cv2.resize(np.asarray(im, dtype=np.float32), size, interpolation=cv2.INTER_AREA)
-                     for im in images])
+    return np.stack([cv2.resize(np.asarray(im, dtype=np.float32), size, interpolation=cv2.INTER_AREA) for im in images])
 
 
 def _window_means(a: np.ndarray, win: int) -> np.ndarray:
@@ -81,8 +82,9 @@ def _window_means(a: np.ndarray, win: int) -> np.ndarray:
     for i in range(n):
         for ch in range(c):  # one plane at a time: cv2 drops a lone channel axis and caps channels at 4
             plane = np.ascontiguousarray(a[i, :, :, ch], dtype=np.float64)
-            out[i, :, :, ch] = cv2.boxFilter(plane, -1, (win, win), borderType=cv2.BORDER_REFLECT)[pad:h - pad,
-                                                                                                   pad:w - pad]
+            out[i, :, :, ch] = cv2.boxFilter(plane, -1, (win, win), borderType=cv2.BORDER_REFLECT)[
+                pad : h - pad, pad : w - pad
+            ]
     return out
 
 
@@ -100,7 +102,7 @@ def mean_pairwise_ssim(images: np.ndarray) -> float:
     win = min(7, side if side % 2 else side - 1)
     if win < 3:
         raise ValueError(f"images of {images.shape[1]}×{images.shape[2]} px are too small for SSIM (need ≥ 3 px)")
-    c1, c2 = 0.01 ** 2, 0.03 ** 2  # (K·data_range)², skimage's K1, K2
+    c1, c2 = 0.01**2, 0.03**2  # (K·data_range)², skimage's K1, K2
     cov_norm = win * win / (win * win - 1.0)
     mean = _window_means(images, win)
     var = cov_norm * (_window_means(images * images, win) - mean * mean)
@@ -108,15 +110,15 @@ def mean_pairwise_ssim(images: np.ndarray) -> float:
     values = []
     for i in range(len(images) - 1):
         # Image i against every later image at once; only the cross terms are new per pair.
-        mean_xy = mean[i] * mean[i + 1:]
-        cov2 = _window_means(images[i] * images[i + 1:], win)
+        mean_xy = mean[i] * mean[i + 1 :]
+        cov2 = _window_means(images[i] * images[i + 1 :], win)
         cov2 -= mean_xy
         cov2 *= 2 * cov_norm
         cov2 += c2
         mean_xy *= 2
         mean_xy += c1
         mean_xy *= cov2
-        mean_xy /= (mean_sq[i] + mean_sq[i + 1:]) * (var_c2[i] + var_c2[i + 1:])
+        mean_xy /= (mean_sq[i] + mean_sq[i + 1 :]) * (var_c2[i] + var_c2[i + 1 :])
         values.extend(mean_xy.reshape(len(mean_xy), -1).mean(axis=1))
     return float(np.mean(values))
 
@@ -142,8 +144,9 @@ def similarity(images: np.ndarray, embeddings: np.ndarray | None = None) -> tupl
     return mean_pairwise_ssim(thumbnails(_check_images(images))), "ssim"
 
 
-def score_candidate(token: str, images: np.ndarray, embeddings: np.ndarray | None = None,
-                    calibration: Calibration | None = None) -> CandidateScore:
+def score_candidate(
+    token: str, images: np.ndarray, embeddings: np.ndarray | None = None, calibration: Calibration | None = None
+) -> CandidateScore:
     """Scores one candidate from its seed images (and their embeddings, when an encoder was available)."""
     try:
         value, measure = similarity(images, embeddings)
@@ -162,9 +165,13 @@ def rank(scores: Sequence[CandidateScore]) -> list[CandidateScore]:
     return sorted(scores, key=lambda s: s.similarity)
 
 
-def score_table(ranked: Sequence[CandidateScore], rejected: Sequence[tuple[str, str]] = (),
-                calibration: Calibration | None = None, notes: dict[str, Sequence[str]] | None = None,
-                footer: Sequence[str] = ()) -> str:
+def score_table(
+    ranked: Sequence[CandidateScore],
+    rejected: Sequence[tuple[str, str]] = (),
+    calibration: Calibration | None = None,
+    notes: dict[str, Sequence[str]] | None = None,
+    footer: Sequence[str] = (),
+) -> str:
     """A plain-text table, one candidate per line, chosen token first; references, footer and rejected words
     after. ``notes`` maps a token to extra cells (e.g. source, Zipf frequency, seconds), named by its "" key."""
     notes = dict(notes or {})
@@ -174,16 +181,22 @@ def score_table(ranked: Sequence[CandidateScore], rejected: Sequence[tuple[str, 
     rows = []
     for i, s in enumerate(ranked, 1):
         prior = "-" if s.prior is None else f"{s.prior:.3f}"
-        rows.append([str(i), s.token, f"{s.similarity:.4f}", prior] + list(notes.get(s.token, ["-"] * len(extra_header))))
+        rows.append(
+            [str(i), s.token, f"{s.similarity:.4f}", prior] + list(notes.get(s.token, ["-"] * len(extra_header)))
+        )
     widths = [max(len(r[c]) for r in [header] + rows) for c in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header] + rows]
     lines.append("(prior: 0 = images as varied as the empty prompt's, 1 = as alike as the class word's; lowest wins)")
     if calibration is not None:
-        lines.append(f"references ({measure}): class word {calibration.class_word:.4f} → prior 1, "
-                     f"empty prompt {calibration.empty:.4f} → prior 0")
+        lines.append(
+            f"references ({measure}): class word {calibration.class_word:.4f} → prior 1, "
+            f"empty prompt {calibration.empty:.4f} → prior 0"
+        )
         if not calibration.separates:
-            lines.append("  the class word's images are not more alike than the empty prompt's: prior unknown, "
-                         f"ranked by raw {measure}")
+            lines.append(
+                "  the class word's images are not more alike than the empty prompt's: prior unknown, "
+                f"ranked by raw {measure}"
+            )
     lines.extend(footer)
     if rejected:
         lines.append("rejected:")
@@ -197,8 +210,9 @@ LABEL_WIDTH = 96  # px of the label column on the left of each contact-sheet row
 SHEET_SIDE = 192  # px of the longer side of each contact-sheet cell: 21 rows × 8 seeds of 1024² would be 2 GB
 
 
-def contact_sheet(rows: Sequence[tuple[str, np.ndarray]], label_width: int = LABEL_WIDTH,
-                  cell_side: int = SHEET_SIDE) -> np.ndarray:
+def contact_sheet(
+    rows: Sequence[tuple[str, np.ndarray]], label_width: int = LABEL_WIDTH, cell_side: int = SHEET_SIDE
+) -> np.ndarray:
     """One row per candidate: a label cell (two text lines) then its seed images side by side.
 
     ``rows`` = (label, images N×H×W×3 float 0..1); all rows need the same N, H, W. Images larger than
@@ -222,9 +236,9 @@ def contact_sheet(rows: Sequence[tuple[str, np.ndarray]], label_width: int = LAB
         top = r * h
         cell = np.full((h, label_width, 3), 30, dtype=np.uint8)  # OpenCV 5 draws text on 8-bit images only
         _put_label(cv2, cell, label.split("\n"))
-        sheet[top:top + h, :label_width] = cell.astype(np.float32) / 255.0
+        sheet[top : top + h, :label_width] = cell.astype(np.float32) / 255.0
         for i, image in enumerate(np.asarray(images, dtype=np.float32)):
-            sheet[top:top + h, label_width + i * w: label_width + (i + 1) * w] = np.clip(image, 0.0, 1.0)
+            sheet[top : top + h, label_width + i * w : label_width + (i + 1) * w] = np.clip(image, 0.0, 1.0)
         sheet[top, :] = 0.5  # a 1 px divider so rows read apart at small sizes
     return sheet
 

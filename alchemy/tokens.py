@@ -13,6 +13,7 @@ inside the wheel; nothing is downloaded).
 Tokenizers are passed as plain callables ``word -> token ids`` (no start/end tokens), so this module imports
 neither ComfyUI nor transformers.
 """
+
 from __future__ import annotations
 
 import random
@@ -24,9 +25,34 @@ Tokenize = Callable[[str], Sequence[int]]
 
 # Paper 001, appendix A.2: the authors' tokens with "little to no prior" in SDXL ("sks" yields firearms).
 PAPER_TOKENS = (
-    "immen", "pasqu", "iklan", "rapi", "bhar", "ellu", "ffin", "icop", "aben", "mmor", "psal", "phyl",
-    "rrrr", "wozni", "geaux", "koval", "ayles", "mccre", "fortn", "prote", "pascu", "lisam", "percu", "alfar",
-    "insom", "offro", "syour", "redon",
+    "immen",
+    "pasqu",
+    "iklan",
+    "rapi",
+    "bhar",
+    "ellu",
+    "ffin",
+    "icop",
+    "aben",
+    "mmor",
+    "psal",
+    "phyl",
+    "rrrr",
+    "wozni",
+    "geaux",
+    "koval",
+    "ayles",
+    "mccre",
+    "fortn",
+    "prote",
+    "pascu",
+    "lisam",
+    "percu",
+    "alfar",
+    "insom",
+    "offro",
+    "syour",
+    "redon",
 )
 
 MIN_LETTERS, MAX_LETTERS = 4, 5
@@ -71,8 +97,13 @@ def parse_candidates(text: str) -> list[str]:
     return list(seen)
 
 
-def rejection_reason(word: str, tokenizers: Mapping[str, Tokenize], min_letters: int = MIN_LETTERS,
-                     max_letters: int = MAX_LETTERS, template: str | None = None) -> str | None:
+def rejection_reason(
+    word: str,
+    tokenizers: Mapping[str, Tokenize],
+    min_letters: int = MIN_LETTERS,
+    max_letters: int = MAX_LETTERS,
+    template: str | None = None,
+) -> str | None:
     """Why ``word`` cannot be a placeholder, or None when it is alphabetic, ``min_letters``–``max_letters``
     long and encodes as exactly one token in every tokenizer — and, given a prompt template, still appears
     as that token once placed in it (``{token}s`` would merge it with the next letters)."""
@@ -89,9 +120,13 @@ def rejection_reason(word: str, tokenizers: Mapping[str, Tokenize], min_letters:
     return None
 
 
-def filter_candidates(words: Iterable[str], tokenizers: Mapping[str, Tokenize],
-                      min_letters: int = MIN_LETTERS, max_letters: int = MAX_LETTERS, template: str | None = None,
-                      ) -> tuple[list[str], list[Rejected]]:
+def filter_candidates(
+    words: Iterable[str],
+    tokenizers: Mapping[str, Tokenize],
+    min_letters: int = MIN_LETTERS,
+    max_letters: int = MAX_LETTERS,
+    template: str | None = None,
+) -> tuple[list[str], list[Rejected]]:
     """Keeps the words that pass ``rejection_reason``; returns (accepted in input order, rejected with why)."""
     if not tokenizers:
         raise ValueError("filter_candidates needs at least one tokenizer")
@@ -105,8 +140,9 @@ def filter_candidates(words: Iterable[str], tokenizers: Mapping[str, Tokenize],
     return accepted, rejected
 
 
-def vocabulary_words(vocab: Mapping[str, int], min_letters: int = MIN_LETTERS,
-                     max_letters: int = MAX_LETTERS) -> list[tuple[int, str]]:
+def vocabulary_words(
+    vocab: Mapping[str, int], min_letters: int = MIN_LETTERS, max_letters: int = MAX_LETTERS
+) -> list[tuple[int, str]]:
     """(id, word) for the vocabulary's word-final, lower-case alphabetic entries of the right length: every
     word the scan can offer, and every word that can be one token at all."""
     words = []
@@ -125,12 +161,21 @@ def zipf_table(words: Iterable[str], languages: Sequence[str] = ZIPF_LANGUAGES) 
     return {word: word_frequency(word, languages) for word in words}
 
 
-def scan_vocabulary(vocab: Mapping[str, int], tokenizers: Mapping[str, Tokenize], count: int, seed: int,
-                    exclude: Iterable[str] = (), rarest_fraction: float = 0.25, min_letters: int = MIN_LETTERS,
-                    max_letters: int = MAX_LETTERS, template: str | None = None, max_zipf: float = MAX_ZIPF,
-                    languages: Sequence[str] = ZIPF_LANGUAGES,
-                    frequencies: Mapping[str, tuple[float, str]] | None = None,
-                    words: Sequence[tuple[int, str]] | None = None) -> list[str]:
+def scan_vocabulary(
+    vocab: Mapping[str, int],
+    tokenizers: Mapping[str, Tokenize],
+    count: int,
+    seed: int,
+    exclude: Iterable[str] = (),
+    rarest_fraction: float = 0.25,
+    min_letters: int = MIN_LETTERS,
+    max_letters: int = MAX_LETTERS,
+    template: str | None = None,
+    max_zipf: float = MAX_ZIPF,
+    languages: Sequence[str] = ZIPF_LANGUAGES,
+    frequencies: Mapping[str, tuple[float, str]] | None = None,
+    words: Sequence[tuple[int, str]] | None = None,
+) -> list[str]:
     """Draws ``count`` extra candidates from a BPE vocabulary (entry → id).
 
     Eligible: word-final alphabetic entries of the right length, rarer than ``max_zipf`` in every one of
@@ -170,5 +215,7 @@ def scan_vocabulary(vocab: Mapping[str, int], tokenizers: Mapping[str, Tokenize]
 def fill_template(template: str, token: str) -> str:
     """The prompt for one candidate; the template must contain ``{token}`` exactly where the word goes."""
     if "{token}" not in template:
-        raise ValueError(f"prompt template {template!r} has no {{token}} placeholder: write e.g. 'a photo of {{token}}'")
+        raise ValueError(
+            f"prompt template {template!r} has no {{token}} placeholder: write e.g. 'a photo of {{token}}'"
+        )
     return template.replace("{token}", token)

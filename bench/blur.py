@@ -6,6 +6,7 @@ sigma decay). Errors: the paper's settings at 1024² on three textures and both 
 every σ band (the direct evaluation costs 151² per pixel), plus every pixel of a 128² image.
 Run: .venv/bin/python bench/blur.py [--size 1024] [--repeat 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,14 +81,17 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     blur = load_blur()
     img = scene(args.size)
+
     def reference():
         cv2.GaussianBlur(img, (151, 151), 100)
 
     for area in (0.1, 0.5):
         mask = subject(args.size, area)
-        for name, kwargs in [("gaussian", {"mode": "gaussian"}),
-                             ("decay_sigma", {"decay": "sigma"}),
-                             ("decay_opacity", {"decay": "opacity"})]:
+        for name, kwargs in [
+            ("gaussian", {"mode": "gaussian"}),
+            ("decay_sigma", {"decay": "sigma"}),
+            ("decay_opacity", {"decay": "opacity"}),
+        ]:
             ratio, ref = median_ratio(lambda: blur.decay_blur(img, mask, **kwargs), reference, args.repeat)
             print(f"{name}_{int(area * 100)}pct_vs_cv2_gaussian: {ratio:.2f}")
     print(f"cv2_gaussian_151_s100_seconds: {ref:.4f}")
@@ -142,8 +146,11 @@ BANDS = [(0.125, 0.5), (0.5, 2), (2, 8), (8, 32), (32, 99.99), (99.99, 101)]
 def textures(size: int) -> dict[str, np.ndarray]:
     yy, xx = np.mgrid[0:size, 0:size]
     checker = ((yy // 4 + xx // 4) % 2).astype(np.float32)
-    return {"scene": scene(size), "noise": np.random.default_rng(1).random((size, size, 3)).astype(np.float32),
-            "checker4": np.stack([checker, 1 - checker, checker], -1)}
+    return {
+        "scene": scene(size),
+        "noise": np.random.default_rng(1).random((size, size, 3)).astype(np.float32),
+        "checker4": np.stack([checker, 1 - checker, checker], -1),
+    }
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Prints a markdown table, then `name: ratio` lines: drift and subject loss vs pla
 subject loss ≤ 1.1), and the cost per step of each option vs plain (median step time, same run).
 Run: .venv/bin/python bench/drift.py [--size 128] [--steps 150] [--cost-steps 12]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_step import setup  # noqa: E402  (same tiny pipeline and encoded subject as the step benchmark)
 
-HELD_OUT = ["a disc on a beach", "a red disc in the snow", "a drawing of a disc", "a disc on a wooden table",
-            "two discs in a garden", "a photo of a cat", "a city street at night", "a bowl of fruit"]
+HELD_OUT = [
+    "a disc on a beach",
+    "a red disc in the snow",
+    "a drawing of a disc",
+    "a disc on a wooden table",
+    "two discs in a garden",
+    "a photo of a cat",
+    "a city street at night",
+    "a bowl of fruit",
+]
 CONFIGS = {
     "plain": {},
     "prior": {"prior_images": 8},
@@ -67,8 +76,14 @@ def evaluate(unet, pipe, data, settings, size: int) -> dict[str, float]:
     for _ in range(8):
         noise = torch.randn(data.latents.shape, generator=gen)
         t = torch.randint(0, 1000, (n,), generator=gen)
-        pred = _predict(unet, scheduler.add_noise(data.latents, noise, t), t, data.prompt_embeds.expand(n, -1, -1),
-                        data.pooled_prompt_embeds.expand(n, -1), size)
+        pred = _predict(
+            unet,
+            scheduler.add_noise(data.latents, noise, t),
+            t,
+            data.prompt_embeds.expand(n, -1, -1),
+            data.pooled_prompt_embeds.expand(n, -1),
+            size,
+        )
         subject.append(torch.mean((pred - noise) ** 2).item())
     embeds, pooled = _text(pipe, HELD_OUT)
     m, h = len(HELD_OUT), data.latents.shape[-1]
@@ -108,8 +123,9 @@ def prepare(pipe_dir, data, settings, size: int):
     with_prior = dataclasses.replace(settings, prior_images=8)
     add_class_data(pipe, data, with_prior, size, model_hash="bench", steps=20)
     pixels, _ = load_images(str(pipe_dir.parent / f"subject_{size}_4"), size)
-    data.augmented_latents = encode_latents(pipe.vae, augmented_views(pixels, settings.apt_views, settings.seed)[0],
-                                            settings.seed)
+    data.augmented_latents = encode_latents(
+        pipe.vae, augmented_views(pixels, settings.apt_views, settings.seed)[0], settings.seed
+    )
     return pipe
 
 
@@ -125,7 +141,9 @@ def main() -> None:
     extra = {}
     for item in args.set:
         key, value = item.split("=", 1)
-        extra[key] = type(getattr(_default_settings(), key) or 0.0)(value) if value not in ("True", "False") else value == "True"
+        extra[key] = (
+            type(getattr(_default_settings(), key) or 0.0)(value) if value not in ("True", "False") else value == "True"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         pipe_dir, data, _pixels, settings = setup(Path(tmp), args.size)
         settings = dataclasses.replace(settings, batch_size=4, learning_rate=args.lr, **extra)
@@ -138,13 +156,18 @@ def main() -> None:
         if args.cost_steps:
             for name, values in COST_CONFIGS.items():
                 costs[name] = train_one(pipe_dir, data, settings, values, args.cost_steps)[1]
-    print(f"| option | subject loss | drift | subject loss vs plain | drift vs plain |  ({args.steps} steps, "
-          f"{args.size} px, lr {args.lr:g}, batch 4, seed {settings.seed})")
+    print(
+        f"| option | subject loss | drift | subject loss vs plain | drift vs plain |  ({args.steps} steps, "
+        f"{args.size} px, lr {args.lr:g}, batch 4, seed {settings.seed})"
+    )
     print("|---|---|---|---|---|")
     plain = rows.get("plain")
     for name, row in rows.items():
-        rel = (f"{row['subject_loss'] / plain['subject_loss']:.3f} | {row['drift'] / plain['drift']:.3f}"
-               if plain else "- | -")
+        rel = (
+            f"{row['subject_loss'] / plain['subject_loss']:.3f} | {row['drift'] / plain['drift']:.3f}"
+            if plain
+            else "- | -"
+        )
         print(f"| {name} | {row['subject_loss']:.5f} | {row['drift']:.6f} | {rel} |")
     for name, row in rows.items():
         if plain and name != "plain":

@@ -6,6 +6,7 @@ Prints ``name: value`` lines (ratios: reference time / our time, same process, s
 difference between the two paths, which must be ~0). No weights are downloaded: configs only.
 Run: .venv/bin/python bench/evaluation.py [--generated 8] [--references 4] [--size 512]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,14 +33,30 @@ def load_pack():
 
 
 def write_real_size_backbones(root: Path) -> tuple[Path, Path]:
-    from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer, ViTConfig,
-                              ViTImageProcessor, ViTModel)
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPTokenizer,
+        ViTConfig,
+        ViTImageProcessor,
+        ViTModel,
+    )
 
     torch.manual_seed(0)
     dino = root / "dino-vits16"
     # facebook/dino-vits16's config: ViT-S/16.
-    ViTModel(ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
-                       image_size=224, patch_size=16), add_pooling_layer=False).save_pretrained(dino)
+    ViTModel(
+        ViTConfig(
+            hidden_size=384,
+            num_hidden_layers=12,
+            num_attention_heads=6,
+            intermediate_size=1536,
+            image_size=224,
+            patch_size=16,
+        ),
+        add_pooling_layer=False,
+    ).save_pretrained(dino)
     ViTImageProcessor(size={"height": 224, "width": 224}).save_pretrained(dino)
     clip = root / "clip-vit-base-patch32"
     CLIPModel(CLIPConfig(projection_dim=512)).save_pretrained(clip)  # the defaults are ViT-B/32
@@ -67,9 +84,10 @@ def main() -> None:
     args = parser.parse_args()
     backbones, metrics, quality = load_pack()
     rng = np.random.default_rng(0)
-    images = [(rng.random((args.size, args.size, 3)) * 255).astype(np.uint8)
-              for _ in range(args.generated + args.references)]
-    generated, references = images[:args.generated], images[args.generated:]
+    images = [
+        (rng.random((args.size, args.size, 3)) * 255).astype(np.uint8) for _ in range(args.generated + args.references)
+    ]
+    generated, references = images[: args.generated], images[args.generated :]
     prompts = ["a photo of sks dog"] * args.generated
     with tempfile.TemporaryDirectory() as tmp:
         dino_dir, clip_dir = write_real_size_backbones(Path(tmp))

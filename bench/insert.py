@@ -8,6 +8,7 @@ Prints ``name: value`` lines; ratios are our time / reference time over back-to-
 Grow / feather are the node defaults scaled to the image (8 / 16 px at 1024²); context 0.5.
 Run: .venv/bin/python bench/insert.py [--size 256] [--steps 8] [--repeat 3] [--gpu]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,6 @@ def setup(tmp: Path, gpu: bool):
 
     write_kohya_lora(tmp / "loras" / "subject.safetensors", paths["unet"])
     import fixture_pack
-
     from pack_import import import_pack
 
     import_pack()  # the pack as a package, the way ComfyUI loads it (its root never goes on sys.path)
@@ -63,6 +63,7 @@ def main(argv=None) -> None:
         import comfy.sd
         import comfy.utils
         import folder_paths
+
         import nodes
 
         comfy.utils.set_progress_bar_enabled(False)  # tqdm lines would bury the results
@@ -75,8 +76,9 @@ def main(argv=None) -> None:
         common = dict(seed=1, steps=args.steps, cfg=5.0, sampler_name="euler", scheduler="normal", denoise=0.75)
 
         def reference():
-            lora = comfy.utils.load_torch_file(folder_paths.get_full_path_or_raise("loras", "subject.safetensors"),
-                                               safe_load=True)
+            lora = comfy.utils.load_torch_file(
+                folder_paths.get_full_path_or_raise("loras", "subject.safetensors"), safe_load=True
+            )
             patched, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)
             latent = {"samples": vae.encode(image)}
             out = nodes.common_ksampler(patched, positive=positive, negative=negative, latent=latent, **common)[0]
@@ -86,16 +88,30 @@ def main(argv=None) -> None:
         grow, feather = max(1, round(8 * size / 1024)), max(1, round(16 * size / 1024))
         print(f"image_size: {size}")
         for area in (0.1, 0.5):
-            side = int(round(size * area ** 0.5))
+            side = int(round(size * area**0.5))
             mask = torch.zeros(1, size, size)
             top = (size - side) // 2
-            mask[:, top:top + side, top:top + side] = 1.0
+            mask[:, top : top + side, top : top + side] = 1.0
             for name, resolution in (("crop_native", 0), ("crop_full_res", size)):
+
                 def ours():
-                    return Insert.execute(model, vae, image, mask, "subject.safetensors", 1.0, positive, negative,
-                                          grow=grow, feather=feather, crop_mode="crop", context=0.5,
-                                          resolution=resolution,
-                                          **common)
+                    return Insert.execute(
+                        model,
+                        vae,
+                        image,
+                        mask,
+                        "subject.safetensors",
+                        1.0,
+                        positive,
+                        negative,
+                        grow=grow,
+                        feather=feather,
+                        crop_mode="crop",
+                        context=0.5,
+                        resolution=resolution,
+                        **common,
+                    )
+
                 ours(), reference()  # warm-up
                 ratios, refs = [], []
                 for _ in range(args.repeat):

@@ -8,6 +8,7 @@ forward is cheap and fixed costs weigh most; pass --dino (a Hugging Face Groundi
 and --sam (a SAM checkpoint) to measure real models.
 Run: .venv/bin/python bench/segment.py [--size 512] [--repeat 5] [--gpu] [--dino PATH --sam PATH]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,14 +50,14 @@ def setup(tmp: Path, gpu: bool):
 @torch.no_grad()
 def bare_forward(detector, sam, rgb: np.ndarray, prompt: str, device) -> torch.Tensor:
     """What any GroundingDINO + SAM pipeline has to run: no policy, no selection rule, no preview."""
-    from segment_anything import SamPredictor
-
     from image_alchemy.alchemy import grounding
+    from segment_anything import SamPredictor
 
     inputs = detector.processor(images=rgb, text=grounding.caption(prompt), return_tensors="pt").to(device)
     outputs = detector.model(**inputs)
     found = detector.processor.post_process_grounded_object_detection(
-        outputs, inputs["input_ids"], threshold=0.0, text_threshold=0.0, target_sizes=[rgb.shape[:2]])[0]
+        outputs, inputs["input_ids"], threshold=0.0, text_threshold=0.0, target_sizes=[rgb.shape[:2]]
+    )[0]
     box = found["boxes"][found["scores"].argmax()][None]
     predictor = SamPredictor(sam)
     predictor.set_image(rgb, image_format="RGB")
@@ -78,9 +79,9 @@ def main(argv=None) -> None:
         Node = setup(tmp, args.gpu)
         import comfy.model_management as mm
         import comfy.utils
-
         import tiny_detectors
-        from image_alchemy.alchemy import grounding, sam as sam_ops
+        from image_alchemy.alchemy import grounding
+        from image_alchemy.alchemy import sam as sam_ops
         from image_alchemy.nodes.segment import load_for_run
 
         comfy.utils.set_progress_bar_enabled(False)
@@ -88,8 +89,16 @@ def main(argv=None) -> None:
         sam = sam_ops.load_sam(args.sam or tiny_detectors.write_sam(tmp / "sam.pth"))
         rgb = (np.random.default_rng(0).random((args.size, args.size, 3)) * 255).astype(np.uint8)
         image = torch.from_numpy(rgb).float()[None] / 255.0
-        settings = dict(prompt="dog", box_threshold=0.0, text_threshold=0.0, area_penalty=0.1, max_objects=1,
-                        grow=0, feather=0, if_nothing_found="empty mask")
+        settings = dict(
+            prompt="dog",
+            box_threshold=0.0,
+            text_threshold=0.0,
+            area_penalty=0.1,
+            max_objects=1,
+            grow=0,
+            feather=0,
+            if_nothing_found="empty mask",
+        )
 
         def ours():
             return Node.execute(image, detector, sam, **settings)

@@ -26,6 +26,7 @@ Prints ``name: value`` lines:
 Run: .venv/bin/python bench/token_picker_cost.py [--size 256] [--steps 10] [--seeds 8] [--candidates 3] [--scan 2]
      [--repeat 3] [--threads 1] [--skip-defaults]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -108,28 +109,39 @@ def _run(args) -> None:
     _import_pack()
     import folder_paths
     import torch
-
-    import nodes as comfy_nodes  # ComfyUI's own nodes.py (ours is never on sys.path)
     from image_alchemy.alchemy import token_cache, tokens
     from image_alchemy.nodes.token_picker import SEED_BATCH, RareTokenPicker, cache_directory, clip_tokenizers
+
+    import nodes as comfy_nodes  # ComfyUI's own nodes.py (ours is never on sys.path)
 
     defaults = _defaults(RareTokenPicker.define_schema())
     size, steps = args.size, args.steps or defaults["steps"]
     seeds = args.seeds or defaults["seeds_per_candidate"]
     template, class_word, cfg = "a photo of {token}", "dog", 5.0
-    settings = dict(candidates=" ".join(["iklan", "ffin", "rrrr"][: args.candidates - args.scan]),
-                    vocabulary_scan=args.scan, prompt_template=template, seeds_per_candidate=seeds, seed=0,
-                    width=size, height=size, steps=steps, cfg=cfg, sampler_name="euler", scheduler="normal",
-                    class_word=class_word)
+    settings = dict(
+        candidates=" ".join(["iklan", "ffin", "rrrr"][: args.candidates - args.scan]),
+        vocabulary_scan=args.scan,
+        prompt_template=template,
+        seeds_per_candidate=seeds,
+        seed=0,
+        width=size,
+        height=size,
+        steps=steps,
+        cfg=cfg,
+        sampler_name="euler",
+        scheduler="normal",
+        class_word=class_word,
+    )
     negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
 
     def ksampler_images(prompt, seed_list, width, height):
         positive = clip.encode_from_tokens_scheduled(clip.tokenize(prompt))
         for start in range(0, len(seed_list), SEED_BATCH):
-            chunk = seed_list[start:start + SEED_BATCH]
+            chunk = seed_list[start : start + SEED_BATCH]
             latent = {"samples": torch.zeros([len(chunk), 4, height // 8, width // 8])}
-            (sampled,) = comfy_nodes.common_ksampler(model, chunk[0], steps, cfg, "euler", "normal", positive,
-                                                     negative, latent)
+            (sampled,) = comfy_nodes.common_ksampler(
+                model, chunk[0], steps, cfg, "euler", "normal", positive, negative, latent
+            )
             vae.decode(sampled["samples"])
 
     # ComfyUI builds its sampler state (and torch its kernels for these shapes) on the first call: pay it here,
@@ -146,9 +158,10 @@ def _run(args) -> None:
         return _timed(lambda: RareTokenPicker.execute(model, clip, vae, use_cache=use_cache, **settings))
 
     cold_wall, cold_cpu, out = picker()
-    rows = out.result[2].splitlines()[1:1 + args.candidates]
-    prompts = [tokens.fill_template(template, class_word), ""] + [tokens.fill_template(template, r.split()[1])
-                                                                   for r in rows]
+    rows = out.result[2].splitlines()[1 : 1 + args.candidates]
+    prompts = [tokens.fill_template(template, class_word), ""] + [
+        tokens.fill_template(template, r.split()[1]) for r in rows
+    ]
     images = len(prompts) * seeds
     seed_list = list(range(seeds))
 
@@ -166,7 +179,7 @@ def _run(args) -> None:
     best = min(pk[0] for pk, _ in pairs) / min(nt[0] for _, nt in pairs)
     cpu_ratio = statistics.median(pk[1] / nt[1] for pk, nt in pairs)
     warm = statistics.median(pk[0] for pk, _ in pairs)
-    per_candidate = [float(r.split()[-1]) for r in pairs[-1][0][2].result[2].splitlines()[1:1 + args.candidates]]
+    per_candidate = [float(r.split()[-1]) for r in pairs[-1][0][2].result[2].splitlines()[1 : 1 + args.candidates]]
     # Within one run, so load from other processes hits both parts alike: the run's wall time outside
     # sample_seeds (text encoding, sampling, decoding), from the table's own sampling total.
     outside = statistics.median(1.0 - _sampling_seconds(pk[2].result[2]) / pk[0] for pk, _ in pairs)
@@ -174,13 +187,15 @@ def _run(args) -> None:
     folder_paths.set_user_directory(str(work / "user0"))  # the cold run's folder, holding the Zipf table file
     token_cache._ZIPF_MEMO.clear()  # as after a restart: the table comes from that file
     vocab_words = [w for _id, w in tokens.vocabulary_words(clip.tokenizer.clip_l.tokenizer.get_vocab())]
-    from_file, from_file_cpu, _ = _timed(lambda: token_cache.cached_zipf_table(cache_directory(), vocab_words,
-                                                                   tokens.ZIPF_LANGUAGES, tokens.zipf_table))
+    from_file, from_file_cpu, _ = _timed(
+        lambda: token_cache.cached_zipf_table(cache_directory(), vocab_words, tokens.ZIPF_LANGUAGES, tokens.zipf_table)
+    )
     hit = min(picker(fresh_folder=False)[0] for _ in range(2))  # every image from the cold run's cache
 
     # Images at the node's defaults: the paper tokens that stay single + the default scan + 2 references.
-    paper, _ = tokens.filter_candidates(tokens.PAPER_TOKENS, clip_tokenizers(clip),
-                                        template=defaults["prompt_template"])
+    paper, _ = tokens.filter_candidates(
+        tokens.PAPER_TOKENS, clip_tokenizers(clip), template=defaults["prompt_template"]
+    )
     pool = len(paper) + defaults["vocabulary_scan"]
     at_defaults = (pool + 2) * defaults["seeds_per_candidate"]
     per_candidate_defaults = None
@@ -188,19 +203,35 @@ def _run(args) -> None:
         from image_alchemy.nodes.token_picker import sample_seeds
 
         d_seeds = [defaults["seed"] + i for i in range(defaults["seeds_per_candidate"])]
-        per_candidate_defaults, _, _ = _timed(lambda: sample_seeds(
-            model, clip, vae, tokens.fill_template(defaults["prompt_template"], "iklan"), negative, d_seeds,
-            defaults["width"], defaults["height"], defaults["steps"], defaults["cfg"], defaults["sampler_name"],
-            defaults["scheduler"]))
+        per_candidate_defaults, _, _ = _timed(
+            lambda: sample_seeds(
+                model,
+                clip,
+                vae,
+                tokens.fill_template(defaults["prompt_template"], "iklan"),
+                negative,
+                d_seeds,
+                defaults["width"],
+                defaults["height"],
+                defaults["steps"],
+                defaults["cfg"],
+                defaults["sampler_name"],
+                defaults["scheduler"],
+            )
+        )
 
     load_after = os.getloadavg()
-    print(f"# tiny SDXL, CPU, torch threads {torch.get_num_threads()}, {size}px, {steps} steps, {seeds} seeds × "
-          f"({args.candidates} candidates, {args.scan} of them scanned, + 2 references) = {images} images per run, "
-          f"KSampler at batch {SEED_BATCH}")
+    print(
+        f"# tiny SDXL, CPU, torch threads {torch.get_num_threads()}, {size}px, {steps} steps, {seeds} seeds × "
+        f"({args.candidates} candidates, {args.scan} of them scanned, + 2 references) = {images} images per run, "
+        f"KSampler at batch {SEED_BATCH}"
+    )
     print(f"# load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
     for i, (pk, nt) in enumerate(pairs):
-        print(f"# pair {i}: picker {pk[0]:.2f}s wall {pk[1]:.2f}s cpu ({pk[0] / images:.4f} s/image), "
-              f"KSampler+decode {nt[0]:.2f}s wall {nt[1]:.2f}s cpu ({nt[0] / images:.4f} s/image)")
+        print(
+            f"# pair {i}: picker {pk[0]:.2f}s wall {pk[1]:.2f}s cpu ({pk[0] / images:.4f} s/image), "
+            f"KSampler+decode {nt[0]:.2f}s wall {nt[1]:.2f}s cpu ({nt[0] / images:.4f} s/image)"
+        )
     print(f"picker_per_image_vs_ksampler: {ratio:.3f}")
     print(f"picker_per_image_vs_ksampler_best: {best:.3f}")
     print(f"picker_cpu_vs_ksampler: {cpu_ratio:.3f}")
@@ -215,9 +246,11 @@ def _run(args) -> None:
     if per_candidate_defaults is not None:
         print(f"seconds_per_candidate_tiny: {per_candidate_defaults:.3f}")
     print(f"images_at_defaults: {at_defaults}")
-    print(f"# at defaults: {pool} candidates ({len(paper)} paper + {defaults['vocabulary_scan']} scan) + 2 references "
-          f"× {defaults['seeds_per_candidate']} seeds at {defaults['width']}², {defaults['steps']} steps; "
-          f"chosen here: {out.result[0]}")
+    print(
+        f"# at defaults: {pool} candidates ({len(paper)} paper + {defaults['vocabulary_scan']} scan) + 2 references "
+        f"× {defaults['seeds_per_candidate']} seeds at {defaults['width']}², {defaults['steps']} steps; "
+        f"chosen here: {out.result[0]}"
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Prints `name: value` lines:
   never uses, and another world word (calibrated priors too).
 Run: .venv/bin/python bench/toy_world.py [--seeds 8] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,9 @@ COMFY_DIR = Path(os.environ.get("IMAGE_ALCHEMY_COMFYUI", ROOT / ".cache" / "comf
 
 
 def import_as_package(name: str, folder: Path):
-    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+    spec = importlib.util.spec_from_file_location(
+        name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -49,10 +52,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import_as_package("image_alchemy", ROOT)
     import_as_package("toy_world", ROOT / "toy_world")
-    from toy_world import figures, measure, models, world
     from image_alchemy.alchemy.backbones import DinoBackbone
     from image_alchemy.training.lora_file import read_metadata
     from safetensors.torch import load_file
+
+    from toy_world import figures, measure, models, world
 
     models.use_comfyui(COMFY_DIR)
     folder = args.models
@@ -88,11 +92,14 @@ def main() -> None:
         if name == "plain":  # the same training as the committed LoRA's: the same bytes?
             committed = load_file(str(lora_file))
             out["toy_plain_lora_bit_identical_to_committed"] = int(
-                committed.keys() == kohya.keys() and all(torch.equal(committed[k], kohya[k]) for k in kohya))
+                committed.keys() == kohya.keys() and all(torch.equal(committed[k], kohya[k]) for k in kohya)
+            )
         tuned = measure.with_unet(pipe, unet)
-        rows[name] = {"drift": figures.drift(base_class, figures.class_prompt_images(tuned, args.seeds // 2)),
-                      "subject": net.similarity(figures.subject_images(tuned, subject, args.seeds), refs),
-                      "seconds": seconds}
+        rows[name] = {
+            "drift": figures.drift(base_class, figures.class_prompt_images(tuned, args.seeds // 2)),
+            "subject": net.similarity(figures.subject_images(tuned, subject, args.seeds), refs),
+            "seconds": seconds,
+        }
     for name, row in rows.items():
         out[f"toy_drift_{name}"] = row["drift"]
         out[f"toy_subject_similarity_{name}"] = row["subject"]

@@ -8,6 +8,7 @@ trainer runs. Printed:
   comes to on a full-size model where the UNet dominates.
 Run: .venv/bin/python bench/train_preview.py [--size 256] [--steps 6] [--rounds 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,29 +34,42 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         pipe_dir, data, _pixels, settings = setup(Path(tmp), args.size)
-        from diffusers import UNet2DConditionModel
-        from diffusers import StableDiffusionXLPipeline
-
+        from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
         from image_alchemy.training.preview import PreviewConditioning, Previewer
         from image_alchemy.training.settings import TrainSettings
         from image_alchemy.training.trainer import build_lora_unet, train
 
         defaults = TrainSettings()
-        settings = TrainSettings(**{**settings.__dict__, "gradient_accumulation": defaults.gradient_accumulation,
-                                    "batch_size": defaults.batch_size, "steps": args.steps, "preview_every": 0})
+        settings = TrainSettings(
+            **{
+                **settings.__dict__,
+                "gradient_accumulation": defaults.gradient_accumulation,
+                "batch_size": defaults.batch_size,
+                "steps": args.steps,
+                "preview_every": 0,
+            }
+        )
         pipe = StableDiffusionXLPipeline.from_pretrained(str(pipe_dir), dtype=torch.float32)
-        rows = [pipe.encode_prompt(p, device="cpu", do_classifier_free_guidance=False) for p in settings.preview_prompts]
+        rows = [
+            pipe.encode_prompt(p, device="cpu", do_classifier_free_guidance=False) for p in settings.preview_prompts
+        ]
         negative = pipe.encode_prompt("", device="cpu", do_classifier_free_guidance=False)
-        cond = PreviewConditioning(torch.cat([r[0] for r in rows]), torch.cat([r[2] for r in rows]), negative[0],
-                                   negative[2])
+        cond = PreviewConditioning(
+            torch.cat([r[0] for r in rows]), torch.cat([r[2] for r in rows]), negative[0], negative[2]
+        )
         step_times, preview_times = [], []
         for _ in range(args.rounds):
             stamps = []
-            train(UNet2DConditionModel.from_pretrained(str(pipe_dir / "unet")), data, settings,
-                  progress=lambda e: stamps.append(time.perf_counter()))
+            train(
+                UNet2DConditionModel.from_pretrained(str(pipe_dir / "unet")),
+                data,
+                settings,
+                progress=lambda e: stamps.append(time.perf_counter()),
+            )
             step_times += [b - a for a, b in zip(stamps[1:], stamps[2:])]
-            unet = build_lora_unet(UNet2DConditionModel.from_pretrained(str(pipe_dir / "unet")), settings,
-                                   torch.device("cpu"))
+            unet = build_lora_unet(
+                UNet2DConditionModel.from_pretrained(str(pipe_dir / "unet")), settings, torch.device("cpu")
+            )
             previewer = Previewer(settings, cond, tuple(data.latents.shape[1:]), Path(tmp))
             for i in range(3):
                 started = time.perf_counter()

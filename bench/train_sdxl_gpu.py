@@ -6,6 +6,7 @@ Prints ``sdxl_train_it_per_s`` and ``sdxl_train_peak_gpu_gb`` (goal on an H100: 
 ``--tiny`` runs the same code on the tiny SDXL-architecture config on the CPU (a smoke test of this script).
 Run: .venv/bin/python bench/train_sdxl_gpu.py [--steps 30] [--no-checkpointing] [--tiny]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,16 +19,32 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SDXL_UNET_CONFIG = {  # ComfyUI's unet_config for SDXL base 1.0
-    "model_channels": 320, "channel_mult": [1, 2, 4], "num_res_blocks": [2, 2, 2],
-    "transformer_depth": [0, 0, 2, 2, 10, 10], "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
-    "transformer_depth_middle": 10, "context_dim": 2048, "num_head_channels": 64, "adm_in_channels": 2816,
-    "use_linear_in_transformer": True, "in_channels": 4, "out_channels": 4,
+    "model_channels": 320,
+    "channel_mult": [1, 2, 4],
+    "num_res_blocks": [2, 2, 2],
+    "transformer_depth": [0, 0, 2, 2, 10, 10],
+    "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+    "transformer_depth_middle": 10,
+    "context_dim": 2048,
+    "num_head_channels": 64,
+    "adm_in_channels": 2816,
+    "use_linear_in_transformer": True,
+    "in_channels": 4,
+    "out_channels": 4,
 }
 TINY_UNET_CONFIG = {
-    "model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": [1, 1], "transformer_depth": [0, 1],
-    "transformer_depth_output": [0, 0, 1, 1], "transformer_depth_middle": 1, "context_dim": 64,
-    "num_head_channels": 8, "adm_in_channels": 32 + 1536, "use_linear_in_transformer": True,
-    "in_channels": 4, "out_channels": 4,
+    "model_channels": 32,
+    "channel_mult": [1, 2],
+    "num_res_blocks": [1, 1],
+    "transformer_depth": [0, 1],
+    "transformer_depth_output": [0, 0, 1, 1],
+    "transformer_depth_middle": 1,
+    "context_dim": 64,
+    "num_head_channels": 8,
+    "adm_in_channels": 32 + 1536,
+    "use_linear_in_transformer": True,
+    "in_channels": 4,
+    "out_channels": 4,
 }
 
 
@@ -65,12 +82,22 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     data = trainer.TrainingData(
         latents=torch.randn(4, 4, latent, latent, generator=gen) * 0.8,
-        prompt_embeds=torch.randn(1, 77, ctx, generator=gen), pooled_prompt_embeds=torch.randn(1, pooled, generator=gen),
-        time_ids=torch.tensor([[latent * 8, latent * 8, 0, 0, latent * 8, latent * 8]] * 4, dtype=torch.float32))
+        prompt_embeds=torch.randn(1, 77, ctx, generator=gen),
+        pooled_prompt_embeds=torch.randn(1, pooled, generator=gen),
+        time_ids=torch.tensor([[latent * 8, latent * 8, 0, 0, latent * 8, latent * 8]] * 4, dtype=torch.float32),
+    )
     settings = settings_mod.TrainSettings(
-        token="iklan", class_word="dog", rank=args.rank, steps=args.steps, batch_size=1, gradient_accumulation=1,
-        mixed_precision="no" if tiny else "bf16", gradient_checkpointing=not args.no_checkpointing,
-        device=device, learning_rate=1e-4)
+        token="iklan",
+        class_word="dog",
+        rank=args.rank,
+        steps=args.steps,
+        batch_size=1,
+        gradient_accumulation=1,
+        mixed_precision="no" if tiny else "bf16",
+        gradient_checkpointing=not args.no_checkpointing,
+        device=device,
+        learning_rate=1e-4,
+    )
     if not tiny:
         unet.to(torch.bfloat16)  # cast before measuring: the peak is training's, not the fp32 init's
         torch.cuda.synchronize()
@@ -83,7 +110,7 @@ def main() -> None:
         stamps.append(time.perf_counter())
 
     trainer.train(unet, data, settings, progress=on_step)
-    warm = stamps[min(5, len(stamps) - 2):]
+    warm = stamps[min(5, len(stamps) - 2) :]
     step_s = statistics.median(b - a for a, b in zip(warm, warm[1:]))
     print(f"sdxl_unet_params_m: {params / 1e6:.1f}")
     print(f"sdxl_train_it_per_s: {1.0 / step_s:.2f}")

@@ -24,6 +24,7 @@ Goals (issue 14): trainer peak ≤ 1.3× the UNet's bytes (in the dtype it train
 `make bench` skips it (`make bench-startup` runs it).
 Run: .venv/bin/python bench/train_startup.py [--keep DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,20 +53,34 @@ import_pack()
 
 import websocket  # noqa: E402
 from comfy_execution.graph_utils import GraphBuilder  # noqa: E402
-from PIL import Image  # noqa: E402
-
 from comfy_server import ComfyServer  # noqa: E402
+from image_alchemy.training.weights import fingerprint, read_tensors, write_tensors  # noqa: E402
+from PIL import Image  # noqa: E402
 from reliability_helpers import trainer_processes  # noqa: E402
 from training_helpers import synthetic_subject  # noqa: E402
-from image_alchemy.training.weights import fingerprint, read_tensors, write_tensors  # noqa: E402
 
 # ComfyUI's own SDXL UNet entry (comfy/model_detection.py, unet_config_from_diffusers_unet).
-SDXL_UNET = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
-             "legacy": False, "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4,
-             "model_channels": 320, "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10],
-             "channel_mult": [1, 2, 4], "transformer_depth_middle": 10, "use_linear_in_transformer": True,
-             "context_dim": 2048, "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
-             "use_temporal_attention": False, "use_temporal_resblock": False}
+SDXL_UNET = {
+    "use_checkpoint": False,
+    "image_size": 32,
+    "out_channels": 4,
+    "use_spatial_transformer": True,
+    "legacy": False,
+    "num_classes": "sequential",
+    "adm_in_channels": 2816,
+    "in_channels": 4,
+    "model_channels": 320,
+    "num_res_blocks": [2, 2, 2],
+    "transformer_depth": [0, 0, 2, 2, 10, 10],
+    "channel_mult": [1, 2, 4],
+    "transformer_depth_middle": 10,
+    "use_linear_in_transformer": True,
+    "context_dim": 2048,
+    "num_head_channels": 64,
+    "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+    "use_temporal_attention": False,
+    "use_temporal_resblock": False,
+}
 UNET_FILE = "sdxl_random_fp16.safetensors"
 NEEDED_GB = 16.0
 
@@ -97,8 +112,9 @@ def write_full_unet(path: Path) -> tuple[float, float]:
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    meta = UNetModel(**SDXL_UNET, dtype=torch.float16, device="meta",
-                     operations=comfy.ops.disable_weight_init).state_dict()
+    meta = UNetModel(
+        **SDXL_UNET, dtype=torch.float16, device="meta", operations=comfy.ops.disable_weight_init
+    ).state_dict()
     detected = comfy.model_detection.model_config_from_unet(meta, "")
     assert type(detected).__name__ == "SDXL", type(detected)
     if path.exists():  # --keep: written by an earlier run
@@ -127,17 +143,39 @@ def write_narrow_clip(path: Path) -> None:
     from safetensors.torch import save_file
     from tiny.factory import _TEXT_BASE, _seeded_fill
 
-    configs = {"clip_l": {**_TEXT_BASE, "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
-                          "num_hidden_layers": 3, "projection_dim": 768},
-               "clip_g": {**_TEXT_BASE, "hidden_act": "gelu", "hidden_size": 1280, "intermediate_size": 5120,
-                          "num_attention_heads": 20, "num_hidden_layers": 3, "projection_dim": 1280}}
+    configs = {
+        "clip_l": {
+            **_TEXT_BASE,
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_attention_heads": 12,
+            "num_hidden_layers": 3,
+            "projection_dim": 768,
+        },
+        "clip_g": {
+            **_TEXT_BASE,
+            "hidden_act": "gelu",
+            "hidden_size": 1280,
+            "intermediate_size": 5120,
+            "num_attention_heads": 20,
+            "num_hidden_layers": 3,
+            "projection_dim": 1280,
+        },
+    }
     tensors = {}
     for seed, (name, config) in enumerate(configs.items()):
         model = CLIPTextModel(config, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
         _seeded_fill(model, 10 + seed)
         tensors.update({f"{name}.transformer.{k}": v.contiguous() for k, v in model.state_dict().items()})
-    save_file(tensors, str(path), metadata={"format": "pt", "tiny_sdxl.clip_l_config": json.dumps(configs["clip_l"]),
-                                            "tiny_sdxl.clip_g_config": json.dumps(configs["clip_g"])})
+    save_file(
+        tensors,
+        str(path),
+        metadata={
+            "format": "pt",
+            "tiny_sdxl.clip_l_config": json.dumps(configs["clip_l"]),
+            "tiny_sdxl.clip_g_config": json.dumps(configs["clip_g"]),
+        },
+    )
 
 
 def graph(names: list[str], resolution: int, lora_name: str):
@@ -147,10 +185,27 @@ def graph(names: list[str], resolution: int, lora_name: str):
     batch = g.node("LoadImage", image=names[0]).out(0)
     for name in names[1:]:
         batch = g.node("ImageBatch", image1=batch, image2=g.node("LoadImage", image=name).out(0)).out(0)
-    train = g.node("ImageAlchemy_TrainSubjectLoRA", model=unet.out(0), clip=tiny.out(1), vae=tiny.out(2),
-                   images=batch, token="iklan", class_word="disc", lora_name=lora_name, steps=1,
-                   learning_rate=1e-4, rank=8, alpha=0.0, batch_size=1, resolution=resolution, seed=0,
-                   mixed_precision="no", gradient_checkpointing=False, flip=False, noise_offset=0.0)
+    train = g.node(
+        "ImageAlchemy_TrainSubjectLoRA",
+        model=unet.out(0),
+        clip=tiny.out(1),
+        vae=tiny.out(2),
+        images=batch,
+        token="iklan",
+        class_word="disc",
+        lora_name=lora_name,
+        steps=1,
+        learning_rate=1e-4,
+        rank=8,
+        alpha=0.0,
+        batch_size=1,
+        resolution=resolution,
+        seed=0,
+        mixed_precision="no",
+        gradient_checkpointing=False,
+        flip=False,
+        noise_offset=0.0,
+    )
     return g.finalize(), train.id
 
 
@@ -184,12 +239,19 @@ def run(server: ComfyServer, prompt, train_id: str, stop_at_loop: bool) -> dict:
                     found["t0"] = now
                     found["server_base"] = proc(server.process.pid)["VmRSS"]
                     reset_peak(server.process.pid)
-                elif "t0" in found and "t_end" not in found and (
+                elif (
+                    "t0" in found
+                    and "t_end" not in found
+                    and (
                         event["type"] in ("execution_success", "execution_interrupted", "execution_error")
-                        or (event["type"] == "executing" and node != train_id)):
+                        or (event["type"] == "executing" and node != train_id)
+                    )
+                ):
                     found["t_end"] = now
-                if event["type"] in ("execution_success", "execution_interrupted", "execution_error") and \
-                        event.get("data", {}).get("prompt_id") == prompt_id:
+                if (
+                    event["type"] in ("execution_success", "execution_interrupted", "execution_error")
+                    and event.get("data", {}).get("prompt_id") == prompt_id
+                ):
                     if event["type"] == "execution_error":
                         raise RuntimeError(f"the prompt failed:\n{server.log_tail()}")
                     break
@@ -222,8 +284,11 @@ def run(server: ComfyServer, prompt, train_id: str, stop_at_loop: bool) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", help="work in this folder and keep it (default: a temp folder, removed)")
-    parser.add_argument("--cached-only", action="store_true",
-                        help="with --keep after a full run: measure only the cached run (C), in a fresh server")
+    parser.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="with --keep after a full run: measure only the cached run (C), in a fresh server",
+    )
     args = parser.parse_args()
     if available_gb() < NEEDED_GB:
         print(f"train_startup: skipped: {available_gb():.1f} GiB of RAM available, needs {NEEDED_GB}")
@@ -240,9 +305,12 @@ def main() -> None:
     for old in [] if args.cached_only else (base / "models").rglob("startup_*.safetensors"):
         old.unlink()  # --keep: LoRAs of an earlier run would turn run B into a cache hit
     fingerprint_s, unet_bytes = write_full_unet(base / "models" / "diffusion_models" / UNET_FILE)
-    server = ComfyServer(COMFY_DIR, base, {"comfyui-image-alchemy": ROOT,
-                                           "image_alchemy_test_fixtures": ROOT / "tests" / "fixture_pack"},
-                         env={"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)})
+    server = ComfyServer(
+        COMFY_DIR,
+        base,
+        {"comfyui-image-alchemy": ROOT, "image_alchemy_test_fixtures": ROOT / "tests" / "fixture_pack"},
+        env={"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)},
+    )
     names = []
     for i, img in enumerate(synthetic_subject(4, 1024)[0]):
         names.append(f"startup_{i}.png")
@@ -277,15 +345,19 @@ def main() -> None:
             shutil.rmtree(base, ignore_errors=True)
     trained_gb = unet_bytes * 2 / 2**30  # the trainer holds it in fp32 on the CPU (mixed_precision "no")
     peak = a["trainer_peak"] - a["trainer_base"]
-    print("setup: full-size SDXL UNet (random fp16 file) via UNETLoader (held as fp8 by ComfyUI), TAESD-type VAE, "
-          "3-layer real-width CLIP-L/G, CPU, trainer fp32, server MALLOC_MMAP_THRESHOLD_=128K")
+    print(
+        "setup: full-size SDXL UNet (random fp16 file) via UNETLoader (held as fp8 by ComfyUI), TAESD-type VAE, "
+        "3-layer real-width CLIP-L/G, CPU, trainer fp32, server MALLOC_MMAP_THRESHOLD_=128K"
+    )
     print(f"unet_handover: {'checkpoint file' if 'reads the UNet from' in log else 'export to the pack cache'}")
     print(f"time_to_loop_start_s: {a['t_loop'] - a['t0']:.2f}")
     print(f"load_average_at_loop_start: {a['load'][0]:.2f}")
-    for name, pattern, text in (("node_encode_s", r"encoded \d+ photos? at \d+² in ([\d.]+) s", log),
-                                ("trainer_imports_s", r"trainer libraries imported in ([\d.]+) s", a["trainer_log"]),
-                                ("trainer_unet_read_s", r"base UNet read in ([\d.]+) s", a["trainer_log"]),
-                                ("trainer_waited_for_job_s", r"job ready after a wait of ([\d.]+) s", a["trainer_log"])):
+    for name, pattern, text in (
+        ("node_encode_s", r"encoded \d+ photos? at \d+² in ([\d.]+) s", log),
+        ("trainer_imports_s", r"trainer libraries imported in ([\d.]+) s", a["trainer_log"]),
+        ("trainer_unet_read_s", r"base UNet read in ([\d.]+) s", a["trainer_log"]),
+        ("trainer_waited_for_job_s", r"job ready after a wait of ([\d.]+) s", a["trainer_log"]),
+    ):
         found = re.findall(pattern, text)  # run A's: the first in the server log, the only one in its trainer's
         print(f"breakdown_{name}: {found[0] if found else 'n/a'}")
     print(f"time_to_loop_start_handover_cached_s: {b['t_loop'] - b['t0']:.2f}")

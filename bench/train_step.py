@@ -9,6 +9,7 @@ Step times are medians over interleaved rounds after warm-up; the tiny VAE is TA
 VAE at 1024²) the example-style loop is slower still.
 Run: .venv/bin/python bench/train_step.py [--size 256] [--batch 4] [--steps 6] [--rounds 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,13 +31,14 @@ def setup(tmp: Path, size: int):
     """Tiny pipeline folder and the subject encoded once (what the node hands to the trainer)."""
     sys.path.append(str(COMFY_DIR))
     sys.path.insert(0, str(ROOT / "tests"))
-    spec = importlib.util.spec_from_file_location("image_alchemy", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
+    spec = importlib.util.spec_from_file_location(
+        "image_alchemy", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules["image_alchemy"] = module
     spec.loader.exec_module(module)
-    from tiny import factory
     import training_helpers
+    from tiny import factory
 
     factory.use_comfyui(COMFY_DIR)
     models = factory.write_tiny_sdxl(tmp / "tiny")
@@ -59,8 +61,12 @@ def time_ours(pipe_dir, data, settings, steps: int) -> float:
 
     unet = UNet2DConditionModel.from_pretrained(str(pipe_dir / "unet"))
     stamps = []
-    train(unet, data, settings.__class__(**{**settings.__dict__, "steps": steps}),
-          progress=lambda e: stamps.append(time.perf_counter()))
+    train(
+        unet,
+        data,
+        settings.__class__(**{**settings.__dict__, "steps": steps}),
+        progress=lambda e: stamps.append(time.perf_counter()),
+    )
     return statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:]))
 
 
@@ -86,13 +92,18 @@ def time_diffusers_example(pipe_dir, pixels, settings, batch: int, steps: int) -
         x = pixels[torch.arange(step * batch, (step + 1) * batch) % len(pixels)]
         with torch.no_grad():
             latents = pipe.vae.encode(x).latents * pipe.vae.config.scaling_factor
-            embeds, _, pooled, _ = pipe.encode_prompt([settings.prompt] * batch, device="cpu",
-                                                      do_classifier_free_guidance=False)
+            embeds, _, pooled, _ = pipe.encode_prompt(
+                [settings.prompt] * batch, device="cpu", do_classifier_free_guidance=False
+            )
         time_ids = torch.tensor([[size, size, 0, 0, size, size]] * batch, dtype=torch.float32)
         noise = torch.randn_like(latents)
         t = torch.randint(0, 1000, (batch,))
-        pred = unet(scheduler.add_noise(latents, noise, t), t, embeds,
-                    added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+        pred = unet(
+            scheduler.add_noise(latents, noise, t),
+            t,
+            embeds,
+            added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
+        ).sample
         loss = F.mse_loss(pred, noise)
         optimizer.zero_grad()
         loss.backward()

@@ -11,6 +11,7 @@ Prompts: ``--prompt`` (one for all), ``--prompts`` (CSV with columns file,prompt
 Writes ``per_image.csv``, ``summary.csv`` and ``metrics.json`` to ``--out`` (default GENERATED/evaluation) and
 prints the summary table. Exit status 1 with a one-line reason on a problem the user can fix.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,8 +81,10 @@ def load_masks(folder: Path, images: list[Path], what: str) -> list[np.ndarray]:
     by_stem = {f.stem: f for f in image_files(folder, f"{what} mask")}
     missing = [f.name for f in images if f.stem not in by_stem]
     if missing:
-        raise ValueError(f"{what} masks missing in {folder} for: {', '.join(missing[:5])}"
-                         f"{' …' if len(missing) > 5 else ''} (a mask needs the image's file stem)")
+        raise ValueError(
+            f"{what} masks missing in {folder} for: {', '.join(missing[:5])}"
+            f"{' …' if len(missing) > 5 else ''} (a mask needs the image's file stem)"
+        )
     out = []
     for f in images:
         with Image.open(by_stem[f.stem]) as im:
@@ -101,8 +104,10 @@ def read_prompts(args, files: list[Path]) -> list[str]:
     sidecars = [f.with_suffix(".txt") for f in files]
     missing = [s.name for s in sidecars if not s.is_file()]
     if missing:
-        raise ValueError(f"no prompts: give --prompt, --prompts FILE, or a .txt beside each image "
-                         f"(missing: {', '.join(missing[:5])})")
+        raise ValueError(
+            f"no prompts: give --prompt, --prompts FILE, or a .txt beside each image "
+            f"(missing: {', '.join(missing[:5])})"
+        )
     return [s.read_text(encoding="utf-8").strip() for s in sidecars]
 
 
@@ -165,8 +170,9 @@ def write_reports(result: metrics.Evaluation, out: Path) -> dict[str, Path]:
     paths = {"per_image": out / "per_image.csv", "summary": out / "summary.csv", "json": out / "metrics.json"}
     _write_atomic(paths["per_image"], _csv(result.images, [f.name for f in fields(metrics.ImageScore)]))
     _write_atomic(paths["summary"], _csv(result.summary, [f.name for f in fields(metrics.SummaryRow)]))
-    _write_atomic(paths["json"], json.dumps(_no_nan(result.to_dict()), indent=2, ensure_ascii=False,
-                                            allow_nan=False) + "\n")
+    _write_atomic(
+        paths["json"], json.dumps(_no_nan(result.to_dict()), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    )
     return paths
 
 
@@ -178,13 +184,25 @@ def run(args) -> metrics.Evaluation:
     dino = backbones.DinoBackbone.load(args.dino) if args.dino else None
     clip = backbones.ClipBackbone.load(args.clip) if args.clip else None
     result = metrics.evaluate(
-        [load_rgb(f) for f in gen_files], prompts, [load_rgb(f) for f in ref_files], dino=dino, clip=clip,
-        quality=None if args.no_brisque else quality.brisque_scores, names=[f.name for f in gen_files],
+        [load_rgb(f) for f in gen_files],
+        prompts,
+        [load_rgb(f) for f in ref_files],
+        dino=dino,
+        clip=clip,
+        quality=None if args.no_brisque else quality.brisque_scores,
+        names=[f.name for f in gen_files],
         generated_masks=load_masks(args.generated_masks, gen_files, "generated") if args.generated_masks else None,
         reference_masks=load_masks(args.reference_masks, ref_files, "reference") if args.reference_masks else None,
-        margin=args.margin, clip_t_prompts=clip_t_prompts, device=pick_device(args.device))
-    result.settings.update(generated=str(args.generated), references=str(args.references),
-                           clip_t_token=args.token, clip_t_class_word=args.class_word)
+        margin=args.margin,
+        clip_t_prompts=clip_t_prompts,
+        device=pick_device(args.device),
+    )
+    result.settings.update(
+        generated=str(args.generated),
+        references=str(args.references),
+        clip_t_token=args.token,
+        clip_t_class_word=args.class_word,
+    )
     return result
 
 

@@ -2,9 +2,9 @@
 
 Each module below owns its nodes and exports them as ``NODES``; this file only collects them.
 """
-from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
+from typing_extensions import override
 
 from . import blur, evaluate, folders, insert, segment, token_picker, train
 

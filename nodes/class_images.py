@@ -6,6 +6,7 @@ and drawing 100 class images at 1024² costs minutes on a GPU); images are kept 
 keeps its class folder, and encoded like the subject photos. The folder is kept under ``CACHE_MAX_BYTES``: after
 a new set is written, the sets used least recently (a cache hit counts as a use) are deleted until it fits.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,13 +14,12 @@ import logging
 import os
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
-
 import comfy.model_management
 import comfy.sample
 import comfy.utils
 import folder_paths
+import torch
+from safetensors.torch import load_file, save_file
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +83,37 @@ def _draw(model, clip, vae, prompt: str, count: int, resolution: int, seed: int)
         latent = torch.zeros(n, 4, resolution // 8, resolution // 8)
         latent = comfy.sample.fix_empty_latent_channels(model, latent)
         noise = comfy.sample.prepare_noise(latent, seed + start)
-        samples = comfy.sample.sample(model, noise, STEPS, CFG, SAMPLER, SCHEDULER, positive, negative, latent,
-                                      seed=seed + start, disable_pbar=True)
+        samples = comfy.sample.sample(
+            model,
+            noise,
+            STEPS,
+            CFG,
+            SAMPLER,
+            SCHEDULER,
+            positive,
+            negative,
+            latent,
+            seed=seed + start,
+            disable_pbar=True,
+        )
         images.append(vae.decode(samples)[..., :3].float().clamp(0, 1).cpu())
         pbar.update_absolute(start + n, count)  # raises when the user cancels
     return torch.cat(images)
 
 
-def class_images(model, clip, vae, *, prompt: str, count: int, resolution: int, seed: int, model_hash: str,
-                 cache_dir: Path | None = None, max_bytes: int = CACHE_MAX_BYTES) -> torch.Tensor:
+def class_images(
+    model,
+    clip,
+    vae,
+    *,
+    prompt: str,
+    count: int,
+    resolution: int,
+    seed: int,
+    model_hash: str,
+    cache_dir: Path | None = None,
+    max_bytes: int = CACHE_MAX_BYTES,
+) -> torch.Tensor:
     """The class images (BHWC float 0..1), from the cache when model, prompt, count, size and seed match."""
     folder = cache_dir if cache_dir is not None else cache_folder()
     path = cache_path(folder, model_hash, prompt, count, resolution, seed)

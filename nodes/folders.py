@@ -1,4 +1,5 @@
 """Model folders this pack reads from, registered with ComfyUI's folder_paths once at load."""
+
 import os
 
 import folder_paths

@@ -7,13 +7,14 @@ region (e.g. DecayBlur's output); ``scene`` (optional, default ``image``) is wha
 pixels where the feathered mask is 0 are the scene's, bit for bit. ``keep`` (optional) is taken out of the feathered
 mask: an earlier subject stays as the earlier insert left it. denoise 0 and an empty mask return the scene.
 """
+
 import logging
 import pickle
 
 import comfy.model_management
 import comfy.sample
-import comfy.sd
 import comfy.samplers
+import comfy.sd
 import comfy.utils
 import folder_paths
 import latent_preview
@@ -34,35 +35,57 @@ def apply_lora(model, lora_name: str, strength: float):
     # get_full_path normalises the name under each loras root, so "../" or absolute names cannot leave the folder.
     path = folder_paths.get_full_path("loras", lora_name)
     if path is None:
-        raise ValueError(f"{NODE}: the LoRA '{lora_name}' is not in models/loras: pick one from the list, train "
-                         "one with Train Subject LoRA, or copy the .safetensors file there and refresh the page.")
+        raise ValueError(
+            f"{NODE}: the LoRA '{lora_name}' is not in models/loras: pick one from the list, train "
+            "one with Train Subject LoRA, or copy the .safetensors file there and refresh the page."
+        )
     try:
         lora = comfy.utils.load_torch_file(path, safe_load=True)
     except pickle.UnpicklingError as e:
-        raise ValueError(f"{NODE}: the LoRA '{lora_name}' holds pickled Python objects besides tensors, which are "
-                         "never loaded (unpickling can run code): use a .safetensors LoRA.") from e
+        raise ValueError(
+            f"{NODE}: the LoRA '{lora_name}' holds pickled Python objects besides tensors, which are "
+            "never loaded (unpickling can run code): use a .safetensors LoRA."
+        ) from e
     except (ValueError, RuntimeError, OSError, EOFError, SafetensorError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{NODE}: cannot read the LoRA '{lora_name}' ({reason}): the file is damaged or not a "
-                         "LoRA; copy or train it again.") from e
+        raise ValueError(
+            f"{NODE}: cannot read the LoRA '{lora_name}' ({reason}): the file is damaged or not a "
+            "LoRA; copy or train it again."
+        ) from e
     patched, _ = comfy.sd.load_lora_for_models(model, None, lora, strength, 0)
     if len(patched.patches) == len(model.patches):
-        raise ValueError(f"{NODE}: none of the keys in the LoRA '{lora_name}' match this model's UNet. Use a LoRA "
-                         "trained for this base model (SDXL UNet, kohya or diffusers key format).")
+        raise ValueError(
+            f"{NODE}: none of the keys in the LoRA '{lora_name}' match this model's UNet. Use a LoRA "
+            "trained for this base model (SDXL UNet, kohya or diffusers key format)."
+        )
     return patched
 
 
-def sample_region(model, vae, pixels, noise_mask, positive, negative, seed, batch_index, steps, cfg, sampler_name,
-                  scheduler, denoise):
+def sample_region(
+    model, vae, pixels, noise_mask, positive, negative, seed, batch_index, steps, cfg, sampler_name, scheduler, denoise
+):
     """KSampler's img2img on one 1×H×W×3 crop with a 1×H×W noise mask; returns the decoded 1×H×W×3 image."""
     latent = vae.encode(pixels[..., :3])
     latent = comfy.sample.fix_empty_latent_channels(model, latent)
     # batch_index picks the noise KSampler would give this image in a batch with the same seed.
     noise = comfy.sample.prepare_noise(latent, seed, [batch_index])
     callback = latent_preview.prepare_callback(model, steps)
-    samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
-                                  denoise=denoise, noise_mask=noise_mask.reshape(1, 1, *noise_mask.shape[-2:]),
-                                  callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    samples = comfy.sample.sample(
+        model,
+        noise,
+        steps,
+        cfg,
+        sampler_name,
+        scheduler,
+        positive,
+        negative,
+        latent,
+        denoise=denoise,
+        noise_mask=noise_mask.reshape(1, 1, *noise_mask.shape[-2:]),
+        callback=callback,
+        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
+        seed=seed,
+    )
     images = vae.decode(samples)
     if images.ndim == 5:  # video VAEs decode B×T×H×W×C
         images = images.reshape(-1, *images.shape[-3:])
@@ -74,17 +97,23 @@ def check_scene(image: torch.Tensor, scene: torch.Tensor | None) -> torch.Tensor
     if scene is None:
         return image
     if tuple(scene.shape[1:3]) != tuple(image.shape[1:3]):
-        raise ValueError(f"{NODE}: the scene is {scene.shape[2]}×{scene.shape[1]} but the image is "
-                         f"{image.shape[2]}×{image.shape[1]}: link the stage-1 image that DecayBlur blurred.")
+        raise ValueError(
+            f"{NODE}: the scene is {scene.shape[2]}×{scene.shape[1]} but the image is "
+            f"{image.shape[2]}×{image.shape[1]}: link the stage-1 image that DecayBlur blurred."
+        )
     if scene.shape[-1] != image.shape[-1]:
-        raise ValueError(f"{NODE}: the scene has {scene.shape[-1]} channels but the image has {image.shape[-1]}: "
-                         "link the stage-1 image that DecayBlur blurred.")
+        raise ValueError(
+            f"{NODE}: the scene has {scene.shape[-1]} channels but the image has {image.shape[-1]}: "
+            "link the stage-1 image that DecayBlur blurred."
+        )
     if scene.shape[0] == image.shape[0]:
         return scene.to(image.device, image.dtype)
     if scene.shape[0] == 1:
         return scene.to(image.device, image.dtype).expand(image.shape[0], -1, -1, -1)
-    raise ValueError(f"{NODE}: the scene batch has {scene.shape[0]} images but the image batch has "
-                     f"{image.shape[0]}: give one scene per image, or a single scene for all of them.")
+    raise ValueError(
+        f"{NODE}: the scene batch has {scene.shape[0]} images but the image batch has "
+        f"{image.shape[0]}: give one scene per image, or a single scene for all of them."
+    )
 
 
 class LoRAImg2ImgInsert(io.ComfyNode):
@@ -95,64 +124,134 @@ class LoRAImg2ImgInsert(io.ComfyNode):
             display_name="LoRA Img2Img Insert",
             category="Image Alchemy/image",
             description="Puts the learned subject into the masked region: applies the subject LoRA to the model, "
-                        "repaints a context crop around the mask with img2img (any sampler, native "
-                        "conditioning) starting from `image`, and stitches it with a feathered edge onto `scene` "
-                        "(`image` when scene is not linked). Pixels outside the grown and feathered mask are the "
-                        "scene's, bit-identical; denoise 0 or an empty mask returns the scene unchanged.",
+            "repaints a context crop around the mask with img2img (any sampler, native "
+            "conditioning) starting from `image`, and stitches it with a feathered edge onto `scene` "
+            "(`image` when scene is not linked). Pixels outside the grown and feathered mask are the "
+            "scene's, bit-identical; denoise 0 or an empty mask returns the scene unchanged.",
             inputs=[
                 io.Model.Input("model", tooltip="The base diffusion model (the LoRA is applied to a copy)."),
                 io.Vae.Input("vae", tooltip="The VAE that encodes the crop and decodes the result."),
-                io.Image.Input("image", tooltip="The img2img start inside the repaint region (e.g. DecayBlur's "
-                                                "output). Without a scene linked, also the image the result is "
-                                                "stitched onto."),
-                io.Mask.Input("mask", tooltip="Where the subject goes (1 inside). One mask for all images or one per "
-                                              "image; resized to the image if its size differs."),
-                io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"),
-                               tooltip="The subject LoRA from models/loras (UNet part; a text-encoder part must be "
-                                       "applied with LoraLoader before the prompt is encoded)."),
-                io.Float.Input("lora_strength", default=1.0, min=-10.0, max=10.0, step=0.01,
-                               tooltip="How strongly the LoRA modifies the model; 0 samples with the base model."),
+                io.Image.Input(
+                    "image",
+                    tooltip="The img2img start inside the repaint region (e.g. DecayBlur's "
+                    "output). Without a scene linked, also the image the result is "
+                    "stitched onto.",
+                ),
+                io.Mask.Input(
+                    "mask",
+                    tooltip="Where the subject goes (1 inside). One mask for all images or one per "
+                    "image; resized to the image if its size differs.",
+                ),
+                io.Combo.Input(
+                    "lora_name",
+                    options=folder_paths.get_filename_list("loras"),
+                    tooltip="The subject LoRA from models/loras (UNet part; a text-encoder part must be "
+                    "applied with LoraLoader before the prompt is encoded).",
+                ),
+                io.Float.Input(
+                    "lora_strength",
+                    default=1.0,
+                    min=-10.0,
+                    max=10.0,
+                    step=0.01,
+                    tooltip="How strongly the LoRA modifies the model; 0 samples with the base model.",
+                ),
                 io.Conditioning.Input("positive", tooltip="Prompt with the subject token, from any prompt node."),
                 io.Conditioning.Input("negative", tooltip="What to keep out of the repainted region."),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
-                             tooltip="Seed of the sampling noise (image i of a batch gets KSampler's noise for i)."),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=0xFFFFFFFFFFFFFFFF,
+                    control_after_generate=True,
+                    tooltip="Seed of the sampling noise (image i of a batch gets KSampler's noise for i).",
+                ),
                 io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Sampling steps."),
-                io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01,
-                               tooltip="Classifier-free guidance scale."),
-                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS,
-                               tooltip="Sampling algorithm, as in KSampler."),
-                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS,
-                               tooltip="Noise schedule, as in KSampler."),
-                io.Float.Input("denoise", default=0.75, min=0.0, max=1.0, step=0.01,
-                               tooltip="How much of the masked region is repainted (1 = from pure noise); 0 returns "
-                                       "the scene (or image, when no scene is linked) unchanged, without sampling."),
-                io.Int.Input("grow", default=8, min=0, max=1024,
-                             tooltip="Pixels to grow the mask by before feathering."),
-                io.Int.Input("feather", default=16, min=0, max=1024,
-                             tooltip="Width in pixels of the soft edge outside the grown mask; pixels farther out "
-                                     "are never changed."),
-                io.Combo.Input("crop_mode", options=list(CROP_MODES), default="crop",
-                               tooltip="crop: sample only a context box around the mask, scaled to the resolution. "
-                                       "whole image: sample the full frame (the mask still limits the change)."),
-                io.Float.Input("context", default=0.5, min=0.0, max=10.0, step=0.05,
-                               tooltip="Context kept around the mask in crop mode, as a fraction of the mask box's "
-                                       "longer side on every side."),
-                io.Int.Input("resolution", default=1024, min=0, max=8192, step=8,
-                             tooltip="Sampling resolution: the crop is scaled to about this many pixels squared "
-                                     "(aspect kept, multiples of 8). 1024 suits SDXL; 0 keeps the crop's size."),
-                io.String.Input("lora_name_from_training", optional=True, force_input=True,
-                                tooltip="Link Train Subject LoRA's lora_name here to insert the LoRA trained in the "
-                                        "same graph; it replaces the lora_name choice."),
-                io.Image.Input("scene", optional=True,
-                               tooltip="The unblurred stage-1 image to stitch the result onto: outside the grown and "
-                                       "feathered mask the output is this image, bit for bit, and inside the "
-                                       "feathered edge the repaint blends into it. Not linked: the image input "
-                                       "(older graphs). Same size as image; one scene or one per image."),
-                io.Mask.Input("keep", optional=True,
-                              tooltip="Where this insert must not paint, e.g. the mask of a subject an earlier "
-                                      "insert put in: there the output is the scene (the earlier result), bit for "
-                                      "bit, even inside the grown and feathered mask. Resized to the image; one "
-                                      "mask or one per image."),
+                io.Float.Input(
+                    "cfg",
+                    default=7.0,
+                    min=0.0,
+                    max=100.0,
+                    step=0.1,
+                    round=0.01,
+                    tooltip="Classifier-free guidance scale.",
+                ),
+                io.Combo.Input(
+                    "sampler_name",
+                    options=comfy.samplers.KSampler.SAMPLERS,
+                    tooltip="Sampling algorithm, as in KSampler.",
+                ),
+                io.Combo.Input(
+                    "scheduler", options=comfy.samplers.KSampler.SCHEDULERS, tooltip="Noise schedule, as in KSampler."
+                ),
+                io.Float.Input(
+                    "denoise",
+                    default=0.75,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="How much of the masked region is repainted (1 = from pure noise); 0 returns "
+                    "the scene (or image, when no scene is linked) unchanged, without sampling.",
+                ),
+                io.Int.Input(
+                    "grow", default=8, min=0, max=1024, tooltip="Pixels to grow the mask by before feathering."
+                ),
+                io.Int.Input(
+                    "feather",
+                    default=16,
+                    min=0,
+                    max=1024,
+                    tooltip="Width in pixels of the soft edge outside the grown mask; pixels farther out "
+                    "are never changed.",
+                ),
+                io.Combo.Input(
+                    "crop_mode",
+                    options=list(CROP_MODES),
+                    default="crop",
+                    tooltip="crop: sample only a context box around the mask, scaled to the resolution. "
+                    "whole image: sample the full frame (the mask still limits the change).",
+                ),
+                io.Float.Input(
+                    "context",
+                    default=0.5,
+                    min=0.0,
+                    max=10.0,
+                    step=0.05,
+                    tooltip="Context kept around the mask in crop mode, as a fraction of the mask box's "
+                    "longer side on every side.",
+                ),
+                io.Int.Input(
+                    "resolution",
+                    default=1024,
+                    min=0,
+                    max=8192,
+                    step=8,
+                    tooltip="Sampling resolution: the crop is scaled to about this many pixels squared "
+                    "(aspect kept, multiples of 8). 1024 suits SDXL; 0 keeps the crop's size.",
+                ),
+                io.String.Input(
+                    "lora_name_from_training",
+                    optional=True,
+                    force_input=True,
+                    tooltip="Link Train Subject LoRA's lora_name here to insert the LoRA trained in the "
+                    "same graph; it replaces the lora_name choice.",
+                ),
+                io.Image.Input(
+                    "scene",
+                    optional=True,
+                    tooltip="The unblurred stage-1 image to stitch the result onto: outside the grown and "
+                    "feathered mask the output is this image, bit for bit, and inside the "
+                    "feathered edge the repaint blends into it. Not linked: the image input "
+                    "(older graphs). Same size as image; one scene or one per image.",
+                ),
+                io.Mask.Input(
+                    "keep",
+                    optional=True,
+                    tooltip="Where this insert must not paint, e.g. the mask of a subject an earlier "
+                    "insert put in: there the output is the scene (the earlier result), bit for "
+                    "bit, even inside the grown and feathered mask. Resized to the image; one "
+                    "mask or one per image.",
+                ),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The images with the subject inserted.")],
         )
@@ -165,13 +264,37 @@ class LoRAImg2ImgInsert(io.ComfyNode):
             return True
         if lora_name in folder_paths.get_filename_list("loras"):
             return True
-        return (f"the LoRA '{lora_name}' is not in models/loras: pick one from the list, train one with Train "
-                "Subject LoRA, or link its lora_name output to lora_name_from_training.")
+        return (
+            f"the LoRA '{lora_name}' is not in models/loras: pick one from the list, train one with Train "
+            "Subject LoRA, or link its lora_name output to lora_name_from_training."
+        )
 
     @classmethod
-    def execute(cls, model, vae, image, mask, lora_name, lora_strength, positive, negative, seed, steps, cfg,
-                sampler_name, scheduler, denoise, grow, feather, crop_mode, context, resolution,
-                lora_name_from_training=None, scene=None, keep=None) -> io.NodeOutput:
+    def execute(
+        cls,
+        model,
+        vae,
+        image,
+        mask,
+        lora_name,
+        lora_strength,
+        positive,
+        negative,
+        seed,
+        steps,
+        cfg,
+        sampler_name,
+        scheduler,
+        denoise,
+        grow,
+        feather,
+        crop_mode,
+        context,
+        resolution,
+        lora_name_from_training=None,
+        scene=None,
+        keep=None,
+    ) -> io.NodeOutput:
         if crop_mode not in CROP_MODES:
             raise ValueError(f"{NODE}: unknown crop_mode {crop_mode!r}; choose one of {CROP_MODES}.")
         if image.shape[0] == 0:
@@ -202,8 +325,21 @@ class LoRAImg2ImgInsert(io.ComfyNode):
             start = compose.img2img_start(img, base, stitch_mask)
             pixels = compose.resize_image(compose.crop(start, box), *size)[None]
             noise_mask = masks.resize_mask(compose.crop(stitch_mask, box)[None], *size)
-            generated = sample_region(patched, vae, pixels, noise_mask, positive, negative, seed, i, steps, cfg,
-                                      sampler_name, scheduler, denoise)
+            generated = sample_region(
+                patched,
+                vae,
+                pixels,
+                noise_mask,
+                positive,
+                negative,
+                seed,
+                i,
+                steps,
+                cfg,
+                sampler_name,
+                scheduler,
+                denoise,
+            )
             results.append(compose.stitch(base, generated[0], stitch_mask, box))
         return io.NodeOutput(torch.stack(results))
 

@@ -6,21 +6,22 @@ ModelPatchers (as core nodes do with CLIP vision and upscale models): ``load_mod
 before the run, and afterwards they count as loaded models that ComfyUI unloads to its offload device as soon as
 the sampler (or anything else) needs the memory, instead of sitting on the GPU outside its accounting.
 """
+
 from __future__ import annotations
 
 import os
 import pickle
 
-import torch
-from safetensors import SafetensorError
-from comfy_api.latest import io, ui
-
 import comfy.model_management
 import comfy.model_patcher
 import comfy.utils
 import folder_paths
+import torch
+from comfy_api.latest import io, ui
+from safetensors import SafetensorError
 
-from ..alchemy import grounded_sam, grounding, mask_select, sam as sam_ops
+from ..alchemy import grounded_sam, grounding, mask_select
+from ..alchemy import sam as sam_ops
 from . import folders
 
 # ComfyUI 0.3.75 never calls ComfyExtension.on_load, so register the model folders here too (idempotent).
@@ -45,13 +46,15 @@ class _Held(torch.nn.Module):
         self.inner = inner
 
 
-def comfy_patcher(module: torch.nn.Module) -> "comfy.model_patcher.ModelPatcher":
+def comfy_patcher(module: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
     """The ModelPatcher through which ComfyUI loads and offloads ``module`` (made once per model object)."""
     patcher = module.__dict__.get("_image_alchemy_patcher")
     if patcher is None:
         patcher = comfy.model_patcher.ModelPatcher(
-            _Held(module), load_device=comfy.model_management.get_torch_device(),
-            offload_device=comfy.model_management.unet_offload_device())
+            _Held(module),
+            load_device=comfy.model_management.get_torch_device(),
+            offload_device=comfy.model_management.unet_offload_device(),
+        )
         module.__dict__["_image_alchemy_patcher"] = patcher  # not a submodule: kept out of state_dict / .to()
     return patcher
 
@@ -83,8 +86,11 @@ def grounding_dino_choices() -> list[str]:
                 found.add(rel.replace(os.sep, "/"))
                 dirnames.clear()
                 continue
-            found.update(os.path.normpath(os.path.join(rel, f)).replace(os.sep, "/") for f in filenames
-                         if f.lower().endswith(grounding.ORIGINAL_SUFFIXES))
+            found.update(
+                os.path.normpath(os.path.join(rel, f)).replace(os.sep, "/")
+                for f in filenames
+                if f.lower().endswith(grounding.ORIGINAL_SUFFIXES)
+            )
     return sorted(found)
 
 
@@ -92,8 +98,11 @@ def sam_choices() -> list[str]:
     """SAM files this loader can build: SAM-HQ and MobileSAM files (named as released) are left out."""
     if not _roots(SAM_FOLDER):
         return []
-    return [f for f in folder_paths.get_filename_list(SAM_FOLDER)
-            if f.lower().endswith(sam_ops.SAM_SUFFIXES) and sam_ops.unsupported_by_name(os.path.basename(f)) is None]
+    return [
+        f
+        for f in folder_paths.get_filename_list(SAM_FOLDER)
+        if f.lower().endswith(sam_ops.SAM_SUFFIXES) and sam_ops.unsupported_by_name(os.path.basename(f)) is None
+    ]
 
 
 def resolve(folder: str, name: str, expected: str) -> str:
@@ -104,8 +113,9 @@ def resolve(folder: str, name: str, expected: str) -> str:
         if os.path.commonpath([root_real, path]) == root_real and os.path.exists(path):
             return path
     where = ", ".join(_roots(folder)) or f"models/{folder}"
-    raise FileNotFoundError(f"'{name}' was not found in the '{folder}' model folder ({where}). Put {expected} "
-                            f"there and refresh the page.")
+    raise FileNotFoundError(
+        f"'{name}' was not found in the '{folder}' model folder ({where}). Put {expected} there and refresh the page."
+    )
 
 
 # What reading a damaged, foreign or pickled file raises (torch.load, safetensors, transformers' from_pretrained).
@@ -115,12 +125,16 @@ LOAD_ERRORS = (ValueError, RuntimeError, OSError, KeyError, EOFError, pickle.Unp
 def cannot_load(node: str, name: str, folder: str, expected: str, error: Exception) -> ValueError:
     """The error for a model file that exists but does not load, with what to do about it."""
     if isinstance(error, pickle.UnpicklingError):
-        why = ("it holds pickled Python objects besides tensors, which are never loaded here because unpickling "
-               "can run code")
+        why = (
+            "it holds pickled Python objects besides tensors, which are never loaded here because unpickling "
+            "can run code"
+        )
     else:
         why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return ValueError(f"{node}: cannot load '{name}': {why}. The file is damaged, incomplete or not {expected}: "
-                      f"download it again into models/{folder} and refresh the page.")
+    return ValueError(
+        f"{node}: cannot load '{name}': {why}. The file is damaged, incomplete or not {expected}: "
+        f"download it again into models/{folder} and refresh the page."
+    )
 
 
 def _missing_message(folder: str, name: str, choices: list[str], expected: str) -> bool | str:
@@ -133,11 +147,15 @@ def _missing_message(folder: str, name: str, choices: list[str], expected: str) 
         return str(e)
 
 
-GROUNDING_EXPECTED = ("a Hugging Face GroundingDINO folder (e.g. grounding-dino-tiny/ with config.json and "
-                      "model.safetensors) or an original checkpoint such as groundingdino_swint_ogc.pth with a "
-                      "bert-base-uncased/ folder beside it")
-SAM_EXPECTED = ("a Segment Anything checkpoint such as sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth or "
-                "sam_vit_b_01ec64.pth (SAM-HQ and MobileSAM files are not supported)")
+GROUNDING_EXPECTED = (
+    "a Hugging Face GroundingDINO folder (e.g. grounding-dino-tiny/ with config.json and "
+    "model.safetensors) or an original checkpoint such as groundingdino_swint_ogc.pth with a "
+    "bert-base-uncased/ folder beside it"
+)
+SAM_EXPECTED = (
+    "a Segment Anything checkpoint such as sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth or "
+    "sam_vit_b_01ec64.pth (SAM-HQ and MobileSAM files are not supported)"
+)
 
 
 class GroundingDinoLoader(io.ComfyNode):
@@ -148,12 +166,20 @@ class GroundingDinoLoader(io.ComfyNode):
             display_name="GroundingDINO Loader",
             category="Image Alchemy/loaders",
             description="Loads a GroundingDINO text-prompted box detector from models/grounding-dino: a Hugging "
-                        "Face folder, or an original IDEA-Research .pth converted on load (its BERT tokenizer comes "
-                        "from a bert-base-uncased folder beside it).",
-            inputs=[io.Combo.Input("model_name", options=grounding_dino_choices(),
-                                   tooltip="Folder or .pth file under models/grounding-dino.")],
-            outputs=[GroundingDinoModel.Output(display_name="grounding_dino",
-                                               tooltip="The detector (kept on the CPU until a node uses it).")],
+            "Face folder, or an original IDEA-Research .pth converted on load (its BERT tokenizer comes "
+            "from a bert-base-uncased folder beside it).",
+            inputs=[
+                io.Combo.Input(
+                    "model_name",
+                    options=grounding_dino_choices(),
+                    tooltip="Folder or .pth file under models/grounding-dino.",
+                )
+            ],
+            outputs=[
+                GroundingDinoModel.Output(
+                    display_name="grounding_dino", tooltip="The detector (kept on the CPU until a node uses it)."
+                )
+            ],
         )
 
     @classmethod
@@ -177,10 +203,12 @@ class SamLoader(io.ComfyNode):
             display_name="SAM Loader (Segment Anything)",
             category="Image Alchemy/loaders",
             description="Loads a Segment Anything model (ViT-B, ViT-L or ViT-H, read from the weights) from "
-                        "models/sams. Weights are loaded as tensors only (no pickled code). SAM-HQ and MobileSAM "
-                        "files are not listed: their architectures are not built by segment-anything.",
+            "models/sams. Weights are loaded as tensors only (no pickled code). SAM-HQ and MobileSAM "
+            "files are not listed: their architectures are not built by segment-anything.",
             inputs=[io.Combo.Input("model_name", options=sam_choices(), tooltip="SAM checkpoint under models/sams.")],
-            outputs=[SamModel.Output(display_name="sam", tooltip="The SAM model (kept on the CPU until a node uses it).")],
+            outputs=[
+                SamModel.Output(display_name="sam", tooltip="The SAM model (kept on the CPU until a node uses it).")
+            ],
         )
 
     @classmethod
@@ -209,87 +237,179 @@ class GroundedSAMMask(io.ComfyNode):
             display_name="Grounded SAM Mask",
             category="Image Alchemy/mask",
             description="Finds the subjects named by a text prompt (GroundingDINO boxes above a threshold, each "
-                        "' . '-separated phrase on its own), keeps the first max_objects boxes of each phrase in "
-                        "the order_by order, segments them with SAM and keeps, per box, the non-empty hypothesis "
-                        "maximising IoU(mask, box) − λ·area (Image-Alchemy eq. 3). Returns the union mask per "
-                        "image and one mask per phrase; if_nothing_found and if_several_found decide, visibly on "
-                        "the preview, when a phrase finds nothing or more boxes than max_objects.",
+            "' . '-separated phrase on its own), keeps the first max_objects boxes of each phrase in "
+            "the order_by order, segments them with SAM and keeps, per box, the non-empty hypothesis "
+            "maximising IoU(mask, box) − λ·area (Image-Alchemy eq. 3). Returns the union mask per "
+            "image and one mask per phrase; if_nothing_found and if_several_found decide, visibly on "
+            "the preview, when a phrase finds nothing or more boxes than max_objects.",
             inputs=[
                 io.Image.Input("image", tooltip="Images to segment; every image gets one mask."),
                 GroundingDinoModel.Input("grounding_dino", tooltip="From GroundingDINO Loader."),
                 SamModel.Input("sam", tooltip="From SAM Loader."),
-                io.String.Input("prompt", default="dog", tooltip="What to find, e.g. 'dog'. Several phrases "
-                                                                 "separated by ' . ' ('dog . cat') are each "
-                                                                 "detected on their own and each get a mask in "
-                                                                 "phrase_masks, in this order."),
-                io.Float.Input("box_threshold", default=0.3, min=0.0, max=1.01, step=0.01,
-                               tooltip="τ: boxes scoring below this are dropped. Above 1 nothing is ever found."),
-                io.Float.Input("text_threshold", default=0.25, min=0.0, max=1.0, step=0.01,
-                               tooltip="Score a word needs to name a box in the preview labels."),
-                io.Float.Input("area_penalty", default=0.1, min=0.0, max=10.0, step=0.01,
-                               tooltip="λ in IoU(M, box) − λ·|M| (|M| as a fraction of the image): higher prefers "
-                                       "the smaller of SAM's three hypotheses."),
-                io.Int.Input("max_objects", default=1, min=1, max=64,
-                             tooltip="How many boxes of each phrase go into its mask: the first ones in the "
-                                     "order_by order."),
-                io.Int.Input("grow", default=0, min=-256, max=256,
-                             tooltip="Pixels to dilate (positive) or erode (negative) the mask."),
-                io.Int.Input("feather", default=0, min=0, max=256,
-                             tooltip="Soft outward edge in pixels (the mask itself stays at full strength)."),
-                io.Combo.Input("if_nothing_found", options=list(grounded_sam.ON_EMPTY), default="empty mask",
-                               tooltip="What an image gets when no box is found, or SAM returns only empty masks "
-                                       "for every box: an empty mask, an error that stops the prompt, or the whole "
-                                       "image. The preview says which happened."),
-                io.Combo.Input("order_by", options=list(mask_select.ORDERS), default="most confident",
-                               optional=True,
-                               tooltip="Which boxes of a phrase are kept when it finds several: the most confident, "
-                                       "the leftmost or topmost (box centre), or the largest or smallest box. The "
-                                       "preview numbers the kept boxes in this order ('dog 1', 'dog 2')."),
-                io.Combo.Input("if_several_found", options=list(grounded_sam.ON_SEVERAL), default="use the first",
-                               optional=True,
-                               tooltip="When a phrase finds more boxes than max_objects: use the first max_objects "
-                                       "in the order_by order (the preview's black band says how many were found "
-                                       "and which were kept), or stop the prompt with an error."),
+                io.String.Input(
+                    "prompt",
+                    default="dog",
+                    tooltip="What to find, e.g. 'dog'. Several phrases "
+                    "separated by ' . ' ('dog . cat') are each "
+                    "detected on their own and each get a mask in "
+                    "phrase_masks, in this order.",
+                ),
+                io.Float.Input(
+                    "box_threshold",
+                    default=0.3,
+                    min=0.0,
+                    max=1.01,
+                    step=0.01,
+                    tooltip="τ: boxes scoring below this are dropped. Above 1 nothing is ever found.",
+                ),
+                io.Float.Input(
+                    "text_threshold",
+                    default=0.25,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Score a word needs to name a box in the preview labels.",
+                ),
+                io.Float.Input(
+                    "area_penalty",
+                    default=0.1,
+                    min=0.0,
+                    max=10.0,
+                    step=0.01,
+                    tooltip="λ in IoU(M, box) − λ·|M| (|M| as a fraction of the image): higher prefers "
+                    "the smaller of SAM's three hypotheses.",
+                ),
+                io.Int.Input(
+                    "max_objects",
+                    default=1,
+                    min=1,
+                    max=64,
+                    tooltip="How many boxes of each phrase go into its mask: the first ones in the order_by order.",
+                ),
+                io.Int.Input(
+                    "grow",
+                    default=0,
+                    min=-256,
+                    max=256,
+                    tooltip="Pixels to dilate (positive) or erode (negative) the mask.",
+                ),
+                io.Int.Input(
+                    "feather",
+                    default=0,
+                    min=0,
+                    max=256,
+                    tooltip="Soft outward edge in pixels (the mask itself stays at full strength).",
+                ),
+                io.Combo.Input(
+                    "if_nothing_found",
+                    options=list(grounded_sam.ON_EMPTY),
+                    default="empty mask",
+                    tooltip="What an image gets when no box is found, or SAM returns only empty masks "
+                    "for every box: an empty mask, an error that stops the prompt, or the whole "
+                    "image. The preview says which happened.",
+                ),
+                io.Combo.Input(
+                    "order_by",
+                    options=list(mask_select.ORDERS),
+                    default="most confident",
+                    optional=True,
+                    tooltip="Which boxes of a phrase are kept when it finds several: the most confident, "
+                    "the leftmost or topmost (box centre), or the largest or smallest box. The "
+                    "preview numbers the kept boxes in this order ('dog 1', 'dog 2').",
+                ),
+                io.Combo.Input(
+                    "if_several_found",
+                    options=list(grounded_sam.ON_SEVERAL),
+                    default="use the first",
+                    optional=True,
+                    tooltip="When a phrase finds more boxes than max_objects: use the first max_objects "
+                    "in the order_by order (the preview's black band says how many were found "
+                    "and which were kept), or stop the prompt with an error.",
+                ),
             ],
             outputs=[
                 io.Mask.Output(display_name="mask", tooltip="One mask per input image (1 = subject)."),
-                io.Image.Output(display_name="preview", tooltip="The images with the mask tinted red and the boxes "
-                                                                "outlined (green = in the mask, grey = dropped); "
-                                                                "a black band on top says when nothing was found "
-                                                                "and which if_nothing_found policy was applied."),
-                io.Mask.Output(display_name="phrase_masks",
-                               tooltip="One mask per phrase of the prompt, for each image in turn: mask i·P + j is "
-                                       "phrase j of image i (P phrases), e.g. 'dog . cat' on one image gives "
-                                       "[dog, cat]. Pick one with Mask From Batch."),
-            ] + ([BOUNDING_BOX.Output(display_name="bboxes",
-                                      tooltip="The kept boxes per image (ComfyUI's BOUNDING_BOX, as SAM3_Detect "
-                                              "gives them): phrases in prompt order, each in the order_by order.")]
-                 if BOUNDING_BOX is not None else []),
+                io.Image.Output(
+                    display_name="preview",
+                    tooltip="The images with the mask tinted red and the boxes "
+                    "outlined (green = in the mask, grey = dropped); "
+                    "a black band on top says when nothing was found "
+                    "and which if_nothing_found policy was applied.",
+                ),
+                io.Mask.Output(
+                    display_name="phrase_masks",
+                    tooltip="One mask per phrase of the prompt, for each image in turn: mask i·P + j is "
+                    "phrase j of image i (P phrases), e.g. 'dog . cat' on one image gives "
+                    "[dog, cat]. Pick one with Mask From Batch.",
+                ),
+            ]
+            + (
+                [
+                    BOUNDING_BOX.Output(
+                        display_name="bboxes",
+                        tooltip="The kept boxes per image (ComfyUI's BOUNDING_BOX, as SAM3_Detect "
+                        "gives them): phrases in prompt order, each in the order_by order.",
+                    )
+                ]
+                if BOUNDING_BOX is not None
+                else []
+            ),
         )
 
     @classmethod
-    def execute(cls, image, grounding_dino, sam, prompt, box_threshold, text_threshold, area_penalty, max_objects,
-                grow, feather, if_nothing_found, order_by="most confident",
-                if_several_found="use the first") -> io.NodeOutput:
+    def execute(
+        cls,
+        image,
+        grounding_dino,
+        sam,
+        prompt,
+        box_threshold,
+        text_threshold,
+        area_penalty,
+        max_objects,
+        grow,
+        feather,
+        if_nothing_found,
+        order_by="most confident",
+        if_several_found="use the first",
+    ) -> io.NodeOutput:
         if image.shape[0] == 0:
             raise ValueError(f"{NODE}: the image batch is empty: connect at least one image.")
         if image.shape[-1] not in (3, 4):
-            raise ValueError(f"{NODE}: expected RGB or RGBA images, got {image.shape[-1]} channel(s): convert the "
-                             f"image to RGB first (e.g. load it with Load Image).")
+            raise ValueError(
+                f"{NODE}: expected RGB or RGBA images, got {image.shape[-1]} channel(s): convert the "
+                f"image to RGB first (e.g. load it with Load Image)."
+            )
         bar = comfy.utils.ProgressBar(image.shape[0])
         device = load_for_run(grounding_dino.model, sam)
         try:
             masks, found = grounded_sam.segment_batch(
-                image, grounding_dino, sam, prompt, box_threshold=box_threshold, text_threshold=text_threshold,
-                area_penalty=area_penalty, max_objects=max_objects, on_empty=if_nothing_found, grow=grow,
-                feather=feather, order=order_by, on_several=if_several_found, device=device,
-                progress=bar.update_absolute)
+                image,
+                grounding_dino,
+                sam,
+                prompt,
+                box_threshold=box_threshold,
+                text_threshold=text_threshold,
+                area_penalty=area_penalty,
+                max_objects=max_objects,
+                on_empty=if_nothing_found,
+                grow=grow,
+                feather=feather,
+                order=order_by,
+                on_several=if_several_found,
+                device=device,
+                progress=bar.update_absolute,
+            )
         except grounded_sam.SeveralDetected as e:
-            raise ValueError(f"{NODE}: {e}. Raise max_objects, choose which to keep with order_by and set "
-                             f"if_several_found to 'use the first', or raise box_threshold.") from e
+            raise ValueError(
+                f"{NODE}: {e}. Raise max_objects, choose which to keep with order_by and set "
+                f"if_several_found to 'use the first', or raise box_threshold."
+            ) from e
         except grounded_sam.NothingDetected as e:
-            raise ValueError(f"{NODE}: {e}. Lower box_threshold, change the prompt or the SAM model, or set "
-                             f"if_nothing_found to 'empty mask' or 'whole image'.") from e
+            raise ValueError(
+                f"{NODE}: {e}. Lower box_threshold, change the prompt or the SAM model, or set "
+                f"if_nothing_found to 'empty mask' or 'whole image'."
+            ) from e
         except ValueError as e:
             raise ValueError(f"{NODE}: {e}") from e
         preview = grounded_sam.draw_preview(image, masks, found)
@@ -315,16 +435,25 @@ class MaskFromBatch(io.ComfyNode):
             display_name="Mask From Batch",
             category="Image Alchemy/mask",
             description="Picks one mask of a MASK batch by its index: one subject of Grounded SAM Mask's "
-                        "phrase_masks (the prompt's phrases in order), or one object of SAM3_Detect's "
-                        "individual masks (text prompts in order, each prompt's objects most confident first).",
+            "phrase_masks (the prompt's phrases in order), or one object of SAM3_Detect's "
+            "individual masks (text prompts in order, each prompt's objects most confident first).",
             inputs=[
                 io.Mask.Input("masks", tooltip="A batch of masks, e.g. phrase_masks or SAM3_Detect's masks."),
-                io.Int.Input("index", default=0, min=0, max=4095,
-                             tooltip="Which mask, counting from 0: 'dog . cat' gives dog = 0, cat = 1."),
-                io.Combo.Input("if_missing", options=list(MISSING), default="error",
-                               tooltip="When the batch has no mask at that index (e.g. SAM3 found fewer objects): "
-                                       "stop the prompt with an error, or give an empty mask (the insert then "
-                                       "returns its scene unchanged)."),
+                io.Int.Input(
+                    "index",
+                    default=0,
+                    min=0,
+                    max=4095,
+                    tooltip="Which mask, counting from 0: 'dog . cat' gives dog = 0, cat = 1.",
+                ),
+                io.Combo.Input(
+                    "if_missing",
+                    options=list(MISSING),
+                    default="error",
+                    tooltip="When the batch has no mask at that index (e.g. SAM3 found fewer objects): "
+                    "stop the prompt with an error, or give an empty mask (the insert then "
+                    "returns its scene unchanged).",
+                ),
             ],
             outputs=[io.Mask.Output(display_name="mask", tooltip="The mask at that index (a batch of one).")],
         )
@@ -334,11 +463,13 @@ class MaskFromBatch(io.ComfyNode):
         if masks.ndim == 2:
             masks = masks[None]
         if index < masks.shape[0]:
-            return io.NodeOutput(masks[index:index + 1].clone())
+            return io.NodeOutput(masks[index : index + 1].clone())
         if if_missing == "error":
-            raise ValueError(f"MaskFromBatch: the batch has {masks.shape[0]} mask(s), so there is no index {index} "
-                             f"(indices count from 0). Lower index, check the detector found every subject, or "
-                             f"set if_missing to 'empty mask'.")
+            raise ValueError(
+                f"MaskFromBatch: the batch has {masks.shape[0]} mask(s), so there is no index {index} "
+                f"(indices count from 0). Lower index, check the detector found every subject, or "
+                f"set if_missing to 'empty mask'."
+            )
         return io.NodeOutput(torch.zeros(1, *masks.shape[-2:], dtype=masks.dtype, device=masks.device))
 
 

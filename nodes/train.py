@@ -7,6 +7,7 @@ ComfyUI), which imports and reads the UNet while the node hands the UNet over (i
 export: nodes/unet_handover.py) and encodes in the graph with the wired VAE and CLIP (the encoders inference will
 use); it then frees ComfyUI's models and streams the training's progress to the progress bar and loss chart.
 """
+
 from __future__ import annotations
 
 import glob
@@ -16,20 +17,15 @@ import time
 import uuid
 from pathlib import Path
 
-import torch
-
 import comfy.model_base
 import comfy.model_management
 import comfy.utils
 import folder_paths
+import torch
 from comfy_api.latest import io, ui
 
 from ..training import child, job, staged
 from ..training.augment import augmented_views
-from . import class_images, train_start, unet_handover
-from .train_inputs import setting_inputs
-from .train_checks import (available_vram, bf16_native, check_trainable, lora_file_name, resume_state,
-                           sampling_kind, several_tokens_warning)
 from ..training.lora_file import partial_path, read_metadata
 from ..training.plot import loss_curve_image
 from ..training.preprocess import prepare
@@ -38,6 +34,17 @@ from ..training.settings import CHECKPOINTING, TrainSettings, checkpointing_choi
 from ..training.trainer import TrainingData
 from ..training.unet import diffusers_unet_config
 from ..training.weights import fingerprint
+from . import class_images, train_start, unet_handover
+from .train_checks import (
+    available_vram,
+    bf16_native,
+    check_trainable,
+    lora_file_name,
+    resume_state,
+    sampling_kind,
+    several_tokens_warning,
+)
+from .train_inputs import setting_inputs
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +59,9 @@ def _work_dir() -> Path:
     return path
 
 
-def _prepare_images(images: torch.Tensor, mask: torch.Tensor | None, resolution: int,
-                    bucket: tuple[int, int] | None = None):
+def _prepare_images(
+    images: torch.Tensor, mask: torch.Tensor | None, resolution: int, bucket: tuple[int, int] | None = None
+):
     """IMAGE BHWC → the SDXL aspect bucket nearest the photos' (or ``bucket``), resized (antialiased) and cut
     around each subject's mask box by the trainer's own preprocessing (the same as `python -m training fit`);
     MASK BHW likewise. Returns (pixels BHWC for the VAE, masks B×1×h×w or None, SDXL size/crop conditioning
@@ -67,8 +75,9 @@ def _prepare_images(images: torch.Tensor, mask: torch.Tensor | None, resolution:
             raise ValueError(f"{NODE}: {mask.shape[0]} masks for {b} images: give one mask per image (or one for all)")
         mask = mask.expand(b, -1, -1) if mask.shape[0] == 1 else mask
         if tuple(mask.shape[-2:]) != tuple(images.shape[1:3]):  # another size: stretched onto the photo first
-            mask = torch.nn.functional.interpolate(mask[:, None].float(), size=tuple(images.shape[1:3]),
-                                                   mode="bilinear")[:, 0]
+            mask = torch.nn.functional.interpolate(
+                mask[:, None].float(), size=tuple(images.shape[1:3]), mode="bilinear"
+            )[:, 0]
         if float(mask.max()) <= 0:
             raise ValueError(f"{NODE}: the subject mask is empty: connect a mask that covers the subject, or none")
         per_image_masks = list(mask.float())
@@ -90,20 +99,36 @@ def _encode(model, clip, vae, pixels, masks, time_ids, settings: TrainSettings) 
             augmented_masks = _latent_masks(view_masks, latents)
     if masks is not None:
         masks = _latent_masks(masks, latents)
-    return TrainingData(latents=latents, latents_flipped=flipped, masks=masks, time_ids=time_ids,
-                        prompt_embeds=cond.float().cpu(), pooled_prompt_embeds=pooled.float().cpu(),
-                        augmented_latents=augmented, augmented_masks=augmented_masks)
+    return TrainingData(
+        latents=latents,
+        latents_flipped=flipped,
+        masks=masks,
+        time_ids=time_ids,
+        prompt_embeds=cond.float().cpu(),
+        pooled_prompt_embeds=pooled.float().cpu(),
+        augmented_latents=augmented,
+        augmented_masks=augmented_masks,
+    )
 
 
 def _latent_masks(masks: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.interpolate(masks, size=latents.shape[-2:], mode="area").clamp(0, 1)
 
 
-def _add_class_data(data: TrainingData, model, clip, vae, settings: TrainSettings, resolution: int,
-                    model_hash: str) -> None:
+def _add_class_data(
+    data: TrainingData, model, clip, vae, settings: TrainSettings, resolution: int, model_hash: str
+) -> None:
     """Prior preservation: class images from the base model (cached), encoded like the subject photos."""
-    images = class_images.class_images(model, clip, vae, prompt=settings.class_prompt, count=settings.prior_images,
-                                       resolution=resolution, seed=settings.seed, model_hash=model_hash)
+    images = class_images.class_images(
+        model,
+        clip,
+        vae,
+        prompt=settings.class_prompt,
+        count=settings.prior_images,
+        resolution=resolution,
+        seed=settings.seed,
+        model_hash=model_hash,
+    )
     bucket = tuple(int(v) * 8 for v in data.latents.shape[-2:])  # the subject's bucket: one shape for every batch
     pixels, _masks, time_ids = _prepare_images(images, None, resolution, bucket)
     data.class_latents = model.model.process_latent_in(vae.encode(pixels)).float().cpu()
@@ -113,8 +138,9 @@ def _add_class_data(data: TrainingData, model, clip, vae, settings: TrainSetting
 
 
 def _class_images_cached(settings: TrainSettings, resolution: int, model_hash: str) -> bool:
-    return class_images.cache_path(class_images.cache_folder(), model_hash, settings.class_prompt,
-                                   settings.prior_images, resolution, settings.seed).exists()
+    return class_images.cache_path(
+        class_images.cache_folder(), model_hash, settings.class_prompt, settings.prior_images, resolution, settings.seed
+    ).exists()
 
 
 def _preview_conditioning(clip, settings: TrainSettings) -> PreviewConditioning | None:
@@ -123,8 +149,12 @@ def _preview_conditioning(clip, settings: TrainSettings) -> PreviewConditioning 
         return None
     rows = [clip.encode_from_tokens(clip.tokenize(p), return_pooled=True) for p in settings.preview_prompts]
     negative, negative_pooled = clip.encode_from_tokens(clip.tokenize(""), return_pooled=True)
-    return PreviewConditioning(torch.cat([c for c, _ in rows]).float().cpu(), torch.cat([p for _, p in rows]).float().cpu(),
-                               negative.float().cpu(), negative_pooled.float().cpu())
+    return PreviewConditioning(
+        torch.cat([c for c, _ in rows]).float().cpu(),
+        torch.cat([p for _, p in rows]).float().cpu(),
+        negative.float().cpu(),
+        negative_pooled.float().cpu(),
+    )
 
 
 def _rgb_factors(model) -> dict | None:
@@ -184,34 +214,47 @@ class TrainSubjectLoRA(io.ComfyNode):
             display_name="Train Subject LoRA",
             category="Image Alchemy/training",
             description="Trains an attention-only LoRA on 4–5 photos of one subject (the Image-Alchemy method's intentional "
-                        "overfit, scale 1) and saves it to models/loras. Optional drift-free training: prior "
-                        "preservation, a drift penalty (Regularized Personalization without Distributional Drift) and APT (Adaptive Personalized Training), all off. Same "
-                        "inputs and settings return the existing LoRA without training again. Cancel stops the "
-                        "trainer and leaves no file.",
+            "overfit, scale 1) and saves it to models/loras. Optional drift-free training: prior "
+            "preservation, a drift penalty (Regularized Personalization without Distributional Drift) and APT (Adaptive Personalized Training), all off. Same "
+            "inputs and settings return the existing LoRA without training again. Cancel stops the "
+            "trainer and leaves no file.",
             is_output_node=True,
             inputs=[
                 io.Model.Input("model", tooltip="SDXL model to train on (from your checkpoint loader)."),
                 io.Clip.Input("clip", tooltip="Its CLIP: encodes the training prompt 'a photo of <token> <class>'."),
                 io.Vae.Input("vae", tooltip="Its VAE: encodes the subject photos once, before training."),
-                io.Image.Input("images", tooltip="4–5 photos of the subject (a batch); resized to the nearest SDXL "
-                                                 "aspect bucket and cut around the subject (mask) or centred."),
+                io.Image.Input(
+                    "images",
+                    tooltip="4–5 photos of the subject (a batch); resized to the nearest SDXL "
+                    "aspect bucket and cut around the subject (mask) or centred.",
+                ),
                 *core[:2],  # token, class_word
-                io.String.Input("lora_name", default="iklan_dog",
-                                tooltip="File name in models/loras (without .safetensors); '/' for a subfolder."),
+                io.String.Input(
+                    "lora_name",
+                    default="iklan_dog",
+                    tooltip="File name in models/loras (without .safetensors); '/' for a subfolder.",
+                ),
                 *core[2:],
-                io.Mask.Input("mask", optional=True,
-                              tooltip="Optional subject masks (one per image): the loss is weighted on the subject "
-                                      "and the crop keeps the subject's box whole."),
+                io.Mask.Input(
+                    "mask",
+                    optional=True,
+                    tooltip="Optional subject masks (one per image): the loss is weighted on the subject "
+                    "and the crop keeps the subject's box whole.",
+                ),
                 *setting_inputs(optional_groups=True),  # drift-free options (all off = the paper's overfit), …
             ],
             outputs=[
-                io.String.Output(display_name="lora_name",
-                                 tooltip="The LoRA's name in models/loras, for the insert node and LoraLoader."),
+                io.String.Output(
+                    display_name="lora_name",
+                    tooltip="The LoRA's name in models/loras, for the insert node and LoraLoader.",
+                ),
                 io.Image.Output(display_name="loss_curve", tooltip="Training loss per step (raw and running mean)."),
-                io.Image.Output(display_name="previews",
-                                tooltip="The sample previews decoded with the wired VAE: one row per preview step, "
-                                        "one column per prompt (training prompt, preview_prompt); black when "
-                                        "preview_every is 0 or the LoRA was already trained."),
+                io.Image.Output(
+                    display_name="previews",
+                    tooltip="The sample previews decoded with the wired VAE: one row per preview step, "
+                    "one column per prompt (training prompt, preview_prompt); black when "
+                    "preview_every is 0 or the LoRA was already trained.",
+                ),
             ],
             hidden=[io.Hidden.unique_id],
         )
@@ -232,17 +275,27 @@ class TrainSubjectLoRA(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, vae, images, lora_name, mask=None, **values) -> io.NodeOutput:
         if not isinstance(model.model, comfy.model_base.SDXL):
-            raise ValueError(f"{NODE}: the MODEL is {type(model.model).__name__}, not an SDXL model: connect an "
-                             "SDXL checkpoint (the trainer needs SDXL's UNet and its size/pooled-text conditioning)")
+            raise ValueError(
+                f"{NODE}: the MODEL is {type(model.model).__name__}, not an SDXL model: connect an "
+                "SDXL checkpoint (the trainer needs SDXL's UNet and its size/pooled-text conditioning)"
+            )
         if images.shape[0] and images.shape[-1] not in (3, 4):
-            raise ValueError(f"{NODE}: expected RGB or RGBA photos, got {images.shape[-1]} channel(s): load them with "
-                             "Load Image")
+            raise ValueError(
+                f"{NODE}: expected RGB or RGBA photos, got {images.shape[-1]} channel(s): load them with Load Image"
+            )
         check_trainable(model)
         prediction_type, zsnr = sampling_kind(model)
         device = comfy.model_management.get_torch_device()
-        settings = from_user_values(values, device_type=device.type, bf16_native=bf16_native(device),
-                                    available_bytes=available_vram(device), where=NODE,
-                                    prediction_type=prediction_type, zero_terminal_snr=zsnr, device=str(device))
+        settings = from_user_values(
+            values,
+            device_type=device.type,
+            bf16_native=bf16_native(device),
+            available_bytes=available_vram(device),
+            where=NODE,
+            prediction_type=prediction_type,
+            zero_terminal_snr=zsnr,
+            device=str(device),
+        )
         warning = several_tokens_warning(clip, settings.token)
         if warning:
             log.warning("%s: %s", NODE, warning)
@@ -271,8 +324,9 @@ class TrainSubjectLoRA(io.ComfyNode):
             return cls._result(file_name, losses)
         pixels, masks, time_ids = _prepare_images(images, mask, resolution)  # also checks the masks
         if output.exists():
-            log.warning("%s: %s exists from other inputs or settings; it is replaced when training succeeds",
-                        NODE, file_name)
+            log.warning(
+                "%s: %s exists from other inputs or settings; it is replaced when training succeeds", NODE, file_name
+            )
         job_dir = _work_dir() / f"job-{uuid.uuid4().hex[:12]}"
         job_dir.mkdir(parents=True)
         pbar = comfy.utils.ProgressBar(settings.steps)
@@ -283,15 +337,21 @@ class TrainSubjectLoRA(io.ComfyNode):
             unet = unet_handover.unet_source(model, model.model.diffusion_model.state_dict(), config, model_hash)
             # On a GPU the trainer reads the UNet only once ComfyUI's models are freed; on the CPU ComfyUI keeps
             # them in RAM anyway, except while class images are drawn (sampling memory on top of the trainer's).
-            read_early = device.type == "cpu" and not (settings.prior_images and not _class_images_cached(
-                settings, resolution, model_hash))
+            read_early = device.type == "cpu" and not (
+                settings.prior_images and not _class_images_cached(settings, resolution, model_hash)
+            )
             if read_early:
                 staged.write_unet_start(job_dir, settings, unet)
                 trainer.advance("unet")
             encoding = time.perf_counter()
             data = _encode(model, clip, vae, pixels, masks, time_ids, settings)
-            log.info("%s: encoded %d photos at %d² in %.1f s", NODE, pixels.shape[0], resolution,
-                     time.perf_counter() - encoding)
+            log.info(
+                "%s: encoded %d photos at %d² in %.1f s",
+                NODE,
+                pixels.shape[0],
+                resolution,
+                time.perf_counter() - encoding,
+            )
             if settings.prior_images:
                 _add_class_data(data, model, clip, vae, settings, resolution, model_hash)
             preview_cond = _preview_conditioning(clip, settings)  # while CLIP is loaded
@@ -300,9 +360,17 @@ class TrainSubjectLoRA(io.ComfyNode):
             if not read_early:
                 staged.write_unet_start(job_dir, settings, unet)
                 trainer.advance("unet")
-            job.write_job(job_dir, settings, data, unet_path=unet, output=output, resume=resume,
-                          extra_metadata={JOB_HASH_KEY: key, "ss_output_name": Path(file_name).stem},
-                          preview=preview_cond, preview_rgb=_rgb_factors(model))
+            job.write_job(
+                job_dir,
+                settings,
+                data,
+                unet_path=unet,
+                output=output,
+                resume=resume,
+                extra_metadata={JOB_HASH_KEY: key, "ss_output_name": Path(file_name).stem},
+                preview=preview_cond,
+                preview_rgb=_rgb_factors(model),
+            )
             trainer.advance("job")
             _send(cls.hidden.unique_id, {"phase": "start", "steps": settings.steps})
 

@@ -1,5 +1,6 @@
 """TrainSubjectLoRA's checks of its inputs: the LoRA name, whether the MODEL can be trained, how it samples,
 what the machine offers (bf16, memory), a token that splits. Each runs before anything is encoded or written."""
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,10 @@ def lora_file_name(name: str) -> str:
     name = unicodedata.normalize("NFC", name.strip()).removesuffix(".safetensors")
     problem = lora_name_problem(name)
     if problem:
-        raise ValueError(f"{NODE}: lora_name {name!r} is not a safe file name ({problem}): use letters, digits, "
-                         "'_', '-', '.' and spaces (and '/' for a subfolder), e.g. 'iklan_dog'")
+        raise ValueError(
+            f"{NODE}: lora_name {name!r} is not a safe file name ({problem}): use letters, digits, "
+            "'_', '-', '.' and spaces (and '/' for a subfolder), e.g. 'iklan_dog'"
+        )
     return name + ".safetensors"
 
 
@@ -54,21 +57,28 @@ def sampling_kind(model) -> tuple[str, bool]:
 
     sampling = model.get_model_object("model_sampling")
     if not isinstance(sampling, ms.ModelSamplingDiscrete):
-        raise ValueError(f"{NODE}: the MODEL samples with {type(sampling).__name__}, not SDXL's discrete 1000-step "
-                         "schedule: train on the model as loaded (without ModelSamplingContinuousEDM / "
-                         "ModelSamplingSD3-style patches)")
+        raise ValueError(
+            f"{NODE}: the MODEL samples with {type(sampling).__name__}, not SDXL's discrete 1000-step "
+            "schedule: train on the model as loaded (without ModelSamplingContinuousEDM / "
+            "ModelSamplingSD3-style patches)"
+        )
     # The most derived non-module base says what the UNet predicts (ComfyUI mixes it into the sampling class).
-    prediction = next((c for c in type(sampling).__mro__ if not issubclass(c, torch.nn.Module) and c is not object),
-                      None)
+    prediction = next(
+        (c for c in type(sampling).__mro__ if not issubclass(c, torch.nn.Module) and c is not object), None
+    )
     if prediction not in (ms.EPS, ms.V_PREDICTION):
         name = prediction.__name__ if prediction is not None else "nothing"
-        raise ValueError(f"{NODE}: the MODEL predicts {name}; only epsilon and v-prediction SDXL models train here "
-                         "(set ModelSamplingDiscrete to eps or v_prediction, or remove it)")
+        raise ValueError(
+            f"{NODE}: the MODEL predicts {name}; only epsilon and v-prediction SDXL models train here "
+            "(set ModelSamplingDiscrete to eps or v_prediction, or remove it)"
+        )
     # The trainer noises with SDXL's betas (0.00085 → 0.012, 1000 steps); another schedule would train off it.
     schedule = (sampling.num_timesteps, sampling.linear_start, sampling.linear_end)
     if schedule[0] != 1000 or not all(math.isclose(a, b) for a, b in zip(schedule[1:], (0.00085, 0.012))):
-        raise ValueError(f"{NODE}: the MODEL's noise schedule (steps, β start, β end) = {schedule} is not SDXL's "
-                         "(1000, 0.00085, 0.012), which the trainer uses: train on the model as loaded")
+        raise ValueError(
+            f"{NODE}: the MODEL's noise schedule (steps, β start, β end) = {schedule} is not SDXL's "
+            "(1000, 0.00085, 0.012), which the trainer uses: train on the model as loaded"
+        )
     kind = "v_prediction" if prediction is ms.V_PREDICTION else "epsilon"
     return kind, bool(getattr(sampling, "zsnr", False))
 
@@ -78,18 +88,23 @@ def check_trainable(model) -> None:
     per-layer scales have no place in the diffusers UNet) and UNets with extra input channels (inpainting 9,
     instruct-pix2pix 8: their extra image/mask channels are not part of a subject photo's latent)."""
     config = model.model.model_config
-    scales = (name.endswith((".scale_weight", ".weight_scale")) for name, _ in
-              model.model.diffusion_model.named_parameters())
+    scales = (
+        name.endswith((".scale_weight", ".weight_scale")) for name, _ in model.model.diffusion_model.named_parameters()
+    )
     if getattr(config, "scaled_fp8", None) is not None or any(scales):
-        raise ValueError(f"{NODE}: the MODEL is a scaled-fp8 checkpoint (fp8 weights with per-layer scales), which "
-                         "cannot be trained: load the fp16/bf16 version of the checkpoint for training (the LoRA "
-                         "then also applies to the fp8 one)")
+        raise ValueError(
+            f"{NODE}: the MODEL is a scaled-fp8 checkpoint (fp8 weights with per-layer scales), which "
+            "cannot be trained: load the fp16/bf16 version of the checkpoint for training (the LoRA "
+            "then also applies to the fp8 one)"
+        )
     channels = (config.unet_config.get("in_channels", 4), config.unet_config.get("out_channels", 4))
     if channels != (4, 4):
         kind = {9: "an inpainting", 8: "an instruct-pix2pix"}.get(channels[0], "a non-standard")
-        raise ValueError(f"{NODE}: the MODEL's UNet has {channels[0]} input channels, not SDXL's 4: it is {kind} "
-                         "model, whose extra channels a subject photo cannot fill. Train on the base SDXL "
-                         "checkpoint (its LoRA also loads on the inpainting model)")
+        raise ValueError(
+            f"{NODE}: the MODEL's UNet has {channels[0]} input channels, not SDXL's 4: it is {kind} "
+            "model, whose extra channels a subject photo cannot fill. Train on the base SDXL "
+            "checkpoint (its LoRA also loads on the inpainting model)"
+        )
 
 
 def bf16_native(device: torch.device) -> bool:
@@ -115,8 +130,10 @@ def several_tokens_warning(clip, token: str) -> str | None:
         counts.append(next((i for i, t in enumerate(ids[1:], 1) if t == end_token), len(ids)) - 1)
     if max(counts, default=1) <= 1:
         return None
-    return (f"token '{token}' is {max(counts)} tokens for SDXL's tokenizers, not one: it trains, but a single-token "
-            "rare word (see Rare Token Picker) has no prior and learns the subject faster")
+    return (
+        f"token '{token}' is {max(counts)} tokens for SDXL's tokenizers, not one: it trains, but a single-token "
+        "rare word (see Rare Token Picker) has no prior and learns the subject faster"
+    )
 
 
 def resume_state(name: str) -> Path | None:
@@ -130,14 +147,20 @@ def resume_state(name: str) -> Path | None:
         return None
     problem = lora_name_problem(name)
     if problem:
-        raise ValueError(f"{NODE}: resume_from {name!r} is not a safe file name ({problem}): give a checkpoint's name "
-                         "in models/loras, e.g. iklan_dog-step200")
+        raise ValueError(
+            f"{NODE}: resume_from {name!r} is not a safe file name ({problem}): give a checkpoint's name "
+            "in models/loras, e.g. iklan_dog-step200"
+        )
     path = folder_paths.get_full_path("loras", name + ".safetensors")
     if path is None:
-        raise ValueError(f"{NODE}: resume_from {name!r} is not in models/loras: give a checkpoint's name as "
-                         "save_every wrote it, e.g. iklan_dog-step200")
+        raise ValueError(
+            f"{NODE}: resume_from {name!r} is not in models/loras: give a checkpoint's name as "
+            "save_every wrote it, e.g. iklan_dog-step200"
+        )
     state = state_path(path)
     if not state.is_file():
-        raise ValueError(f"{NODE}: resume_from {name!r} has no resume state ({state.name}) beside it: resume from a "
-                         "checkpoint written with save_every")
+        raise ValueError(
+            f"{NODE}: resume_from {name!r} has no resume state ({state.name}) beside it: resume from a "
+            "checkpoint written with save_every"
+        )
     return state

@@ -1,5 +1,6 @@
 """TrainSubjectLoRA's setting widgets, generated from the settings' one declaration (training/declare.py):
 the `fit` flags come from the same place, so a widget and its flag cannot disagree."""
+
 from __future__ import annotations
 
 from comfy_api.latest import io

@@ -9,6 +9,7 @@ over 4 photos at 1024² takes tens of seconds on a CPU, SDXL's two text encoders
 before encoding, so the trainer process can start right away (training/staged.py) and get ready while the node
 encodes. Like the UNet's fingerprint, the sampled ones cannot see an edit confined to unsampled weights.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,17 +62,27 @@ def clip_identity(clip, prompt: str) -> str:
     return digest.hexdigest()
 
 
-def input_key(model_hash: str, settings: TrainSettings, vae, clip, tensors: dict[str, torch.Tensor],
-              resolution: int) -> str:
+def input_key(
+    model_hash: str, settings: TrainSettings, vae, clip, tensors: dict[str, torch.Tensor], resolution: int
+) -> str:
     """The key of a training run; ``tensors``: the node's IMAGE and MASK inputs (None when not wired)."""
     # Gradient checkpointing trades memory for time without changing the result; under "auto" it follows free
     # VRAM, so it stays out of the key or the same inputs would retrain whenever free memory differs. Checkpoints
     # do not change the result either, nor does resuming (it refuses a state of other settings or photos), nor
     # previews (drawn from their own generator). docs/DESIGN.md §5.4
-    same_result = dataclasses.replace(settings, gradient_checkpointing=False, save_every=0, resume_from="",
-                                      preview_every=0, preview_prompt="", preview_steps=1)
-    digest = hashlib.sha256(f"{KEY_FORMAT}|{model_hash}|{same_result.to_json()}|{resolution}|{vae_identity(vae)}|"
-                            f"{clip_identity(clip, settings.prompt)}".encode())
+    same_result = dataclasses.replace(
+        settings,
+        gradient_checkpointing=False,
+        save_every=0,
+        resume_from="",
+        preview_every=0,
+        preview_prompt="",
+        preview_steps=1,
+    )
+    digest = hashlib.sha256(
+        f"{KEY_FORMAT}|{model_hash}|{same_result.to_json()}|{resolution}|{vae_identity(vae)}|"
+        f"{clip_identity(clip, settings.prompt)}".encode()
+    )
     for name, tensor in sorted(tensors.items()):
         if tensor is None:
             continue

@@ -11,6 +11,7 @@
    ``models/image_alchemy/unet_cache`` (ComfyUI's temp folder is emptied at every start and exit), named by the
    model's fingerprint and reused across restarts; only the newest export is kept.
 """
+
 from __future__ import annotations
 
 import logging

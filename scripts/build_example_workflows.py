@@ -7,6 +7,7 @@ shows the whole graph in a 1920×1080 window (scripts/workflow_layout.js), seria
 Run: `.venv/bin/python scripts/build_example_workflows.py` after changing a spec or a node's inputs.
 (Dev tool: not shipped.)
 """
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import workflow_specs  # noqa: E402
 from browser import WORKFLOW_VIEW, frontend  # noqa: E402
 from comfy_server import ComfyServer  # noqa: E402
-import workflow_specs  # noqa: E402
 
 BUILD_JS = (ROOT / "scripts" / "workflow_layout.js").read_text()
 
@@ -39,8 +40,12 @@ OPEN_JS = """async (graph) => {
 
 # Model folders the shipped widgets name files in. Newer frontends mark a node whose file is missing and show an
 # error toast; placeholder files (empty models, grey photos) keep that out of the previews (nothing is loaded).
-MODEL_FOLDERS = {"ckpt_name": "checkpoints", "lora_name": "loras",
-                 "ImageAlchemy_GroundingDinoLoader": "grounding-dino", "ImageAlchemy_SAMLoader": "sams"}
+MODEL_FOLDERS = {
+    "ckpt_name": "checkpoints",
+    "lora_name": "loras",
+    "ImageAlchemy_GroundingDinoLoader": "grounding-dino",
+    "ImageAlchemy_SAMLoader": "sams",
+}
 
 
 def write_placeholder_files(base: Path) -> None:
@@ -51,8 +56,9 @@ def write_placeholder_files(base: Path) -> None:
                 Image.new("RGB", (64, 64), (128, 128, 128)).save(base / "input" / node["widgets"]["image"])
             models_dir = base / "models"
             for widget, value in node.get("widgets", {}).items():
-                folder = MODEL_FOLDERS.get(widget) or (MODEL_FOLDERS.get(node["type"]) if widget == "model_name"
-                                                       else None)
+                folder = MODEL_FOLDERS.get(widget) or (
+                    MODEL_FOLDERS.get(node["type"]) if widget == "model_name" else None
+                )
                 if folder:
                     (models_dir / folder).mkdir(parents=True, exist_ok=True)
                     (models_dir / folder / value).touch()
@@ -63,18 +69,28 @@ def main() -> None:
     out_dir.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as base:
         write_placeholder_files(Path(base))
-        server = ComfyServer(ROOT / ".cache" / "comfyui", Path(base), {"comfyui-image-alchemy": ROOT},
-                             python=str(ROOT / ".venv" / "bin" / "python")).start()
+        server = ComfyServer(
+            ROOT / ".cache" / "comfyui",
+            Path(base),
+            {"comfyui-image-alchemy": ROOT},
+            python=str(ROOT / ".venv" / "bin" / "python"),
+        ).start()
         try:
-            for setting, value in (("Comfy.Minimap.Visible", False), ("Comfy.TutorialCompleted", True),
-                                   ("Comfy.Graph.CanvasInfo", False),
-                                   # Node text at the previews' zoom (frontends ≥ 1.4x / older ones).
-                                   ("LiteGraph.Canvas.MinFontSizeForLOD", 1),
-                                   ("LiteGraph.Canvas.LowQualityRenderingZoomThreshold", 0.1)):
+            for setting, value in (
+                ("Comfy.Minimap.Visible", False),
+                ("Comfy.TutorialCompleted", True),
+                ("Comfy.Graph.CanvasInfo", False),
+                # Node text at the previews' zoom (frontends ≥ 1.4x / older ones).
+                ("LiteGraph.Canvas.MinFontSizeForLOD", 1),
+                ("LiteGraph.Canvas.LowQualityRenderingZoomThreshold", 0.1),
+            ):
                 requests.post(f"{server.url}/settings/{setting}", json=value, timeout=10)
             view = WORKFLOW_VIEW
-            room = dict(showsImages=workflow_specs.SHOWS_IMAGES, previewHeight=workflow_specs.PREVIEW_HEIGHT,
-                        growsBelow=workflow_specs.GROWS_BELOW)
+            room = dict(
+                showsImages=workflow_specs.SHOWS_IMAGES,
+                previewHeight=workflow_specs.PREVIEW_HEIGHT,
+                growsBelow=workflow_specs.GROWS_BELOW,
+            )
             # At twice the pixels, as on a HiDPI screen, where the frontend still draws node text at the whole
             # pipeline's zoom (below about 0.57 it draws none at one pixel per point).
             with frontend(server, width=view["width"], height=view["height"], device_scale_factor=2) as ui:
@@ -84,9 +100,17 @@ def main() -> None:
                     ui.page.evaluate(OPEN_JS, graph)
                     ui.page.wait_for_timeout(500)
                     # What a user sees on opening the workflow, without the side bar and the workflow tabs.
-                    ui.page.screenshot(path=str(out_dir / f"{spec['name']}.jpg"), type="jpeg", quality=80,
-                                       clip={"x": view["left"], "y": 80, "width": view["width"] - view["left"],
-                                             "height": view["height"] - 80})
+                    ui.page.screenshot(
+                        path=str(out_dir / f"{spec['name']}.jpg"),
+                        type="jpeg",
+                        quality=80,
+                        clip={
+                            "x": view["left"],
+                            "y": 80,
+                            "width": view["width"] - view["left"],
+                            "height": view["height"] - 80,
+                        },
+                    )
                     print("wrote", spec["name"])
         finally:
             server.stop()

@@ -10,6 +10,7 @@ the check sees what a user's pip sees. Prints one `target: result` line each; ex
 
 Run: `make check-wheels` or `.venv/bin/python scripts/check_wheels.py [--python 3.12 ...]` (needs PyPI).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,15 +24,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Wheel tags each target accepts: Linux as a glibc 2.35 distribution (Ubuntu 22.04) takes manylinux_2_17 … 2_35
 # (pip does not widen a manylinux_2_x tag by itself); pip widens a macOS version to the older ones.
-PLATFORMS = {"manylinux x86_64": [f"manylinux_2_{minor}_x86_64" for minor in range(35, 16, -1)]
-             + ["manylinux2014_x86_64"],
-             "macOS arm64": ["macosx_14_0_arm64"], "Windows amd64": ["win_amd64"]}
-MARKERS = {"manylinux x86_64": {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
-                                "os_name": "posix"},
-           "macOS arm64": {"sys_platform": "darwin", "platform_system": "Darwin", "platform_machine": "arm64",
-                           "os_name": "posix"},
-           "Windows amd64": {"sys_platform": "win32", "platform_system": "Windows", "platform_machine": "AMD64",
-                             "os_name": "nt"}}
+PLATFORMS = {
+    "manylinux x86_64": [f"manylinux_2_{minor}_x86_64" for minor in range(35, 16, -1)] + ["manylinux2014_x86_64"],
+    "macOS arm64": ["macosx_14_0_arm64"],
+    "Windows amd64": ["win_amd64"],
+}
+MARKERS = {
+    "manylinux x86_64": {
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "os_name": "posix",
+    },
+    "macOS arm64": {
+        "sys_platform": "darwin",
+        "platform_system": "Darwin",
+        "platform_machine": "arm64",
+        "os_name": "posix",
+    },
+    "Windows amd64": {
+        "sys_platform": "win32",
+        "platform_system": "Windows",
+        "platform_machine": "AMD64",
+        "os_name": "nt",
+    },
+}
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 
 
@@ -47,18 +64,48 @@ def pip_with_markers(markers: dict, pip_args: list[str]) -> int:
 
 def resolve(label: str, python: str, requirements: Path, work: Path) -> tuple[bool, str]:
     report = work / f"{label.replace(' ', '_')}-{python}.json"
-    markers = {**MARKERS[label], "python_version": python, "python_full_version": f"{python}.0",
-               "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+    markers = {
+        **MARKERS[label],
+        "python_version": python,
+        "python_full_version": f"{python}.0",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+    }
     abi = "cp" + python.replace(".", "")
-    pip_args = ["install", "--dry-run", "--ignore-installed", "--quiet", "--disable-pip-version-check",
-                "--only-binary=:all:", *[a for p in PLATFORMS[label] for a in ("--platform", p)],
-                "--python-version", python, "--implementation", "cp", "--abi", abi, "--abi", "abi3", "--abi", "none",
-                "--target", str(work / "target"), "--report", str(report), "-r", str(requirements)]
+    pip_args = [
+        "install",
+        "--dry-run",
+        "--ignore-installed",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--only-binary=:all:",
+        *[a for p in PLATFORMS[label] for a in ("--platform", p)],
+        "--python-version",
+        python,
+        "--implementation",
+        "cp",
+        "--abi",
+        abi,
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+        "--target",
+        str(work / "target"),
+        "--report",
+        str(report),
+        "-r",
+        str(requirements),
+    ]
     env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
     if Path("/etc/ssl/certs/ca-certificates.crt").exists():  # the system's CAs, as this machine's pip uses
         env["PIP_CERT"] = "/etc/ssl/certs/ca-certificates.crt"
-    run = subprocess.run([sys.executable, __file__, "--pip-child", json.dumps(markers), *pip_args],
-                         capture_output=True, text=True, env=env)
+    run = subprocess.run(
+        [sys.executable, __file__, "--pip-child", json.dumps(markers), *pip_args],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if run.returncode != 0:
         lines = [line for line in run.stderr.splitlines() if line.startswith("ERROR")] or run.stderr.splitlines()
         return False, " / ".join(lines[-3:])
@@ -67,8 +114,9 @@ def resolve(label: str, python: str, requirements: Path, work: Path) -> tuple[bo
     if not_wheels:
         return False, f"not wheels: {', '.join(not_wheels)}"
     names = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in installs}
-    shown = ", ".join(f"{n} {names[n]}" for n in ("torch", "opencv-python-headless", "scikit-image", "scipy")
-                      if n in names)
+    shown = ", ".join(
+        f"{n} {names[n]}" for n in ("torch", "opencv-python-headless", "scikit-image", "scipy") if n in names
+    )
     return True, f"{len(installs)} wheels ({shown})"
 
 

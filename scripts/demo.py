@@ -13,6 +13,7 @@ RANDOM models there (the toy world trains none), so the mask they give is arbitr
 toy_world/models) it uses tiny random models, whose pictures are noise (labelled TINY_). Outputs and
 summary.{json,md} go to --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,28 +29,37 @@ ROOT = Path(__file__).resolve().parent.parent
 COMFY_DIR = Path(os.environ.get("IMAGE_ALCHEMY_COMFYUI", ROOT / ".cache" / "comfyui"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from PIL import Image  # noqa: E402
-
 import workflows  # noqa: E402
 from comfy_server import ComfyServer  # noqa: E402
+from PIL import Image  # noqa: E402
 from tiny import factory, subjects  # noqa: E402
 
 TOY_MODELS = ROOT / "toy_world" / "models"
 
 TOKEN, CLASS_WORD = "iklan", "toy"
-SCENES = {"beach": f"a photo of a {CLASS_WORD} on a beach, golden hour",
-          "kitchen": f"a photo of a {CLASS_WORD} on a wooden kitchen table"}
-SHOWN_AS = {"ImageAlchemy_RareTokenPicker": "token_contact_sheet", "ImageAlchemy_TrainSubjectLoRA": "loss_curve",
-            "ImageAlchemy_GroundedSAMMask": "mask_preview", "ImageAlchemy_DecayBlur": "blurred"}
-TINY_BANNER = ("TINY RANDOM MODELS: no SDXL checkpoint / GroundingDINO / SAM weights were given (make demo "
-               "MODELS=/path/to/ComfyUI/models). The pictures are noise from random weights; they show that every "
-               "stage runs end to end.")
+SCENES = {
+    "beach": f"a photo of a {CLASS_WORD} on a beach, golden hour",
+    "kitchen": f"a photo of a {CLASS_WORD} on a wooden kitchen table",
+}
+SHOWN_AS = {
+    "ImageAlchemy_RareTokenPicker": "token_contact_sheet",
+    "ImageAlchemy_TrainSubjectLoRA": "loss_curve",
+    "ImageAlchemy_GroundedSAMMask": "mask_preview",
+    "ImageAlchemy_DecayBlur": "blurred",
+}
+TINY_BANNER = (
+    "TINY RANDOM MODELS: no SDXL checkpoint / GroundingDINO / SAM weights were given (make demo "
+    "MODELS=/path/to/ComfyUI/models). The pictures are noise from random weights; they show that every "
+    "stage runs end to end."
+)
 
 
-TOY_BANNER = ("TOY WORLD MODELS: no SDXL checkpoint / GroundingDINO / SAM weights were given (make demo "
-              "MODELS=/path/to/ComfyUI/models). The tiny SDXL-architecture UNet and TAESD VAE were trained on a 64 px "
-              "procedural world (toy_world/, make toy-world); the subject is one of its objects. GroundingDINO and SAM "
-              "are tiny random models, so the repaint mask is arbitrary.")
+TOY_BANNER = (
+    "TOY WORLD MODELS: no SDXL checkpoint / GroundingDINO / SAM weights were given (make demo "
+    "MODELS=/path/to/ComfyUI/models). The tiny SDXL-architecture UNet and TAESD VAE were trained on a 64 px "
+    "procedural world (toy_world/, make toy-world); the subject is one of its objects. GroundingDINO and SAM "
+    "are tiny random models, so the repaint mask is arbitrary."
+)
 
 
 def toy_world_module():
@@ -78,11 +88,15 @@ def find_real_models(models: Path | None) -> dict | None:
         return None
     ckpts = sorted((models / "checkpoints").glob("*.safetensors"))
     ckpts = [p for p in ckpts if "xl" in p.name.lower()] or ckpts
-    dinos = sorted(p for p in (models / "grounding-dino").glob("*") if p.suffix == ".pth" or (p / "config.json").exists())
+    dinos = sorted(
+        p for p in (models / "grounding-dino").glob("*") if p.suffix == ".pth" or (p / "config.json").exists()
+    )
     sams = sorted((models / "sams").glob("sam_vit_*.pth"))
     if not (ckpts and dinos and sams):
-        print(f"[demo] {models}: need checkpoints/*.safetensors, grounding-dino/* and sams/sam_vit_*.pth; "
-              f"found {len(ckpts)}, {len(dinos)}, {len(sams)}")
+        print(
+            f"[demo] {models}: need checkpoints/*.safetensors, grounding-dino/* and sams/sam_vit_*.pth; "
+            f"found {len(ckpts)}, {len(dinos)}, {len(sams)}"
+        )
         return None
     return {"checkpoint": ckpts[0], "dino": dinos[0], "sam": sams[0]}
 
@@ -106,8 +120,12 @@ def prepare_base(base: Path, real: dict | None, toy: bool = False) -> dict:
             (models / sub / real[key].name).symlink_to(real[key], target_is_directory=real[key].is_dir())
         if real["dino"].suffix == ".pth" and (real["dino"].parent / "bert-base-uncased").exists():
             (models / "grounding-dino" / "bert-base-uncased").symlink_to(real["dino"].parent / "bert-base-uncased")
-        return {"subject_images": names, "checkpoint": real["checkpoint"].name, "dino": real["dino"].name,
-                "sam": real["sam"].name}
+        return {
+            "subject_images": names,
+            "checkpoint": real["checkpoint"].name,
+            "dino": real["dino"].name,
+            "sam": real["sam"].name,
+        }
     import tiny_detectors
 
     factory.use_comfyui(COMFY_DIR)
@@ -123,8 +141,9 @@ def prepare_base(base: Path, real: dict | None, toy: bool = False) -> dict:
 
 
 def learn_prompt(server, names: dict, tiny: bool, toy: bool = False) -> dict:
-    prompt = workflows.ui_to_api(workflows.load(ROOT / "example_workflows" / "1_learn_subject.json"),
-                                 server.object_info())
+    prompt = workflows.ui_to_api(
+        workflows.load(ROOT / "example_workflows" / "1_learn_subject.json"), server.object_info()
+    )
     loads = [n for n in prompt.values() if n["class_type"] == "LoadImage"]
     for node, image in zip(loads, names["subject_images"]):
         node["inputs"]["image"] = image
@@ -135,21 +154,24 @@ def learn_prompt(server, names: dict, tiny: bool, toy: bool = False) -> dict:
         if node["class_type"] == "ImageAlchemy_TrainSubjectLoRA":
             inputs.update(token=TOKEN, class_word=CLASS_WORD, lora_name=f"demo_{TOKEN}_{CLASS_WORD}")
             if toy:  # the settings toy_world/train.py trains its subject LoRAs with
-                inputs.update(steps=150, resolution=64, batch_size=5, learning_rate=2e-3, rank=4,
-                              gradient_accumulation=1)
+                inputs.update(
+                    steps=150, resolution=64, batch_size=5, learning_rate=2e-3, rank=4, gradient_accumulation=1
+                )
             elif tiny:
                 inputs.update(steps=30, resolution=256, batch_size=4, learning_rate=1e-3)
         if node["class_type"] == "ImageAlchemy_RareTokenPicker" and tiny:
             inputs.update(width=64, height=64, steps=20 if toy else 2, seeds_per_candidate=4 if toy else 2)
     if tiny:
-        workflows.adapt_for_tiny_models(prompt, dino=names["dino"], sam=names["sam"], size=64 if toy else 256,
-                                        steps=150 if toy else 30)
+        workflows.adapt_for_tiny_models(
+            prompt, dino=names["dino"], sam=names["sam"], size=64 if toy else 256, steps=150 if toy else 30
+        )
     return prompt
 
 
 def scene_prompt(server, names: dict, lora: str, scene: str, seed: int, tiny: bool, toy: bool = False) -> dict:
-    prompt = workflows.ui_to_api(workflows.load(ROOT / "example_workflows" / "2_two_stage_generation.json"),
-                                 server.object_info())
+    prompt = workflows.ui_to_api(
+        workflows.load(ROOT / "example_workflows" / "2_two_stage_generation.json"), server.object_info()
+    )
     for node in prompt.values():
         inputs = node["inputs"]
         kind = node["class_type"]
@@ -172,8 +194,9 @@ def scene_prompt(server, names: dict, lora: str, scene: str, seed: int, tiny: bo
         elif kind == "SaveImage":
             inputs["filename_prefix"] = inputs["filename_prefix"].replace("image_alchemy/", f"demo_{seed}_")
     if tiny:
-        workflows.adapt_for_tiny_models(prompt, dino=names["dino"], sam=names["sam"], size=64 if toy else 128,
-                                        steps=20 if toy else 4)
+        workflows.adapt_for_tiny_models(
+            prompt, dino=names["dino"], sam=names["sam"], size=64 if toy else 128, steps=20 if toy else 4
+        )
     return prompt
 
 
@@ -211,7 +234,8 @@ def main(argv=None) -> int:
         for node_id, node_out in entry["outputs"].items():
             source = prompt[node_id]["inputs"].get("images", [None])[0]
             made_by = SHOWN_AS.get(prompt.get(str(source), {}).get("class_type")) or SHOWN_AS.get(
-                prompt[node_id]["class_type"])  # a node that previews its own output
+                prompt[node_id]["class_type"]
+            )  # a node that previews its own output
             for index, ref in enumerate(node_out.get("images", [])):
                 src = base / ref.get("type", "output") / ref.get("subfolder", "") / ref["filename"]
                 name = f"{made_by}_node{node_id}_{index}.png" if made_by else ref["filename"]
@@ -240,9 +264,14 @@ def main(argv=None) -> int:
         shutil.copyfile(server.log_path, out / "server.log")
 
     models_used = "toy world (labelled TOY_)" if toy else "tiny random (labelled TINY_)"
-    summary = {"models": models_used if tiny else {k: str(v) for k, v in real.items()},
-               "note": banner if tiny else "", "token": TOKEN, "class_word": CLASS_WORD,
-               "seconds": timings, "images": files}
+    summary = {
+        "models": models_used if tiny else {k: str(v) for k, v in real.items()},
+        "note": banner if tiny else "",
+        "token": TOKEN,
+        "class_word": CLASS_WORD,
+        "seconds": timings,
+        "images": files,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = ["# Image Alchemy demo", "", f"Models: {summary['models']}", ""] + ([f"> {banner}", ""] if tiny else [])
     lines += ["| stage | seconds |", "|---|---|"] + [f"| {k[:-2]} | {v} |" for k, v in timings.items()]

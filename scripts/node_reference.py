@@ -4,6 +4,7 @@ server's own /object_info, so neither can drift from the code.
 Run: `.venv/bin/python scripts/node_reference.py` (starts the pack's ComfyUI, rewrites README.md between the
 node-reference markers and web/docs). tests/test_readme.py fails when either is out of date.
 """
+
 from __future__ import annotations
 
 import sys
@@ -27,23 +28,32 @@ def _default(options: dict) -> str:
 
 def ours(object_info: dict) -> dict:
     """The pack's nodes, in reference order (category, then display name)."""
-    nodes = {name: spec for name, spec in object_info.items()
-             if spec.get("python_module", "").endswith(PACK_MODULE_SUFFIX)}
+    nodes = {
+        name: spec for name, spec in object_info.items() if spec.get("python_module", "").endswith(PACK_MODULE_SUFFIX)
+    }
     return dict(sorted(nodes.items(), key=lambda item: (item[1]["category"], item[1]["display_name"])))
 
 
 def node_section(name: str, spec: dict, heading: str = "###") -> list[str]:
     """One node's reference: title, category and description, an inputs table and an outputs table."""
-    lines = [f"{heading} {spec['display_name']} (`{name}`)", "", f"*{spec['category']}* — {spec['description']}", "",
-             "| input | type | default | what it does |", "|---|---|---|---|"]
+    lines = [
+        f"{heading} {spec['display_name']} (`{name}`)",
+        "",
+        f"*{spec['category']}* — {spec['description']}",
+        "",
+        "| input | type | default | what it does |",
+        "|---|---|---|---|",
+    ]
     for section in ("required", "optional"):
         for input_name, input_spec in spec["input"].get(section, {}).items():
             kind = input_spec[0]
             options = input_spec[1] if len(input_spec) > 1 and isinstance(input_spec[1], dict) else {}
             kind_name = "COMBO" if isinstance(kind, list) else kind
             optional = " (optional)" if section == "optional" else ""
-            lines.append(f"| `{input_name}`{optional} | {kind_name} | {_cell(_default(options))} | "
-                         f"{_cell(options.get('tooltip', ''))} |")
+            lines.append(
+                f"| `{input_name}`{optional} | {kind_name} | {_cell(_default(options))} | "
+                f"{_cell(options.get('tooltip', ''))} |"
+            )
     lines += ["", "| output | type | what it is |", "|---|---|---|"]
     tooltips = spec.get("output_tooltips") or [""] * len(spec["output"])
     for out_name, kind, tip in zip(spec["output_name"], spec["output"], tooltips):
@@ -90,8 +100,12 @@ def main() -> None:
     from comfy_server import ComfyServer
 
     with tempfile.TemporaryDirectory() as base:
-        server = ComfyServer(ROOT / ".cache" / "comfyui", Path(base), {"comfyui-image-alchemy": ROOT},
-                             python=str(ROOT / ".venv" / "bin" / "python")).start()
+        server = ComfyServer(
+            ROOT / ".cache" / "comfyui",
+            Path(base),
+            {"comfyui-image-alchemy": ROOT},
+            python=str(ROOT / ".venv" / "bin" / "python"),
+        ).start()
         try:
             info = server.object_info()
         finally:

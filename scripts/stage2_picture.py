@@ -6,6 +6,7 @@ the subject (random tiny detectors find arbitrary shapes). DecayBlur and LoRAImg
 insert wired the old way (subject mask, no scene) shows the blurred ring the shipped wiring avoids. The repaint
 region's edge is outlined in red. Run: `.venv/bin/python scripts/stage2_picture.py` (dev tool, not shipped).
 """
+
 from __future__ import annotations
 
 import sys
@@ -25,8 +26,10 @@ from lora_helpers import write_kohya_lora  # noqa: E402
 from tiny import factory  # noqa: E402
 
 SIZE, RADIUS, PANEL = 512, 0.15, 400
-LABEL = ("TINY RANDOM MODELS (the tests' 1.2 M-parameter SDXL-architecture UNet): the repainted region is noise. "
-         "Outside the red line the final image is the scene, bit for bit.")
+LABEL = (
+    "TINY RANDOM MODELS (the tests' 1.2 M-parameter SDXL-architecture UNet): the repainted region is noise. "
+    "Outside the red line the final image is the scene, bit for bit."
+)
 
 
 def texture(size: int) -> np.ndarray:
@@ -37,16 +40,18 @@ def texture(size: int) -> np.ndarray:
 
 
 def prompt_for(server) -> dict:
-    prompt = workflows.ui_to_api(workflows.load(ROOT / "example_workflows" / "2_two_stage_generation.json"),
-                                 server.object_info())
+    prompt = workflows.ui_to_api(
+        workflows.load(ROOT / "example_workflows" / "2_two_stage_generation.json"), server.object_info()
+    )
     workflows.adapt_for_tiny_models(prompt, dino="dino", sam="sam.pth", lora="subject.safetensors", steps=4)
     for node in prompt.values():
         kind = node["class_type"]
         if kind == "VAEDecode":
             node.update(class_type="LoadImage", inputs={"image": "scene.png"})
         elif kind == "ImageAlchemy_GroundedSAMMask":
-            node.update(class_type="ImageAlchemyTest_DiscMask", inputs={"image": node["inputs"]["image"],
-                                                                        "radius": RADIUS})
+            node.update(
+                class_type="ImageAlchemyTest_DiscMask", inputs={"image": node["inputs"]["image"], "radius": RADIUS}
+            )
         elif kind == "ImageAlchemy_LoRAImg2ImgInsert":
             node["inputs"]["resolution"] = 256
     insert_id = next(i for i, n in prompt.items() if n["class_type"] == "ImageAlchemy_LoRAImg2ImgInsert")
@@ -55,11 +60,15 @@ def prompt_for(server) -> dict:
     old["mask"] = prompt[blur_id]["inputs"]["mask"]
     prompt["old_insert"] = {"class_type": "ImageAlchemy_LoRAImg2ImgInsert", "inputs": old}
     for name, source in (("final", insert_id), ("old", "old_insert"), ("blurred", blur_id)):
-        prompt[f"save_{name}"] = {"class_type": "SaveImage",
-                                  "inputs": {"images": [source, 0], "filename_prefix": f"picture_{name}"}}
+        prompt[f"save_{name}"] = {
+            "class_type": "SaveImage",
+            "inputs": {"images": [source, 0], "filename_prefix": f"picture_{name}"},
+        }
     prompt["region_image"] = {"class_type": "MaskToImage", "inputs": {"mask": [blur_id, 2]}}
-    prompt["save_region"] = {"class_type": "SaveImage",
-                             "inputs": {"images": ["region_image", 0], "filename_prefix": "picture_region"}}
+    prompt["save_region"] = {
+        "class_type": "SaveImage",
+        "inputs": {"images": ["region_image", 0], "filename_prefix": "picture_region"},
+    }
     return prompt
 
 
@@ -82,13 +91,18 @@ def main() -> None:
         (base / "input").mkdir()
         scene = texture(SIZE)
         Image.fromarray(scene).save(base / "input" / "scene.png")
-        server = ComfyServer(ROOT / ".cache" / "comfyui", base,
-                             {"comfyui-image-alchemy": ROOT, "image_alchemy_test_fixtures": ROOT / "tests" / "fixture_pack"},
-                             python=str(ROOT / ".venv" / "bin" / "python")).start()
+        server = ComfyServer(
+            ROOT / ".cache" / "comfyui",
+            base,
+            {"comfyui-image-alchemy": ROOT, "image_alchemy_test_fixtures": ROOT / "tests" / "fixture_pack"},
+            python=str(ROOT / ".venv" / "bin" / "python"),
+        ).start()
         try:
             prompt = prompt_for(server)
             entry = server.run(prompt, timeout=1200)
-            shot = {name: server.output_images(entry, f"save_{name}")[0] for name in ("final", "old", "blurred", "region")}
+            shot = {
+                name: server.output_images(entry, f"save_{name}")[0] for name in ("final", "old", "blurred", "region")
+            }
         finally:
             server.stop()
     import torch
@@ -100,10 +114,12 @@ def main() -> None:
     # The shipped insert grows DecayBlur's region by 8 px and feathers it by 16: that is what it repaints.
     region = torch.from_numpy((np.asarray(shot["region"].convert("L")) > 127).astype(np.float32))[None]
     repaint = masks.feather_mask(masks.grow_mask(region, 8), 16)[0].numpy() > 0
-    panels = [("stage-1 scene (test texture)", Image.fromarray(scene)),
-              ("DecayBlur: the img2img start", shot["blurred"]),
-              ("final, shipped wiring", outline(shot["final"], repaint)),
-              ("final, old wiring: blurred ring", shot["old"])]
+    panels = [
+        ("stage-1 scene (test texture)", Image.fromarray(scene)),
+        ("DecayBlur: the img2img start", shot["blurred"]),
+        ("final, shipped wiring", outline(shot["final"], repaint)),
+        ("final, old wiring: blurred ring", shot["old"]),
+    ]
     head, foot = 34, 44
     sheet = Image.new("RGB", (PANEL * len(panels), PANEL + head + foot), "white")
     draw = ImageDraw.Draw(sheet)

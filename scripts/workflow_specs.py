@@ -18,17 +18,50 @@ def stage1(col=0, row=0, scene="a photo of a dog on a beach, golden hour, 35mm",
     """Checkpoint + class-word prompt + KSampler + decode: the unmodified SDXL paints the scene."""
     loader = [dict(key="ckpt", type="CheckpointLoaderSimple", col=col, row=row, widgets={"ckpt_name": CHECKPOINT})]
     return (loader if checkpoint else []) + [
-        dict(key="scene_prompt", type="CLIPTextEncode", col=col + 1, row=row, widgets={"text": scene},
-             links={"clip": ("ckpt", 1)}),
-        dict(key="negative", type="CLIPTextEncode", col=col + 1, row=row + 1,
-             widgets={"text": "blurry, lowres, watermark"}, links={"clip": ("ckpt", 1)}),
-        dict(key="latent", type="EmptyLatentImage", col=col + 2, row=row + 1,
-             widgets={"width": 1024, "height": 1024, "batch_size": 1}),
-        dict(key="stage1", type="KSampler", col=col + 2, row=row,
-             widgets={"seed": 42, "control_after_generate": "fixed", "steps": 30, "cfg": 7.0,
-                      "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": 1.0},
-             links={"model": ("ckpt", 0), "positive": ("scene_prompt", 0), "negative": ("negative", 0),
-                    "latent_image": ("latent", 0)}),
+        dict(
+            key="scene_prompt",
+            type="CLIPTextEncode",
+            col=col + 1,
+            row=row,
+            widgets={"text": scene},
+            links={"clip": ("ckpt", 1)},
+        ),
+        dict(
+            key="negative",
+            type="CLIPTextEncode",
+            col=col + 1,
+            row=row + 1,
+            widgets={"text": "blurry, lowres, watermark"},
+            links={"clip": ("ckpt", 1)},
+        ),
+        dict(
+            key="latent",
+            type="EmptyLatentImage",
+            col=col + 2,
+            row=row + 1,
+            widgets={"width": 1024, "height": 1024, "batch_size": 1},
+        ),
+        dict(
+            key="stage1",
+            type="KSampler",
+            col=col + 2,
+            row=row,
+            widgets={
+                "seed": 42,
+                "control_after_generate": "fixed",
+                "steps": 30,
+                "cfg": 7.0,
+                "sampler_name": "dpmpp_2m",
+                "scheduler": "karras",
+                "denoise": 1.0,
+            },
+            links={
+                "model": ("ckpt", 0),
+                "positive": ("scene_prompt", 0),
+                "negative": ("negative", 0),
+                "latent_image": ("latent", 0),
+            },
+        ),
         dict(key="scene", type="VAEDecode", col=col + 3, row=row, links={"samples": ("stage1", 0), "vae": ("ckpt", 2)}),
     ]
 
@@ -42,40 +75,118 @@ def stage2(col, row=0, lora_link=None, token_link=None):
     subject_text = f"a photo of {TOKEN} {CLASS_WORD} on a beach, golden hour, 35mm"
     # The insert starts from the blurred image, repaints DecayBlur's whole region (the blur's full extent, not
     # only the subject) and stitches onto the unblurred scene: outside that region the result is the scene.
-    insert_links = {"model": ("ckpt", 0), "vae": ("ckpt", 2), "image": ("blurred", 0), "mask": ("blurred", 2),
-                    "positive": ("subject_prompt", 0), "negative": ("negative", 0), "scene": ("scene", 0)}
+    insert_links = {
+        "model": ("ckpt", 0),
+        "vae": ("ckpt", 2),
+        "image": ("blurred", 0),
+        "mask": ("blurred", 2),
+        "positive": ("subject_prompt", 0),
+        "negative": ("negative", 0),
+        "scene": ("scene", 0),
+    }
     if lora_link:
         insert_links["lora_name_from_training"] = lora_link
     nodes = []
     prompt_links = {"clip": ("ckpt", 1)}
     if token_link:
-        nodes.append(dict(key="subject_text", type="StringReplace", col=col, row=row + 2,
-                          widgets={"string": subject_text.replace(TOKEN, "{token}"), "find": "{token}"},
-                          links={"replace": token_link}))
+        nodes.append(
+            dict(
+                key="subject_text",
+                type="StringReplace",
+                col=col,
+                row=row + 2,
+                widgets={"string": subject_text.replace(TOKEN, "{token}"), "find": "{token}"},
+                links={"replace": token_link},
+            )
+        )
         prompt_links["text"] = ("subject_text", 0)
     return nodes + [
-        dict(key="dino", type="ImageAlchemy_GroundingDinoLoader", col=col, row=row + 1,
-             widgets={"model_name": "groundingdino_swint_ogc.pth"}),
-        dict(key="sam", type="ImageAlchemy_SAMLoader", col=col, row=row + 1.6,
-             widgets={"model_name": "sam_vit_h_4b8939.pth"}),
-        dict(key="mask", type="ImageAlchemy_GroundedSAMMask", col=col + 1, row=row,
-             widgets={"prompt": CLASS_WORD, "box_threshold": 0.3, "text_threshold": 0.25, "area_penalty": 0.1,
-                      "max_objects": 1, "grow": 8, "feather": 0, "if_nothing_found": "error"},
-             links={"image": ("scene", 0), "grounding_dino": ("dino", 0), "sam": ("sam", 0)}),
-        dict(key="blurred", type="ImageAlchemy_DecayBlur", col=col + 2, row=row,
-             widgets={"mode": "exponential-decay", "kernel_size": 151, "sigma": 100.0, "decay_lambda": 5.0},
-             links={"image": ("scene", 0), "mask": ("mask", 0)}),
-        dict(key="subject_prompt", type="CLIPTextEncode", col=col + 2, row=row + 1.5,
-             widgets={"text": subject_text}, links=prompt_links),
-        dict(key="insert", type="ImageAlchemy_LoRAImg2ImgInsert", col=col + 3, row=row,
-             widgets={"lora_name": SUBJECT_LORA, "lora_strength": 1.0, "seed": 7, "control_after_generate": "fixed",
-                      "steps": 30, "cfg": 6.0, "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": 0.75,
-                      "grow": 8, "feather": 16, "crop_mode": "crop", "context": 0.5, "resolution": 1024},
-             links=insert_links),
-        dict(key="save", type="SaveImage", col=col + 4, row=row, widgets={"filename_prefix": "image_alchemy/final"},
-             links={"images": ("insert", 0)}),
-        dict(key="save_scene", type="SaveImage", col=col + 4, row=row + 1.6,
-             widgets={"filename_prefix": "image_alchemy/scene"}, links={"images": ("scene", 0)}),
+        dict(
+            key="dino",
+            type="ImageAlchemy_GroundingDinoLoader",
+            col=col,
+            row=row + 1,
+            widgets={"model_name": "groundingdino_swint_ogc.pth"},
+        ),
+        dict(
+            key="sam",
+            type="ImageAlchemy_SAMLoader",
+            col=col,
+            row=row + 1.6,
+            widgets={"model_name": "sam_vit_h_4b8939.pth"},
+        ),
+        dict(
+            key="mask",
+            type="ImageAlchemy_GroundedSAMMask",
+            col=col + 1,
+            row=row,
+            widgets={
+                "prompt": CLASS_WORD,
+                "box_threshold": 0.3,
+                "text_threshold": 0.25,
+                "area_penalty": 0.1,
+                "max_objects": 1,
+                "grow": 8,
+                "feather": 0,
+                "if_nothing_found": "error",
+            },
+            links={"image": ("scene", 0), "grounding_dino": ("dino", 0), "sam": ("sam", 0)},
+        ),
+        dict(
+            key="blurred",
+            type="ImageAlchemy_DecayBlur",
+            col=col + 2,
+            row=row,
+            widgets={"mode": "exponential-decay", "kernel_size": 151, "sigma": 100.0, "decay_lambda": 5.0},
+            links={"image": ("scene", 0), "mask": ("mask", 0)},
+        ),
+        dict(
+            key="subject_prompt",
+            type="CLIPTextEncode",
+            col=col + 2,
+            row=row + 1.5,
+            widgets={"text": subject_text},
+            links=prompt_links,
+        ),
+        dict(
+            key="insert",
+            type="ImageAlchemy_LoRAImg2ImgInsert",
+            col=col + 3,
+            row=row,
+            widgets={
+                "lora_name": SUBJECT_LORA,
+                "lora_strength": 1.0,
+                "seed": 7,
+                "control_after_generate": "fixed",
+                "steps": 30,
+                "cfg": 6.0,
+                "sampler_name": "dpmpp_2m",
+                "scheduler": "karras",
+                "denoise": 0.75,
+                "grow": 8,
+                "feather": 16,
+                "crop_mode": "crop",
+                "context": 0.5,
+                "resolution": 1024,
+            },
+            links=insert_links,
+        ),
+        dict(
+            key="save",
+            type="SaveImage",
+            col=col + 4,
+            row=row,
+            widgets={"filename_prefix": "image_alchemy/final"},
+            links={"images": ("insert", 0)},
+        ),
+        dict(
+            key="save_scene",
+            type="SaveImage",
+            col=col + 4,
+            row=row + 1.6,
+            widgets={"filename_prefix": "image_alchemy/scene"},
+            links={"images": ("scene", 0)},
+        ),
     ]
 
 
@@ -88,45 +199,132 @@ def two_subjects(col=0, row=0):
     insert stitching onto the dog's result; each insert keeps the other subject's mask (see the README's overlap
     rule)."""
     find = [
-        dict(key="dino", type="ImageAlchemy_GroundingDinoLoader", col=col, row=row,
-             widgets={"model_name": "groundingdino_swint_ogc.pth"}),
-        dict(key="sam", type="ImageAlchemy_SAMLoader", col=col, row=row + 1,
-             widgets={"model_name": "sam_vit_h_4b8939.pth"}),
-        dict(key="mask", type="ImageAlchemy_GroundedSAMMask", col=col + 1, row=row,
-             widgets={"prompt": f"{CLASS_WORD} . {SECOND_CLASS}", "box_threshold": 0.3, "text_threshold": 0.25,
-                      "area_penalty": 0.1, "max_objects": 1, "grow": 8, "feather": 0, "if_nothing_found": "error",
-                      "order_by": "most confident", "if_several_found": "use the first"},
-             links={"image": ("scene", 0), "grounding_dino": ("dino", 0), "sam": ("sam", 0)}),
-        dict(key="pick_a", type="ImageAlchemy_MaskFromBatch", col=col + 2, row=row,
-             widgets={"index": 0, "if_missing": "error"}, links={"masks": ("mask", 2)}),
-        dict(key="pick_b", type="ImageAlchemy_MaskFromBatch", col=col + 2, row=row + 1,
-             widgets={"index": 1, "if_missing": "error"}, links={"masks": ("mask", 2)}),
+        dict(
+            key="dino",
+            type="ImageAlchemy_GroundingDinoLoader",
+            col=col,
+            row=row,
+            widgets={"model_name": "groundingdino_swint_ogc.pth"},
+        ),
+        dict(
+            key="sam",
+            type="ImageAlchemy_SAMLoader",
+            col=col,
+            row=row + 1,
+            widgets={"model_name": "sam_vit_h_4b8939.pth"},
+        ),
+        dict(
+            key="mask",
+            type="ImageAlchemy_GroundedSAMMask",
+            col=col + 1,
+            row=row,
+            widgets={
+                "prompt": f"{CLASS_WORD} . {SECOND_CLASS}",
+                "box_threshold": 0.3,
+                "text_threshold": 0.25,
+                "area_penalty": 0.1,
+                "max_objects": 1,
+                "grow": 8,
+                "feather": 0,
+                "if_nothing_found": "error",
+                "order_by": "most confident",
+                "if_several_found": "use the first",
+            },
+            links={"image": ("scene", 0), "grounding_dino": ("dino", 0), "sam": ("sam", 0)},
+        ),
+        dict(
+            key="pick_a",
+            type="ImageAlchemy_MaskFromBatch",
+            col=col + 2,
+            row=row,
+            widgets={"index": 0, "if_missing": "error"},
+            links={"masks": ("mask", 2)},
+        ),
+        dict(
+            key="pick_b",
+            type="ImageAlchemy_MaskFromBatch",
+            col=col + 2,
+            row=row + 1,
+            widgets={"index": 1, "if_missing": "error"},
+            links={"masks": ("mask", 2)},
+        ),
     ]
-    return find, subject_chain("a", TOKEN, CLASS_WORD, SUBJECT_LORA, onto=("scene", 0), keep=("pick_b", 0)), \
-        subject_chain("b", SECOND_TOKEN, SECOND_CLASS, SECOND_LORA, onto=("insert_a", 0), keep=("pick_a", 0),
-                      seed=8) + [
-            dict(key="save", type="SaveImage", col=3, row=0, widgets={"filename_prefix": "image_alchemy/two_subjects"},
-                 links={"images": ("insert_b", 0)}),
-            dict(key="save_scene", type="SaveImage", col=3, row=1.6, widgets={"filename_prefix": "image_alchemy/scene"},
-                 links={"images": ("scene", 0)})]
+    return (
+        find,
+        subject_chain("a", TOKEN, CLASS_WORD, SUBJECT_LORA, onto=("scene", 0), keep=("pick_b", 0)),
+        subject_chain("b", SECOND_TOKEN, SECOND_CLASS, SECOND_LORA, onto=("insert_a", 0), keep=("pick_a", 0), seed=8)
+        + [
+            dict(
+                key="save",
+                type="SaveImage",
+                col=3,
+                row=0,
+                widgets={"filename_prefix": "image_alchemy/two_subjects"},
+                links={"images": ("insert_b", 0)},
+            ),
+            dict(
+                key="save_scene",
+                type="SaveImage",
+                col=3,
+                row=1.6,
+                widgets={"filename_prefix": "image_alchemy/scene"},
+                links={"images": ("scene", 0)},
+            ),
+        ],
+    )
 
 
 def subject_chain(tag, token, class_word, lora, onto, keep, seed=7):
     """DecayBlur of the stage-1 scene around one subject's mask + its insert with its LoRA and token prompt."""
     return [
-        dict(key=f"blurred_{tag}", type="ImageAlchemy_DecayBlur", col=0, row=0,
-             widgets={"mode": "exponential-decay", "kernel_size": 151, "sigma": 100.0, "decay_lambda": 5.0},
-             links={"image": ("scene", 0), "mask": (f"pick_{tag}", 0)}),
-        dict(key=f"prompt_{tag}", type="CLIPTextEncode", col=1, row=1.4,
-             widgets={"text": f"a photo of {token} {class_word} on a sofa, living room, soft light, 35mm"},
-             links={"clip": ("ckpt", 1)}),
-        dict(key=f"insert_{tag}", type="ImageAlchemy_LoRAImg2ImgInsert", col=2, row=0,
-             widgets={"lora_name": lora, "lora_strength": 1.0, "seed": seed, "control_after_generate": "fixed",
-                      "steps": 30, "cfg": 6.0, "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": 0.75,
-                      "grow": 8, "feather": 16, "crop_mode": "crop", "context": 0.5, "resolution": 1024},
-             links={"model": ("ckpt", 0), "vae": ("ckpt", 2), "image": (f"blurred_{tag}", 0),
-                    "mask": (f"blurred_{tag}", 2), "positive": (f"prompt_{tag}", 0), "negative": ("negative", 0),
-                    "scene": onto, "keep": keep}),
+        dict(
+            key=f"blurred_{tag}",
+            type="ImageAlchemy_DecayBlur",
+            col=0,
+            row=0,
+            widgets={"mode": "exponential-decay", "kernel_size": 151, "sigma": 100.0, "decay_lambda": 5.0},
+            links={"image": ("scene", 0), "mask": (f"pick_{tag}", 0)},
+        ),
+        dict(
+            key=f"prompt_{tag}",
+            type="CLIPTextEncode",
+            col=1,
+            row=1.4,
+            widgets={"text": f"a photo of {token} {class_word} on a sofa, living room, soft light, 35mm"},
+            links={"clip": ("ckpt", 1)},
+        ),
+        dict(
+            key=f"insert_{tag}",
+            type="ImageAlchemy_LoRAImg2ImgInsert",
+            col=2,
+            row=0,
+            widgets={
+                "lora_name": lora,
+                "lora_strength": 1.0,
+                "seed": seed,
+                "control_after_generate": "fixed",
+                "steps": 30,
+                "cfg": 6.0,
+                "sampler_name": "dpmpp_2m",
+                "scheduler": "karras",
+                "denoise": 0.75,
+                "grow": 8,
+                "feather": 16,
+                "crop_mode": "crop",
+                "context": 0.5,
+                "resolution": 1024,
+            },
+            links={
+                "model": ("ckpt", 0),
+                "vae": ("ckpt", 2),
+                "image": (f"blurred_{tag}", 0),
+                "mask": (f"blurred_{tag}", 2),
+                "positive": (f"prompt_{tag}", 0),
+                "negative": ("negative", 0),
+                "scene": onto,
+                "keep": keep,
+            },
+        ),
     ]
 
 
@@ -138,27 +336,80 @@ def learn_subject(col=1, token_link=("picker", 0)):
     """Five subject photos → RareTokenPicker → TrainSubjectLoRA (the LoRA lands in models/loras)."""
     nodes = [dict(key="ckpt", type="CheckpointLoaderSimple", col=col + 1, row=2.2, widgets={"ckpt_name": CHECKPOINT})]
     for i in range(5):
-        nodes.append(dict(key=f"photo{i}", type="LoadImage", col=col + i % 2, row=1.1 * (i // 2),
-                          widgets={"image": f"subject_{i}.png"}))
+        nodes.append(
+            dict(
+                key=f"photo{i}",
+                type="LoadImage",
+                col=col + i % 2,
+                row=1.1 * (i // 2),
+                widgets={"image": f"subject_{i}.png"},
+            )
+        )
     nodes += [
-        dict(key="batch01", type="ImageBatch", col=col + 2, row=0, size=BATCH_SIZE,
-             links={"image1": ("photo0", 0), "image2": ("photo1", 0)}),
-        dict(key="batch23", type="ImageBatch", col=col + 2, row=0.4, size=BATCH_SIZE,
-             links={"image1": ("photo2", 0), "image2": ("photo3", 0)}),
-        dict(key="batch0123", type="ImageBatch", col=col + 2, row=0.8, size=BATCH_SIZE,
-             links={"image1": ("batch01", 0), "image2": ("batch23", 0)}),
-        dict(key="photos", type="ImageBatch", col=col + 2, row=1.2, size=BATCH_SIZE,
-             links={"image1": ("batch0123", 0), "image2": ("photo4", 0)}),
-        dict(key="picker", type="ImageAlchemy_RareTokenPicker", col=col + 3, row=0,
-             widgets={"class_word": CLASS_WORD, "control_after_generate": "fixed"},
-             links={"model": ("ckpt", 0), "clip": ("ckpt", 1), "vae": ("ckpt", 2)}),
+        dict(
+            key="batch01",
+            type="ImageBatch",
+            col=col + 2,
+            row=0,
+            size=BATCH_SIZE,
+            links={"image1": ("photo0", 0), "image2": ("photo1", 0)},
+        ),
+        dict(
+            key="batch23",
+            type="ImageBatch",
+            col=col + 2,
+            row=0.4,
+            size=BATCH_SIZE,
+            links={"image1": ("photo2", 0), "image2": ("photo3", 0)},
+        ),
+        dict(
+            key="batch0123",
+            type="ImageBatch",
+            col=col + 2,
+            row=0.8,
+            size=BATCH_SIZE,
+            links={"image1": ("batch01", 0), "image2": ("batch23", 0)},
+        ),
+        dict(
+            key="photos",
+            type="ImageBatch",
+            col=col + 2,
+            row=1.2,
+            size=BATCH_SIZE,
+            links={"image1": ("batch0123", 0), "image2": ("photo4", 0)},
+        ),
+        dict(
+            key="picker",
+            type="ImageAlchemy_RareTokenPicker",
+            col=col + 3,
+            row=0,
+            widgets={"class_word": CLASS_WORD, "control_after_generate": "fixed"},
+            links={"model": ("ckpt", 0), "clip": ("ckpt", 1), "vae": ("ckpt", 2)},
+        ),
         dict(key="sheet", type="PreviewImage", col=col + 4, row=0, links={"images": ("picker", 1)}, size=[320, 320]),
         dict(key="scores", type="PreviewAny", col=col + 4, row=1.2, links={"source": ("picker", 2)}, size=[320, 200]),
-        dict(key="train", type="ImageAlchemy_TrainSubjectLoRA", col=col + 5, row=0,
-             widgets={"class_word": CLASS_WORD, "lora_name": SUBJECT_LORA.removesuffix(".safetensors"), "steps": 500,
-                      "rank": 8, "resolution": 1024, "batch_size": 1, "control_after_generate": "fixed"},
-             links={"model": ("ckpt", 0), "clip": ("ckpt", 1), "vae": ("ckpt", 2), "images": ("photos", 0),
-                    "token": token_link}),
+        dict(
+            key="train",
+            type="ImageAlchemy_TrainSubjectLoRA",
+            col=col + 5,
+            row=0,
+            widgets={
+                "class_word": CLASS_WORD,
+                "lora_name": SUBJECT_LORA.removesuffix(".safetensors"),
+                "steps": 500,
+                "rank": 8,
+                "resolution": 1024,
+                "batch_size": 1,
+                "control_after_generate": "fixed",
+            },
+            links={
+                "model": ("ckpt", 0),
+                "clip": ("ckpt", 1),
+                "vae": ("ckpt", 2),
+                "images": ("photos", 0),
+                "token": token_link,
+            },
+        ),
         dict(key="curve", type="PreviewImage", col=col + 6, row=0, links={"images": ("train", 1)}, size=[320, 320]),
     ]
     return nodes
@@ -214,8 +465,14 @@ TWO_SUBJECTS_NOTE = (
 # nodes that show images (its IMAGE_PREVIEW widget takes at least 220 px; reserved in the node's size), and the Train
 # Subject LoRA's live loss chart (web/train_loss.js grows the node by its 110 px chart + 8 when training starts;
 # left free below the node).
-SHOWS_IMAGES = ["LoadImage", "SaveImage", "PreviewImage", "ImageAlchemy_GroundedSAMMask", "ImageAlchemy_DecayBlur",
-                "ImageAlchemy_TrainSubjectLoRA"]
+SHOWS_IMAGES = [
+    "LoadImage",
+    "SaveImage",
+    "PreviewImage",
+    "ImageAlchemy_GroundedSAMMask",
+    "ImageAlchemy_DecayBlur",
+    "ImageAlchemy_TrainSubjectLoRA",
+]
 PREVIEW_HEIGHT = 220
 GROWS_BELOW = {"ImageAlchemy_TrainSubjectLoRA": 118}
 
@@ -223,10 +480,10 @@ LEARN = dict(key="learn", title="Learn the subject: photos → rare token → Lo
 STAGE1 = dict(key="stage1", title="Stage 1: the unmodified SDXL paints the scene (class word)", color="blue")
 STAGE2 = dict(key="stage2", title="Stage 2: find, blur and repaint the subject with the LoRA (token)", color="green")
 FIND = dict(key="find", title="Stage 2: find both subjects ('dog . cat': one mask per phrase)", color="green")
-SUBJECT_A = dict(key="subject_a", title="Stage 2, subject A: iklan dog (its blur, LoRA and token prompt)",
-                 color="cyan")
-SUBJECT_B = dict(key="subject_b", title="Stage 2, subject B: ffin cat, stitched onto subject A's result",
-                 color="purple")
+SUBJECT_A = dict(key="subject_a", title="Stage 2, subject A: iklan dog (its blur, LoRA and token prompt)", color="cyan")
+SUBJECT_B = dict(
+    key="subject_b", title="Stage 2, subject B: ffin cat, stitched onto subject A's result", color="purple"
+)
 SAM3_FIND = dict(key="sam3", title="Stage 2 (ComfyUI 0.33+): core SAM3_Detect finds the subject", color="green")
 
 
@@ -250,22 +507,42 @@ SAM3_NOTE = (
 
 def sam3_find(col=0, row=0):
     return [
-        dict(key="sam3_ckpt", type="CheckpointLoaderSimple", col=col, row=row,
-             widgets={"ckpt_name": SAM3_CHECKPOINT}),
-        dict(key="sam3_text", type="CLIPTextEncode", col=col, row=row + 1, widgets={"text": CLASS_WORD},
-             links={"clip": ("sam3_ckpt", 1)}),
-        dict(key="detect", type="SAM3_Detect", col=col + 1, row=row,
-             widgets={"threshold": 0.5, "refine_iterations": 2, "individual_masks": True},
-             links={"model": ("sam3_ckpt", 0), "image": ("scene", 0), "conditioning": ("sam3_text", 0)}),
-        dict(key="pick", type="ImageAlchemy_MaskFromBatch", col=col + 2, row=row,
-             widgets={"index": 0, "if_missing": "error"}, links={"masks": ("detect", 0)}),
+        dict(key="sam3_ckpt", type="CheckpointLoaderSimple", col=col, row=row, widgets={"ckpt_name": SAM3_CHECKPOINT}),
+        dict(
+            key="sam3_text",
+            type="CLIPTextEncode",
+            col=col,
+            row=row + 1,
+            widgets={"text": CLASS_WORD},
+            links={"clip": ("sam3_ckpt", 1)},
+        ),
+        dict(
+            key="detect",
+            type="SAM3_Detect",
+            col=col + 1,
+            row=row,
+            widgets={"threshold": 0.5, "refine_iterations": 2, "individual_masks": True},
+            links={"model": ("sam3_ckpt", 0), "image": ("scene", 0), "conditioning": ("sam3_text", 0)},
+        ),
+        dict(
+            key="pick",
+            type="ImageAlchemy_MaskFromBatch",
+            col=col + 2,
+            row=row,
+            widgets={"index": 0, "if_missing": "error"},
+            links={"masks": ("detect", 0)},
+        ),
     ]
 
 
 def sam3_stage2(col):
     """Workflow 2's blur + insert on SAM3_Detect's mask (object 0)."""
-    nodes = [n for n in stage2(col) if n["type"] not in ("ImageAlchemy_GroundingDinoLoader", "ImageAlchemy_SAMLoader",
-                                                          "ImageAlchemy_GroundedSAMMask")]
+    nodes = [
+        n
+        for n in stage2(col)
+        if n["type"]
+        not in ("ImageAlchemy_GroundingDinoLoader", "ImageAlchemy_SAMLoader", "ImageAlchemy_GroundedSAMMask")
+    ]
     for n in nodes:
         n["col"] -= 1
         if n["key"] == "blurred":
@@ -276,21 +553,47 @@ def sam3_stage2(col):
 _find, _subject_a, _subject_b = two_subjects()
 
 WORKFLOWS = [
-    dict(name="1_learn_subject", groups=[LEARN], layout=[["about", "learn"]],
-         nodes=[note("about", 0, 0, LEARN_NOTE, 340, 380)] + grouped(LEARN, learn_subject())),
-    dict(name="2_two_stage_generation", groups=[STAGE1, STAGE2], layout=[["about", "stage1"], ["stage2"]],
-         nodes=[note("about", 0, 0, TWO_STAGE_NOTE, 360, 420)] + grouped(STAGE1, stage1())
-         + grouped(STAGE2, stage2(col=4))),
-    dict(name="3_whole_pipeline", groups=[LEARN, STAGE1, STAGE2], layout=[["about", "learn"], ["stage1", "stage2"]],
-         nodes=[note("about", 0, 0, WHOLE_NOTE, 340, 380)] + grouped(LEARN, learn_subject())
-         + grouped(STAGE1, stage1(col=1, row=2.6, checkpoint=False))
-         + grouped(STAGE2, stage2(col=5, row=2.6, lora_link=("train", 0), token_link=("picker", 0)))),
-    dict(name="4_two_subjects", groups=[STAGE1, FIND, SUBJECT_A, SUBJECT_B],
-         layout=[["about", "stage1", "find"], ["subject_a", "subject_b"]],
-         nodes=[note("about", 0, 0, TWO_SUBJECTS_NOTE, 360, 420)] + grouped(STAGE1, stage1(scene=TWO_SCENE))
-         + grouped(FIND, _find) + grouped(SUBJECT_A, _subject_a) + grouped(SUBJECT_B, _subject_b)),
-    dict(name="5_sam3_two_stage_comfyui_0.33", groups=[STAGE1, SAM3_FIND, STAGE2], requires_comfyui="0.33.0",
-         layout=[["about", "stage1"], ["sam3", "stage2"]],
-         nodes=[note("about", 0, 0, SAM3_NOTE, 360, 420)] + grouped(STAGE1, stage1())
-         + grouped(SAM3_FIND, sam3_find()) + grouped(STAGE2, sam3_stage2(col=4))),
+    dict(
+        name="1_learn_subject",
+        groups=[LEARN],
+        layout=[["about", "learn"]],
+        nodes=[note("about", 0, 0, LEARN_NOTE, 340, 380)] + grouped(LEARN, learn_subject()),
+    ),
+    dict(
+        name="2_two_stage_generation",
+        groups=[STAGE1, STAGE2],
+        layout=[["about", "stage1"], ["stage2"]],
+        nodes=[note("about", 0, 0, TWO_STAGE_NOTE, 360, 420)]
+        + grouped(STAGE1, stage1())
+        + grouped(STAGE2, stage2(col=4)),
+    ),
+    dict(
+        name="3_whole_pipeline",
+        groups=[LEARN, STAGE1, STAGE2],
+        layout=[["about", "learn"], ["stage1", "stage2"]],
+        nodes=[note("about", 0, 0, WHOLE_NOTE, 340, 380)]
+        + grouped(LEARN, learn_subject())
+        + grouped(STAGE1, stage1(col=1, row=2.6, checkpoint=False))
+        + grouped(STAGE2, stage2(col=5, row=2.6, lora_link=("train", 0), token_link=("picker", 0))),
+    ),
+    dict(
+        name="4_two_subjects",
+        groups=[STAGE1, FIND, SUBJECT_A, SUBJECT_B],
+        layout=[["about", "stage1", "find"], ["subject_a", "subject_b"]],
+        nodes=[note("about", 0, 0, TWO_SUBJECTS_NOTE, 360, 420)]
+        + grouped(STAGE1, stage1(scene=TWO_SCENE))
+        + grouped(FIND, _find)
+        + grouped(SUBJECT_A, _subject_a)
+        + grouped(SUBJECT_B, _subject_b),
+    ),
+    dict(
+        name="5_sam3_two_stage_comfyui_0.33",
+        groups=[STAGE1, SAM3_FIND, STAGE2],
+        requires_comfyui="0.33.0",
+        layout=[["about", "stage1"], ["sam3", "stage2"]],
+        nodes=[note("about", 0, 0, SAM3_NOTE, 360, 420)]
+        + grouped(STAGE1, stage1())
+        + grouped(SAM3_FIND, sam3_find())
+        + grouped(STAGE2, sam3_stage2(col=4)),
+    ),
 ]

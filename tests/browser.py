@@ -1,4 +1,5 @@
 """ComfyUI's real frontend in headless Chromium (Debian's package), driven by playwright. Test-only."""
+
 from __future__ import annotations
 
 import shutil
@@ -6,8 +7,15 @@ from contextlib import contextmanager
 
 import requests
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                 "--disable-background-networking", "--disable-component-update"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 PACK_URL_PART = "comfyui-image-alchemy"
 # The window the example workflows' saved views show the whole graph in, the margins of it that the frontend's side
 # bar, workflow tabs, floating menus and zoom controls cover, and the bottom right corner its minimap covers (when
@@ -60,7 +68,7 @@ class FrontendPage:
         page.on("console", lambda m: self.messages.append((m.type, m.text, (m.location or {}).get("url", ""))))
         page.on("pageerror", lambda e: self.messages.append(("pageerror", str(e), str(getattr(e, "stack", "")))))
 
-    def open(self) -> "FrontendPage":
+    def open(self) -> FrontendPage:
         # Mark the first-run tutorial as done so the template browser does not cover the canvas.
         requests.post(self.server.url + "/settings/Comfy.TutorialCompleted", json=True, timeout=10)
         self.page.goto(self.server.url, wait_until="networkidle")
@@ -68,9 +76,12 @@ class FrontendPage:
         return self
 
     def our_errors(self) -> list[str]:
-        return [f"{kind}: {text} ({where})" for kind, text, where in self.messages
-                if kind in ("error", "pageerror") and (PACK_URL_PART in where or PACK_URL_PART in text
-                                                       or "ImageAlchemy" in text)]
+        return [
+            f"{kind}: {text} ({where})"
+            for kind, text, where in self.messages
+            if kind in ("error", "pageerror")
+            and (PACK_URL_PART in where or PACK_URL_PART in text or "ImageAlchemy" in text)
+        ]
 
     def load_workflow(self, workflow: dict) -> None:
         self.page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
@@ -88,7 +99,8 @@ class FrontendPage:
 
     def missing_node_types(self, workflow: dict) -> list[str]:
         return self.page.evaluate(
-            "(wf) => wf.nodes.map(n => n.type).filter(t => !window.LiteGraph.registered_node_types[t])", workflow)
+            "(wf) => wf.nodes.map(n => n.type).filter(t => !window.LiteGraph.registered_node_types[t])", workflow
+        )
 
     def graph_to_prompt(self) -> dict:
         return self.page.evaluate("async () => (await window.app.graphToPrompt()).output")
@@ -101,8 +113,9 @@ def frontend(server, width: int = 1600, height: int = 1000, device_scale_factor:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": height},
-                                    device_scale_factor=device_scale_factor)
+            page = browser.new_page(
+                viewport={"width": width, "height": height}, device_scale_factor=device_scale_factor
+            )
             yield FrontendPage(page, server).open()
         finally:
             browser.close()

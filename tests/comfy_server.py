@@ -2,6 +2,7 @@
 
 Test-only code (the pack itself never starts processes this way).
 """
+
 from __future__ import annotations
 
 import io
@@ -34,8 +35,15 @@ def free_port() -> int:
 
 
 class ComfyServer:
-    def __init__(self, comfy_dir: Path, base_dir: Path, custom_nodes: dict[str, Path], python: str = sys.executable,
-                 env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        comfy_dir: Path,
+        base_dir: Path,
+        custom_nodes: dict[str, Path],
+        python: str = sys.executable,
+        env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
+    ):
         """``env``: variables set (or, with value None, removed) in the server's environment on top of ours;
         ``extra_args``: more ComfyUI command-line arguments."""
         self.env = dict(env or {})
@@ -56,15 +64,28 @@ class ComfyServer:
                 link.symlink_to(Path(target).resolve(), target_is_directory=True)
 
     # -- lifecycle -------------------------------------------------------------------------------------
-    def start(self, timeout: float = 180.0) -> "ComfyServer":
-        cmd = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--base-directory", str(self.base_dir), "--disable-auto-launch",
-               "--database-url", f"sqlite:///{self.base_dir / 'user' / 'comfyui.db'}", *self.extra_args]
+    def start(self, timeout: float = 180.0) -> ComfyServer:
+        cmd = [
+            self.python,
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--base-directory",
+            str(self.base_dir),
+            "--disable-auto-launch",
+            "--database-url",
+            f"sqlite:///{self.base_dir / 'user' / 'comfyui.db'}",
+            *self.extra_args,
+        ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **self.env}
         env = {k: v for k, v in env.items() if v is not None}
         self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(cmd, cwd=self.comfy_dir, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env=env, start_new_session=True)
+        self.process = subprocess.Popen(
+            cmd, cwd=self.comfy_dir, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -130,8 +151,15 @@ class ComfyServer:
         return self.wait(self.queue(prompt), timeout)
 
     def image(self, ref: dict) -> Image.Image:
-        r = requests.get(self.url + "/view", params={"filename": ref["filename"], "subfolder": ref.get("subfolder", ""),
-                                                      "type": ref.get("type", "output")}, timeout=30)
+        r = requests.get(
+            self.url + "/view",
+            params={
+                "filename": ref["filename"],
+                "subfolder": ref.get("subfolder", ""),
+                "type": ref.get("type", "output"),
+            },
+            timeout=30,
+        )
         r.raise_for_status()
         return Image.open(io.BytesIO(r.content))
 

@@ -1,4 +1,5 @@
 """Shared fixtures: the pack imported as a package, tiny models on disk, and a real ComfyUI server."""
+
 from __future__ import annotations
 
 import os
@@ -60,8 +61,9 @@ def comfy(tmp_path_factory, comfy_dir, tiny_models):
     base = tmp_path_factory.mktemp("comfy_base")
     (base / "models").mkdir()
     (base / "models" / "tiny_sdxl").symlink_to(tiny_models["unet"].parent, target_is_directory=True)
-    server = ComfyServer(comfy_dir, base, {PACK_FOLDER_NAME: ROOT,
-                                           "image_alchemy_test_fixtures": ROOT / "tests" / "fixture_pack"})
+    server = ComfyServer(
+        comfy_dir, base, {PACK_FOLDER_NAME: ROOT, "image_alchemy_test_fixtures": ROOT / "tests" / "fixture_pack"}
+    )
     server.start()
     yield server
     server.stop()

@@ -3,6 +3,7 @@
 For tests, bench/ and scripts: the repo root itself never goes on sys.path, because ComfyUI has a top-level
 module called ``nodes`` that the pack's own ``nodes/`` would shadow.
 """
+
 import importlib.util
 import sys
 from pathlib import Path

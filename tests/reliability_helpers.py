@@ -1,5 +1,6 @@
 """Helpers for the reliability tests: run a prompt that must fail, and prove the server survived it and that no
 file was written or damaged (a snapshot of the server's folders before and after)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 from comfy_execution.graph_utils import GraphBuilder
-
 from comfy_server import PromptFailed
 
 # Folders a failing prompt must leave exactly as they were (server.log, the database and previews in temp/
@@ -25,8 +25,10 @@ def snapshot(base_dir: Path) -> dict[str, tuple[int, str]]:
         root = base_dir / name
         for path in sorted(root.rglob("*")):
             if path.is_file():
-                files[str(path.relative_to(base_dir))] = (path.stat().st_size,
-                                                          hashlib.sha1(path.read_bytes()).hexdigest())
+                files[str(path.relative_to(base_dir))] = (
+                    path.stat().st_size,
+                    hashlib.sha1(path.read_bytes()).hexdigest(),
+                )
     return files
 
 

@@ -1,12 +1,12 @@
 """DecayBlur: the pure blur against a direct, slow evaluation of the formulas, then the node in a real server."""
+
 import numpy as np
 import pytest
 import torch
 from comfy_execution.graph_utils import GraphBuilder
-from PIL import Image
-
 from comfy_server import PromptFailed
 from image_alchemy.alchemy import blur
+from PIL import Image
 
 # Accuracy of the sigma-decay level stack against the exact per-pixel Gaussian on 0..1 images: the node's tooltip
 # and alchemy/blur.py state max 0.015 / mean 0.001; these tests hold the measured cases to max 0.01 (bench/blur.py:
@@ -30,7 +30,7 @@ def box_mask(h, w, top, left, bottom, right):
 def brute_distance(mask):
     """Distance from every pixel to the nearest subject pixel, by checking every pair."""
     ys, xs = np.nonzero(mask >= 0.5)
-    yy, xx = np.mgrid[0:mask.shape[0], 0:mask.shape[1]]
+    yy, xx = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]]
     return np.sqrt((yy[..., None] - ys) ** 2 + (xx[..., None] - xs) ** 2).min(-1)
 
 
@@ -104,13 +104,15 @@ def test_sigma_decay_bound_at_full_size_with_the_papers_settings(area):
     assert err.max() < DECAY_MAX_ERR and err.mean() < DECAY_MEAN_ERR, (err.max(), err.mean())
 
 
-@pytest.mark.parametrize("mode, decay", [("gaussian", "sigma"), ("exponential-decay", "sigma"),
-                                         ("exponential-decay", "opacity")])
+@pytest.mark.parametrize(
+    "mode, decay", [("gaussian", "sigma"), ("exponential-decay", "sigma"), ("exponential-decay", "opacity")]
+)
 def test_outside_the_changed_region_the_output_is_the_input(mode, decay):
     img = make_image(90, 100)
     mask = box_mask(90, 100, 30, 40, 50, 60)
-    out, strength = blur.decay_blur(img, mask, mode=mode, kernel_size=31, sigma=12.0, lam=5.0, distance_unit=5.0,
-                                    decay=decay)
+    out, strength = blur.decay_blur(
+        img, mask, mode=mode, kernel_size=31, sigma=12.0, lam=5.0, distance_unit=5.0, decay=decay
+    )
     region = blur.changed_region(strength, mode=mode, sigma=12.0, decay=decay)
     assert set(np.unique(region)) == {0.0, 1.0}
     assert np.array_equal(out[region == 0], img[region == 0])
@@ -121,8 +123,7 @@ def test_outside_the_changed_region_the_output_is_the_input(mode, decay):
 def test_opacity_decay_is_the_faded_full_blur():
     img = make_image(32, 40)
     mask = box_mask(32, 40, 10, 5, 18, 15)
-    out, strength = blur.decay_blur(img, mask, kernel_size=21, sigma=6.0, lam=5.0, distance_unit=10.0,
-                                    decay="opacity")
+    out, strength = blur.decay_blur(img, mask, kernel_size=21, sigma=6.0, lam=5.0, distance_unit=10.0, decay="opacity")
     w = np.exp(-5.0 * brute_distance(mask) / 10.0)[..., None]
     full = blur.decay_blur_exact(img, np.full(mask.shape, 6.0), 21)
     w = np.where(w >= blur.OPACITY_CUTOFF, w, 0.0)  # below the cutoff the pixel is kept as it is
@@ -160,6 +161,7 @@ def test_bad_parameters_are_refused():
 
 # -- the node in a real ComfyUI server ---------------------------------------------------------------------------
 
+
 def write_inputs(comfy, name, rgb, subject):
     """An RGBA PNG whose LoadImage MASK output is ``subject`` (LoadImage gives mask = 1 − alpha)."""
     alpha = ((1 - subject) * 255).astype(np.uint8)
@@ -175,13 +177,24 @@ def test_decay_blur_node_batch_resized_mask_and_strength(comfy):
     image = g.node("LoadImage", image="blur_image.png")
     mask = g.node("LoadImage", image="blur_mask.png")
     batch = g.node("RepeatImageBatch", image=image.out(0), amount=2)
-    node = g.node("ImageAlchemy_DecayBlur", image=batch.out(0), mask=mask.out(1), mode="exponential-decay",
-                  kernel_size=21, sigma=8.0, decay_lambda=5.0, distance_unit="pixel", decay="opacity")
+    node = g.node(
+        "ImageAlchemy_DecayBlur",
+        image=batch.out(0),
+        mask=mask.out(1),
+        mode="exponential-decay",
+        kernel_size=21,
+        sigma=8.0,
+        decay_lambda=5.0,
+        distance_unit="pixel",
+        decay="opacity",
+    )
     save = g.node("SaveImage", images=node.out(0), filename_prefix="decay_blur")
-    save_strength = g.node("SaveImage", images=g.node("MaskToImage", mask=node.out(1)).out(0),
-                           filename_prefix="decay_strength")
-    save_region = g.node("SaveImage", images=g.node("MaskToImage", mask=node.out(2)).out(0),
-                         filename_prefix="decay_region")
+    save_strength = g.node(
+        "SaveImage", images=g.node("MaskToImage", mask=node.out(1)).out(0), filename_prefix="decay_strength"
+    )
+    save_region = g.node(
+        "SaveImage", images=g.node("MaskToImage", mask=node.out(2)).out(0), filename_prefix="decay_region"
+    )
     entry = comfy.run(g.finalize())
     regions = [np.asarray(im.convert("L")) for im in comfy.output_images(entry, save_region.id)]
     assert len(regions) == 2 and set(np.unique(regions[0])) == {0, 255}
@@ -190,8 +203,15 @@ def test_decay_blur_node_batch_resized_mask_and_strength(comfy):
     assert len(outs) == 2 and outs[0].shape == (48, 64, 3) and np.array_equal(outs[0], outs[1])
     # The 24×32 mask was resized ×2 onto the image: the subject block is 12..28 × 16..40, strength 1 there.
     assert strength[14:26, 18:38].min() > 0.99 and strength[0, 0] < 0.01
-    expect, _ = blur.decay_blur(rgb.astype(np.float32) / 255, (strength > 0.99).astype(np.float32), kernel_size=21,
-                                sigma=8.0, lam=5.0, distance_unit=1.0, decay="opacity")
+    expect, _ = blur.decay_blur(
+        rgb.astype(np.float32) / 255,
+        (strength > 0.99).astype(np.float32),
+        kernel_size=21,
+        sigma=8.0,
+        lam=5.0,
+        distance_unit=1.0,
+        decay="opacity",
+    )
     assert np.abs(outs[0].astype(int) - np.round(expect * 255).astype(int)).max() <= 2
     assert np.array_equal(outs[0][regions[0] == 0], rgb[regions[0] == 0])  # outside the region: the input
 
@@ -201,9 +221,17 @@ def test_decay_blur_node_refuses_mismatched_batches(comfy):
     image = g.node("EmptyImage", width=32, height=32, batch_size=3, color=0)
     masks = g.node("SolidMask", value=1.0, width=32, height=32)
     two = g.node("RepeatImageBatch", image=g.node("MaskToImage", mask=masks.out(0)).out(0), amount=2)
-    node = g.node("ImageAlchemy_DecayBlur", image=image.out(0), mask=g.node("ImageToMask", image=two.out(0),
-                  channel="red").out(0), mode="gaussian", kernel_size=5, sigma=2.0, decay_lambda=5.0,
-                  distance_unit="kernel radius", decay="sigma")
+    node = g.node(
+        "ImageAlchemy_DecayBlur",
+        image=image.out(0),
+        mask=g.node("ImageToMask", image=two.out(0), channel="red").out(0),
+        mode="gaussian",
+        kernel_size=5,
+        sigma=2.0,
+        decay_lambda=5.0,
+        distance_unit="kernel radius",
+        decay="sigma",
+    )
     g.node("SaveImage", images=node.out(0), filename_prefix="never")
     with pytest.raises(PromptFailed, match="DecayBlur: the mask batch has 2 masks but the image batch has 3"):
         comfy.run(g.finalize())

@@ -1,13 +1,13 @@
 """The pack in ComfyUI's real frontend (headless Chromium): every example workflow loads with no missing node
 type and no broken link, opens laid out (a group per stage, no node over another, the whole graph in the saved view
 of a 1920×1080 window), our web extension raises no error, and the two-stage workflow runs from the Run button."""
+
 import os
 import time
 from pathlib import Path
 
 import pytest
 import requests
-
 import tiny_detectors
 import workflows
 from browser import WORKFLOW_VIEW, frontend
@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = sorted((ROOT / "example_workflows").glob("*.json"))
 # Workflows that use core nodes of a newer ComfyUI than the one under test are left out (ComfyUI 0.3.75 has no
 # SAM3_Detect); test_workflows_that_need_a_newer_comfyui_say_so checks they are marked.
-WORKFLOW_FILES = workflows.for_comfyui(WORKFLOW_FILES, os.environ.get("IMAGE_ALCHEMY_COMFYUI", ROOT / ".cache" / "comfyui"))
+WORKFLOW_FILES = workflows.for_comfyui(
+    WORKFLOW_FILES, os.environ.get("IMAGE_ALCHEMY_COMFYUI", ROOT / ".cache" / "comfyui")
+)
 DINO, SAM, LORA = "browser-dino", "browser_sam.pth", "browser_subject.safetensors"
 SCREENSHOT_DIR = ROOT / "tests" / "artifacts"
 
@@ -89,8 +91,11 @@ def test_workflow_loads_without_missing_nodes_or_broken_links(comfy, ui, path):
 
 
 # Which group each stage's key node sits in, by the start of the group's title.
-STAGE_NODES = {"ImageAlchemy_TrainSubjectLoRA": "Learn", "KSampler": "Stage 1",
-               "ImageAlchemy_LoRAImg2ImgInsert": "Stage 2"}
+STAGE_NODES = {
+    "ImageAlchemy_TrainSubjectLoRA": "Learn",
+    "KSampler": "Stage 1",
+    "ImageAlchemy_LoRAImg2ImgInsert": "Stage 2",
+}
 
 
 def _overlap(a, b) -> bool:
@@ -98,8 +103,12 @@ def _overlap(a, b) -> bool:
 
 
 def _inside(inner, outer) -> bool:
-    return (inner[0] >= outer[0] and inner[1] >= outer[1] and inner[0] + inner[2] <= outer[0] + outer[2]
-            and inner[1] + inner[3] <= outer[1] + outer[3])
+    return (
+        inner[0] >= outer[0]
+        and inner[1] >= outer[1]
+        and inner[0] + inner[2] <= outer[0] + outer[2]
+        and inner[1] + inner[3] <= outer[1] + outer[3]
+    )
 
 
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=[p.stem for p in WORKFLOW_FILES])
@@ -111,23 +120,34 @@ def test_workflow_opens_laid_out_in_its_saved_view(ui, path):
     nodes, groups = layout["nodes"], layout["groups"]
     assert len(nodes) == len(workflow["nodes"])
     # The frontend's own node boxes: title bar, slots and selection outline.
-    assert [(a["title"], b["title"]) for i, a in enumerate(nodes) for b in nodes[i + 1:]
-            if _overlap(a["box"], b["box"])] == [], "nodes drawn over each other"
-    assert [(a["title"], b["title"]) for i, a in enumerate(groups) for b in groups[i + 1:]
-            if _overlap(a["box"], b["box"])] == [], "groups drawn over each other"
+    assert [
+        (a["title"], b["title"]) for i, a in enumerate(nodes) for b in nodes[i + 1 :] if _overlap(a["box"], b["box"])
+    ] == [], "nodes drawn over each other"
+    assert [
+        (a["title"], b["title"]) for i, a in enumerate(groups) for b in groups[i + 1 :] if _overlap(a["box"], b["box"])
+    ] == [], "groups drawn over each other"
     view = WORKFLOW_VIEW
-    free = [view["left"], view["top"], view["width"] - view["left"] - view["right"],
-            view["height"] - view["top"] - view["bottom"]]
-    assert [item["title"] for item in nodes + groups if not _inside(item["screen"], free)] == [], \
+    free = [
+        view["left"],
+        view["top"],
+        view["width"] - view["left"] - view["right"],
+        view["height"] - view["top"] - view["bottom"],
+    ]
+    assert [item["title"] for item in nodes + groups if not _inside(item["screen"], free)] == [], (
         f"outside the saved view of a {view['width']}×{view['height']} window, or under the frontend's menus"
+    )
     minimap = [view["width"] - view["minimap"][0], view["height"] - view["minimap"][1], *view["minimap"]]
     assert [node["title"] for node in nodes if _overlap(node["screen"], minimap)] == [], "nodes under the minimap"
     for node in nodes:
         if node["type"] in workflows.UI_ONLY_TYPES:
             continue
-        holders = [g["title"] for g in groups
-                   if _inside(node["box"], [g["box"][0], g["box"][1] + g["titleHeight"], g["box"][2],
-                                            g["box"][3] - g["titleHeight"]])]
+        holders = [
+            g["title"]
+            for g in groups
+            if _inside(
+                node["box"], [g["box"][0], g["box"][1] + g["titleHeight"], g["box"][2], g["box"][3] - g["titleHeight"]]
+            )
+        ]
         assert len(holders) == 1, f"{node['title']} is in {len(holders)} groups' bodies, not one"
         if node["type"] in STAGE_NODES:
             assert holders[0].startswith(STAGE_NODES[node["type"]]), (node["title"], holders[0])
@@ -153,6 +173,7 @@ def test_two_stage_workflow_runs_from_the_run_button(comfy, ui):
     ui.page.screenshot(path=str(SCREENSHOT_DIR / "two_stage_in_frontend.png"))
     # The nodes that show images after the run had room for them: none grew over another.
     nodes = ui.layout()["nodes"]
-    assert [(a["title"], b["title"]) for i, a in enumerate(nodes) for b in nodes[i + 1:]
-            if _overlap(a["box"], b["box"])] == [], "nodes grew over each other when they showed the run's images"
+    assert [
+        (a["title"], b["title"]) for i, a in enumerate(nodes) for b in nodes[i + 1 :] if _overlap(a["box"], b["box"])
+    ] == [], "nodes grew over each other when they showed the run's images"
     assert ui.our_errors() == []

@@ -1,13 +1,13 @@
 """SubjectMetrics through the real ComfyUI server, with tiny backbones in models/eval_backbones."""
+
 import numpy as np
 import pytest
 from comfy_execution.graph_utils import GraphBuilder
-from PIL import Image
-
 from comfy_server import PromptFailed
-from image_alchemy.alchemy import backbones, metrics, quality
-from tiny_backbones import CLIP_NAME, DINO_NAME, pictures, write_tiny_backbones
 from graphs import tiny_scene
+from image_alchemy.alchemy import backbones, metrics, quality
+from PIL import Image
+from tiny_backbones import CLIP_NAME, DINO_NAME, pictures, write_tiny_backbones
 
 NODE_ID = "ImageAlchemy_SubjectMetrics"
 
@@ -26,8 +26,9 @@ def server(comfy):
 
 
 def metrics_node(g, images, references, **kwargs):
-    settings = dict(prompt="a photo of sks dog", dino_model=DINO_NAME, clip_model=CLIP_NAME, brisque=True,
-                    mask_margin=0.1)
+    settings = dict(
+        prompt="a photo of sks dog", dino_model=DINO_NAME, clip_model=CLIP_NAME, brisque=True, mask_margin=0.1
+    )
     settings.update(kwargs)
     return g.node(NODE_ID, images=images, reference_images=references, **settings)
 
@@ -80,10 +81,16 @@ def test_node_matches_the_library_with_masks(server):
 
     p = server["pictures"]
     direct = metrics.evaluate(
-        [p["gen_0"], p["gen_1"]], ["a photo of sks dog"] * 2, [p["ref_0"], p["ref_1"]],
+        [p["gen_0"], p["gen_1"]],
+        ["a photo of sks dog"] * 2,
+        [p["ref_0"], p["ref_1"]],
         dino=backbones.DinoBackbone.load(str(server["folders"]["dino"])),
-        clip=backbones.ClipBackbone.load(str(server["folders"]["clip"])), quality=quality.brisque_scores,
-        generated_masks=[server["mask"]], margin=0.1, clip_t_prompts=["a photo of dog"] * 2).overall()
+        clip=backbones.ClipBackbone.load(str(server["folders"]["clip"])),
+        quality=quality.brisque_scores,
+        generated_masks=[server["mask"]],
+        margin=0.1,
+        clip_t_prompts=["a photo of dog"] * 2,
+    ).overall()
     assert got == pytest.approx([direct.dino, direct.clip_i, direct.clip_t, direct.brisque], abs=1e-5)
     assert direct.dino < 0.9999  # different pictures: not the trivial 1.0
 

@@ -1,11 +1,11 @@
 """The shipped example workflows: valid UI format, listed by the server as templates, and runnable through the API
 (converted from UI format, with the tiny test models swapped in for the real model files)."""
+
 import os
 from pathlib import Path
 
 import pytest
 import requests
-
 import tiny_detectors
 import workflows
 from lora_helpers import write_kohya_lora
@@ -94,8 +94,9 @@ def shipped_stage2_prompt(comfy, path):
     DecayBlur and the insert run exactly as shipped, with their shipped links and settings."""
     prompt = workflows.ui_to_api(workflows.load(path), comfy.object_info())
     workflows.adapt_for_tiny_models(prompt, dino=DINO, sam=SAM, lora=LORA)
-    swapped = workflows.swap_node_type(prompt, "ImageAlchemy_GroundedSAMMask", "ImageAlchemyTest_DiscMask",
-                                       keep_inputs=True)
+    swapped = workflows.swap_node_type(
+        prompt, "ImageAlchemy_GroundedSAMMask", "ImageAlchemyTest_DiscMask", keep_inputs=True
+    )
     assert swapped == 1
     ids = {}
     for node_id, node in prompt.items():
@@ -103,8 +104,10 @@ def shipped_stage2_prompt(comfy, path):
         if kind == "ImageAlchemyTest_DiscMask":
             node["inputs"] = {"image": inputs["image"], "radius": SUBJECT_RADIUS}
         elif kind == "VAEDecode":  # stage 1's scene (the only decode in the shipped graphs)
-            node.update(class_type="ImageAlchemyTest_ShapedImage",
-                        inputs={"batch": 1, "height": SCENE_SIZE, "width": SCENE_SIZE, "channels": 3})
+            node.update(
+                class_type="ImageAlchemyTest_ShapedImage",
+                inputs={"batch": 1, "height": SCENE_SIZE, "width": SCENE_SIZE, "channels": 3},
+            )
         elif kind == "ImageAlchemy_LoRAImg2ImgInsert":
             inputs["resolution"] = 256
             ids["insert"] = node_id
@@ -117,13 +120,18 @@ def shipped_stage2_prompt(comfy, path):
     # DecayBlur shows its image on the node, but a node that is not an output reports nothing when it comes from
     # the cache (workflow 3 repeats workflow 2's inputs): save it.
     ids["blurred"] = "blurred_save"
-    prompt[ids["blurred"]] = {"class_type": "SaveImage",
-                              "inputs": {"images": [ids["blur"], 0], "filename_prefix": "shipped_blurred"}}
+    prompt[ids["blurred"]] = {
+        "class_type": "SaveImage",
+        "inputs": {"images": [ids["blur"], 0], "filename_prefix": "shipped_blurred"},
+    }
     return prompt, ids
 
 
-@pytest.mark.parametrize("path", [WORKFLOW_DIR / "2_two_stage_generation.json", WORKFLOW_DIR / "3_whole_pipeline.json"],
-                         ids=["2_two_stage_generation", "3_whole_pipeline"])
+@pytest.mark.parametrize(
+    "path",
+    [WORKFLOW_DIR / "2_two_stage_generation.json", WORKFLOW_DIR / "3_whole_pipeline.json"],
+    ids=["2_two_stage_generation", "3_whole_pipeline"],
+)
 def test_shipped_workflow_keeps_the_scene_outside_the_repaint_and_no_blurred_ring(comfy, example_models, path):
     import numpy as np
     import torch
@@ -144,13 +152,19 @@ def test_shipped_workflow_keeps_the_scene_outside_the_repaint_and_no_blurred_rin
 
     # The region the shipped graph repaints: DecayBlur's region of the disc, grown and feathered by the insert.
     yy, xx = np.mgrid[0:SCENE_SIZE, 0:SCENE_SIZE] + 0.5
-    disc = ((yy - SCENE_SIZE / 2) ** 2 + (xx - SCENE_SIZE / 2) ** 2 <= (SUBJECT_RADIUS * SCENE_SIZE) ** 2)
-    _, strength = blur.decay_blur(np.zeros((SCENE_SIZE, SCENE_SIZE, 3), np.float32), disc.astype(np.float32),
-                                  kernel_size=settings["kernel_size"], sigma=settings["sigma"],
-                                  lam=settings["decay_lambda"], decay=settings["decay"])
+    disc = (yy - SCENE_SIZE / 2) ** 2 + (xx - SCENE_SIZE / 2) ** 2 <= (SUBJECT_RADIUS * SCENE_SIZE) ** 2
+    _, strength = blur.decay_blur(
+        np.zeros((SCENE_SIZE, SCENE_SIZE, 3), np.float32),
+        disc.astype(np.float32),
+        kernel_size=settings["kernel_size"],
+        sigma=settings["sigma"],
+        lam=settings["decay_lambda"],
+        decay=settings["decay"],
+    )
     region = blur.changed_region(strength, mode=settings["mode"], sigma=settings["sigma"], decay=settings["decay"])
-    repaint = masks.feather_mask(masks.grow_mask(torch.from_numpy(region)[None], insert["grow"]),
-                                 insert["feather"])[0].numpy()
+    repaint = masks.feather_mask(masks.grow_mask(torch.from_numpy(region)[None], insert["grow"]), insert["feather"])[
+        0
+    ].numpy()
     outside, fully = repaint == 0, repaint == 1
     assert outside.mean() > 0.2 and disc.mean() < 0.1
 
@@ -162,7 +176,7 @@ def test_shipped_workflow_keeps_the_scene_outside_the_repaint_and_no_blurred_rin
     # ... and the ring between the subject and the blur's outer edge is repainted: no pixel there is the blurred
     # image where that differs from the scene (which is what a "blurred ring" would be).
     ring = blurred_px & ~disc
-    assert ring.sum() > 0.1 * SCENE_SIZE ** 2 * 0.05, int(ring.sum())
+    assert ring.sum() > 0.1 * SCENE_SIZE**2 * 0.05, int(ring.sum())
     assert fully[ring].all()
     left_blurred = np.all(final == blurred, axis=-1) & ring
     assert left_blurred.sum() == 0, int(left_blurred.sum())

@@ -8,6 +8,7 @@ through the same conversions real checkpoints go through.
   unexpected), and the config read back from the shapes gives the same model.
 - SAM vit_b / vit_l / vit_h: tests/test_sam.py (`test_full_size_...`).
 """
+
 import numpy as np
 import pytest
 import torch
@@ -15,12 +16,25 @@ import torch
 LDM = "model.diffusion_model."
 # SDXL base 1.0's LDM UNet as ComfyUI's UNetModel builds it (sizes from the released checkpoint).
 SDXL_LDM_UNET = {
-    "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320,
-    "num_res_blocks": 2, "channel_mult": [1, 2, 4], "transformer_depth": [0, 0, 2, 2, 10, 10],
-    "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10], "transformer_depth_middle": 10,
-    "context_dim": 2048, "adm_in_channels": 2816, "num_classes": "sequential", "num_head_channels": 64,
-    "use_spatial_transformer": True, "use_linear_in_transformer": True, "legacy": False,
-    "use_temporal_attention": False, "use_temporal_resblock": False,
+    "use_checkpoint": False,
+    "image_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
+    "model_channels": 320,
+    "num_res_blocks": 2,
+    "channel_mult": [1, 2, 4],
+    "transformer_depth": [0, 0, 2, 2, 10, 10],
+    "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+    "transformer_depth_middle": 10,
+    "context_dim": 2048,
+    "adm_in_channels": 2816,
+    "num_classes": "sequential",
+    "num_head_channels": 64,
+    "use_spatial_transformer": True,
+    "use_linear_in_transformer": True,
+    "legacy": False,
+    "use_temporal_attention": False,
+    "use_temporal_resblock": False,
 }
 
 
@@ -33,8 +47,7 @@ def sdxl(tiny_models):
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     with torch.device("meta"):
-        unet = UNetModel(**SDXL_LDM_UNET, dtype=torch.float16, device="meta",
-                         operations=comfy.ops.disable_weight_init)
+        unet = UNetModel(**SDXL_LDM_UNET, dtype=torch.float16, device="meta", operations=comfy.ops.disable_weight_init)
     state = {LDM + k: v for k, v in unet.state_dict().items()}
     config = comfy.model_detection.model_config_from_unet(state, LDM)
     with torch.device("meta"):
@@ -45,7 +58,6 @@ def sdxl(tiny_models):
 @pytest.fixture(scope="module")
 def sdxl_diffusers_unet(sdxl):
     from diffusers import UNet2DConditionModel
-
     from image_alchemy.training.unet import diffusers_unet_config
 
     config, _model = sdxl
@@ -55,7 +67,6 @@ def sdxl_diffusers_unet(sdxl):
 
 def test_full_size_sdxl_unet_converts_with_nothing_missing(sdxl, sdxl_diffusers_unet):
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
-
     from image_alchemy.training.unet import diffusers_unet_config
 
     config, model = sdxl
@@ -70,7 +81,6 @@ def test_full_size_sdxl_unet_converts_with_nothing_missing(sdxl, sdxl_diffusers_
 
 def test_full_size_rank_8_lora_maps_every_module_in_comfyui(sdxl, sdxl_diffusers_unet):
     import comfy.lora
-
     from image_alchemy.training.settings import TrainSettings
     from image_alchemy.training.trainer import kohya_state_dict, lora_config
 
@@ -100,8 +110,15 @@ def test_full_size_sdxl_text_conditioning_shapes(sdxl, monkeypatch):
     tokens = comfy.sdxl_clip.SDXLTokenizer().tokenize_with_weights("a photo of iklan dog")
     cond, pooled = clip.encode_token_weights(tokens)[:2]
     assert tuple(cond.shape) == (1, 77, 2048) and tuple(pooled.shape) == (1, 1280)
-    adm = model.encode_adm(pooled_output=torch.zeros(pooled.shape), width=1024, height=1024, crop_w=0, crop_h=0,
-                           target_width=1024, target_height=1024)
+    adm = model.encode_adm(
+        pooled_output=torch.zeros(pooled.shape),
+        width=1024,
+        height=1024,
+        crop_w=0,
+        crop_h=0,
+        target_width=1024,
+        target_height=1024,
+    )
     assert tuple(adm.shape) == (1, 2816) == (1, model.model_config.unet_config["adm_in_channels"])
     assert cond.shape[-1] == model.model_config.unet_config["context_dim"]
 
@@ -110,10 +127,17 @@ def _grounding_dino(variant: str):
     from transformers import BertConfig, GroundingDinoConfig, SwinConfig
 
     swin = {  # IDEA-Research's GroundingDINO_SwinT_OGC.py / GroundingDINO_SwinB_cfg.py backbones
-        "swint_ogc": SwinConfig(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
-                                out_indices=[2, 3, 4]),
-        "swinb_cogcoor": SwinConfig(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12,
-                                    image_size=384, out_indices=[2, 3, 4]),
+        "swint_ogc": SwinConfig(
+            embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7, out_indices=[2, 3, 4]
+        ),
+        "swinb_cogcoor": SwinConfig(
+            embed_dim=128,
+            depths=[2, 2, 18, 2],
+            num_heads=[4, 8, 16, 32],
+            window_size=12,
+            image_size=384,
+            out_indices=[2, 3, 4],
+        ),
     }[variant]
     return GroundingDinoConfig(backbone_config=swin, text_config=BertConfig().to_dict())  # bert-base-uncased
 
@@ -125,18 +149,18 @@ def _hub_layout(model) -> tuple[dict, set]:
 
     from transformers.core_model_loading import revert_weight_conversion
 
-    every = {k: v for k, v in revert_weight_conversion(model, dict(model.state_dict())).items()
-             if "position_ids" not in k}
+    every = {
+        k: v for k, v in revert_weight_conversion(model, dict(model.state_dict())).items() if "position_ids" not in k
+    }
     tied = list((getattr(model, "_tied_weights_keys", None) or {}).keys())
     return {k: v for k, v in every.items() if not any(re.match(p + r"\.", k) for p in tied)}, set(every)
 
 
 @pytest.mark.parametrize("variant", ["swint_ogc", "swinb_cogcoor"])
 def test_full_size_grounding_dino_original_layout_converts_with_nothing_missing(variant):
-    from transformers import GroundingDinoForObjectDetection
-
     import tiny_detectors
     from image_alchemy.alchemy import grounding
+    from transformers import GroundingDinoForObjectDetection
 
     config = _grounding_dino(variant)
     with torch.device("meta"):
@@ -144,8 +168,10 @@ def test_full_size_grounding_dino_original_layout_converts_with_nothing_missing(
     hub, accepted = _hub_layout(model)
     # The released checkpoint's layout (module. prefixes, fused q/k/v, tied box heads, BERT pooler, Swin index
     # buffers), written by the test's own original-name mapping.
-    original = {f"module.{k}": v for k, v in
-                tiny_detectors.to_original_layout(hub, decoder_layers=config.decoder_layers).items()}
+    original = {
+        f"module.{k}": v
+        for k, v in tiny_detectors.to_original_layout(hub, decoder_layers=config.decoder_layers).items()
+    }
     assert "module.backbone.0.layers.2.blocks.0.attn.qkv.weight" in original
     converted = grounding.convert_original_state_dict(original)
     assert sorted(set(hub) - set(converted)) == []  # missing
@@ -157,5 +183,6 @@ def test_full_size_grounding_dino_original_layout_converts_with_nothing_missing(
     for name in ("d_model", "encoder_layers", "decoder_layers", "num_queries", "num_feature_levels"):
         assert getattr(inferred, name) == getattr(config, name), name
     for name in ("embed_dim", "depths", "num_heads", "window_size"):
-        assert list(np.atleast_1d(getattr(inferred.backbone_config, name))) == \
-            list(np.atleast_1d(getattr(config.backbone_config, name))), name
+        assert list(np.atleast_1d(getattr(inferred.backbone_config, name))) == list(
+            np.atleast_1d(getattr(config.backbone_config, name))
+        ), name

@@ -1,11 +1,12 @@
 """GroundedSAM's instance choice on the tiny detectors (real GroundingDINO and SAM architectures): each phrase of a
 prompt gets its own mask, order_by picks the box it documents, and the several-found policy is explicit."""
+
 import numpy as np
 import pytest
-import torch
-
 import tiny_detectors
-from image_alchemy.alchemy import grounded_sam, grounding, mask_select, sam as sam_ops
+import torch
+from image_alchemy.alchemy import grounded_sam, grounding, mask_select
+from image_alchemy.alchemy import sam as sam_ops
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_order_by_keeps_the_box_its_order_puts_first(models, image, order):
     first = mask_select.order_boxes(found["boxes"], found["scores"], order)[0]
     mask, (result,) = run(models, image, "dog", order=order)
     assert result.picked == [first] and torch.equal(result.boxes, found["boxes"])
-    hypotheses, _ = sam_ops.segment_boxes(sam, image[0], found["boxes"][first:first + 1])
+    hypotheses, _ = sam_ops.segment_boxes(sam, image[0], found["boxes"][first : first + 1])
     choice = mask_select.select_mask(hypotheses[0], found["boxes"][first], 0.1)
     if choice is None:  # the tiny SAM gives this box only empty hypotheses: dropped, and said so
         assert result.kept == [] and mask.sum() == 0 and "SAM returned only empty masks" in result.notes[-1]
@@ -59,13 +60,16 @@ def test_order_by_keeps_the_box_its_order_puts_first(models, image, order):
         assert result.kept == [first] and torch.equal(mask[0] > 0.5, hypotheses[0, choice])
     # Several found, one kept: said on the result (and so on the preview's band), with the order used.
     n = len(found["boxes"])
-    assert result.notes[0] == (f"'dog': {n} found in image 1 of 1, kept 1 ({order} first): use the first "
-                               "(if_several_found)")
+    assert result.notes[0] == (
+        f"'dog': {n} found in image 1 of 1, kept 1 ({order} first): use the first (if_several_found)"
+    )
 
 
 def test_orders_pick_different_boxes_on_the_tiny_detector(models, image):
-    picked = {run(models, image, "dog", order=o)[1][0].picked[0]
-              for o in ("left to right", "top to bottom", "largest", "smallest")}
+    picked = {
+        run(models, image, "dog", order=o)[1][0].picked[0]
+        for o in ("left to right", "top to bottom", "largest", "smallest")
+    }
     assert len(picked) >= 3  # the test above would pass trivially if every order picked the same box
 
 

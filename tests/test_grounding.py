@@ -1,11 +1,11 @@
 """GroundingDINO loading (Hugging Face folder and original checkpoint converted on load) and detection."""
+
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import load_file
-
 import tiny_detectors
+import torch
 from image_alchemy.alchemy import grounding
+from safetensors.torch import load_file
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,9 @@ def test_original_checkpoint_converts_to_the_same_model(files, image):
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
     # Same tokenizer ids from the bert-base-uncased folder, same pixels, same outputs.
     inputs = hf.processor(images=image, text="a dog.", return_tensors="pt")
-    assert torch.equal(inputs["input_ids"], converted.processor(images=image, text="a dog.", return_tensors="pt")["input_ids"])
+    assert torch.equal(
+        inputs["input_ids"], converted.processor(images=image, text="a dog.", return_tensors="pt")["input_ids"]
+    )
     with torch.no_grad():
         out_a, out_b = hf.model(**inputs), converted.model(**inputs)
     assert torch.equal(out_a.pred_boxes, out_b.pred_boxes)
@@ -68,12 +70,20 @@ def test_inferred_config_matches_the_model_that_was_saved(files):
     original = torch.load(files["pth"], map_location="cpu", weights_only=True)["model"]
     config = grounding.infer_config(original, tiny_detectors.bert_config().to_dict())
     saved = tiny_detectors.grounding_dino_config()
-    for name in ("d_model", "encoder_layers", "decoder_layers", "num_queries", "encoder_ffn_dim", "decoder_ffn_dim",
-                 "num_feature_levels"):
+    for name in (
+        "d_model",
+        "encoder_layers",
+        "decoder_layers",
+        "num_queries",
+        "encoder_ffn_dim",
+        "decoder_ffn_dim",
+        "num_feature_levels",
+    ):
         assert getattr(config, name) == getattr(saved, name), name
     for name in ("embed_dim", "depths", "num_heads", "window_size", "out_indices"):
-        assert list(np.atleast_1d(getattr(config.backbone_config, name))) == \
-            list(np.atleast_1d(getattr(saved.backbone_config, name))), name
+        assert list(np.atleast_1d(getattr(config.backbone_config, name))) == list(
+            np.atleast_1d(getattr(saved.backbone_config, name))
+        ), name
 
 
 def test_unknown_keys_are_refused():

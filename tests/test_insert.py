@@ -1,19 +1,20 @@
 """LoRAImg2ImgInsert: crop/scale/stitch helpers directly, then the node in a real ComfyUI server with a kohya LoRA."""
+
 import numpy as np
 import pytest
 import torch
 from comfy_execution.graph_utils import GraphBuilder
-from PIL import Image
-from safetensors.torch import save_file
-
 from comfy_server import PromptFailed
 from image_alchemy.alchemy import compose, masks
 from lora_helpers import write_kohya_lora
+from PIL import Image
+from safetensors.torch import save_file
 
 LORA = "tiny_subject.safetensors"
 
 
 # -- pure helpers ------------------------------------------------------------------------------------------------
+
 
 def block(h, w, top, left, bottom, right):
     m = torch.zeros(h, w)
@@ -69,6 +70,7 @@ def test_stitch_keeps_alpha_and_resize_clamps():
 
 # -- the node in a real server -----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def scene(comfy, tiny_models):
     """A 96×80 RGB scene and a subject mask (LoadImage mask = 1 − alpha), plus the LoRA in models/loras."""
@@ -84,12 +86,32 @@ def scene(comfy, tiny_models):
 
 
 def insert_node(g, loader, pos, neg, image, mask, **overrides):
-    settings = dict(lora_name=LORA, lora_strength=1.0, seed=3, steps=2, cfg=5.0, sampler_name="euler",
-                    scheduler="normal", denoise=0.9, grow=4, feather=6, crop_mode="crop", context=0.5,
-                    resolution=64)
+    settings = dict(
+        lora_name=LORA,
+        lora_strength=1.0,
+        seed=3,
+        steps=2,
+        cfg=5.0,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=0.9,
+        grow=4,
+        feather=6,
+        crop_mode="crop",
+        context=0.5,
+        resolution=64,
+    )
     settings.update(overrides)
-    return g.node("ImageAlchemy_LoRAImg2ImgInsert", model=loader.out(0), vae=loader.out(2), image=image,
-                  mask=mask, positive=pos.out(0), negative=neg.out(0), **settings)
+    return g.node(
+        "ImageAlchemy_LoRAImg2ImgInsert",
+        model=loader.out(0),
+        vae=loader.out(2),
+        image=image,
+        mask=mask,
+        positive=pos.out(0),
+        negative=neg.out(0),
+        **settings,
+    )
 
 
 def graph_with_scene(prompt="a photo of iklan dog"):
@@ -109,8 +131,11 @@ def test_insert_changes_only_inside_the_feathered_mask_and_the_lora_matters(comf
     rgb, subject = scene
     g, loader, pos, neg, scene_node = graph_with_scene()
     saves = {}
-    for name, overrides in {"lora": {}, "no_lora": {"lora_strength": 0.0},
-                            "whole": {"crop_mode": "whole image", "resolution": 0}}.items():
+    for name, overrides in {
+        "lora": {},
+        "no_lora": {"lora_strength": 0.0},
+        "whole": {"crop_mode": "whole image", "resolution": 0},
+    }.items():
         node = insert_node(g, loader, pos, neg, scene_node.out(0), scene_node.out(1), **overrides)
         saves[name] = g.node("SaveImage", images=node.out(0), filename_prefix=f"insert_{name}")
     entry = comfy.run(g.finalize())
@@ -144,8 +169,10 @@ def test_insert_batch_broadcasts_one_mask_and_empty_mask_is_a_no_op(comfy, scene
 
 
 def test_insert_refuses_a_lora_for_another_model_and_mismatched_batches(comfy, scene):
-    bogus = {"lora_unet_not_a_layer.lora_down.weight": torch.zeros(4, 8),
-             "lora_unet_not_a_layer.lora_up.weight": torch.zeros(8, 4)}
+    bogus = {
+        "lora_unet_not_a_layer.lora_down.weight": torch.zeros(4, 8),
+        "lora_unet_not_a_layer.lora_up.weight": torch.zeros(8, 4),
+    }
     save_file(bogus, str(comfy.base_dir / "models" / "loras" / "other_model.safetensors"))
     g, loader, pos, neg, scene_node = graph_with_scene()
     node = insert_node(g, loader, pos, neg, scene_node.out(0), scene_node.out(1), lora_name="other_model.safetensors")
@@ -155,9 +182,11 @@ def test_insert_refuses_a_lora_for_another_model_and_mismatched_batches(comfy, s
 
     g, loader, pos, neg, scene_node = graph_with_scene()
     three = g.node("RepeatImageBatch", image=scene_node.out(0), amount=3)
-    two = g.node("ImageToMask", channel="red",
-                 image=g.node("RepeatImageBatch", image=g.node("MaskToImage", mask=scene_node.out(1)).out(0),
-                              amount=2).out(0))
+    two = g.node(
+        "ImageToMask",
+        channel="red",
+        image=g.node("RepeatImageBatch", image=g.node("MaskToImage", mask=scene_node.out(1)).out(0), amount=2).out(0),
+    )
     node = insert_node(g, loader, pos, neg, three.out(0), two.out(0))
     g.node("SaveImage", images=node.out(0), filename_prefix="never")
     with pytest.raises(PromptFailed, match="LoRAImg2ImgInsert: the mask batch has 2 masks but the image batch has 3"):
@@ -168,13 +197,31 @@ def test_txt2img_decay_blur_insert_save(comfy, scene):
     """Stage 2 on a generated scene: tiny txt2img → DecayBlur → LoRAImg2ImgInsert → SaveImage."""
     g, loader, pos, neg, scene_node = graph_with_scene()
     latent = g.node("EmptyLatentImage", width=96, height=80, batch_size=1)
-    sampled = g.node("KSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0),
-                     latent_image=latent.out(0), seed=0, steps=2, cfg=5.0, sampler_name="euler",
-                     scheduler="normal", denoise=1.0)
+    sampled = g.node(
+        "KSampler",
+        model=loader.out(0),
+        positive=pos.out(0),
+        negative=neg.out(0),
+        latent_image=latent.out(0),
+        seed=0,
+        steps=2,
+        cfg=5.0,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=1.0,
+    )
     decoded = g.node("VAEDecode", samples=sampled.out(0), vae=loader.out(2))
-    blurred = g.node("ImageAlchemy_DecayBlur", image=decoded.out(0), mask=scene_node.out(1),
-                     mode="exponential-decay", kernel_size=151, sigma=100.0, decay_lambda=5.0,
-                     distance_unit="kernel radius", decay="sigma")
+    blurred = g.node(
+        "ImageAlchemy_DecayBlur",
+        image=decoded.out(0),
+        mask=scene_node.out(1),
+        mode="exponential-decay",
+        kernel_size=151,
+        sigma=100.0,
+        decay_lambda=5.0,
+        distance_unit="kernel radius",
+        decay="sigma",
+    )
     node = insert_node(g, loader, pos, neg, blurred.out(0), scene_node.out(1))
     save = g.node("SaveImage", images=node.out(0), filename_prefix="stage2")
     entry = comfy.run(g.finalize())
@@ -184,7 +231,9 @@ def test_txt2img_decay_blur_insert_save(comfy, scene):
 
 def test_missing_lora_is_refused_at_validation_unless_a_training_node_supplies_it(comfy, scene):
     g, loader, pos, neg, scene_node = graph_with_scene()
-    node = insert_node(g, loader, pos, neg, scene_node.out(0), scene_node.out(1), lora_name="not_trained_yet.safetensors")
+    node = insert_node(
+        g, loader, pos, neg, scene_node.out(0), scene_node.out(1), lora_name="not_trained_yet.safetensors"
+    )
     g.node("SaveImage", images=node.out(0), filename_prefix="never")
     with pytest.raises(PromptFailed, match="not in models/loras"):
         comfy.run(g.finalize())
@@ -192,8 +241,16 @@ def test_missing_lora_is_refused_at_validation_unless_a_training_node_supplies_i
     # A linked name (here a constant string node standing in for Train Subject LoRA) passes validation and wins.
     g, loader, pos, neg, scene_node = graph_with_scene()
     name = g.node("StringReplace", string=LORA, find="x", replace="x")
-    node = insert_node(g, loader, pos, neg, scene_node.out(0), scene_node.out(1), lora_name="not_trained_yet.safetensors",
-                       lora_name_from_training=name.out(0))
+    node = insert_node(
+        g,
+        loader,
+        pos,
+        neg,
+        scene_node.out(0),
+        scene_node.out(1),
+        lora_name="not_trained_yet.safetensors",
+        lora_name_from_training=name.out(0),
+    )
     save = g.node("SaveImage", images=node.out(0), filename_prefix="linked_lora")
     assert comfy.output_images(comfy.run(g.finalize()), save.id)
 
@@ -211,13 +268,23 @@ def test_insert_stitches_onto_the_scene_and_never_returns_the_blurred_image_outs
     feathered mask the result is the scene bit for bit, although the blur reached there."""
     rgb, subject = scene
     g, loader, pos, neg, scene_node = graph_with_scene()
-    blurred = g.node("ImageAlchemy_DecayBlur", image=scene_node.out(0), mask=scene_node.out(1),
-                     mode="exponential-decay", kernel_size=31, sigma=20.0, decay_lambda=5.0,
-                     distance_unit="kernel radius", decay="sigma")
+    blurred = g.node(
+        "ImageAlchemy_DecayBlur",
+        image=scene_node.out(0),
+        mask=scene_node.out(1),
+        mode="exponential-decay",
+        kernel_size=31,
+        sigma=20.0,
+        decay_lambda=5.0,
+        distance_unit="kernel radius",
+        decay="sigma",
+    )
     node = insert_node(g, loader, pos, neg, blurred.out(0), scene_node.out(1), scene=scene_node.out(0))
     old_way = insert_node(g, loader, pos, neg, blurred.out(0), scene_node.out(1))
-    saves = {name: g.node("SaveImage", images=n.out(0), filename_prefix=f"insert_scene_{name}")
-             for name, n in (("scene", node), ("old", old_way), ("blurred", blurred))}
+    saves = {
+        name: g.node("SaveImage", images=n.out(0), filename_prefix=f"insert_scene_{name}")
+        for name, n in (("scene", node), ("old", old_way), ("blurred", blurred))
+    }
     entry = comfy.run(g.finalize())
     out = {name: pixels(comfy, entry, save)[0] for name, save in saves.items()}
     stitch = masks.feather_mask(masks.grow_mask(subject[None], 4), 6)[0].numpy()
@@ -235,9 +302,17 @@ def test_denoise_zero_and_empty_mask_return_the_input_bit_identical(comfy, scene
     for an empty mask."""
     rgb, subject = scene
     g, loader, pos, neg, scene_node = graph_with_scene()
-    blurred = g.node("ImageAlchemy_DecayBlur", image=scene_node.out(0), mask=scene_node.out(1),
-                     mode="gaussian", kernel_size=15, sigma=5.0, decay_lambda=5.0,
-                     distance_unit="kernel radius", decay="sigma")
+    blurred = g.node(
+        "ImageAlchemy_DecayBlur",
+        image=scene_node.out(0),
+        mask=scene_node.out(1),
+        mode="gaussian",
+        kernel_size=15,
+        sigma=5.0,
+        decay_lambda=5.0,
+        distance_unit="kernel radius",
+        decay="sigma",
+    )
     empty = g.node("SolidMask", value=0.0, width=96, height=80)
     cases = {
         "zero_image": (scene_node.out(0), scene_node.out(1), {"denoise": 0.0}),

@@ -1,7 +1,7 @@
 """The paper's mask choice M* = argmax IoU(M_i, B) − λ|M_i| on hand-made masks whose answer is known."""
+
 import pytest
 import torch
-
 from image_alchemy.alchemy import mask_select
 
 
@@ -12,9 +12,9 @@ def rect(h, w, top, left, bottom, right):
 
 
 BOX = (2.0, 2.0, 6.0, 6.0)  # x0 y0 x1 y1: rows/cols 2..5 of a 10×10 image, 16 px
-EXACT = rect(10, 10, 2, 2, 6, 6)      # IoU 1,      area 0.16
-LOOSE = rect(10, 10, 1, 1, 8, 8)      # IoU 16/49,  area 0.49
-HALF = rect(10, 10, 2, 2, 4, 6)       # IoU 0.5,    area 0.08
+EXACT = rect(10, 10, 2, 2, 6, 6)  # IoU 1,      area 0.16
+LOOSE = rect(10, 10, 1, 1, 8, 8)  # IoU 16/49,  area 0.49
+HALF = rect(10, 10, 2, 2, 4, 6)  # IoU 0.5,    area 0.08
 HYPOTHESES = torch.stack([LOOSE, EXACT, HALF])
 
 
@@ -81,11 +81,13 @@ def test_union_leaves_out_boxes_with_only_empty_hypotheses():
     empty = torch.zeros(3, 10, 10, dtype=torch.bool)
     right = torch.stack([rect(10, 10, 5, 5, 9, 9)] * 3)
     boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [5.0, 5.0, 9.0, 9.0]])
-    union, kept = mask_select.union_of_selected(torch.stack([empty, right]), boxes, torch.tensor([0.9, 0.4]),
-                                                lam=0.1, max_objects=2)
+    union, kept = mask_select.union_of_selected(
+        torch.stack([empty, right]), boxes, torch.tensor([0.9, 0.4]), lam=0.1, max_objects=2
+    )
     assert kept == [1] and torch.equal(union, right[0])
-    union, kept = mask_select.union_of_selected(torch.stack([empty, empty]), boxes, torch.tensor([0.9, 0.4]),
-                                                lam=0.1, max_objects=2)
+    union, kept = mask_select.union_of_selected(
+        torch.stack([empty, empty]), boxes, torch.tensor([0.9, 0.4]), lam=0.1, max_objects=2
+    )
     assert kept == [] and not union.any()
 
 
@@ -94,20 +96,27 @@ def test_union_leaves_out_boxes_with_only_empty_hypotheses():
 # Four boxes on a 20×20 image, chosen so every order gives a different first box:
 #   0: right, low score, small        1: left, mid score, large
 #   2: top, high score, medium        3: bottom, mid score (tie with 1), tiny
-ORDER_BOXES = torch.tensor([[15.0, 8.0, 19.0, 12.0],   # centre (17, 10), area 16
-                            [0.0, 4.0, 8.0, 14.0],     # centre (4, 9),   area 80
-                            [6.0, 0.0, 12.0, 5.0],     # centre (9, 2.5), area 30
-                            [9.0, 17.0, 11.0, 19.0]])  # centre (10, 18), area 4
+ORDER_BOXES = torch.tensor(
+    [
+        [15.0, 8.0, 19.0, 12.0],  # centre (17, 10), area 16
+        [0.0, 4.0, 8.0, 14.0],  # centre (4, 9),   area 80
+        [6.0, 0.0, 12.0, 5.0],  # centre (9, 2.5), area 30
+        [9.0, 17.0, 11.0, 19.0],
+    ]
+)  # centre (10, 18), area 4
 ORDER_SCORES = torch.tensor([0.2, 0.5, 0.9, 0.5])
 
 
-@pytest.mark.parametrize("order,expected", [
-    ("most confident", [2, 1, 3, 0]),  # 1 and 3 tie: the earlier box first
-    ("left to right", [1, 2, 3, 0]),   # centre x 4, 9, 10, 17
-    ("top to bottom", [2, 1, 0, 3]),   # centre y 2.5, 9, 10, 18
-    ("largest", [1, 2, 0, 3]),         # area 80, 30, 16, 4
-    ("smallest", [3, 0, 2, 1]),
-])
+@pytest.mark.parametrize(
+    "order,expected",
+    [
+        ("most confident", [2, 1, 3, 0]),  # 1 and 3 tie: the earlier box first
+        ("left to right", [1, 2, 3, 0]),  # centre x 4, 9, 10, 17
+        ("top to bottom", [2, 1, 0, 3]),  # centre y 2.5, 9, 10, 18
+        ("largest", [1, 2, 0, 3]),  # area 80, 30, 16, 4
+        ("smallest", [3, 0, 2, 1]),
+    ],
+)
 def test_each_order_sorts_as_documented(order, expected):
     assert mask_select.order_boxes(ORDER_BOXES, ORDER_SCORES, order) == expected
 

@@ -1,15 +1,15 @@
 """Mask helpers: grow / feather / resize / bbox on B×H×W masks, checked against hand-computed geometry."""
+
 import math
 
 import pytest
 import torch
-
 from image_alchemy.alchemy import masks
 
 
 def square(h=32, w=32, top=10, left=12, size=6, batch=1):
     m = torch.zeros(batch, h, w)
-    m[:, top:top + size, left:left + size] = 1.0
+    m[:, top : top + size, left : left + size] = 1.0
     return m
 
 

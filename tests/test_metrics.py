@@ -1,10 +1,10 @@
 """alchemy.metrics / backbones / quality on tiny random backbones saved in the real transformers formats."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
-
 from image_alchemy.alchemy import backbones, metrics, quality
 from tiny_backbones import pictures, write_tiny_backbones
 
@@ -36,7 +36,8 @@ def test_cosine_math_matches_a_direct_computation():
     assert math.isnan(metrics.reference_self_similarity(torch.tensor(ref[:1])))
     texts = rng.normal(size=(3, 5))
     assert metrics.text_image_similarity(torch.tensor(gen), torch.tensor(texts)).tolist() == pytest.approx(
-        [cos(g, t) for g, t in zip(gen, texts)], abs=1e-6)
+        [cos(g, t) for g, t in zip(gen, texts)], abs=1e-6
+    )
 
 
 def test_identical_images_score_one(dino, clip):
@@ -77,11 +78,15 @@ def test_clip_scores_match_clipmodel_forward_logits(clip, folders):
     proc, tok = CLIPImageProcessor.from_pretrained(folders["clip"]), CLIPTokenizer.from_pretrained(folders["clip"])
     with torch.no_grad():
         # CLIPModel's own forward: logits_per_image = exp(logit_scale) · cosine(image, text).
-        out = model(pixel_values=proc(images=gen, return_tensors="pt")["pixel_values"],
-                    **tok(prompts, padding=True, return_tensors="pt"))
+        out = model(
+            pixel_values=proc(images=gen, return_tensors="pt")["pixel_values"],
+            **tok(prompts, padding=True, return_tensors="pt"),
+        )
         clip_t = (out.logits_per_image.diagonal() / model.logit_scale.exp()).tolist()
-        ref_embeds = model(pixel_values=proc(images=ref, return_tensors="pt")["pixel_values"],
-                           **tok(prompts, padding=True, return_tensors="pt")).image_embeds
+        ref_embeds = model(
+            pixel_values=proc(images=ref, return_tensors="pt")["pixel_values"],
+            **tok(prompts, padding=True, return_tensors="pt"),
+        ).image_embeds
     assert [s.clip_t for s in result.images] == pytest.approx(clip_t, abs=1e-5)
     clip_i = (out.image_embeds @ ref_embeds.T).mean(dim=1).tolist()  # forward's embeds are unit vectors
     assert [s.clip_i for s in result.images] == pytest.approx(clip_i, abs=1e-5)
@@ -129,15 +134,22 @@ def test_missing_backbone_folder_and_files_are_named(tmp_path, folders):
     partial = tmp_path / "clip"
     partial.mkdir()
     (partial / "config.json").write_text((folders["clip"] / "config.json").read_text())
-    with pytest.raises(backbones.BackboneFolderError,
-                       match=r"lacks model.safetensors or .*preprocessor_config.json, tokenizer.json or vocab.json"):
+    with pytest.raises(
+        backbones.BackboneFolderError,
+        match=r"lacks model.safetensors or .*preprocessor_config.json, tokenizer.json or vocab.json",
+    ):
         backbones.ClipBackbone.load(str(partial))
 
 
 def test_table_lists_prompts_overall_and_references():
-    rows = metrics.summarize([metrics.ImageScore("a", "p1", dino=0.5), metrics.ImageScore("b", "p1", dino=0.7),
-                              metrics.ImageScore("c", "p2", dino=0.9)],
-                             metrics.SummaryRow(metrics.REAL, 4, dino=0.8))
+    rows = metrics.summarize(
+        [
+            metrics.ImageScore("a", "p1", dino=0.5),
+            metrics.ImageScore("b", "p1", dino=0.7),
+            metrics.ImageScore("c", "p2", dino=0.9),
+        ],
+        metrics.SummaryRow(metrics.REAL, 4, dino=0.8),
+    )
     assert [(r.prompt, r.n) for r in rows] == [("p1", 2), ("p2", 1), ("overall", 3), (metrics.REAL, 4)]
     assert rows[0].dino == pytest.approx(0.6) and rows[2].dino == pytest.approx(0.7)
     table = metrics.format_table(rows)
@@ -161,9 +173,13 @@ def test_brisque_ranks_distortions_of_a_natural_photo():
 
 # Scores of the `brisque` package 0.2.0 (libsvm's svm_predict_probability on the same model file), computed once
 # with that package installed; the pack evaluates the SVR itself so that no install needs a C compiler.
-REFERENCE_BRISQUE = {"astronaut": 10.794862939073454, "astronaut_blur2": 64.27065728734848,
-                     "coffee": 3.0479264284917633, "coffee_noise20": 40.54287900681393,
-                     "astronaut_every8th": 47.527742091456474}
+REFERENCE_BRISQUE = {
+    "astronaut": 10.794862939073454,
+    "astronaut_blur2": 64.27065728734848,
+    "coffee": 3.0479264284917633,
+    "coffee_noise20": 40.54287900681393,
+    "astronaut_every8th": 47.527742091456474,
+}
 
 
 def test_brisque_matches_the_reference_package():
@@ -172,8 +188,13 @@ def test_brisque_matches_the_reference_package():
 
     photo, coffee = skimage.data.astronaut(), skimage.data.coffee()
     noise = np.random.default_rng(0).normal(0, 20, coffee.shape)
-    images = {"astronaut": photo, "astronaut_blur2": cv2.GaussianBlur(photo, (0, 0), 2.0), "coffee": coffee,
-              "coffee_noise20": np.clip(coffee + noise, 0, 255).astype(np.uint8), "astronaut_every8th": photo[::8, ::8]}
+    images = {
+        "astronaut": photo,
+        "astronaut_blur2": cv2.GaussianBlur(photo, (0, 0), 2.0),
+        "coffee": coffee,
+        "coffee_noise20": np.clip(coffee + noise, 0, 255).astype(np.uint8),
+        "astronaut_every8th": photo[::8, ::8],
+    }
     got = dict(zip(images, quality.brisque_scores(list(images.values()))))
     assert got == pytest.approx(REFERENCE_BRISQUE, abs=1e-6)
 

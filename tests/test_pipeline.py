@@ -1,11 +1,11 @@
 """The paper's two-stage pipeline as one API-format graph on the real server, every stage-2 node in it:
 tiny txt2img (stage 1, no LoRA) → GroundedSAMMask → DecayBlur → LoRAImg2ImgInsert (subject LoRA) → SaveImage."""
+
 import numpy as np
 import pytest
+import tiny_detectors
 import torch
 from comfy_execution.graph_utils import GraphBuilder
-
-import tiny_detectors
 from image_alchemy.alchemy import masks
 from lora_helpers import write_kohya_lora
 
@@ -28,26 +28,74 @@ def two_stage_graph(seed=0):
     subject_prompt = g.node("CLIPTextEncode", text="a photo of iklan dog on a beach", clip=loader.out(1))
     negative = g.node("CLIPTextEncode", text="", clip=loader.out(1))
     latent = g.node("EmptyLatentImage", width=96, height=96, batch_size=1)
-    stage1 = g.node("KSampler", model=loader.out(0), positive=scene_prompt.out(0), negative=negative.out(0),
-                    latent_image=latent.out(0), seed=seed, steps=2, cfg=5.0, sampler_name="euler",
-                    scheduler="normal", denoise=1.0)
+    stage1 = g.node(
+        "KSampler",
+        model=loader.out(0),
+        positive=scene_prompt.out(0),
+        negative=negative.out(0),
+        latent_image=latent.out(0),
+        seed=seed,
+        steps=2,
+        cfg=5.0,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=1.0,
+    )
     scene = g.node("VAEDecode", samples=stage1.out(0), vae=loader.out(2))
-    mask = g.node("ImageAlchemy_GroundedSAMMask", image=scene.out(0),
-                  grounding_dino=g.node("ImageAlchemy_GroundingDinoLoader", model_name=DINO).out(0),
-                  sam=g.node("ImageAlchemy_SAMLoader", model_name=SAM).out(0), prompt="dog", box_threshold=0.0,
-                  text_threshold=0.0, area_penalty=0.05, max_objects=2, grow=0, feather=0,
-                  if_nothing_found="whole image")
-    blurred = g.node("ImageAlchemy_DecayBlur", image=scene.out(0), mask=mask.out(0), mode="exponential-decay",
-                     kernel_size=31, sigma=20.0, decay_lambda=5.0, distance_unit="kernel radius", decay="sigma")
-    inserted = g.node("ImageAlchemy_LoRAImg2ImgInsert", model=loader.out(0), vae=loader.out(2), image=blurred.out(0),
-                      mask=mask.out(0), lora_name=LORA, lora_strength=1.0, positive=subject_prompt.out(0),
-                      negative=negative.out(0), seed=seed, steps=2, cfg=5.0, sampler_name="euler",
-                      scheduler="normal", denoise=0.8, grow=GROW, feather=FEATHER, crop_mode="crop", context=0.5,
-                      resolution=64)
-    saves = {name: g.node("SaveImage", images=node.out(0), filename_prefix=f"pipeline_{name}")
-             for name, node in (("scene", scene), ("blurred", blurred), ("final", inserted))}
-    saves["mask"] = g.node("SaveImage", images=g.node("MaskToImage", mask=mask.out(0)).out(0),
-                           filename_prefix="pipeline_mask")
+    mask = g.node(
+        "ImageAlchemy_GroundedSAMMask",
+        image=scene.out(0),
+        grounding_dino=g.node("ImageAlchemy_GroundingDinoLoader", model_name=DINO).out(0),
+        sam=g.node("ImageAlchemy_SAMLoader", model_name=SAM).out(0),
+        prompt="dog",
+        box_threshold=0.0,
+        text_threshold=0.0,
+        area_penalty=0.05,
+        max_objects=2,
+        grow=0,
+        feather=0,
+        if_nothing_found="whole image",
+    )
+    blurred = g.node(
+        "ImageAlchemy_DecayBlur",
+        image=scene.out(0),
+        mask=mask.out(0),
+        mode="exponential-decay",
+        kernel_size=31,
+        sigma=20.0,
+        decay_lambda=5.0,
+        distance_unit="kernel radius",
+        decay="sigma",
+    )
+    inserted = g.node(
+        "ImageAlchemy_LoRAImg2ImgInsert",
+        model=loader.out(0),
+        vae=loader.out(2),
+        image=blurred.out(0),
+        mask=mask.out(0),
+        lora_name=LORA,
+        lora_strength=1.0,
+        positive=subject_prompt.out(0),
+        negative=negative.out(0),
+        seed=seed,
+        steps=2,
+        cfg=5.0,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=0.8,
+        grow=GROW,
+        feather=FEATHER,
+        crop_mode="crop",
+        context=0.5,
+        resolution=64,
+    )
+    saves = {
+        name: g.node("SaveImage", images=node.out(0), filename_prefix=f"pipeline_{name}")
+        for name, node in (("scene", scene), ("blurred", blurred), ("final", inserted))
+    }
+    saves["mask"] = g.node(
+        "SaveImage", images=g.node("MaskToImage", mask=mask.out(0)).out(0), filename_prefix="pipeline_mask"
+    )
     return g, saves, {"mask": mask, "blurred": blurred}
 
 

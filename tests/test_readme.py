@@ -4,6 +4,7 @@
 It is rendered from a server with empty model folders, as the generator does: some defaults are the first or
 last file found, so the shared test server (whose folders other tests fill) would render differently.
 """
+
 import sys
 from pathlib import Path
 
@@ -31,16 +32,19 @@ def test_readme_node_reference_and_help_pages_match_the_server(tmp_path, comfy_d
     try:
         info = server.object_info()
         # The frontend asks for /extensions/<pack folder>/docs/<node_id>.md (then a per-locale page first).
-        served = {name: requests.get(f"{server.url}/extensions/comfyui-image-alchemy/docs/{name}.md", timeout=10)
-                  for name in node_reference.ours(info)}
+        served = {
+            name: requests.get(f"{server.url}/extensions/comfyui-image-alchemy/docs/{name}.md", timeout=10)
+            for name in node_reference.ours(info)
+        }
     finally:
         server.stop()
     on_disk = {p.name: p.read_text() for p in node_reference.DOCS.glob("*.md")}
     if _comfyui_version(comfy_dir) == GENERATED_FROM:
         body = node_reference.render(info)
         readme = (ROOT / "README.md").read_text()
-        assert readme == node_reference.replace_section(readme, body), \
+        assert readme == node_reference.replace_section(readme, body), (
             "README node reference is stale: run .venv/bin/python scripts/node_reference.py"
+        )
         pages = node_reference.render_docs(info)
         assert on_disk == pages, "web/docs help pages are stale: run .venv/bin/python scripts/node_reference.py"
     else:  # an older ComfyUI (e.g. no BOUNDING_BOX output): the same nodes, their pages served as generated

@@ -1,11 +1,11 @@
 """Drift-free training formulas on numbers worked out by hand (a wrong sign or constant fails), and the UNet
 probes on the tiny SDXL-architecture UNet: the r×r penalty equals the naive ‖s·B·A‖²_F on the real LoRA
 layers, the base pass is the same UNet with the adapter off, the hooks see every block and cross-attention."""
+
 import math
 
 import pytest
 import torch
-
 from image_alchemy.training import augment
 from image_alchemy.training import regularizers as reg
 from image_alchemy.training.probes import FeatureProbe, adapter_disabled, lora_factors, lora_parameters
@@ -120,10 +120,9 @@ def lora_unet(tiny_models):
     """The tiny UNet with a rank-2 LoRA whose B is non-zero (peft starts B at 0)."""
     import json
 
+    from image_alchemy.training.unet import diffusers_unet_config, unet_from_ldm
     from safetensors import safe_open
     from safetensors.torch import load_file
-
-    from image_alchemy.training.unet import diffusers_unet_config, unet_from_ldm
 
     with safe_open(str(tiny_models["unet"]), framework="pt") as f:
         config = diffusers_unet_config(json.loads(f.metadata()["tiny_sdxl.unet_config"]))
@@ -139,8 +138,12 @@ def lora_unet(tiny_models):
 
 def _inputs(n=2, size=8):
     gen = torch.Generator().manual_seed(0)
-    return (torch.randn(n, 4, size, size, generator=gen), torch.tensor([100, 800][:n]), torch.randn(n, 77, 64, generator=gen),
-            {"text_embeds": torch.randn(n, 32, generator=gen), "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]] * n)})
+    return (
+        torch.randn(n, 4, size, size, generator=gen),
+        torch.tensor([100, 800][:n]),
+        torch.randn(n, 77, 64, generator=gen),
+        {"text_embeds": torch.randn(n, 32, generator=gen), "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]] * n)},
+    )
 
 
 def test_penalty_on_real_lora_layers_matches_naive_delta_w(lora_unet):

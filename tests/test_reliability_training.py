@@ -1,6 +1,7 @@
 """Faults around TrainSubjectLoRA: bad inputs and names through the real server, the trainer child killed from
 outside, two trainings queued at once, cancel while encoding and while saving; NaN loss and a full disk in the
 child run (`python -m training run JOB`, the process the node starts). Nothing partial is ever left behind."""
+
 import json
 import os
 import resource
@@ -10,18 +11,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import websocket
 from comfy_execution.graph_utils import GraphBuilder
-from safetensors import safe_open
-
 from comfy_server import PromptFailed
 from image_alchemy.training import job
 from image_alchemy.training.settings import TrainSettings
 from image_alchemy.training.trainer import TrainingData
 from reliability_helpers import expect_error, shaped_image, trainer_processes
+from safetensors import safe_open
 from training_helpers import tiny_ldm_unet_file
 
 TRAIN = "ImageAlchemy_TrainSubjectLoRA"
@@ -32,9 +31,23 @@ def train_graph(lora_name="rel_never", images=None, model="sdxl", count=4, size=
     g = GraphBuilder()
     loader = g.node("ImageAlchemyTest_TinySDXLLoader")
     model_out = loader.out(0) if model == "sdxl" else g.node("ImageAlchemyTest_TinySD15Loader").out(0)
-    values = dict(token="iklan", class_word="disc", lora_name=lora_name, steps=2, learning_rate=1e-3, rank=2,
-                  alpha=0.0, batch_size=2, resolution=64, seed=0, mixed_precision="no",
-                  gradient_checkpointing=False, flip=False, noise_offset=0.0, gradient_accumulation=1)
+    values = dict(
+        token="iklan",
+        class_word="disc",
+        lora_name=lora_name,
+        steps=2,
+        learning_rate=1e-3,
+        rank=2,
+        alpha=0.0,
+        batch_size=2,
+        resolution=64,
+        seed=0,
+        mixed_precision="no",
+        gradient_checkpointing=False,
+        flip=False,
+        noise_offset=0.0,
+        gradient_accumulation=1,
+    )
     values.update(overrides)
     images = images or (lambda g: shaped_image(g, batch=count, height=size, width=size))
     train = g.node(TRAIN, model=model_out, clip=loader.out(1), vae=loader.out(2), images=images(g), **values)
@@ -57,8 +70,19 @@ def assert_clean(comfy, lora_file=None):
     assert comfy.alive()
 
 
-@pytest.mark.parametrize("name", ["/tmp/rel_abs", "sub/../../rel_up", "..\\..\\rel_win", "rel;rm -rf ~", "",
-                                  "rel\nnewline", "C:/rel_drive", "rel/./dot"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "/tmp/rel_abs",
+        "sub/../../rel_up",
+        "..\\..\\rel_win",
+        "rel;rm -rf ~",
+        "",
+        "rel\nnewline",
+        "C:/rel_drive",
+        "rel/./dot",
+    ],
+)
 def test_unsafe_lora_names_are_refused_and_nothing_is_written(comfy, name):
     g, _ = train_graph(lora_name=name)
     expect_error(comfy, g.finalize(), r"TrainSubjectLoRA: lora_name .* is not a safe file name", r"e\.g\. 'iklan_dog'")
@@ -83,11 +107,29 @@ def test_empty_batch_and_grey_images_are_refused(comfy):
 def test_all_zero_subject_mask_is_refused(comfy):
     g = GraphBuilder()
     loader = g.node("ImageAlchemyTest_TinySDXLLoader")
-    g.node(TRAIN, model=loader.out(0), clip=loader.out(1), vae=loader.out(2), images=shaped_image(g, batch=2),
-           mask=g.node("SolidMask", value=0.0, width=64, height=64).out(0), token="iklan", class_word="disc",
-           lora_name="rel_never", steps=2, learning_rate=1e-3, rank=2, alpha=0.0, batch_size=2, resolution=64,
-           seed=0, mixed_precision="no", gradient_checkpointing=False, flip=False, noise_offset=0.0,
-           gradient_accumulation=1)
+    g.node(
+        TRAIN,
+        model=loader.out(0),
+        clip=loader.out(1),
+        vae=loader.out(2),
+        images=shaped_image(g, batch=2),
+        mask=g.node("SolidMask", value=0.0, width=64, height=64).out(0),
+        token="iklan",
+        class_word="disc",
+        lora_name="rel_never",
+        steps=2,
+        learning_rate=1e-3,
+        rank=2,
+        alpha=0.0,
+        batch_size=2,
+        resolution=64,
+        seed=0,
+        mixed_precision="no",
+        gradient_checkpointing=False,
+        flip=False,
+        noise_offset=0.0,
+        gradient_accumulation=1,
+    )
     expect_error(comfy, g.finalize(), r"TrainSubjectLoRA: the subject mask is empty", r"connect a mask")
     assert_clean(comfy, "rel_never.safetensors")
 
@@ -117,7 +159,7 @@ def test_trainer_killed_from_outside_fails_the_prompt_and_leaves_nothing(comfy):
     deadline = time.monotonic() + 120
     while not trainer_processes(comfy) and time.monotonic() < deadline:
         time.sleep(0.2)
-    (pid, _), = trainer_processes(comfy)
+    ((pid, _),) = trainer_processes(comfy)
     time.sleep(1.0)
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(PromptFailed, match=r"TrainSubjectLoRA: training failed: the trainer exited with status -9"):
@@ -189,8 +231,15 @@ def test_cancel_while_saving_leaves_no_partial_lora(comfy):
     """Interrupt at the last step's event, while the child exports and writes: afterwards there is either no
     LoRA or a complete one (the rename is atomic), and never a .partial file or a job folder."""
     g, _ = train_graph(lora_name="rel_cancel_save", steps=3, rank=64, batch_size=1)
-    entry = _cancel_when(comfy, g.finalize(), lambda e: e["type"] == "image_alchemy.train_progress"
-                         and e["data"].get("phase") == "step" and e["data"].get("step") == 3)
+    entry = _cancel_when(
+        comfy,
+        g.finalize(),
+        lambda e: (
+            e["type"] == "image_alchemy.train_progress"
+            and e["data"].get("phase") == "step"
+            and e["data"].get("step") == 3
+        ),
+    )
     assert entry["status"]["completed"] is not None
     assert_clean(comfy)
     path = loras(comfy) / "rel_cancel_save.safetensors"
@@ -205,10 +254,12 @@ def child_job(tiny_models, tmp_path_factory):
     """A job folder for `python -m training run` with random latents of the tiny model's shapes."""
     folder = tmp_path_factory.mktemp("rel_child")
     generator = torch.Generator().manual_seed(0)
-    data = TrainingData(latents=torch.randn(2, 4, 8, 8, generator=generator),
-                        prompt_embeds=torch.randn(1, 77, 64, generator=generator),
-                        pooled_prompt_embeds=torch.randn(1, 32, generator=generator),
-                        time_ids=torch.tensor([[64.0, 64, 0, 0, 64, 64]]))
+    data = TrainingData(
+        latents=torch.randn(2, 4, 8, 8, generator=generator),
+        prompt_embeds=torch.randn(1, 77, 64, generator=generator),
+        pooled_prompt_embeds=torch.randn(1, 32, generator=generator),
+        time_ids=torch.tensor([[64.0, 64, 0, 0, 64, 64]]),
+    )
     unet = tiny_ldm_unet_file(tiny_models, folder)
 
     def make(name, **settings):
@@ -217,6 +268,7 @@ def child_job(tiny_models, tmp_path_factory):
         values.update(settings)
         job.write_job(folder / name, TrainSettings(**values), data, unet_path=unet, output=out)
         return folder / name, out
+
     return make
 
 
@@ -225,8 +277,14 @@ def run_child(job_dir: Path, file_size_limit: int | None = None) -> tuple[int, l
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
-    proc = subprocess.run([sys.executable, "-m", "training", "run", str(job_dir)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, preexec_fn=limit if file_size_limit else None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "training", "run", str(job_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit if file_size_limit else None,
+    )
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return proc.returncode, events
 

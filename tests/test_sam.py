@@ -1,9 +1,9 @@
 """Segment Anything: architecture read from the weights, safe loading, one image embedding per image."""
+
 import numpy as np
 import pytest
-import torch
-
 import tiny_detectors
+import torch
 from image_alchemy.alchemy import sam as sam_ops
 
 
@@ -81,8 +81,15 @@ def test_sam_hq_and_mobile_sam_are_recognised_and_refused_by_name(tmp_path, kind
     assert sam_ops.unsupported_kind(tiny_detectors.tiny_sam().state_dict()) is None
 
 
-@pytest.mark.parametrize("name,kind", [("sam_hq_vit_h.pth", "SAM-HQ"), ("sam_hq_vit_tiny.pth", "SAM-HQ"),
-                                       ("mobile_sam.pt", "MobileSAM / TinyViT"), ("sam_vit_h_4b8939.pth", None),
-                                       ("sam_vit_b_01ec64.pth", None)])
+@pytest.mark.parametrize(
+    "name,kind",
+    [
+        ("sam_hq_vit_h.pth", "SAM-HQ"),
+        ("sam_hq_vit_tiny.pth", "SAM-HQ"),
+        ("mobile_sam.pt", "MobileSAM / TinyViT"),
+        ("sam_vit_h_4b8939.pth", None),
+        ("sam_vit_b_01ec64.pth", None),
+    ],
+)
 def test_release_file_names_tell_the_unsupported_ones(name, kind):
     assert sam_ops.unsupported_by_name(name) == kind

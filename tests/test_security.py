@@ -3,26 +3,61 @@ read with gitignore semantics) must hold no pickle loads, no eval/exec, no proce
 environment or interpreter-state access (os.environ / os.getenv / sys.modules / __import__), no network
 modules and no download at run time: the Registry's scan flags each of these and ComfyUI-Manager then hides
 the version. And names from the graph stay inside their model folders."""
+
 import ast
 import subprocess
 from pathlib import Path
 
 import pytest
 from comfy_execution.graph_utils import GraphBuilder
-
 from reliability_helpers import expect_error
 
 ROOT = Path(__file__).resolve().parent.parent
 # Known findings still to remove, each as (file, finding). None today: the trainer process is started with
 # multiprocessing (training/child.py), not subprocess.
 KNOWN_FINDINGS: set[tuple[str, str]] = set()
-DOWNLOADERS = {"hf_hub_download", "snapshot_download", "urlopen", "urlretrieve", "load_state_dict_from_url",
-               "download_url_to_file"}
-NETWORK_MODULES = {"urllib.request", "urllib3", "requests", "httpx", "aiohttp", "huggingface_hub", "torch.hub",
-                   "wget", "socket", "http.client", "ftplib", "smtplib", "websocket", "websockets"}
+DOWNLOADERS = {
+    "hf_hub_download",
+    "snapshot_download",
+    "urlopen",
+    "urlretrieve",
+    "load_state_dict_from_url",
+    "download_url_to_file",
+}
+NETWORK_MODULES = {
+    "urllib.request",
+    "urllib3",
+    "requests",
+    "httpx",
+    "aiohttp",
+    "huggingface_hub",
+    "torch.hub",
+    "wget",
+    "socket",
+    "http.client",
+    "ftplib",
+    "smtplib",
+    "websocket",
+    "websockets",
+}
 PROCESS_MODULES = {"subprocess", "pty", "multiprocessing.popen_fork", "multiprocessing.popen_spawn_posix"}
-OS_PROCESS_CALLS = {"system", "popen", "execv", "execve", "execvp", "execvpe", "execl", "execlp", "spawnv",
-                    "spawnve", "spawnl", "posix_spawn", "fork", "forkpty", "startfile"}
+OS_PROCESS_CALLS = {
+    "system",
+    "popen",
+    "execv",
+    "execve",
+    "execvp",
+    "execvpe",
+    "execl",
+    "execlp",
+    "spawnv",
+    "spawnve",
+    "spawnl",
+    "posix_spawn",
+    "fork",
+    "forkpty",
+    "startfile",
+}
 OS_ENVIRONMENT = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
 
 
@@ -101,8 +136,13 @@ def findings(path: Path, root: Path = ROOT) -> list[str]:
         if not isinstance(node, ast.Call):
             continue
         name = _name(node.func)
-        if name in ("builtins.eval", "builtins.exec", "builtins.__import__", "importlib.import_module",
-                    "importlib.__import__"):
+        if name in (
+            "builtins.eval",
+            "builtins.exec",
+            "builtins.__import__",
+            "importlib.import_module",
+            "importlib.__import__",
+        ):
             problems.append(f"{where}: calls {name}")
         if name.endswith(("pickle.load", "pickle.loads", "pickle.Unpickler", "marshal.loads", "marshal.load")):
             problems.append(f"{where}: unpickles with {name}")
@@ -128,8 +168,15 @@ def unexpected(problems: list[str], allowed: set[tuple[str, str]] = KNOWN_FINDIN
 
 def test_scan_covers_the_shipped_packages():
     rels = set(shipped_files())
-    assert {"__init__.py", "nodes/train.py", "nodes/segment.py", "alchemy/grounding.py", "pyproject.toml",
-            "LICENSE", "alchemy/brisque_model/svm.txt"} <= rels
+    assert {
+        "__init__.py",
+        "nodes/train.py",
+        "nodes/segment.py",
+        "alchemy/grounding.py",
+        "pyproject.toml",
+        "LICENSE",
+        "alchemy/brisque_model/svm.txt",
+    } <= rels
     assert any(r.startswith("web/docs/") for r in rels), "the frontend's help pages must ship"
     assert not any(r.startswith(("tests/", "bench/", "scripts/", ".ci/", "docs/")) for r in rels)
 
@@ -148,53 +195,121 @@ def test_known_findings_are_still_there():
 def test_shipped_files_follow_git_and_comfyignore(tmp_path):
     """The file set: git's files minus `.comfyignore` with gitignore semantics (anchored `/docs/` keeps
     `web/docs/`; unanchored `*.jpg` matches at any depth; `!` re-includes; gitignored files never ship)."""
-    for rel in ("a.py", "docs/x.md", "web/docs/Node.md", "tests/t.py", "deep/tests/kept.py", "img/p.jpg",
-                "img/keep.jpg", "new_untracked.py", "venv/lib.py", "Makefile"):
+    for rel in (
+        "a.py",
+        "docs/x.md",
+        "web/docs/Node.md",
+        "tests/t.py",
+        "deep/tests/kept.py",
+        "img/p.jpg",
+        "img/keep.jpg",
+        "new_untracked.py",
+        "venv/lib.py",
+        "Makefile",
+    ):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x = 1\n")
     (tmp_path / ".gitignore").write_text("venv/\n")
     (tmp_path / ".comfyignore").write_text("/docs/\n/tests/\n*.jpg\n!keep.jpg\n/Makefile\n")
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    subprocess.run(["git", "-C", str(tmp_path), "add", "a.py", "docs", "web", "tests", "deep", "img", "Makefile",
-                    ".gitignore", ".comfyignore"], check=True)
-    assert shipped_files(tmp_path) == [".comfyignore", ".gitignore", "a.py", "deep/tests/kept.py", "img/keep.jpg",
-                                       "new_untracked.py", "web/docs/Node.md"]
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(tmp_path),
+            "add",
+            "a.py",
+            "docs",
+            "web",
+            "tests",
+            "deep",
+            "img",
+            "Makefile",
+            ".gitignore",
+            ".comfyignore",
+        ],
+        check=True,
+    )
+    assert shipped_files(tmp_path) == [
+        ".comfyignore",
+        ".gitignore",
+        "a.py",
+        "deep/tests/kept.py",
+        "img/keep.jpg",
+        "new_untracked.py",
+        "web/docs/Node.md",
+    ]
 
 
 def test_the_scan_catches_what_it_looks_for(tmp_path):
     """The scanner itself: each forbidden pattern in a throwaway file is reported, the safe forms are not."""
     bad = tmp_path / "nodes" / "bad.py"
     bad.parent.mkdir()
-    bad.write_text("import pickle, subprocess, requests, socket\nimport torch, sys, os, marshal, importlib\n"
-                   "pickle.loads(b'')\n"
-                   "torch.lo" "ad('x')\nev" "al('1')\nex" "ec('x = 1')\nos.sys" "tem('ls')\nos.po" "pen('ls')\n"
-                   "subprocess.run(['ls'], shell=True)\nfrom huggingface_hub import hf_hub_download\n"
-                   "M.from_pretrained('org/model')\nM.from_single_file('x', local_files_only=False)\n"
-                   "torch.load('y', weights_only=True)\nN.from_pretrained('d', local_files_only=True)\n"
-                   "home = os.envi" "ron['HOME']\nos.get" "env('X')\nsys.mod" "ules['x'] = None\n"
-                   "__imp" "ort__('os')\nmarshal.lo" "ads(b'')\nimportlib.import_module('os')\n"
-                   "from os import get" "env\nfrom urllib.request import urlopen\n")
+    bad.write_text(
+        "import pickle, subprocess, requests, socket\nimport torch, sys, os, marshal, importlib\n"
+        "pickle.loads(b'')\n"
+        "torch.lo"
+        "ad('x')\nev"
+        "al('1')\nex"
+        "ec('x = 1')\nos.sys"
+        "tem('ls')\nos.po"
+        "pen('ls')\n"
+        "subprocess.run(['ls'], shell=True)\nfrom huggingface_hub import hf_hub_download\n"
+        "M.from_pretrained('org/model')\nM.from_single_file('x', local_files_only=False)\n"
+        "torch.load('y', weights_only=True)\nN.from_pretrained('d', local_files_only=True)\n"
+        "home = os.envi"
+        "ron['HOME']\nos.get"
+        "env('X')\nsys.mod"
+        "ules['x'] = None\n"
+        "__imp"
+        "ort__('os')\nmarshal.lo"
+        "ads(b'')\nimportlib.import_module('os')\n"
+        "from os import get"
+        "env\nfrom urllib.request import urlopen\n"
+    )
     found = findings(bad, root=tmp_path)
-    expected = ["unpickles with pickle.loads", "imports subprocess", "network module requests", "torch.load without",
-                "uses eval", "uses exec", "os.system", "os.popen", "shell=True", "network module huggingface_hub",
-                "from_pretrained without", "from_single_file without", "uses os.environ", "uses os.getenv",
-                "uses sys.modules", "uses __import__", "unpickles with marshal.loads", "imports marshal",
-                "network module socket", "calls importlib.import_module", "['getenv'] from os",
-                "network module urllib.request"]
+    expected = [
+        "unpickles with pickle.loads",
+        "imports subprocess",
+        "network module requests",
+        "torch.load without",
+        "uses eval",
+        "uses exec",
+        "os.system",
+        "os.popen",
+        "shell=True",
+        "network module huggingface_hub",
+        "from_pretrained without",
+        "from_single_file without",
+        "uses os.environ",
+        "uses os.getenv",
+        "uses sys.modules",
+        "uses __import__",
+        "unpickles with marshal.loads",
+        "imports marshal",
+        "network module socket",
+        "calls importlib.import_module",
+        "['getenv'] from os",
+        "network module urllib.request",
+    ]
     for text in expected:
         assert any(text in f for f in found), (text, found)
     assert len([f for f in found if "torch.load" in f or "local_files_only" in f]) == 3  # the safe calls pass
     allowance = {("training/child.py", "imports subprocess")}
-    assert unexpected(["training/child.py:1: imports subprocess", "training/child.py:2: uses os.environ"],
-                      allowance) == ["training/child.py:2: uses os.environ"]  # an allowance covers its own finding only
+    assert unexpected(
+        ["training/child.py:1: imports subprocess", "training/child.py:2: uses os.environ"], allowance
+    ) == ["training/child.py:2: uses os.environ"]  # an allowance covers its own finding only
 
 
-@pytest.mark.parametrize("node, field, value, folder", [
-    ("ImageAlchemy_SAMLoader", "model_name", "../../../../etc/passwd", "sams"),
-    ("ImageAlchemy_SAMLoader", "model_name", "/etc/hostname", "sams"),
-    ("ImageAlchemy_GroundingDinoLoader", "model_name", "../tiny_sdxl", "grounding-dino"),
-    ("ImageAlchemy_GroundingDinoLoader", "model_name", "sub/../../loras", "grounding-dino"),
-])
+@pytest.mark.parametrize(
+    "node, field, value, folder",
+    [
+        ("ImageAlchemy_SAMLoader", "model_name", "../../../../etc/passwd", "sams"),
+        ("ImageAlchemy_SAMLoader", "model_name", "/etc/hostname", "sams"),
+        ("ImageAlchemy_GroundingDinoLoader", "model_name", "../tiny_sdxl", "grounding-dino"),
+        ("ImageAlchemy_GroundingDinoLoader", "model_name", "sub/../../loras", "grounding-dino"),
+    ],
+)
 def test_model_names_from_the_graph_stay_in_their_folder(comfy, node, field, value, folder):
     g = GraphBuilder()
     g.node("PreviewAny", source=g.node(node, **{field: value}).out(0))

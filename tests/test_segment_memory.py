@@ -1,12 +1,13 @@
 """GroundedSAMMask's models under ComfyUI's memory management, in process on the CPU: loading them goes through
 load_models_gpu (room is made first), they are then loaded models ComfyUI knows, and ComfyUI's own free_memory
 moves them to the offload device when something else needs the room; they still segment afterwards."""
+
 import numpy as np
 import pytest
-import torch
-
 import tiny_detectors
-from image_alchemy.alchemy import grounded_sam, grounding, sam as sam_ops
+import torch
+from image_alchemy.alchemy import grounded_sam, grounding
+from image_alchemy.alchemy import sam as sam_ops
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,15 @@
 """GroundedSAMMask and its loaders inside the real ComfyUI server, with tiny detectors in the model folders."""
+
 import numpy as np
 import pytest
+import tiny_detectors
 import torch
 from comfy_execution.graph_utils import GraphBuilder
-from PIL import Image
-
-import tiny_detectors
 from comfy_server import PromptFailed
-from image_alchemy.alchemy import grounded_sam, grounding, sam as sam_ops
 from graphs import tiny_scene
+from image_alchemy.alchemy import grounded_sam, grounding
+from image_alchemy.alchemy import sam as sam_ops
+from PIL import Image
 
 HF_NAME, PTH_NAME, SAM_NAME = "grounding-dino-tiny-test", "groundingdino_tiny_test.pth", "sam_tiny_test.pth"
 
@@ -25,8 +26,16 @@ def detectors(comfy):
 def segment(g, image, model_name, **overrides):
     dino = g.node("ImageAlchemy_GroundingDinoLoader", model_name=model_name)
     sam = g.node("ImageAlchemy_SAMLoader", model_name=SAM_NAME)
-    settings = dict(prompt="dog", box_threshold=0.0, text_threshold=0.0, area_penalty=0.1, max_objects=2, grow=0,
-                    feather=0, if_nothing_found="empty mask")
+    settings = dict(
+        prompt="dog",
+        box_threshold=0.0,
+        text_threshold=0.0,
+        area_penalty=0.1,
+        max_objects=2,
+        grow=0,
+        feather=0,
+        if_nothing_found="empty mask",
+    )
     settings.update(overrides)
     return g.node("ImageAlchemy_GroundedSAMMask", image=image, grounding_dino=dino.out(0), sam=sam.out(0), **settings)
 
@@ -81,8 +90,16 @@ def two_images(comfy, detectors):
         Image.fromarray(a).save(comfy.base_dir / "input" / names[-1])
     images = torch.from_numpy(np.stack(arrays)).float() / 255.0
     expected, _ = grounded_sam.segment_batch(
-        images, detector, sam_ops.load_sam(detectors["sam"]), "dog", box_threshold=threshold, text_threshold=0.0,
-        area_penalty=0.1, max_objects=2, on_empty="empty mask")
+        images,
+        detector,
+        sam_ops.load_sam(detectors["sam"]),
+        "dog",
+        box_threshold=threshold,
+        text_threshold=0.0,
+        area_penalty=0.1,
+        max_objects=2,
+        on_empty="empty mask",
+    )
     assert expected[0].sum() == 0
     return {"names": names, "threshold": threshold, "expected": expected}
 
@@ -97,7 +114,10 @@ def batch_graph(two_images, policy, model_name=HF_NAME, threshold=None):
 
 
 def read_masks(comfy, entry, node):
-    return [torch.from_numpy(np.asarray(im.convert("L")).astype(np.float32) / 255.0) for im in comfy.output_images(entry, node.id)]
+    return [
+        torch.from_numpy(np.asarray(im.convert("L")).astype(np.float32) / 255.0)
+        for im in comfy.output_images(entry, node.id)
+    ]
 
 
 @pytest.mark.parametrize("policy", ["empty mask", "whole image"])
@@ -124,9 +144,20 @@ def test_missing_weights_name_the_folder_and_file(comfy, detectors):
     dino = g.node("ImageAlchemy_GroundingDinoLoader", model_name="groundingdino_swint_ogc.pth")
     sam = g.node("ImageAlchemy_SAMLoader", model_name="sam_vit_h_4b8939.pth")
     image = g.node("EmptyImage", width=64, height=64, batch_size=1, color=0)
-    seg = g.node("ImageAlchemy_GroundedSAMMask", image=image.out(0), grounding_dino=dino.out(0), sam=sam.out(0),
-                 prompt="dog", box_threshold=0.3, text_threshold=0.25, area_penalty=0.1, max_objects=1, grow=0,
-                 feather=0, if_nothing_found="empty mask")
+    seg = g.node(
+        "ImageAlchemy_GroundedSAMMask",
+        image=image.out(0),
+        grounding_dino=dino.out(0),
+        sam=sam.out(0),
+        prompt="dog",
+        box_threshold=0.3,
+        text_threshold=0.25,
+        area_penalty=0.1,
+        max_objects=1,
+        grow=0,
+        feather=0,
+        if_nothing_found="empty mask",
+    )
     save_mask(g, seg, "never")
     with pytest.raises(PromptFailed) as failure:
         comfy.run(g.finalize())
@@ -139,8 +170,10 @@ def test_missing_weights_name_the_folder_and_file(comfy, detectors):
 def empty_sams(comfy, detectors):
     """SAMs whose hypotheses 1 and 2 (or all three) are always empty."""
     sams = comfy.base_dir / "models" / "sams"
-    return {"two": tiny_detectors.write_sam(sams / "sam_two_empty.pth", empty_hypotheses=(1, 2)),
-            "all": tiny_detectors.write_sam(sams / "sam_all_empty.pth", empty_hypotheses=(0, 1, 2))}
+    return {
+        "two": tiny_detectors.write_sam(sams / "sam_two_empty.pth", empty_hypotheses=(1, 2)),
+        "all": tiny_detectors.write_sam(sams / "sam_all_empty.pth", empty_hypotheses=(0, 1, 2)),
+    }
 
 
 def test_empty_sam_hypotheses_are_never_chosen(comfy, detectors, empty_sams):
@@ -151,6 +184,7 @@ def test_empty_sam_hypotheses_are_never_chosen(comfy, detectors, empty_sams):
     box = grounding.detect(detector, rgb, "dog", 0.0, 0.0)["boxes"][:1]
     hypotheses, _ = sam_ops.segment_boxes(sam_ops.load_sam(empty_sams["two"]), rgb, box)
     from image_alchemy.alchemy import mask_select
+
     assert [bool(h.any()) for h in hypotheses[0]] == [True, False, False]
     assert mask_select.selection_scores(hypotheses[0], box[0], 10.0)[0] < 0  # the plain argmax picks an empty one
     g = GraphBuilder()
@@ -195,9 +229,14 @@ def test_two_phrases_give_a_mask_batch_in_prompt_order_and_mask_from_batch_picks
     both = segment(g, decoded.out(0), HF_NAME, prompt="dog . cat", max_objects=1, order_by="left to right")
     cat = segment(g, decoded.out(0), HF_NAME, prompt="cat", max_objects=1, order_by="left to right")
     picked = g.node("ImageAlchemy_MaskFromBatch", masks=both.out(2), index=1, if_missing="error")
-    saves = {name: g.node("SaveImage", images=g.node("MaskToImage", mask=node.out(slot)).out(0),
-                          filename_prefix=f"gsam_phrases_{name}")
-             for name, node, slot in (("batch", both, 2), ("picked", picked, 0), ("cat", cat, 0))}
+    saves = {
+        name: g.node(
+            "SaveImage",
+            images=g.node("MaskToImage", mask=node.out(slot)).out(0),
+            filename_prefix=f"gsam_phrases_{name}",
+        )
+        for name, node, slot in (("batch", both, 2), ("picked", picked, 0), ("cat", cat, 0))
+    }
     entry = comfy.run(g.finalize())
     batch = read_masks(comfy, entry, saves["batch"])
     assert len(batch) == 2  # [dog, cat]
@@ -206,11 +245,14 @@ def test_two_phrases_give_a_mask_batch_in_prompt_order_and_mask_from_batch_picks
     outputs = comfy.object_info()["ImageAlchemy_GroundedSAMMask"]["output"]
     assert outputs[:3] == ["MASK", "IMAGE", "MASK"]
     import comfy_api.latest as latest
+
     assert (outputs[3:] == ["BOUNDING_BOX"]) == hasattr(latest.io, "BoundingBox")
 
 
-@pytest.mark.skipif(not hasattr(__import__("comfy_api.latest", fromlist=["io"]).io, "BoundingBox"),
-                    reason="this ComfyUI has no BOUNDING_BOX type (0.3.75)")
+@pytest.mark.skipif(
+    not hasattr(__import__("comfy_api.latest", fromlist=["io"]).io, "BoundingBox"),
+    reason="this ComfyUI has no BOUNDING_BOX type (0.3.75)",
+)
 def test_bboxes_output_is_comfy_bounding_box_per_image(comfy, detectors):
     import json
 
@@ -222,8 +264,9 @@ def test_bboxes_output_is_comfy_bounding_box_per_image(comfy, detectors):
     boxes = json.loads(entry["outputs"][shown.id]["text"][0])
     assert len(boxes) == 2  # one list per image
     for frame in boxes:
-        assert 1 <= len(frame) <= 2 and [b["label"] for b in frame] == sorted((b["label"] for b in frame),
-                                                                             key=["dog", "cat"].index)
+        assert 1 <= len(frame) <= 2 and [b["label"] for b in frame] == sorted(
+            (b["label"] for b in frame), key=["dog", "cat"].index
+        )
         for box in frame:
             assert {"x", "y", "width", "height", "score"} <= set(box)
             assert 0 <= box["x"] <= box["x"] + box["width"] <= 64 and 0 <= box["y"] <= box["y"] + box["height"] <= 64
@@ -260,9 +303,11 @@ def test_sam_hq_and_mobile_sam_files_are_not_listed_and_say_why(comfy, detectors
     options = comfy.object_info()["ImageAlchemy_SAMLoader"]["input"]["required"]["model_name"][1]["options"]
     assert SAM_NAME in options and "my_sam_finetune.pth" in options
     assert "sam_hq_vit_b.pth" not in options and "mobile_sam.pt" not in options
-    for name, message in (("sam_hq_vit_b.pth", "'sam_hq_vit_b.pth' is a SAM-HQ checkpoint"),
-                          ("mobile_sam.pt", "'mobile_sam.pt' is a MobileSAM / TinyViT checkpoint"),
-                          ("my_sam_finetune.pth", "SAMLoader: 'my_sam_finetune.pth' is a SAM-HQ checkpoint")):
+    for name, message in (
+        ("sam_hq_vit_b.pth", "'sam_hq_vit_b.pth' is a SAM-HQ checkpoint"),
+        ("mobile_sam.pt", "'mobile_sam.pt' is a MobileSAM / TinyViT checkpoint"),
+        ("my_sam_finetune.pth", "SAMLoader: 'my_sam_finetune.pth' is a SAM-HQ checkpoint"),
+    ):
         g = GraphBuilder()
         _, decoded = tiny_scene(g)
         seg = segment(g, decoded.out(0), HF_NAME)
@@ -278,11 +323,21 @@ def test_a_per_object_mask_batch_into_the_blur_points_to_mask_from_batch(comfy, 
     g = GraphBuilder()
     _, decoded = tiny_scene(g)
     seg = segment(g, decoded.out(0), HF_NAME, prompt="dog . cat . toy", max_objects=1)
-    blur = g.node("ImageAlchemy_DecayBlur", image=decoded.out(0), mask=seg.out(2), mode="gaussian", kernel_size=5,
-                  sigma=2.0, decay_lambda=5.0, distance_unit="kernel radius", decay="sigma")
+    blur = g.node(
+        "ImageAlchemy_DecayBlur",
+        image=decoded.out(0),
+        mask=seg.out(2),
+        mode="gaussian",
+        kernel_size=5,
+        sigma=2.0,
+        decay_lambda=5.0,
+        distance_unit="kernel radius",
+        decay="sigma",
+    )
     g.node("SaveImage", images=blur.out(0), filename_prefix="never")
-    with pytest.raises(PromptFailed, match="DecayBlur: the mask batch has 3 masks but the image batch has 1.*Mask From "
-                                           "Batch"):
+    with pytest.raises(
+        PromptFailed, match="DecayBlur: the mask batch has 3 masks but the image batch has 1.*Mask From Batch"
+    ):
         comfy.run(g.finalize())
     blur.set_input("mask", g.node("ImageAlchemy_MaskFromBatch", masks=seg.out(2), index=2, if_missing="error").out(0))
     entry = comfy.run(g.finalize())

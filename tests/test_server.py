@@ -1,7 +1,7 @@
 """The pack inside a real ComfyUI server: native txt2img on the tiny model, failure isolation, registration."""
+
 import pytest
 from comfy_execution.graph_utils import GraphBuilder
-
 from comfy_server import PromptFailed
 from graphs import tiny_scene
 
@@ -25,8 +25,11 @@ def test_tiny_txt2img_through_native_nodes(comfy):
 
 def test_failing_node_fails_only_its_prompt(comfy):
     g, decoded = tiny_txt2img()
-    g.node("SaveImage", images=g.node("ImageAlchemyTest_FailOnPurpose", image=decoded.out(0)).out(0),
-           filename_prefix="never")
+    g.node(
+        "SaveImage",
+        images=g.node("ImageAlchemyTest_FailOnPurpose", image=decoded.out(0)).out(0),
+        filename_prefix="never",
+    )
     with pytest.raises(PromptFailed, match="always fails"):
         comfy.run(g.finalize())
     assert comfy.alive()
@@ -39,11 +42,20 @@ def test_failing_node_fails_only_its_prompt(comfy):
 
 def test_pack_nodes_are_registered_with_category_and_description(comfy):
     info = comfy.object_info()
-    ours = {name: spec for name, spec in info.items() if spec.get("python_module", "").endswith("comfyui-image-alchemy")}
+    ours = {
+        name: spec for name, spec in info.items() if spec.get("python_module", "").endswith("comfyui-image-alchemy")
+    }
     assert set(ours) == {
-        "ImageAlchemy_RareTokenPicker", "ImageAlchemy_TrainSubjectLoRA", "ImageAlchemy_GroundingDinoLoader",
-        "ImageAlchemy_SAMLoader", "ImageAlchemy_GroundedSAMMask", "ImageAlchemy_DecayBlur",
-        "ImageAlchemy_LoRAImg2ImgInsert", "ImageAlchemy_SubjectMetrics", "ImageAlchemy_MaskFromBatch"}
+        "ImageAlchemy_RareTokenPicker",
+        "ImageAlchemy_TrainSubjectLoRA",
+        "ImageAlchemy_GroundingDinoLoader",
+        "ImageAlchemy_SAMLoader",
+        "ImageAlchemy_GroundedSAMMask",
+        "ImageAlchemy_DecayBlur",
+        "ImageAlchemy_LoRAImg2ImgInsert",
+        "ImageAlchemy_SubjectMetrics",
+        "ImageAlchemy_MaskFromBatch",
+    }
     for name, spec in ours.items():
         assert spec["category"].startswith("Image Alchemy"), name
         assert spec["description"].strip(), name

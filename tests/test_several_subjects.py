@@ -5,20 +5,33 @@ Disjoint regions: outside both repaint regions the result is the scene, region A
 region B what inserting B alone gives, and the order of the two inserts does not matter. Overlapping regions follow
 the README's rule: the later insert repaints over the earlier one inside its own repaint region, and outside it the
 image is what the earlier insert left, bit for bit."""
+
 import numpy as np
 import pytest
 import torch
 from comfy_execution.graph_utils import GraphBuilder
-
 from image_alchemy.alchemy import masks
 from lora_helpers import write_kohya_lora
 
 SIZE, SUBJECT = 192, 40
 LORA_A, LORA_B = "several_iklan_dog.safetensors", "several_ffin_cat.safetensors"
-BLUR = dict(mode="exponential-decay", kernel_size=15, sigma=6.0, decay_lambda=5.0, distance_unit="kernel radius",
-            decay="sigma")
-INSERT = dict(lora_strength=1.0, seed=11, steps=2, cfg=5.0, sampler_name="euler", scheduler="normal", denoise=0.9,
-              grow=4, feather=6, crop_mode="crop", context=0.5, resolution=64)
+BLUR = dict(
+    mode="exponential-decay", kernel_size=15, sigma=6.0, decay_lambda=5.0, distance_unit="kernel radius", decay="sigma"
+)
+INSERT = dict(
+    lora_strength=1.0,
+    seed=11,
+    steps=2,
+    cfg=5.0,
+    sampler_name="euler",
+    scheduler="normal",
+    denoise=0.9,
+    grow=4,
+    feather=6,
+    crop_mode="crop",
+    context=0.5,
+    resolution=64,
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +56,10 @@ def two_subject_graph(corner_a, corner_b):
     scene = g.node("ImageAlchemyTest_ShapedImage", batch=1, height=SIZE, width=SIZE, channels=3)
     neg = g.node("CLIPTextEncode", text="", clip=loader.out(1))
     subjects = {}
-    for name, corner, lora, text in (("a", corner_a, LORA_A, "a photo of iklan dog"),
-                                     ("b", corner_b, LORA_B, "a photo of ffin cat")):
+    for name, corner, lora, text in (
+        ("a", corner_a, LORA_A, "a photo of iklan dog"),
+        ("b", corner_b, LORA_B, "a photo of ffin cat"),
+    ):
         subject = square(g, *corner)
         blur = g.node("ImageAlchemy_DecayBlur", image=scene.out(0), mask=subject.out(0), **BLUR)
         pos = g.node("CLIPTextEncode", text=text, clip=loader.out(1))
@@ -53,16 +68,34 @@ def two_subject_graph(corner_a, corner_b):
     def insert(name, onto, lora=None, keep=None):
         blur, pos, own, _ = subjects[name]
         extra = {"keep": subjects[keep][3].out(0)} if keep else {}
-        return g.node("ImageAlchemy_LoRAImg2ImgInsert", model=loader.out(0), vae=loader.out(2), image=blur.out(0),
-                      mask=blur.out(2), scene=onto, positive=pos.out(0), negative=neg.out(0),
-                      lora_name=lora or own, **INSERT, **extra)
+        return g.node(
+            "ImageAlchemy_LoRAImg2ImgInsert",
+            model=loader.out(0),
+            vae=loader.out(2),
+            image=blur.out(0),
+            mask=blur.out(2),
+            scene=onto,
+            positive=pos.out(0),
+            negative=neg.out(0),
+            lora_name=lora or own,
+            **INSERT,
+            **extra,
+        )
 
     a_alone, b_alone = insert("a", scene.out(0)), insert("b", scene.out(0))
-    images = {"scene": scene, "a": a_alone, "b": b_alone, "ab": insert("b", a_alone.out(0)),
-              "ba": insert("a", b_alone.out(0)), "a_with_lora_b": insert("a", scene.out(0), LORA_B),
-              "ab_keep_a": insert("b", a_alone.out(0), keep="a")}
-    saves = {name: g.node("SaveImage", images=node.out(0), filename_prefix=f"several_{name}")
-             for name, node in images.items()}
+    images = {
+        "scene": scene,
+        "a": a_alone,
+        "b": b_alone,
+        "ab": insert("b", a_alone.out(0)),
+        "ba": insert("a", b_alone.out(0)),
+        "a_with_lora_b": insert("a", scene.out(0), LORA_B),
+        "ab_keep_a": insert("b", a_alone.out(0), keep="a"),
+    }
+    saves = {
+        name: g.node("SaveImage", images=node.out(0), filename_prefix=f"several_{name}")
+        for name, node in images.items()
+    }
     for name in ("a", "b"):
         region = g.node("MaskToImage", mask=subjects[name][0].out(2))
         saves[f"region_{name}"] = g.node("SaveImage", images=region.out(0), filename_prefix=f"several_region_{name}")
@@ -74,13 +107,16 @@ def two_subject_graph(corner_a, corner_b):
 def run(comfy, corner_a, corner_b):
     g, saves = two_subject_graph(corner_a, corner_b)
     entry = comfy.run(g.finalize(), timeout=600)
-    out = {name: np.asarray(comfy.output_images(entry, save.id)[0].convert("RGB")).astype(np.int16)
-           for name, save in saves.items()}
+    out = {
+        name: np.asarray(comfy.output_images(entry, save.id)[0].convert("RGB")).astype(np.int16)
+        for name, save in saves.items()
+    }
     # Each insert's repaint region: the blur region grown and feathered by the insert's settings.
     for name in ("a", "b"):
         region = torch.from_numpy(out.pop(f"region_{name}")[..., 0] / 255.0).float()
-        out[f"repaint_{name}"] = masks.feather_mask(masks.grow_mask(region[None], INSERT["grow"]),
-                                                    INSERT["feather"])[0].numpy()
+        out[f"repaint_{name}"] = masks.feather_mask(masks.grow_mask(region[None], INSERT["grow"]), INSERT["feather"])[
+            0
+        ].numpy()
         out[f"subject_{name}"] = out[f"subject_{name}"][..., 0] > 127
     return out
 

@@ -1,4 +1,5 @@
 """RareTokenPicker inside a real ComfyUI server on the tiny SDXL model, plus its cache and fingerprints."""
+
 import time
 from pathlib import Path
 
@@ -6,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from comfy_execution.graph_utils import GraphBuilder
-
 from comfy_server import PromptFailed
 from image_alchemy.alchemy import token_cache, token_scoring, tokens
 
@@ -16,11 +16,24 @@ POOL = "iklan ffin rrrr"
 def picker_graph(candidates=POOL, seed=0, use_cache=False, seeds=2, steps=2, size=64, **extra):
     g = GraphBuilder()
     loader = g.node("ImageAlchemyTest_TinySDXLLoader")
-    picker = g.node("ImageAlchemy_RareTokenPicker", model=loader.out(0), clip=loader.out(1), vae=loader.out(2),
-                    candidates=candidates, vocabulary_scan=extra.pop("vocabulary_scan", 0),
-                    prompt_template=extra.pop("prompt_template", "a photo of {token}"),
-                    seeds_per_candidate=seeds, seed=seed, width=size, height=size, steps=steps, cfg=5.0,
-                    sampler_name="euler", scheduler="normal", use_cache=use_cache)
+    picker = g.node(
+        "ImageAlchemy_RareTokenPicker",
+        model=loader.out(0),
+        clip=loader.out(1),
+        vae=loader.out(2),
+        candidates=candidates,
+        vocabulary_scan=extra.pop("vocabulary_scan", 0),
+        prompt_template=extra.pop("prompt_template", "a photo of {token}"),
+        seeds_per_candidate=seeds,
+        seed=seed,
+        width=size,
+        height=size,
+        steps=steps,
+        cfg=5.0,
+        sampler_name="euler",
+        scheduler="normal",
+        use_cache=use_cache,
+    )
     sheet = g.node("SaveImage", images=picker.out(1), filename_prefix="token_sheet")
     # PreviewAny shows a STRING in the history entry, so the test reads the outputs back.
     token = g.node("PreviewAny", source=picker.out(0))
@@ -31,7 +44,7 @@ def picker_graph(candidates=POOL, seed=0, use_cache=False, seeds=2, steps=2, siz
 def candidate_lines(table, cells=None):
     """The table's candidate rows (between the header and the legend), optionally cut to their first cells."""
     lines = table.splitlines()
-    rows = lines[1:next(i for i, line in enumerate(lines) if line.startswith("(prior:"))]
+    rows = lines[1 : next(i for i, line in enumerate(lines) if line.startswith("(prior:"))]
     return rows if cells is None else [line.split()[:cells] for line in rows]
 
 
@@ -56,7 +69,7 @@ def test_picks_a_pool_token_with_a_full_contact_sheet_and_the_same_answer_twice(
         assert line.split()[4] == "paper" and float(line.split()[6]) > 0  # seconds spent on that candidate
         assert line.split()[3] == "-" or 0.0 <= float(line.split()[3]) <= 1.0
     # The first row of the sheet is the class word's reference: its label cell, then its seed images.
-    assert sheet[1:64, :token_scoring.LABEL_WIDTH].max() > 200
+    assert sheet[1:64, : token_scoring.LABEL_WIDTH].max() > 200
     # Same seed, candidates written differently: ComfyUI's own output cache cannot answer, so this samples again.
     again_token, again_sheet, again_table = run_picker(comfy, candidates="rrrr, ffin\niklan, immen", seed=5)
     assert again_token == token
@@ -179,8 +192,9 @@ def in_process(comfy_dir, tiny_models):
     import folder_paths
 
     folder_paths.add_model_folder_path("tiny_sdxl", str(tiny_models["unet"].parent))
-    spec = importlib.util.spec_from_file_location("tiny_fixture_pack", Path(factory.__file__).parent.parent
-                                                  / "fixture_pack" / "__init__.py")
+    spec = importlib.util.spec_from_file_location(
+        "tiny_fixture_pack", Path(factory.__file__).parent.parent / "fixture_pack" / "__init__.py"
+    )
     pack = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pack)
     # ComfyUI's nodes.py by path: `python -m pytest` puts the repo root (our own nodes/) first on sys.path.
@@ -215,18 +229,34 @@ def tiny_clip_vision(tmp_path):
 
     import comfy.clip_vision
 
-    config = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "quick_gelu", "hidden_size": 32,
-              "image_size": 64, "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 64,
-              "layer_norm_eps": 1e-05, "model_type": "clip_vision_model", "num_attention_heads": 2,
-              "num_channels": 3, "num_hidden_layers": 2, "patch_size": 16, "projection_dim": 16,
-              "torch_dtype": "float32"}
+    config = {
+        "attention_dropout": 0.0,
+        "dropout": 0.0,
+        "hidden_act": "quick_gelu",
+        "hidden_size": 32,
+        "image_size": 64,
+        "initializer_factor": 1.0,
+        "initializer_range": 0.02,
+        "intermediate_size": 64,
+        "layer_norm_eps": 1e-05,
+        "model_type": "clip_vision_model",
+        "num_attention_heads": 2,
+        "num_channels": 3,
+        "num_hidden_layers": 2,
+        "patch_size": 16,
+        "projection_dim": 16,
+        "torch_dtype": "float32",
+    }
     (tmp_path / "vision.json").write_text(json.dumps(config))
     vision = comfy.clip_vision.ClipVisionModel(str(tmp_path / "vision.json"))
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():  # ComfyUI's ops leave weights uninitialized
         for name, param in vision.model.named_parameters():
-            param.copy_(torch.ones_like(param) if "layer_norm" in name or "layrnorm" in name
-                        else torch.randn(param.shape, generator=gen) * 0.1)
+            param.copy_(
+                torch.ones_like(param)
+                if "layer_norm" in name or "layrnorm" in name
+                else torch.randn(param.shape, generator=gen) * 0.1
+            )
     return vision
 
 
@@ -240,10 +270,24 @@ def test_clip_vision_embeddings_join_the_score(in_process, tmp_path):
         embeds = image_embeddings(vision, images)
         assert embeds.shape == (3, 16)
         assert token_scoring.mean_pairwise_cosine(image_embeddings(vision, images[[0, 0, 0]])) == pytest.approx(1.0)
-        out = RareTokenPicker.execute(model, clip, vae, candidates="iklan ffin", vocabulary_scan=0,
-                                      prompt_template="a photo of {token}", seeds_per_candidate=2, seed=0, width=64,
-                                      height=64, steps=2, cfg=5.0, sampler_name="euler", scheduler="normal",
-                                      use_cache=False, clip_vision=vision)
+        out = RareTokenPicker.execute(
+            model,
+            clip,
+            vae,
+            candidates="iklan ffin",
+            vocabulary_scan=0,
+            prompt_template="a photo of {token}",
+            seeds_per_candidate=2,
+            seed=0,
+            width=64,
+            height=64,
+            steps=2,
+            cfg=5.0,
+            sampler_name="euler",
+            scheduler="normal",
+            use_cache=False,
+            clip_vision=vision,
+        )
     token, sheet, table = out.result
     assert token in ("iklan", "ffin") and tuple(sheet.shape) == (1, 4 * 64, token_scoring.LABEL_WIDTH + 2 * 64, 3)
     header, first = table.splitlines()[:2]
@@ -251,20 +295,28 @@ def test_clip_vision_embeddings_join_the_score(in_process, tmp_path):
     assert "references (embed_cos): class word" in table
     # The table's similarity is the embeddings' mean cosine of that candidate's images, sampled the same way.
     from image_alchemy.nodes.token_picker import sample_seeds
+
     with torch.inference_mode():
         negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
-        images = sample_seeds(model, clip, vae, f"a photo of {token}", negative, [0, 1], 64, 64, 2, 5.0, "euler",
-                              "normal")
+        images = sample_seeds(
+            model, clip, vae, f"a photo of {token}", negative, [0, 1], 64, 64, 2, 5.0, "euler", "normal"
+        )
         expected = token_scoring.mean_pairwise_cosine(image_embeddings(vision, images))
-        references = [sample_seeds(model, clip, vae, prompt, negative, [0, 1], 64, 64, 2, 5.0, "euler", "normal")
-                      for prompt in ("a photo of dog", "")]
+        references = [
+            sample_seeds(model, clip, vae, prompt, negative, [0, 1], 64, 64, 2, 5.0, "euler", "normal")
+            for prompt in ("a photo of dog", "")
+        ]
     assert float(first.split()[2]) == pytest.approx(expected, abs=2e-4)
     # The sheet's first two rows are the references (class word, then empty prompt), below each row's divider.
     for row, ref in enumerate(references):
         for i in range(2):
-            cell = sheet[0, row * 64 + 1:(row + 1) * 64, token_scoring.LABEL_WIDTH + i * 64:token_scoring.LABEL_WIDTH
-                         + (i + 1) * 64].numpy()
+            cell = sheet[
+                0,
+                row * 64 + 1 : (row + 1) * 64,
+                token_scoring.LABEL_WIDTH + i * 64 : token_scoring.LABEL_WIDTH + (i + 1) * 64,
+            ].numpy()
             np.testing.assert_allclose(cell, ref[i][1:], atol=1e-6)
-    cal = token_scoring.Calibration(*(token_scoring.mean_pairwise_cosine(image_embeddings(vision, r))
-                                      for r in references))
+    cal = token_scoring.Calibration(
+        *(token_scoring.mean_pairwise_cosine(image_embeddings(vision, r)) for r in references)
+    )
     assert f"class word {cal.class_word:.4f} → prior 1, empty prompt {cal.empty:.4f} → prior 0" in table

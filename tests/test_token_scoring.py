@@ -1,7 +1,7 @@
 """Variability scoring, ranking, score table and contact sheet (pure numpy, no ComfyUI)."""
+
 import numpy as np
 import pytest
-
 from image_alchemy.alchemy import token_scoring as ts
 
 
@@ -17,9 +17,9 @@ def candidate_sets():
     rng = np.random.default_rng(0)
     base = _smooth_random(rng, 1)[0]
     return {
-        "same": np.stack([base] * 4),                                             # identical: full prior
+        "same": np.stack([base] * 4),  # identical: full prior
         "close": np.clip(np.stack([base + rng.normal(0, 0.03, base.shape) for _ in range(4)]), 0, 1),
-        "unrelated": _smooth_random(rng, 4),                                      # no prior
+        "unrelated": _smooth_random(rng, 4),  # no prior
     }
 
 
@@ -121,24 +121,39 @@ def test_ssim_equals_skimage_over_every_pair(shape):
     images[1] = np.clip(images[0] + rng.normal(0, 0.05, shape[1:]), 0, 1)  # one similar pair among unrelated
     side = min(shape[1:3])
     win = min(7, side if side % 2 else side - 1)
-    expected = np.mean([structural_similarity(a, b, channel_axis=-1, data_range=1.0, win_size=win)
-                        for a, b in itertools.combinations(images, 2)])
+    expected = np.mean(
+        [
+            structural_similarity(a, b, channel_axis=-1, data_range=1.0, win_size=win)
+            for a, b in itertools.combinations(images, 2)
+        ]
+    )
     assert ts.mean_pairwise_ssim(images) == pytest.approx(expected, abs=1e-12)
 
 
 def test_ties_keep_input_order():
-    scores = [ts.CandidateScore("x", 0.2, "ssim"), ts.CandidateScore("y", 0.2, "ssim"),
-              ts.CandidateScore("z", 0.1, "ssim")]
+    scores = [
+        ts.CandidateScore("x", 0.2, "ssim"),
+        ts.CandidateScore("y", 0.2, "ssim"),
+        ts.CandidateScore("z", 0.1, "ssim"),
+    ]
     assert [s.token for s in ts.rank(scores)] == ["z", "x", "y"]
 
 
 def test_score_table_lists_ranks_references_notes_and_rejections():
     cal = ts.Calibration(class_word=0.9, empty=0.1)
-    ranked = ts.rank([ts.CandidateScore("iklan", 0.5, "embed_cos", cal.prior(0.5)),
-                      ts.CandidateScore("ffin", 0.3, "embed_cos", cal.prior(0.3))])
-    table = ts.score_table(ranked, [("immen", "2 tokens in clip_l (paper)")], cal,
-                           notes={"": ["source", "s/cand"], "ffin": ["paper", "1.20"], "iklan": ["scan", "0.90"]},
-                           footer=["36 images sampled"])
+    ranked = ts.rank(
+        [
+            ts.CandidateScore("iklan", 0.5, "embed_cos", cal.prior(0.5)),
+            ts.CandidateScore("ffin", 0.3, "embed_cos", cal.prior(0.3)),
+        ]
+    )
+    table = ts.score_table(
+        ranked,
+        [("immen", "2 tokens in clip_l (paper)")],
+        cal,
+        notes={"": ["source", "s/cand"], "ffin": ["paper", "1.20"], "iklan": ["scan", "0.90"]},
+        footer=["36 images sampled"],
+    )
     lines = table.splitlines()
     assert lines[0].split() == ["rank", "token", "embed_cos", "prior", "source", "s/cand"]
     assert lines[1].split() == ["1", "ffin", "0.3000", "0.250", "paper", "1.20"]
@@ -153,9 +168,9 @@ def test_contact_sheet_layout_and_labels():
     sheet = ts.contact_sheet(rows)
     assert sheet.shape == (2 * 32, ts.LABEL_WIDTH + 3 * 40, 3) and sheet.dtype == np.float32
     # Images land in their cells unchanged (row 1, seed 2), below the 1 px row divider.
-    np.testing.assert_allclose(sheet[33:64, ts.LABEL_WIDTH + 80:ts.LABEL_WIDTH + 120], rows[1][1][2][1:], atol=1e-6)
+    np.testing.assert_allclose(sheet[33:64, ts.LABEL_WIDTH + 80 : ts.LABEL_WIDTH + 120], rows[1][1][2][1:], atol=1e-6)
     # The label cell holds drawn text: white pixels on the dark background.
-    assert sheet[1:32, :ts.LABEL_WIDTH].max() > 0.9
+    assert sheet[1:32, : ts.LABEL_WIDTH].max() > 0.9
     # 1024² images land as SHEET_SIDE thumbnails: the sheet stays small whatever the sample size.
     big = ts.contact_sheet([("a", np.zeros((2, 1024, 1024, 3)))])
     assert big.shape == (ts.SHEET_SIDE, ts.LABEL_WIDTH + 2 * ts.SHEET_SIDE, 3)

@@ -1,6 +1,6 @@
 """Candidate filter on the real CLIP BPE files ComfyUI ships (the tokenizers SDXL's clip_l and clip_g use)."""
-import pytest
 
+import pytest
 from image_alchemy.alchemy import tokens
 
 
@@ -11,8 +11,10 @@ def sdxl_tokenizers(comfy_dir):
 
     path = comfy_dir / "comfy" / "sd1_tokenizer"
     clip_l, clip_g = CLIPTokenizer.from_pretrained(path), CLIPTokenizer.from_pretrained(path)
-    return {"clip_l": lambda w: clip_l(w, add_special_tokens=False)["input_ids"],
-            "clip_g": lambda w: clip_g(w, add_special_tokens=False)["input_ids"]}
+    return {
+        "clip_l": lambda w: clip_l(w, add_special_tokens=False)["input_ids"],
+        "clip_g": lambda w: clip_g(w, add_special_tokens=False)["input_ids"],
+    }
 
 
 def test_words_that_split_into_several_tokens_are_rejected(sdxl_tokenizers):
@@ -39,8 +41,15 @@ def test_a_word_must_be_one_token_in_every_tokenizer():
     assert rejected[0].reason == "2 tokens in clip_g"
 
 
-@pytest.mark.parametrize("word, reason", [("sks", "3 letters (needs 4–5)"), ("abcdef", "6 letters (needs 4–5)"),
-                                          ("ab1c", "not purely alphabetic"), ("ïklan", "not purely alphabetic")])
+@pytest.mark.parametrize(
+    "word, reason",
+    [
+        ("sks", "3 letters (needs 4–5)"),
+        ("abcdef", "6 letters (needs 4–5)"),
+        ("ab1c", "not purely alphabetic"),
+        ("ïklan", "not purely alphabetic"),
+    ],
+)
 def test_length_and_alphabet_rules(word, reason):
     assert tokens.rejection_reason(word, {"t": lambda w: [1]}) == reason
 
@@ -94,8 +103,9 @@ def test_default_pool_is_large_and_every_word_one_token_inside_the_template(sdxl
     vocab = CLIPTokenizer.from_pretrained(comfy_dir / "comfy" / "sd1_tokenizer").get_vocab()
     template = "a photo of {token}"
     paper, _ = tokens.filter_candidates(tokens.PAPER_TOKENS, sdxl_tokenizers, template=template)
-    scan = tokens.scan_vocabulary(vocab, sdxl_tokenizers, tokens.DEFAULT_SCAN, seed=0, exclude=tokens.PAPER_TOKENS,
-                                  template=template)
+    scan = tokens.scan_vocabulary(
+        vocab, sdxl_tokenizers, tokens.DEFAULT_SCAN, seed=0, exclude=tokens.PAPER_TOKENS, template=template
+    )
     pool = paper + scan
     assert len(set(pool)) == len(pool) >= 16
     for word in pool:
@@ -111,9 +121,8 @@ def test_word_frequency_names_the_language():
 
 
 def test_zipf_table_serves_the_scan_and_persists_per_word_list(sdxl_tokenizers, comfy_dir, tmp_path, monkeypatch):
-    from transformers import CLIPTokenizer
-
     from image_alchemy.alchemy import token_cache
+    from transformers import CLIPTokenizer
 
     monkeypatch.setattr(token_cache, "_ZIPF_MEMO", {})  # as in a fresh process: earlier tests may have filled it
 
@@ -130,9 +139,9 @@ def test_zipf_table_serves_the_scan_and_persists_per_word_list(sdxl_tokenizers, 
     assert table["iklan"] == tokens.word_frequency("iklan") and table["puffs"][0] >= tokens.MAX_ZIPF
     # The scan gives the same words from the table as from wordfreq itself.
     for seed in (0, 3):
-        assert (tokens.scan_vocabulary(vocab, sdxl_tokenizers, 12, seed, template="a photo of {token}",
-                                       frequencies=table)
-                == tokens.scan_vocabulary(vocab, sdxl_tokenizers, 12, seed, template="a photo of {token}"))
+        assert tokens.scan_vocabulary(
+            vocab, sdxl_tokenizers, 12, seed, template="a photo of {token}", frequencies=table
+        ) == tokens.scan_vocabulary(vocab, sdxl_tokenizers, 12, seed, template="a photo of {token}")
     (entry,) = tmp_path.glob("zipf-*.json")
     token_cache._ZIPF_MEMO.clear()  # as after a restart: served from the file, wordfreq not consulted
     assert token_cache.cached_zipf_table(tmp_path, reversed(words), tokens.ZIPF_LANGUAGES, build) == table

@@ -6,6 +6,7 @@ similarity (bench: 0.654 → 0.750), the insertion raises it inside the mask (0.
 outside the repaint region unchanged, and the files are the ones the manifest lists. Margins are about half the
 measured differences. The regenerating command is `make toy-world`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,9 @@ FOLDER = ROOT / "toy_world" / "models"
 @pytest.fixture(scope="module")
 def toy(comfy_dir):
     if "toy_world" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("toy_world", ROOT / "toy_world" / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT / "toy_world")])
+        spec = importlib.util.spec_from_file_location(
+            "toy_world", ROOT / "toy_world" / "__init__.py", submodule_search_locations=[str(ROOT / "toy_world")]
+        )
         module = importlib.util.module_from_spec(spec)
         sys.modules["toy_world"] = module
         spec.loader.exec_module(module)
@@ -35,8 +37,13 @@ def toy(comfy_dir):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     pipe = models.pipeline(FOLDER, comfy_dir)
-    yield {"figures": figures, "measure": measure, "world": world, "pipe": pipe,
-           "net": measure.MeasuringNet(FOLDER / "measure_vit")}
+    yield {
+        "figures": figures,
+        "measure": measure,
+        "world": world,
+        "pipe": pipe,
+        "net": measure.MeasuringNet(FOLDER / "measure_vit"),
+    }
     torch.set_num_threads(threads)
 
 
@@ -47,7 +54,7 @@ def test_files_match_the_manifest():
     assert sorted(manifest["files"]) == on_disk
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((FOLDER / name).read_bytes()).hexdigest() == digest, f"{name} differs from the manifest"
-    assert sum((FOLDER / n).stat().st_size for n in on_disk) < 16 * 2 ** 20, "the toy world must stay small"
+    assert sum((FOLDER / n).stat().st_size for n in on_disk) < 16 * 2**20, "the toy world must stay small"
 
 
 def test_stage1_draws_the_class_asked_for(toy):

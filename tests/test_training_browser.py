@@ -1,5 +1,6 @@
 """The live loss chart (web/train_loss.js) in ComfyUI's real frontend: progress events reach the node, it draws
 without errors, and the saved workflow gains no extra widget values."""
+
 from browser import frontend
 
 ADD_NODE_JS = """
@@ -25,8 +26,9 @@ async ([id, events]) => {
 def test_loss_chart_follows_progress_events(comfy):
     with frontend(comfy) as ui:
         added = ui.page.evaluate(ADD_NODE_JS)
-        steps = [{"phase": "step", "step": i, "steps": 4, "loss": 1.0 / i, "lr": 1e-4, "eta_s": 4 - i}
-                 for i in range(1, 4)]
+        steps = [
+            {"phase": "step", "step": i, "steps": 4, "loss": 1.0 / i, "lr": 1e-4, "eta_s": 4 - i} for i in range(1, 4)
+        ]
         live = ui.page.evaluate(SEND_JS, [added["id"], [{"phase": "start", "steps": 4}, *steps]])
         assert live["state"]["losses"] == [1.0, 0.5, 1.0 / 3] and live["state"]["step"] == 3
         assert live["height"] > added["height"]  # room made for the chart

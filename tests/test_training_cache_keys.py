@@ -2,13 +2,13 @@
 node's inputs without encoding a photo and changes with each of them (nodes/train_start.py); class images
 (prior preservation) are kept under a size limit, least recently used sets first out (their folder,
 models/image_alchemy/class_cache, is checked through the server in test_training_drift_node.py)."""
+
 import os
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from image_alchemy.training.settings import TrainSettings
+from safetensors.torch import save_file
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,6 @@ def comfy_parts(tiny_models):
     import comfy.sdxl_clip
     import comfy.supported_models_base
     import comfy.utils
-
     from image_alchemy.nodes import class_images, train_start
 
     def vae(shift=0.0):
@@ -33,8 +32,11 @@ def comfy_parts(tiny_models):
         if shift:
             sd = {k: v + shift if v.is_floating_point() and v.dim() > 1 else v for k, v in sd.items()}
         target = comfy.supported_models_base.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, comfy.sdxl_clip.SDXLClipModel)
-        options = {"dtype": torch.float32, "clip_l_model_config": json.loads(metadata["tiny_sdxl.clip_l_config"]),
-                   "clip_g_model_config": json.loads(metadata["tiny_sdxl.clip_g_config"])}
+        options = {
+            "dtype": torch.float32,
+            "clip_l_model_config": json.loads(metadata["tiny_sdxl.clip_l_config"]),
+            "clip_g_model_config": json.loads(metadata["tiny_sdxl.clip_g_config"]),
+        }
         model = comfy.sd.CLIP(target, parameters=comfy.utils.calculate_parameters(sd), model_options=options)
         model.load_sd(sd, full_model=True)
         return model
@@ -60,18 +62,22 @@ def test_the_key_follows_every_input_but_not_gradient_checkpointing(comfy_parts)
     assert patched.add_patches({name: (torch.full_like(weights[name], 0.01),)}, 1.0) == [name]  # a "diff" patch
     skip = clip.clone()
     skip.clip_layer(-1)
-    others = [train_start.input_key("m2", settings, vae, clip, tensors, 64),
-              train_start.input_key("m1", TrainSettings(token="iklan", class_word="disc", device="cpu", seed=1),
-                                    vae, clip, tensors, 64),
-              train_start.input_key("m1", TrainSettings(token="ffin", class_word="disc", device="cpu"),
-                                    vae, clip, tensors, 64),
-              train_start.input_key("m1", settings, make_vae(0.01), clip, tensors, 64),
-              train_start.input_key("m1", settings, vae, make_clip(0.01), tensors, 64),
-              train_start.input_key("m1", settings, vae, patched, tensors, 64),
-              train_start.input_key("m1", settings, vae, skip, tensors, 64),
-              train_start.input_key("m1", settings, vae, clip, changed_pixel, 64),
-              train_start.input_key("m1", settings, vae, clip, with_mask, 64),
-              train_start.input_key("m1", settings, vae, clip, tensors, 128)]
+    others = [
+        train_start.input_key("m2", settings, vae, clip, tensors, 64),
+        train_start.input_key(
+            "m1", TrainSettings(token="iklan", class_word="disc", device="cpu", seed=1), vae, clip, tensors, 64
+        ),
+        train_start.input_key(
+            "m1", TrainSettings(token="ffin", class_word="disc", device="cpu"), vae, clip, tensors, 64
+        ),
+        train_start.input_key("m1", settings, make_vae(0.01), clip, tensors, 64),
+        train_start.input_key("m1", settings, vae, make_clip(0.01), tensors, 64),
+        train_start.input_key("m1", settings, vae, patched, tensors, 64),
+        train_start.input_key("m1", settings, vae, skip, tensors, 64),
+        train_start.input_key("m1", settings, vae, clip, changed_pixel, 64),
+        train_start.input_key("m1", settings, vae, clip, with_mask, 64),
+        train_start.input_key("m1", settings, vae, clip, tensors, 128),
+    ]
     assert len({key, *others}) == 1 + len(others)
     checkpointed = TrainSettings(token="iklan", class_word="disc", device="cpu", gradient_checkpointing=True)
     assert train_start.input_key("m1", checkpointed, vae, clip, tensors, 64) == key
@@ -92,4 +98,3 @@ def test_class_images_are_evicted_least_recently_used_first(comfy_parts, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([paths[0].name, paths[3].name])
     # The set just written stays even when it alone is over the limit.
     assert class_images.evict(tmp_path, keep=paths[3], max_bytes=1) == [paths[0]] and paths[3].exists()
-

@@ -1,29 +1,43 @@
 """Checkpoints and resume on the CPU, in the trainer's own run function: save_every writes step-named LoRAs with
 their step, and a run resumed from step k writes the same LoRA bytes as the run that was never interrupted."""
+
 import json
 
 import pytest
-import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
-
 from image_alchemy.training import job
 from image_alchemy.training.checkpoint import state_path
 from image_alchemy.training.lora_file import read_metadata
 from image_alchemy.training.settings import TrainSettings
+from safetensors import safe_open
+from safetensors.torch import load_file
 from training_helpers import encode_subject_data
 
 
 @pytest.fixture(scope="module")
 def subject_64(pipeline_dir):
-    return encode_subject_data(pipeline_dir, TrainSettings(token="iklan", class_word="disc", flip=True), size=64,
-                               with_masks=True)
+    return encode_subject_data(
+        pipeline_dir, TrainSettings(token="iklan", class_word="disc", flip=True), size=64, with_masks=True
+    )
 
 
 def _settings(**values):
-    base = dict(token="iklan", class_word="disc", steps=6, batch_size=2, rank=2, seed=3, flip=True,
-                noise_offset=0.05, device="cpu", gradient_accumulation=2, learning_rate=1e-3, resolution=64,
-                lr_scheduler="cosine", apt_loss_weighting=True, drift_penalty="delta")
+    base = dict(
+        token="iklan",
+        class_word="disc",
+        steps=6,
+        batch_size=2,
+        rank=2,
+        seed=3,
+        flip=True,
+        noise_offset=0.05,
+        device="cpu",
+        gradient_accumulation=2,
+        learning_rate=1e-3,
+        resolution=64,
+        lr_scheduler="cosine",
+        apt_loss_weighting=True,
+        drift_penalty="delta",
+    )
     return TrainSettings(**{**base, **values})
 
 
@@ -42,18 +56,35 @@ def _tensors(path):
 def test_resumed_run_writes_the_uninterrupted_runs_lora_bytes(subject_64, unet_file, tmp_path):
     whole, events = _run(tmp_path, "whole", subject_64, unet_file, _settings(save_every=2))
     written = sorted(p.name for p in whole.parent.iterdir())
-    assert written == ["whole-step2.safetensors", "whole-step2.trainstate", "whole-step4.safetensors",
-                       "whole-step4.trainstate", "whole.safetensors"]
-    assert [e.get("checkpoint") for e in events] == [None, "whole-step2.safetensors", None,
-                                                     "whole-step4.safetensors", None, None]
+    assert written == [
+        "whole-step2.safetensors",
+        "whole-step2.trainstate",
+        "whole-step4.safetensors",
+        "whole-step4.trainstate",
+        "whole.safetensors",
+    ]
+    assert [e.get("checkpoint") for e in events] == [
+        None,
+        "whole-step2.safetensors",
+        None,
+        "whole-step4.safetensors",
+        None,
+        None,
+    ]
     for step in (2, 4):
         meta = read_metadata(whole.parent / f"whole-step{step}.safetensors")
         assert meta["image_alchemy.step"] == str(step) and len(json.loads(meta["image_alchemy.losses"])) == step
         assert meta["ss_output_name"] == f"whole-step{step}"
     assert read_metadata(whole)["image_alchemy.step"] == "6"
 
-    resumed, events = _run(tmp_path, "resumed", subject_64, unet_file, _settings(save_every=0),
-                           resume=state_path(whole.parent / "whole-step2.safetensors"))
+    resumed, events = _run(
+        tmp_path,
+        "resumed",
+        subject_64,
+        unet_file,
+        _settings(save_every=0),
+        resume=state_path(whole.parent / "whole-step2.safetensors"),
+    )
     assert [e["step"] for e in events] == [3, 4, 5, 6]
     assert _tensors(resumed) == _tensors(whole)
     ours, theirs = read_metadata(resumed), read_metadata(whole)

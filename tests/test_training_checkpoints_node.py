@@ -1,6 +1,7 @@
 """Checkpoints and resume through the real server: save_every files carry their step and load in LoraLoader,
 resume_from reaches the uninterrupted run's LoRA bytes on the CPU, and a cancel after a checkpoint keeps exactly
 the checkpoints written (each with its resume state) and no partial file."""
+
 import json
 import re
 import time
@@ -8,10 +9,9 @@ import time
 import numpy as np
 import pytest
 import websocket
-from safetensors.torch import load_file
-
 from comfy_server import PromptFailed
 from image_alchemy.training.lora_file import read_metadata
+from safetensors.torch import load_file
 from test_training_node import leftovers, loras_dir, subject_inputs, train_graph, trainer_processes, txt2img  # noqa: F401
 
 
@@ -27,8 +27,7 @@ def test_checkpoints_carry_their_step_load_in_lora_loader_and_resume_to_the_same
     common = dict(steps=4, batch_size=2, resolution=64, rank=2, gradient_accumulation=2, flip=True)
     g, _ = train_graph(subject_inputs, "ia_ckpt", save_every=2, **common)
     comfy.run(g.finalize(), timeout=600)
-    assert _files(comfy, "ia_ckpt") == ["ia_ckpt-step2.safetensors", "ia_ckpt-step2.trainstate",
-                                        "ia_ckpt.safetensors"]
+    assert _files(comfy, "ia_ckpt") == ["ia_ckpt-step2.safetensors", "ia_ckpt-step2.trainstate", "ia_ckpt.safetensors"]
     meta = read_metadata(loras_dir(comfy) / "ia_ckpt-step2.safetensors")
     assert meta["image_alchemy.step"] == "2" and len(json.loads(meta["image_alchemy.losses"])) == 2
     assert read_metadata(loras_dir(comfy) / "ia_ckpt.safetensors")["image_alchemy.step"] == "4"
@@ -59,8 +58,9 @@ def test_checkpoints_carry_their_step_load_in_lora_loader_and_resume_to_the_same
 def test_cancel_after_a_checkpoint_keeps_exactly_the_checkpoints_written(comfy, subject_inputs):
     ws = websocket.create_connection(f"ws://127.0.0.1:{comfy.port}/ws?clientId={comfy.client_id}", timeout=120)
     try:
-        g, _ = train_graph(subject_inputs, "ia_ckpt_cancel", steps=5000, save_every=2, batch_size=1, resolution=64,
-                           rank=2)
+        g, _ = train_graph(
+            subject_inputs, "ia_ckpt_cancel", steps=5000, save_every=2, batch_size=1, resolution=64, rank=2
+        )
         prompt_id = comfy.queue(g.finalize())
         deadline, saved = time.monotonic() + 300, []
         while time.monotonic() < deadline and len(saved) < 2:

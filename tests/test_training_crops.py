@@ -1,13 +1,13 @@
 """Subject-aware crops and SDXL aspect buckets, in the node's and `fit`'s own preprocessing and through the
 server: a subject at the edge of a wide photo stays whole in the crop (a centre cut would lose it), a 3:2 photo
 trains at the 3:2-ish bucket with time-ids that say so."""
+
 import numpy as np
 import pytest
 import torch
+from image_alchemy.training.preprocess import SDXL_BUCKETS, buckets, plan_crop
 from PIL import Image
 from safetensors import safe_open
-
-from image_alchemy.training.preprocess import SDXL_BUCKETS, buckets, plan_crop
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def test_buckets_are_sdxls_at_1024_and_scale_to_multiples_of_32():
     assert buckets(1024) == [(h, w) for w, h in SDXL_BUCKETS]
     for resolution in (256, 512, 768):
         for h, w in buckets(resolution):
-            assert h % 32 == 0 and w % 32 == 0 and 0.8 < h * w / resolution ** 2 < 1.2
+            assert h % 32 == 0 and w % 32 == 0 and 0.8 < h * w / resolution**2 < 1.2
 
 
 def test_a_subject_at_the_edge_of_a_wide_photo_stays_whole_in_the_crop(node):
@@ -55,8 +55,7 @@ def test_a_3_2_photo_gets_the_3_2_bucket_in_node_and_fit_alike(node, tmp_path):
     (tmp_path / "photos").mkdir()
     Image.fromarray(photo).save(tmp_path / "photos" / "a.png")
     fit_pixels, fit_ids = load_images(str(tmp_path / "photos"), 1024)
-    pixels, masks, time_ids = node._prepare_images(torch.from_numpy(photo.astype(np.float32) / 255.0)[None], None,
-                                                   1024)
+    pixels, masks, time_ids = node._prepare_images(torch.from_numpy(photo.astype(np.float32) / 255.0)[None], None, 1024)
     assert pixels.shape == (1, 832, 1216, 3) and masks is None  # SDXL's 1216×832 (1.46:1)
     # Cover scale 1216/600: 400 → 811 < 832, so the height decides (832/400): 1248 wide, cut 16 px each side.
     assert time_ids.int().tolist() == [[400, 600, 0, 16, 832, 1216]] == fit_ids
@@ -65,16 +64,32 @@ def test_a_3_2_photo_gets_the_3_2_bucket_in_node_and_fit_alike(node, tmp_path):
 
 def test_a_3_2_photo_trains_at_the_3_2_bucket_through_the_server(comfy):
     from comfy_execution.graph_utils import GraphBuilder
-
     from reliability_helpers import shaped_image
 
     g = GraphBuilder()
     loader = g.node("ImageAlchemyTest_TinySDXLLoader")
-    g.node("ImageAlchemy_TrainSubjectLoRA", model=loader.out(0), clip=loader.out(1), vae=loader.out(2),
-           images=shaped_image(g, batch=2, height=200, width=300), token="iklan", class_word="disc",
-           lora_name="crops_3_2", steps=1, learning_rate=1e-3, rank=2, alpha=0.0, batch_size=2, resolution=512,
-           seed=0, mixed_precision="no", gradient_checkpointing="off", flip=False, noise_offset=0.0,
-           gradient_accumulation=1)
+    g.node(
+        "ImageAlchemy_TrainSubjectLoRA",
+        model=loader.out(0),
+        clip=loader.out(1),
+        vae=loader.out(2),
+        images=shaped_image(g, batch=2, height=200, width=300),
+        token="iklan",
+        class_word="disc",
+        lora_name="crops_3_2",
+        steps=1,
+        learning_rate=1e-3,
+        rank=2,
+        alpha=0.0,
+        batch_size=2,
+        resolution=512,
+        seed=0,
+        mixed_precision="no",
+        gradient_checkpointing="off",
+        flip=False,
+        noise_offset=0.0,
+        gradient_accumulation=1,
+    )
     comfy.run(g.finalize(), timeout=600)
     with safe_open(str(comfy.base_dir / "models" / "loras" / "crops_3_2.safetensors"), framework="pt") as f:
         assert f.metadata()["ss_resolution"] == "(608, 416)"  # width, height: 512's 3:2-ish bucket

@@ -1,6 +1,7 @@
 """The drift-free options in the trainer, the job file and `python -m training fit`, on the tiny model:
 every term shows up and trains, the same seed gives the same LoRA, class images are drawn once and cached,
 missing data is an actionable error, and the default stays the paper-001 plain objective."""
+
 import json
 import subprocess
 import sys
@@ -8,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from image_alchemy.training import job
 from image_alchemy.training.fit import add_class_data, class_images, load_pipeline
 from image_alchemy.training.lora_file import read_metadata
@@ -18,13 +18,29 @@ from image_alchemy.training.unet import load_ldm_unet
 from training_helpers import encode_subject_data, write_subject_folder
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL_ON = dict(prior_images=2, drift_penalty="delta", apt_augment=True, apt_augment_p_max=1.0, apt_views=2,
-              apt_loss_weighting=True, apt_features=True, apt_attention=True)
+ALL_ON = dict(
+    prior_images=2,
+    drift_penalty="delta",
+    apt_augment=True,
+    apt_augment_p_max=1.0,
+    apt_views=2,
+    apt_loss_weighting=True,
+    apt_features=True,
+    apt_attention=True,
+)
 
 
 def settings(**values) -> TrainSettings:
-    base = dict(token="iklan", class_word="disc", steps=4, batch_size=2, rank=2, learning_rate=1e-3, device="cpu",
-                gradient_accumulation=1)
+    base = dict(
+        token="iklan",
+        class_word="disc",
+        steps=4,
+        batch_size=2,
+        rank=2,
+        learning_rate=1e-3,
+        device="cpu",
+        gradient_accumulation=1,
+    )
     return TrainSettings(**{**base, **values})
 
 
@@ -56,7 +72,9 @@ def test_every_option_adds_its_term_and_the_lora_trains(unet_file, data_all):
     assert len(gamma) == 10 and all(0.0 <= g <= 1.0 for g in gamma)
     for e in events:  # the logged loss is the sum of its (weighted) terms
         assert e["loss"] == pytest.approx(sum(e["terms"].values()), rel=1e-5)
-    assert s.regularizer() == "prior(2, w=1)+drift(delta, λ=0.005)+apt(augment, loss_weight, features=0.5, attention=30)"
+    assert (
+        s.regularizer() == "prior(2, w=1)+drift(delta, λ=0.005)+apt(augment, loss_weight, features=0.5, attention=30)"
+    )
 
 
 def test_same_seed_same_lora_with_options_through_a_job(unet_file, data_all, tmp_path):
@@ -81,10 +99,13 @@ def test_default_is_the_plain_objective(unet_file, data_all):
     assert settings().regularizer() == "none"
 
 
-@pytest.mark.parametrize("values, missing, message", [
-    ({"prior_images": 2}, "class_latents", "generate and encode the class images"),
-    ({"apt_augment": True}, "augmented_latents", "encode the views too"),
-])
+@pytest.mark.parametrize(
+    "values, missing, message",
+    [
+        ({"prior_images": 2}, "class_latents", "generate and encode the class images"),
+        ({"apt_augment": True}, "augmented_latents", "encode the views too"),
+    ],
+)
 def test_missing_option_data_is_an_actionable_error(data_all, values, missing, message):
     from dataclasses import replace
 
@@ -117,20 +138,71 @@ def test_class_images_are_cached_by_model_prompt_and_seed(pipeline_dir, tmp_path
 def test_fit_command_with_every_option(pipeline_dir, tmp_path):
     images = write_subject_folder(tmp_path / "photos", count=2, size=64)
     out = tmp_path / "drift.safetensors"
-    cmd = [sys.executable, "-m", "training", "fit", "--model", str(pipeline_dir), "--images", str(images),
-           "--token", "iklan", "--class-word", "disc", "--out", str(out), "--resolution", "64", "--steps", "2",
-           "--gradient-accumulation", "1", "--batch-size", "2", "--rank", "2", "--device", "cpu", "--prior-images", "2", "--class-dir",
-           str(tmp_path / "class"), "--class-steps", "2", "--drift-penalty", "params", "--drift-weight", "0.001",
-           "--apt-augment", "--apt-views", "2", "--apt-loss-weighting", "--apt-features", "--apt-attention"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "training",
+        "fit",
+        "--model",
+        str(pipeline_dir),
+        "--images",
+        str(images),
+        "--token",
+        "iklan",
+        "--class-word",
+        "disc",
+        "--out",
+        str(out),
+        "--resolution",
+        "64",
+        "--steps",
+        "2",
+        "--gradient-accumulation",
+        "1",
+        "--batch-size",
+        "2",
+        "--rank",
+        "2",
+        "--device",
+        "cpu",
+        "--prior-images",
+        "2",
+        "--class-dir",
+        str(tmp_path / "class"),
+        "--class-steps",
+        "2",
+        "--drift-penalty",
+        "params",
+        "--drift-weight",
+        "0.001",
+        "--apt-augment",
+        "--apt-views",
+        "2",
+        "--apt-loss-weighting",
+        "--apt-features",
+        "--apt-attention",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     assert set(events[0]["terms"]) == {"denoise", "prior", "drift", "features", "attention"}
     assert len(list((tmp_path / "class").glob("class_*.png"))) == 2
-    assert read_metadata(out)["image_alchemy.regularizer"] == ("prior(2, w=1)+drift(params, λ=0.001)+"
-                                                               "apt(augment, loss_weight, features=0.5, attention=30)")
-    help_text = subprocess.run([sys.executable, "-m", "training", "fit", "--help"], cwd=ROOT, capture_output=True,
-                               text=True, check=True).stdout
-    for option in ("--prior-images", "--prior-weight", "--drift-penalty", "--drift-weight", "--apt-augment",
-                   "--apt-augment-p-max", "--apt-loss-weighting", "--apt-features", "--apt-attention", "--class-dir"):
+    assert read_metadata(out)["image_alchemy.regularizer"] == (
+        "prior(2, w=1)+drift(params, λ=0.001)+apt(augment, loss_weight, features=0.5, attention=30)"
+    )
+    help_text = subprocess.run(
+        [sys.executable, "-m", "training", "fit", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    for option in (
+        "--prior-images",
+        "--prior-weight",
+        "--drift-penalty",
+        "--drift-weight",
+        "--apt-augment",
+        "--apt-augment-p-max",
+        "--apt-loss-weighting",
+        "--apt-features",
+        "--apt-attention",
+        "--class-dir",
+    ):
         assert option in help_text

@@ -1,17 +1,27 @@
 """TrainSubjectLoRA's drift-free options through the real ComfyUI server: class images drawn in the graph with
 ComfyUI's sampler and cached, APT's views encoded by the wired VAE, every option recorded in the LoRA."""
+
 import json
 
 import numpy as np
 from PIL import Image
 from safetensors import safe_open
-
 from test_training_node import leftovers, loras_dir, train_graph, trainer_processes
 from training_helpers import synthetic_subject
 
-OPTIONS = dict(prior_images=2, prior_weight=0.5, drift_penalty="delta", drift_weight=0.005, apt_augment=True,
-               apt_augment_p_max=1.0, apt_loss_weighting=True, apt_features=True, apt_feature_weight=0.1,
-               apt_attention=True, apt_attention_weight=0.1)
+OPTIONS = dict(
+    prior_images=2,
+    prior_weight=0.5,
+    drift_penalty="delta",
+    drift_weight=0.005,
+    apt_augment=True,
+    apt_augment_p_max=1.0,
+    apt_loss_weighting=True,
+    apt_features=True,
+    apt_feature_weight=0.1,
+    apt_attention=True,
+    apt_attention_weight=0.1,
+)
 
 
 def test_every_option_trains_through_the_node_and_class_images_are_cached(comfy):
@@ -34,8 +44,9 @@ def test_every_option_trains_through_the_node_and_class_images_are_cached(comfy)
         assert f.get_tensor("images").shape == (2, 64, 64, 3)
     with safe_open(str(loras_dir(comfy) / "ia_drift_all.safetensors"), framework="pt") as f:
         meta = f.metadata()
-    assert meta["image_alchemy.regularizer"] == ("prior(2, w=0.5)+drift(delta, λ=0.005)+"
-                                                 "apt(augment, loss_weight, features=0.1, attention=0.1)")
+    assert meta["image_alchemy.regularizer"] == (
+        "prior(2, w=0.5)+drift(delta, λ=0.005)+apt(augment, loss_weight, features=0.1, attention=0.1)"
+    )
     assert len(json.loads(meta["image_alchemy.apt_state"])["gamma"]) == 10
     assert json.loads(meta["image_alchemy.settings"])["apt_views"] == 4
 

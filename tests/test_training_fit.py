@@ -1,5 +1,6 @@
 """`python -m training fit` on a tiny diffusers SDXL folder; the LoRA it writes lowers the denoising error on
 the subject, loads in diffusers (`load_lora_weights`) and maps every key in ComfyUI's `comfy.lora`."""
+
 import json
 import logging
 import subprocess
@@ -8,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from image_alchemy.training.settings import TrainSettings
+from safetensors.torch import load_file
 from training_helpers import encode_subject_data, write_subject_folder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,9 +21,36 @@ def fitted(pipeline_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("fit")
     images = write_subject_folder(folder / "photos", count=4, size=128)
     out = folder / "iklan_disc.safetensors"
-    cmd = [sys.executable, "-m", "training", "fit", "--model", str(pipeline_dir), "--images", str(images),
-           "--token", "iklan", "--class-word", "disc", "--out", str(out), "--resolution", "128", "--steps", "40", "--gradient-accumulation", "1",
-           "--batch-size", "4", "--rank", "4", "--learning-rate", "1e-3", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "training",
+        "fit",
+        "--model",
+        str(pipeline_dir),
+        "--images",
+        str(images),
+        "--token",
+        "iklan",
+        "--class-word",
+        "disc",
+        "--out",
+        str(out),
+        "--resolution",
+        "128",
+        "--steps",
+        "40",
+        "--gradient-accumulation",
+        "1",
+        "--batch-size",
+        "4",
+        "--rank",
+        "4",
+        "--learning-rate",
+        "1e-3",
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -47,9 +74,12 @@ def _denoising_error(unet, data, seed=0, rounds=6) -> float:
         noise = torch.randn(data.latents.shape, generator=gen)
         t = torch.randint(50, 950, (n,), generator=gen)
         noisy = scheduler.add_noise(data.latents, noise, t)
-        pred = unet(noisy, t, data.prompt_embeds.expand(n, -1, -1),
-                    added_cond_kwargs={"text_embeds": data.pooled_prompt_embeds.expand(n, -1),
-                                       "time_ids": data.time_ids}).sample
+        pred = unet(
+            noisy,
+            t,
+            data.prompt_embeds.expand(n, -1, -1),
+            added_cond_kwargs={"text_embeds": data.pooled_prompt_embeds.expand(n, -1), "time_ids": data.time_ids},
+        ).sample
         total += torch.mean((pred - noise) ** 2).item()
     return total / rounds
 

@@ -2,14 +2,13 @@
 file is written; an export goes to the pack's cache under models/ (ComfyUI empties temp/ at every start and
 exit) and is reused; a MODEL whose loader recorded its safetensors file is trained from that file, unless the
 file no longer holds the loaded weights."""
+
 import time
 
 import requests
-import torch
 from comfy_execution.graph_utils import GraphBuilder
-from safetensors.torch import load_file, save_file
-
 from reliability_helpers import shaped_image, trainer_processes
+from safetensors.torch import load_file, save_file
 from test_reliability_training import leftovers, train_graph
 
 TRAIN = "ImageAlchemy_TrainSubjectLoRA"
@@ -48,7 +47,7 @@ def test_cached_run_writes_nothing_and_the_export_lives_in_the_pack_cache(comfy)
 
     # Other settings, same model: trained, the export written once again and reused by the next training.
     comfy.run(train_graph(lora_name="handover_cached", steps=3)[0].finalize(), timeout=300)
-    export, = cache(comfy).glob("unet-*.safetensors")
+    (export,) = cache(comfy).glob("unet-*.safetensors")
     stamp = export.stat().st_mtime_ns
     comfy.run(train_graph(lora_name="handover_cached", steps=2, seed=1)[0].finalize(), timeout=300)
     assert export.stat().st_mtime_ns == stamp and not leftovers(comfy) and not trainer_processes(comfy)
@@ -57,10 +56,27 @@ def test_cached_run_writes_nothing_and_the_export_lives_in_the_pack_cache(comfy)
 def _file_graph(unet_path, lora_name):
     g = GraphBuilder()
     loader = g.node("ImageAlchemyTest_TinySDXLFileLoader", unet_path=str(unet_path))
-    g.node(TRAIN, model=loader.out(0), clip=loader.out(1), vae=loader.out(2), images=shaped_image(g, batch=2),
-           token="iklan", class_word="disc", lora_name=lora_name, steps=2, learning_rate=1e-3, rank=2, alpha=0.0,
-           batch_size=2, resolution=64, seed=0, mixed_precision="no", gradient_checkpointing=False, flip=False,
-           noise_offset=0.0)
+    g.node(
+        TRAIN,
+        model=loader.out(0),
+        clip=loader.out(1),
+        vae=loader.out(2),
+        images=shaped_image(g, batch=2),
+        token="iklan",
+        class_word="disc",
+        lora_name=lora_name,
+        steps=2,
+        learning_rate=1e-3,
+        rank=2,
+        alpha=0.0,
+        batch_size=2,
+        resolution=64,
+        seed=0,
+        mixed_precision="no",
+        gradient_checkpointing=False,
+        flip=False,
+        noise_offset=0.0,
+    )
     return g.finalize()
 
 

@@ -1,17 +1,17 @@
 """What TrainSubjectLoRA hands the trainer, checked in-process on ComfyUI's own classes: antialiased photos, crop
 conditioning equal to `fit`'s, the MODEL's prediction type and zero-terminal-SNR schedule, mixed precision and
 gradient checkpointing from the machine's answers, refused UNets, class rows with the noise offset, LoRA names."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from image_alchemy.training.hardware import auto_gradient_checkpointing, auto_mixed_precision
 from image_alchemy.training.objective import Objective
 from image_alchemy.training.settings import TrainSettings
 from image_alchemy.training.trainer import _BatchSampler, noise_scheduler
+from PIL import Image
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +42,9 @@ def tiny_model(tiny_models):
 
 def _texture(height: int, width: int) -> torch.Tensor:
     """Fine gratings (periods 2.93 and 3.17 px), above the Nyquist limit of a 1024² training square."""
-    y, x = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
-                          indexing="ij")
+    y, x = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+    )
     return 0.5 + 0.25 * torch.sin(2 * math.pi * x / 2.93) + 0.25 * torch.sin(2 * math.pi * y / 3.17)
 
 
@@ -160,19 +161,27 @@ def test_auto_precision_takes_fp16_where_bf16_is_only_emulated(node, monkeypatch
 
 
 def test_auto_gradient_checkpointing_is_on_when_a_step_would_not_fit():
-    gib = 1024 ** 3
+    gib = 1024**3
 
     def auto(batch, vram_gib, device="cuda"):
-        return auto_gradient_checkpointing("auto", device, batch_size=batch, resolution=1024, mixed_precision="bf16",
-                                           available_bytes=None if vram_gib is None else vram_gib * gib)
+        return auto_gradient_checkpointing(
+            "auto",
+            device,
+            batch_size=batch,
+            resolution=1024,
+            mixed_precision="bf16",
+            available_bytes=None if vram_gib is None else vram_gib * gib,
+        )
 
     assert auto(1, 12) and auto(4, 24) and auto(1, 8)  # 12 GB cards and batch 4 on 24 GB need it
     assert not auto(1, 24) and not auto(4, 80)  # room to spare: the faster steps
     assert not auto(1, None, device="cpu")
-    assert auto_gradient_checkpointing("on", "cpu", batch_size=1, resolution=64, mixed_precision="no",
-                                       available_bytes=None)
-    assert not auto_gradient_checkpointing("off", "cuda", batch_size=8, resolution=1024, mixed_precision="bf16",
-                                           available_bytes=gib)
+    assert auto_gradient_checkpointing(
+        "on", "cpu", batch_size=1, resolution=64, mixed_precision="no", available_bytes=None
+    )
+    assert not auto_gradient_checkpointing(
+        "off", "cuda", batch_size=8, resolution=1024, mixed_precision="bf16", available_bytes=gib
+    )
 
 
 def test_defaults_follow_diffusers_sdxl_dreambooth_lora_run(comfy):
@@ -183,23 +192,42 @@ def test_defaults_follow_diffusers_sdxl_dreambooth_lora_run(comfy):
     assert spec["required"]["gradient_checkpointing"][1]["default"] == "auto"
 
 
-@pytest.mark.parametrize("variant, message", [
-    ("inpaint", r"9 input channels.*an inpainting model"),
-    ("instruct-pix2pix", r"8 input channels.*instruct-pix2pix"),
-    ("scaled fp8", r"scaled-fp8 checkpoint.*fp16/bf16 version"),
-])
+@pytest.mark.parametrize(
+    "variant, message",
+    [
+        ("inpaint", r"9 input channels.*an inpainting model"),
+        ("instruct-pix2pix", r"8 input channels.*instruct-pix2pix"),
+        ("scaled fp8", r"scaled-fp8 checkpoint.*fp16/bf16 version"),
+    ],
+)
 def test_untrainable_unets_are_refused_before_anything_is_encoded(comfy, variant, message):
     from comfy_execution.graph_utils import GraphBuilder
-
     from reliability_helpers import expect_error, shaped_image
 
     g = GraphBuilder()
     loader = g.node("ImageAlchemyTest_TinySDXLLoader")
     odd = g.node("ImageAlchemyTest_TinySDXLVariant", variant=variant)
-    g.node("ImageAlchemy_TrainSubjectLoRA", model=odd.out(0), clip=loader.out(1), vae=loader.out(2),
-           images=shaped_image(g, batch=2), token="iklan", class_word="disc", lora_name="inputs_never", steps=2,
-           learning_rate=1e-3, rank=2, alpha=0.0, batch_size=2, resolution=64, seed=0, mixed_precision="no",
-           gradient_checkpointing="off", flip=False, noise_offset=0.0)
+    g.node(
+        "ImageAlchemy_TrainSubjectLoRA",
+        model=odd.out(0),
+        clip=loader.out(1),
+        vae=loader.out(2),
+        images=shaped_image(g, batch=2),
+        token="iklan",
+        class_word="disc",
+        lora_name="inputs_never",
+        steps=2,
+        learning_rate=1e-3,
+        rank=2,
+        alpha=0.0,
+        batch_size=2,
+        resolution=64,
+        seed=0,
+        mixed_precision="no",
+        gradient_checkpointing="off",
+        flip=False,
+        noise_offset=0.0,
+    )
     before = sorted((comfy.base_dir / "temp").rglob("*"))
     expect_error(comfy, g.finalize(), r"TrainSubjectLoRA: .*" + message)
     assert sorted((comfy.base_dir / "temp").rglob("*")) == before  # no UNet export, no job folder
@@ -208,16 +236,21 @@ def test_untrainable_unets_are_refused_before_anything_is_encoded(comfy, variant
 def test_class_rows_get_the_noise_offset_too():
     """Prior preservation noises the class images with the same function as the subject: offset included."""
     settings = TrainSettings(noise_offset=5.0, prior_images=4, device="cpu")
-    tensors = {"class_latents": torch.zeros(4, 4, 8, 8), "class_prompt_embeds": torch.zeros(1, 77, 64),
-               "class_pooled_prompt_embeds": torch.zeros(1, 32), "class_time_ids": torch.zeros(1, 6)}
+    tensors = {
+        "class_latents": torch.zeros(4, 4, 8, 8),
+        "class_prompt_embeds": torch.zeros(1, 77, 64),
+        "class_pooled_prompt_embeds": torch.zeros(1, 32),
+        "class_time_ids": torch.zeros(1, 6),
+    }
     objective = Objective(None, settings, tensors, torch.Generator().manual_seed(0), _BatchSampler)
     rows = lambda t, i: t.expand(len(i), *t.shape[1:])  # noqa: E731
     batch = objective.class_batch(64, noise_scheduler(settings), torch.float32, rows)
     # ε target = the noise itself: an offset of 5 per sample and channel shows as a spread of channel means ≈ 5.
     channel_means = batch.target.mean(dim=(2, 3))
     assert channel_means.std().item() > 3.0
-    plain = Objective(None, TrainSettings(prior_images=4, device="cpu"), tensors, torch.Generator().manual_seed(0),
-                      _BatchSampler).class_batch(64, noise_scheduler(settings), torch.float32, rows)
+    plain = Objective(
+        None, TrainSettings(prior_images=4, device="cpu"), tensors, torch.Generator().manual_seed(0), _BatchSampler
+    ).class_batch(64, noise_scheduler(settings), torch.float32, rows)
     assert plain.target.mean(dim=(2, 3)).std().item() < 0.5
 
 
@@ -228,8 +261,28 @@ def test_lora_names_with_letters_of_any_script_are_accepted(node, name):
     assert checks.lora_file_name(name + ".safetensors") == name + ".safetensors"
 
 
-@pytest.mark.parametrize("name", ["../up", "a/../b", "/abs", "C:/x", "a\\b", "a;b", "x\ny", "CON", "nul.v2",
-                                  ".hidden", "a/", "trail.", "a<b>", "pipe|d", "q?", "star*", "emoji🐶"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../up",
+        "a/../b",
+        "/abs",
+        "C:/x",
+        "a\\b",
+        "a;b",
+        "x\ny",
+        "CON",
+        "nul.v2",
+        ".hidden",
+        "a/",
+        "trail.",
+        "a<b>",
+        "pipe|d",
+        "q?",
+        "star*",
+        "emoji🐶",
+    ],
+)
 def test_unsafe_lora_names_are_still_refused(node, name):
     _, checks = node
     with pytest.raises(ValueError, match=r"TrainSubjectLoRA: lora_name .* is not a safe file name"):

@@ -1,18 +1,18 @@
 """TrainSubjectLoRA through the real ComfyUI server: trains on the tiny model, the LoRA loads in LoraLoader,
 same inputs are not trained twice, cancel leaves nothing behind."""
+
 import json
 import time
 
 import numpy as np
 import pytest
+import reliability_helpers
 import requests
 import websocket
 from comfy_execution.graph_utils import GraphBuilder
+from comfy_server import PromptFailed
 from PIL import Image
 from safetensors import safe_open
-
-import reliability_helpers
-from comfy_server import PromptFailed
 from training_helpers import synthetic_subject
 
 TRAIN = "ImageAlchemy_TrainSubjectLoRA"
@@ -38,9 +38,23 @@ def train_graph(names, lora_name, steps, with_mask=False, **settings):
     batch = loads[0].out(0)
     for load in loads[1:]:
         batch = g.node("ImageBatch", image1=batch, image2=load.out(0)).out(0)
-    values = dict(token="iklan", class_word="disc", lora_name=lora_name, steps=steps, learning_rate=1e-3, rank=4,
-                  alpha=0.0, batch_size=4, resolution=256, seed=0, mixed_precision="auto",
-                  gradient_checkpointing=False, flip=False, noise_offset=0.0, gradient_accumulation=1)
+    values = dict(
+        token="iklan",
+        class_word="disc",
+        lora_name=lora_name,
+        steps=steps,
+        learning_rate=1e-3,
+        rank=4,
+        alpha=0.0,
+        batch_size=4,
+        resolution=256,
+        seed=0,
+        mixed_precision="auto",
+        gradient_checkpointing=False,
+        flip=False,
+        noise_offset=0.0,
+        gradient_accumulation=1,
+    )
     values.update(settings)
     if with_mask:
         values["mask"] = loads[0].out(1)
@@ -72,10 +86,24 @@ def txt2img(lora=None, seed=3):
     pos = g.node("CLIPTextEncode", text="a photo of iklan disc", clip=clip)
     neg = g.node("CLIPTextEncode", text="", clip=clip)
     latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
-    sampled = g.node("KSampler", model=model, positive=pos.out(0), negative=neg.out(0), latent_image=latent.out(0),
-                     seed=seed, steps=3, cfg=4.0, sampler_name="euler", scheduler="normal", denoise=1.0)
-    save = g.node("SaveImage", images=g.node("VAEDecode", samples=sampled.out(0), vae=loader.out(2)).out(0),
-                  filename_prefix="ia_lora_check")
+    sampled = g.node(
+        "KSampler",
+        model=model,
+        positive=pos.out(0),
+        negative=neg.out(0),
+        latent_image=latent.out(0),
+        seed=seed,
+        steps=3,
+        cfg=4.0,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=1.0,
+    )
+    save = g.node(
+        "SaveImage",
+        images=g.node("VAEDecode", samples=sampled.out(0), vae=loader.out(2)).out(0),
+        filename_prefix="ia_lora_check",
+    )
     return g, save
 
 
@@ -146,14 +174,20 @@ def test_cancel_stops_trainer_leaves_no_file_and_server_keeps_serving(comfy, sub
     assert comfy.output_images(comfy.run(g.finalize()), save.id)
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"lora_name": "../outside"}, "not a safe file name"),
-    ({"token": "two words"}, "token must be one word"),
-    ({"mixed_precision": "bf16"}, "needs a GPU"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"lora_name": "../outside"}, "not a safe file name"),
+        ({"token": "two words"}, "token must be one word"),
+        ({"mixed_precision": "bf16"}, "needs a GPU"),
+    ],
+)
 def test_bad_inputs_fail_with_an_actionable_error_and_train_nothing(comfy, subject_inputs, settings, message):
     g, _ = train_graph(subject_inputs, settings.pop("lora_name", "ia_never"), steps=2, **settings)
     with pytest.raises(PromptFailed, match=message):
         comfy.run(g.finalize())
     assert not trainer_processes(comfy) and not leftovers(comfy)
-    assert not list(loras_dir(comfy).glob("ia_never*")) and not (comfy.base_dir / "models" / "outside.safetensors").exists()
+    assert (
+        not list(loras_dir(comfy).glob("ia_never*"))
+        and not (comfy.base_dir / "models" / "outside.safetensors").exists()
+    )

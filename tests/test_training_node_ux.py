@@ -1,27 +1,40 @@
 """TrainSubjectLoRA as a user meets it, through the real server: a v-prediction model set up with ComfyUI's
 ModelSamplingDiscrete trains as one, a split token's warning reaches the node, one step draws a chart, and a bad
 LoRA name stops the prompt at validation, before an upstream Rare Token Picker samples."""
+
 import json
 
 import numpy as np
 import pytest
 import websocket
 from comfy_execution.graph_utils import GraphBuilder
-from safetensors import safe_open
-
 from comfy_server import PromptFailed
 from reliability_helpers import shaped_image
+from safetensors import safe_open
 
 TRAIN = "ImageAlchemy_TrainSubjectLoRA"
 
 
 def _train(g, model, loader, lora_name, token="iklan", **overrides):
-    values = dict(token=token, class_word="disc", lora_name=lora_name, steps=1, learning_rate=1e-3, rank=2,
-                  alpha=0.0, batch_size=2, resolution=64, seed=0, mixed_precision="auto",
-                  gradient_checkpointing="auto", flip=False, noise_offset=0.0, gradient_accumulation=1)
+    values = dict(
+        token=token,
+        class_word="disc",
+        lora_name=lora_name,
+        steps=1,
+        learning_rate=1e-3,
+        rank=2,
+        alpha=0.0,
+        batch_size=2,
+        resolution=64,
+        seed=0,
+        mixed_precision="auto",
+        gradient_checkpointing="auto",
+        flip=False,
+        noise_offset=0.0,
+        gradient_accumulation=1,
+    )
     values.update(overrides)
-    return g.node(TRAIN, model=model, clip=loader.out(1), vae=loader.out(2), images=shaped_image(g, batch=2),
-                  **values)
+    return g.node(TRAIN, model=model, clip=loader.out(1), vae=loader.out(2), images=shaped_image(g, batch=2), **values)
 
 
 def _metadata(comfy, name):
@@ -51,13 +64,16 @@ def test_split_token_warning_reaches_the_node_and_one_step_draws_a_chart(comfy):
         while True:
             message = ws.recv()
             if isinstance(message, bytes):  # ComfyUI's progress text: 4-byte type, 4-byte id length, id, text
-                texts.append(message[8 + int.from_bytes(message[4:8], "big"):].decode("utf-8", "replace"))
+                texts.append(message[8 + int.from_bytes(message[4:8], "big") :].decode("utf-8", "replace"))
                 continue
             event = json.loads(message)
             if event["type"] == "image_alchemy.train_progress" and event["data"]["phase"] == "warning":
                 warnings.append(event["data"]["text"])
-            if event["type"] == "executing" and event["data"].get("node") is None and \
-                    event["data"].get("prompt_id") == prompt_id:
+            if (
+                event["type"] == "executing"
+                and event["data"].get("node") is None
+                and event["data"].get("prompt_id") == prompt_id
+            ):
                 break
     finally:
         ws.close()
@@ -74,10 +90,24 @@ def test_a_bad_lora_name_fails_at_validation_before_the_token_picker_samples(com
     before = sorted(cache.rglob("*")) if cache.exists() else []
     g = GraphBuilder()
     loader = g.node("ImageAlchemyTest_TinySDXLLoader")
-    picker = g.node("ImageAlchemy_RareTokenPicker", model=loader.out(0), clip=loader.out(1), vae=loader.out(2),
-                    candidates="iklan ffin", vocabulary_scan=0, prompt_template="a photo of {token}",
-                    seeds_per_candidate=2, seed=0, width=64, height=64, steps=2, cfg=5.0, sampler_name="euler",
-                    scheduler="normal", use_cache=True)
+    picker = g.node(
+        "ImageAlchemy_RareTokenPicker",
+        model=loader.out(0),
+        clip=loader.out(1),
+        vae=loader.out(2),
+        candidates="iklan ffin",
+        vocabulary_scan=0,
+        prompt_template="a photo of {token}",
+        seeds_per_candidate=2,
+        seed=0,
+        width=64,
+        height=64,
+        steps=2,
+        cfg=5.0,
+        sampler_name="euler",
+        scheduler="normal",
+        use_cache=True,
+    )
     _train(g, loader.out(0), loader, "../outside", token=picker.out(0))
     with pytest.raises(PromptFailed, match=r"prompt refused.*TrainSubjectLoRA: lora_name .* is not a safe file name"):
         comfy.queue(g.finalize())  # refused when queued: nothing ran

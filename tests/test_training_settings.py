@@ -1,6 +1,7 @@
 """Each training setting is declared once: every TrainSubjectLoRA widget that is a training setting is a
 `python -m training fit` flag of the same name, with the same default, options and text (the server's
 /object_info against the command's own --help)."""
+
 import os
 import re
 import subprocess
@@ -8,20 +9,27 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from image_alchemy.training import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE = "ImageAlchemy_TrainSubjectLoRA"
 NOT_SETTINGS = {"lora_name"}  # where the node writes (fit: --out)
 WIDGETS = {"INT", "FLOAT", "BOOLEAN", "STRING", "COMBO"}
-FLAG_LINE = re.compile(r"^  (--[\w-]+)(?:, --no-[\w-]+)?(?: \{(?P<choices>[^}]*)\}| \[\{(?P<optional>[^}]*)\}\]| \S+)?"
-                       r"\s+(?P<help>.*?)(?: \(default: (?P<default>.*)\))?$")
+FLAG_LINE = re.compile(
+    r"^  (--[\w-]+)(?:, --no-[\w-]+)?(?: \{(?P<choices>[^}]*)\}| \[\{(?P<optional>[^}]*)\}\]| \S+)?"
+    r"\s+(?P<help>.*?)(?: \(default: (?P<default>.*)\))?$"
+)
 
 
 def fit_help() -> dict[str, dict]:
-    text = subprocess.run([sys.executable, "-m", "training", "fit", "--help"], cwd=ROOT, capture_output=True,
-                          text=True, check=True, env={**os.environ, "COLUMNS": "100000"}).stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "training", "fit", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "100000"},
+    ).stdout
     entries = []  # a flag's line, with its help joined on when argparse puts it on the next line
     for line in text.splitlines():
         if line.startswith("  --"):
@@ -33,8 +41,11 @@ def fit_help() -> dict[str, dict]:
         m = FLAG_LINE.match(line)
         if m:
             choices = m["choices"] or m["optional"]
-            flags[m[1]] = {"help": m["help"], "default": m["default"],
-                           "choices": choices.split(",") if choices else None}
+            flags[m[1]] = {
+                "help": m["help"],
+                "default": m["default"],
+                "choices": choices.split(",") if choices else None,
+            }
     return flags
 
 
@@ -69,8 +80,19 @@ def test_every_setting_widget_is_a_fit_flag_with_the_same_default_options_and_te
 
 
 def test_flags_keep_the_widget_bounds_and_auto_answers(tmp_path):
-    base = ["fit", "--model", "m", "--images", str(tmp_path), "--token", "iklan", "--class-word", "dog",
-            "--out", "x.safetensors"]
+    base = [
+        "fit",
+        "--model",
+        "m",
+        "--images",
+        str(tmp_path),
+        "--token",
+        "iklan",
+        "--class-word",
+        "dog",
+        "--out",
+        "x.safetensors",
+    ]
     with pytest.raises(SystemExit):
         cli.parse_args(base + ["--rank", "0"])  # the widget's min is 1
     with pytest.raises(SystemExit):

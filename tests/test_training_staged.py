@@ -1,16 +1,16 @@
 """The trainer process started before its job is complete (training/staged.py): the same LoRA as a trainer started
 on a complete job, and a child that never gets its job (the node failed or was cancelled) ends and leaves
 nothing running. The node's side (early start, cancel while it works) is in test_reliability_training.py."""
+
 import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from image_alchemy.training import child, job, staged
 from image_alchemy.training.settings import TrainSettings
 from image_alchemy.training.trainer import TrainingData
 from image_alchemy.training.unet import UnetSource
+from safetensors.torch import load_file
 from training_helpers import tiny_ldm_unet_file
 
 
@@ -18,12 +18,15 @@ from training_helpers import tiny_ldm_unet_file
 def job_parts(tiny_models, tmp_path_factory):
     folder = tmp_path_factory.mktemp("staged")
     generator = torch.Generator().manual_seed(0)
-    data = TrainingData(latents=torch.randn(2, 4, 8, 8, generator=generator),
-                        prompt_embeds=torch.randn(1, 77, 64, generator=generator),
-                        pooled_prompt_embeds=torch.randn(1, 32, generator=generator),
-                        time_ids=torch.tensor([[64.0, 64, 0, 0, 64, 64]]))
-    settings = TrainSettings(token="iklan", class_word="disc", rank=2, steps=2, batch_size=2,
-                             gradient_accumulation=1, device="cpu")
+    data = TrainingData(
+        latents=torch.randn(2, 4, 8, 8, generator=generator),
+        prompt_embeds=torch.randn(1, 77, 64, generator=generator),
+        pooled_prompt_embeds=torch.randn(1, 32, generator=generator),
+        time_ids=torch.tensor([[64.0, 64, 0, 0, 64, 64]]),
+    )
+    settings = TrainSettings(
+        token="iklan", class_word="disc", rank=2, steps=2, batch_size=2, gradient_accumulation=1, device="cpu"
+    )
     source = UnetSource.from_export(tiny_ldm_unet_file(tiny_models, folder))
     return folder, settings, data, source
 

@@ -1,6 +1,7 @@
 """How the trainer process starts, through real servers: under a safe-path interpreter (Windows portable runs
 an embedded Python with a ``._pth`` file: no working folder on sys.path, PYTHONPATH ignored) and in a normal
 venv; ComfyUI's main.py never runs again in the trainer; the trainer stops when ComfyUI dies."""
+
 import os
 import shutil
 import signal
@@ -11,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from comfy_server import ComfyServer
 from conftest import PACK_FOLDER_NAME, ROOT
 from reliability_helpers import trainer_processes
@@ -22,8 +22,12 @@ def _server(tmp_path_factory, comfy_dir, tiny_models, name, **options) -> ComfyS
     base = tmp_path_factory.mktemp(name)
     (base / "models").mkdir()
     (base / "models" / "tiny_sdxl").symlink_to(tiny_models["unet"].parent, target_is_directory=True)
-    return ComfyServer(comfy_dir, base, {PACK_FOLDER_NAME: ROOT,
-                                         "image_alchemy_test_fixtures": ROOT / "tests" / "fixture_pack"}, **options)
+    return ComfyServer(
+        comfy_dir,
+        base,
+        {PACK_FOLDER_NAME: ROOT, "image_alchemy_test_fixtures": ROOT / "tests" / "fixture_pack"},
+        **options,
+    )
 
 
 def _train_once(server: ComfyServer, name: str) -> None:
@@ -40,8 +44,9 @@ def test_trains_when_the_server_runs_in_safe_path_mode(tmp_path_factory, comfy_d
     """PYTHONSAFEPATH=1: no script folder or working folder on sys.path (ComfyUI's folder comes from PYTHONPATH,
     as portable's ._pth lists ../ComfyUI). A trainer started as `python -m training` from the pack folder fails
     here with "No module named training"."""
-    server = _server(tmp_path_factory, comfy_dir, tiny_models, "safe_path",
-                     env={"PYTHONSAFEPATH": "1", "PYTHONPATH": str(comfy_dir)})
+    server = _server(
+        tmp_path_factory, comfy_dir, tiny_models, "safe_path", env={"PYTHONSAFEPATH": "1", "PYTHONPATH": str(comfy_dir)}
+    )
     try:
         server.start()
         _train_once(server, "start_safe_path")
@@ -55,8 +60,13 @@ def _pth_interpreter(folder: Path, comfy_dir: Path) -> Path:
     exe = folder / "python.exe"
     shutil.copy2(os.path.realpath(sys._base_executable), exe)
     stdlib = sysconfig.get_paths()["stdlib"]
-    paths = [p for p in sys.path if p.endswith(".zip")] + [stdlib, os.path.join(stdlib, "lib-dynload"),
-                                                           sysconfig.get_paths()["purelib"], str(comfy_dir), "."]
+    paths = [p for p in sys.path if p.endswith(".zip")] + [
+        stdlib,
+        os.path.join(stdlib, "lib-dynload"),
+        sysconfig.get_paths()["purelib"],
+        str(comfy_dir),
+        ".",
+    ]
     # CPython ≥ 3.11 (Modules/getpath.py) reads `<executable>._pth` on POSIX too ("python.exe._pth" here).
     Path(f"{exe}._pth").write_text("\n".join(paths) + "\nimport site\n")
     return exe
@@ -64,9 +74,13 @@ def _pth_interpreter(folder: Path, comfy_dir: Path) -> Path:
 
 def test_trains_when_the_server_runs_on_a_pth_interpreter(tmp_path_factory, comfy_dir, tiny_models):
     exe = _pth_interpreter(tmp_path_factory.mktemp("python_embeded"), comfy_dir)
-    probe = subprocess.run([str(exe), "-c", "import sys, torch; print(sys.flags.safe_path, sys.flags.isolated)"],
-                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": "/nonexistent"},
-                           timeout=120)
+    probe = subprocess.run(
+        [str(exe), "-c", "import sys, torch; print(sys.flags.safe_path, sys.flags.isolated)"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": "/nonexistent"},
+        timeout=120,
+    )
     if probe.stdout.split() != ["True", "1"]:
         pytest.skip(f"this Python ignores a ._pth file beside a copy of its executable: {probe.stderr[-500:]}")
     server = _server(tmp_path_factory, comfy_dir, tiny_models, "pth_python", python=str(exe))
@@ -86,7 +100,7 @@ def test_the_trainer_exits_when_comfyui_is_killed(tmp_path_factory, comfy_dir, t
         deadline = time.monotonic() + 120
         while not trainer_processes(server) and time.monotonic() < deadline:
             time.sleep(0.2)
-        (pid, _), = trainer_processes(server)
+        ((pid, _),) = trainer_processes(server)
         os.kill(server.process.pid, signal.SIGKILL)
         server.process.wait()
         deadline = time.monotonic() + 10

@@ -1,15 +1,14 @@
 """Weights as files (training/weights.py) and the UNet built on the meta device (training/unet.py), on real
 safetensors files of the tiny model."""
+
 import json
 
 import pytest
 import torch
+from image_alchemy.training.unet import LDM_PREFIX, diffusers_unet_config, unet_from_ldm
+from image_alchemy.training.weights import CHECK_SAMPLES, file_matches, fingerprint, read_tensors, sample_positions
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-
-from image_alchemy.training.unet import LDM_PREFIX, diffusers_unet_config, unet_from_ldm
-from image_alchemy.training.weights import (CHECK_SAMPLES, file_matches, fingerprint, read_tensors,
-                                            sample_positions)
 
 
 def test_fingerprint_follows_names_shapes_dtypes_and_sampled_values():
@@ -37,8 +36,10 @@ def test_fingerprint_never_materialises_a_tensor():
 def test_read_tensors_reads_a_prefix_cast_to_the_training_dtype(tiny_models, tmp_path):
     path = tmp_path / "ckpt.safetensors"
     unet = load_file(str(tiny_models["unet"]))
-    save_file({**{k: v.half() for k, v in unet.items()}, "first_stage_model.x": torch.ones(3),
-               "steps": torch.tensor([7])}, str(path))
+    save_file(
+        {**{k: v.half() for k, v in unet.items()}, "first_stage_model.x": torch.ones(3), "steps": torch.tensor([7])},
+        str(path),
+    )
     got = read_tensors(path, LDM_PREFIX, torch.float32)
     assert set(got) == set(unet)
     assert all(got[k].dtype == torch.float32 and torch.equal(got[k], unet[k].half().float()) for k in unet)
@@ -50,7 +51,7 @@ def test_read_tensors_reads_a_prefix_cast_to_the_training_dtype(tiny_models, tmp
 
 def test_file_matches_finds_the_prefix_and_refuses_changed_or_other_files(tiny_models, tmp_path):
     ldm = load_file(str(tiny_models["unet"]))
-    memory = {k[len(LDM_PREFIX):]: v.half() for k, v in ldm.items()}  # ComfyUI holding an fp32 file in fp16
+    memory = {k[len(LDM_PREFIX) :]: v.half() for k, v in ldm.items()}  # ComfyUI holding an fp32 file in fp16
     checkpoint = tmp_path / "checkpoint.safetensors"
     save_file({**ldm, "first_stage_model.x": torch.ones(3)}, str(checkpoint))
     assert file_matches(checkpoint, memory) == LDM_PREFIX

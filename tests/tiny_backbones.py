@@ -3,6 +3,7 @@ the real CLIP BPE tokenizer ComfyUI ships, each saved with save_pretrained (safe
 
 The synthetic subject photos of tests/tiny/subjects.py are not needed here: metric tests use seeded pictures.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,12 +20,14 @@ def write_tiny_dino(folder: Path, seed: int = 0) -> Path:
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
     torch.manual_seed(seed)
-    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                       image_size=64, patch_size=16)
+    config = ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=64, patch_size=16
+    )
     ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
     # Same preprocessing recipe as facebook/dino-vits16 (resize, ImageNet mean/std), at 64 px.
-    ViTImageProcessor(size={"height": 64, "width": 64}, image_mean=[0.485, 0.456, 0.406],
-                      image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
+    ViTImageProcessor(
+        size={"height": 64, "width": 64}, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]
+    ).save_pretrained(folder)
     return folder
 
 
@@ -34,11 +37,24 @@ def write_tiny_clip(folder: Path, seed: int = 0) -> Path:
     tokenizer = CLIPTokenizer.from_pretrained(COMFY_DIR / "comfy" / "sd1_tokenizer")
     torch.manual_seed(seed)
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=77),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=16),
-        projection_dim=16)
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=16,
+        ),
+        projection_dim=16,
+    )
     CLIPModel(config).save_pretrained(folder)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -60,8 +76,7 @@ def pictures(n: int, size: int = 64, seed: int = 0) -> list[np.ndarray]:
         cy, cx, r = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), rng.uniform(0.1, 0.3)
         blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
         color, background = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
-        img = background * (1 - xx[..., None] * rng.uniform(0.2, 0.8)) * (1 - blob[..., None]) \
-            + color * blob[..., None]
+        img = background * (1 - xx[..., None] * rng.uniform(0.2, 0.8)) * (1 - blob[..., None]) + color * blob[..., None]
         img += rng.normal(0, 0.03, img.shape)
         out.append((np.clip(img, 0, 1) * 255).round().astype(np.uint8))
     return out

@@ -7,6 +7,7 @@
   code's names, independently of the converter under test.
 - ``write_sam(path)``: a tiny segment-anything SAM state dict saved with ``torch.save``.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,19 +45,32 @@ def _tokenizer(folder: Path):
 def bert_config():
     from transformers import BertConfig
 
-    return BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      intermediate_size=64, max_position_embeddings=64)
+    return BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
 
 
 def grounding_dino_config():
     from transformers import GroundingDinoConfig, SwinConfig
 
-    swin = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=7,
-                      out_indices=[2, 3, 4])
+    swin = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=7, out_indices=[2, 3, 4])
     # Heads, sampling points and text length keep the released defaults, so the original-checkpoint loader
     # (which cannot read them from tensor shapes) rebuilds exactly this model.
-    return GroundingDinoConfig(backbone_config=swin, text_config=bert_config(), d_model=D_MODEL, encoder_layers=1,
-                               decoder_layers=2, num_queries=20, encoder_ffn_dim=64, decoder_ffn_dim=64)
+    return GroundingDinoConfig(
+        backbone_config=swin,
+        text_config=bert_config(),
+        d_model=D_MODEL,
+        encoder_layers=1,
+        decoder_layers=2,
+        num_queries=20,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+    )
 
 
 def write_grounding_dino_hf(folder: Path, seed: int = 0, shortest_edge: int = 256) -> Path:
@@ -67,7 +81,9 @@ def write_grounding_dino_hf(folder: Path, seed: int = 0, shortest_edge: int = 25
     _seeded_init(model, seed)
     model.save_pretrained(folder)
     # Tiny model, tiny inputs: the processor resizes to 256 px instead of 800 to keep tests fast on CPU.
-    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": shortest_edge, "longest_edge": 2 * shortest_edge})
+    image_processor = GroundingDinoImageProcessor(
+        size={"shortest_edge": shortest_edge, "longest_edge": 2 * shortest_edge}
+    )
     GroundingDinoProcessor(image_processor=image_processor, tokenizer=_tokenizer(folder)).save_pretrained(folder)
     return folder
 
@@ -76,49 +92,92 @@ def write_grounding_dino_hf(folder: Path, seed: int = 0, shortest_edge: int = 25
 _SWIN = "model.backbone.conv_encoder.model."
 _LAYER_TABLES = {  # hub sub-name → original sub-name, per (hub prefix, original prefix)
     ("model.encoder.layers.{i}.deformable_layer.", "transformer.encoder.layers.{i}."): {
-        "self_attn.sampling_offsets": "self_attn.sampling_offsets", "self_attn.attention_weights": "self_attn.attention_weights",
-        "self_attn.value_proj": "self_attn.value_proj", "self_attn.output_proj": "self_attn.output_proj",
-        "self_attn_layer_norm": "norm1", "fc1": "linear1", "fc2": "linear2", "final_layer_norm": "norm2"},
+        "self_attn.sampling_offsets": "self_attn.sampling_offsets",
+        "self_attn.attention_weights": "self_attn.attention_weights",
+        "self_attn.value_proj": "self_attn.value_proj",
+        "self_attn.output_proj": "self_attn.output_proj",
+        "self_attn_layer_norm": "norm1",
+        "fc1": "linear1",
+        "fc2": "linear2",
+        "final_layer_norm": "norm2",
+    },
     ("model.encoder.layers.{i}.text_enhancer_layer.", "transformer.encoder.text_layers.{i}."): {
-        "self_attn.out_proj": "self_attn.out_proj", "fc1": "linear1", "fc2": "linear2",
-        "layer_norm_before": "norm1", "layer_norm_after": "norm2"},
+        "self_attn.out_proj": "self_attn.out_proj",
+        "fc1": "linear1",
+        "fc2": "linear2",
+        "layer_norm_before": "norm1",
+        "layer_norm_after": "norm2",
+    },
     ("model.encoder.layers.{i}.fusion_layer.", "transformer.encoder.fusion_layers.{i}."): {
-        "layer_norm_vision": "layer_norm_v", "layer_norm_text": "layer_norm_l", "attn.vision_proj": "attn.v_proj",
-        "attn.text_proj": "attn.l_proj", "attn.values_vision_proj": "attn.values_v_proj",
-        "attn.values_text_proj": "attn.values_l_proj", "attn.out_vision_proj": "attn.out_v_proj",
-        "attn.out_text_proj": "attn.out_l_proj", "vision_param": "gamma_v", "text_param": "gamma_l"},
+        "layer_norm_vision": "layer_norm_v",
+        "layer_norm_text": "layer_norm_l",
+        "attn.vision_proj": "attn.v_proj",
+        "attn.text_proj": "attn.l_proj",
+        "attn.values_vision_proj": "attn.values_v_proj",
+        "attn.values_text_proj": "attn.values_l_proj",
+        "attn.out_vision_proj": "attn.out_v_proj",
+        "attn.out_text_proj": "attn.out_l_proj",
+        "vision_param": "gamma_v",
+        "text_param": "gamma_l",
+    },
     ("model.decoder.layers.{i}.", "transformer.decoder.layers.{i}."): {
         "encoder_attn.sampling_offsets": "cross_attn.sampling_offsets",
         "encoder_attn.attention_weights": "cross_attn.attention_weights",
-        "encoder_attn.value_proj": "cross_attn.value_proj", "encoder_attn.output_proj": "cross_attn.output_proj",
-        "encoder_attn_layer_norm": "norm1", "encoder_attn_text.out_proj": "ca_text.out_proj",
-        "encoder_attn_text_layer_norm": "catext_norm", "self_attn.out_proj": "self_attn.out_proj",
-        "self_attn_layer_norm": "norm2", "fc1": "linear1", "fc2": "linear2", "final_layer_norm": "norm3"},
+        "encoder_attn.value_proj": "cross_attn.value_proj",
+        "encoder_attn.output_proj": "cross_attn.output_proj",
+        "encoder_attn_layer_norm": "norm1",
+        "encoder_attn_text.out_proj": "ca_text.out_proj",
+        "encoder_attn_text_layer_norm": "catext_norm",
+        "self_attn.out_proj": "self_attn.out_proj",
+        "self_attn_layer_norm": "norm2",
+        "fc1": "linear1",
+        "fc2": "linear2",
+        "final_layer_norm": "norm3",
+    },
 }
 _FUSED = {  # hub q/k/v prefix → original fused in-projection prefix
-    r"model\.backbone\.conv_encoder\.model\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self":
-        ("backbone.0.layers.{0}.blocks.{1}.attn.qkv.weight", "backbone.0.layers.{0}.blocks.{1}.attn.qkv.bias"),
-    r"model\.encoder\.layers\.(\d+)\.text_enhancer_layer\.self_attn":
-        ("transformer.encoder.text_layers.{0}.self_attn.in_proj_weight", "transformer.encoder.text_layers.{0}.self_attn.in_proj_bias"),
-    r"model\.decoder\.layers\.(\d+)\.self_attn":
-        ("transformer.decoder.layers.{0}.self_attn.in_proj_weight", "transformer.decoder.layers.{0}.self_attn.in_proj_bias"),
-    r"model\.decoder\.layers\.(\d+)\.encoder_attn_text":
-        ("transformer.decoder.layers.{0}.ca_text.in_proj_weight", "transformer.decoder.layers.{0}.ca_text.in_proj_bias"),
+    r"model\.backbone\.conv_encoder\.model\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self": (
+        "backbone.0.layers.{0}.blocks.{1}.attn.qkv.weight",
+        "backbone.0.layers.{0}.blocks.{1}.attn.qkv.bias",
+    ),
+    r"model\.encoder\.layers\.(\d+)\.text_enhancer_layer\.self_attn": (
+        "transformer.encoder.text_layers.{0}.self_attn.in_proj_weight",
+        "transformer.encoder.text_layers.{0}.self_attn.in_proj_bias",
+    ),
+    r"model\.decoder\.layers\.(\d+)\.self_attn": (
+        "transformer.decoder.layers.{0}.self_attn.in_proj_weight",
+        "transformer.decoder.layers.{0}.self_attn.in_proj_bias",
+    ),
+    r"model\.decoder\.layers\.(\d+)\.encoder_attn_text": (
+        "transformer.decoder.layers.{0}.ca_text.in_proj_weight",
+        "transformer.decoder.layers.{0}.ca_text.in_proj_bias",
+    ),
 }
-_PREFIX = [("model.text_backbone.", "bert."), ("model.input_proj_vision.", "input_proj."),
-           ("model.text_projection.", "feat_map."), ("model.decoder.reference_points_head.", "transformer.decoder.ref_point_head."),
-           ("model.enc_output_norm.", "transformer.enc_output_norm."), ("model.enc_output.", "transformer.enc_output."),
-           ("model.encoder_output_bbox_embed.", "transformer.enc_out_bbox_embed."),
-           ("model.level_embed", "transformer.level_embed"), ("model.query_position_embeddings.", "transformer.tgt_embed."),
-           ("model.decoder.layer_norm.", "transformer.decoder.norm.")]
-_SWIN_BLOCK = {"layernorm_before": "norm1", "layernorm_after": "norm2", "attention.output.dense": "attn.proj",
-               "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2",
-               "attention.self.relative_position_bias_table": "attn.relative_position_bias_table"}
+_PREFIX = [
+    ("model.text_backbone.", "bert."),
+    ("model.input_proj_vision.", "input_proj."),
+    ("model.text_projection.", "feat_map."),
+    ("model.decoder.reference_points_head.", "transformer.decoder.ref_point_head."),
+    ("model.enc_output_norm.", "transformer.enc_output_norm."),
+    ("model.enc_output.", "transformer.enc_output."),
+    ("model.encoder_output_bbox_embed.", "transformer.enc_out_bbox_embed."),
+    ("model.level_embed", "transformer.level_embed"),
+    ("model.query_position_embeddings.", "transformer.tgt_embed."),
+    ("model.decoder.layer_norm.", "transformer.decoder.norm."),
+]
+_SWIN_BLOCK = {
+    "layernorm_before": "norm1",
+    "layernorm_after": "norm2",
+    "attention.output.dense": "attn.proj",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+    "attention.self.relative_position_bias_table": "attn.relative_position_bias_table",
+}
 
 
 def _to_original_key(key: str) -> str:
     if key.startswith(_SWIN):
-        rest = key[len(_SWIN):]
+        rest = key[len(_SWIN) :]
         if m := re.match(r"hidden_states_norms\.stage(\d+)\.(.+)", rest):
             return f"backbone.0.norm{int(m.group(1)) - 1}.{m.group(2)}"
         rest = rest.replace("embeddings.patch_embeddings.projection.", "patch_embed.proj.")
@@ -133,7 +192,7 @@ def _to_original_key(key: str) -> str:
                 return orig_prefix.format(i=i) + table[sub] + tail
     for hub, orig in _PREFIX:
         if key.startswith(hub):
-            return orig + key[len(hub):]
+            return orig + key[len(hub) :]
     if key.startswith("bbox_embed."):
         return key
     raise KeyError(f"no original name for {key}")
@@ -142,7 +201,9 @@ def _to_original_key(key: str) -> str:
 def to_original_layout(hub: dict[str, torch.Tensor], decoder_layers: int) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for key, value in hub.items():
-        fused = next(((pat, names) for pat, names in _FUSED.items() if re.match(pat + r"\.(query|key|value)\.", key)), None)
+        fused = next(
+            ((pat, names) for pat, names in _FUSED.items() if re.match(pat + r"\.(query|key|value)\.", key)), None
+        )
         if fused:
             m = re.match(fused[0] + r"\.query\.weight$", key)
             if m:
@@ -163,7 +224,9 @@ def to_original_layout(hub: dict[str, torch.Tensor], decoder_layers: int) -> dic
     out["bert.pooler.dense.bias"] = torch.zeros(32)
     out["bert.embeddings.position_ids"] = torch.arange(64)[None]
     for key in [k for k in out if k.endswith("attn.relative_position_bias_table")]:
-        out[key.replace("relative_position_bias_table", "relative_position_index")] = torch.zeros(49, 49, dtype=torch.long)
+        out[key.replace("relative_position_bias_table", "relative_position_index")] = torch.zeros(
+            49, 49, dtype=torch.long
+        )
     return out
 
 
@@ -188,16 +251,35 @@ def tiny_sam(seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     # One windowed block: a global-attention block costs seconds per image on CPU (4096 tokens at 1024 px);
     # inferring global blocks is tested on the released shapes instead.
-    encoder = ImageEncoderViT(depth=1, embed_dim=32, img_size=1024, mlp_ratio=4.0,
-                              norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=2, patch_size=16,
-                              qkv_bias=True, use_rel_pos=True, global_attn_indexes=(), window_size=14, out_chans=32)
-    sam = Sam(image_encoder=encoder,
-              prompt_encoder=PromptEncoder(embed_dim=32, image_embedding_size=(64, 64), input_image_size=(1024, 1024),
-                                           mask_in_chans=16),
-              mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer_dim=32,
-                                       transformer=TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=8),
-                                       iou_head_depth=3, iou_head_hidden_dim=32),
-              pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375])
+    encoder = ImageEncoderViT(
+        depth=1,
+        embed_dim=32,
+        img_size=1024,
+        mlp_ratio=4.0,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=2,
+        patch_size=16,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=(),
+        window_size=14,
+        out_chans=32,
+    )
+    sam = Sam(
+        image_encoder=encoder,
+        prompt_encoder=PromptEncoder(
+            embed_dim=32, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer_dim=32,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=8),
+            iou_head_depth=3,
+            iou_head_hidden_dim=32,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
     _seeded_init(sam, seed)
     return sam.eval()
 
@@ -231,16 +313,24 @@ def write_sam_variant(path: Path, kind: str) -> Path:
     state = tiny_sam().state_dict()
     dim = state["mask_decoder.iou_token.weight"].shape[1]
     if kind == "hq":
-        state.update({"mask_decoder.hf_token.weight": torch.zeros(1, dim),
-                      "mask_decoder.hf_mlp.layers.0.weight": torch.zeros(dim, dim),
-                      "mask_decoder.compress_vit_feat.0.weight": torch.zeros(dim, 16, 2, 2),
-                      "mask_decoder.embedding_encoder.0.weight": torch.zeros(dim // 4, dim, 2, 2),
-                      "mask_decoder.embedding_maskfeature.0.weight": torch.zeros(dim // 4, dim // 8, 3, 3)})
+        state.update(
+            {
+                "mask_decoder.hf_token.weight": torch.zeros(1, dim),
+                "mask_decoder.hf_mlp.layers.0.weight": torch.zeros(dim, dim),
+                "mask_decoder.compress_vit_feat.0.weight": torch.zeros(dim, 16, 2, 2),
+                "mask_decoder.embedding_encoder.0.weight": torch.zeros(dim // 4, dim, 2, 2),
+                "mask_decoder.embedding_maskfeature.0.weight": torch.zeros(dim // 4, dim // 8, 3, 3),
+            }
+        )
     elif kind == "mobile":
         state = {k: v for k, v in state.items() if not k.startswith("image_encoder.")}
-        state.update({"image_encoder.patch_embed.seq.0.c.weight": torch.zeros(8, 3, 3, 3),
-                      "image_encoder.layers.0.blocks.0.conv1.c.weight": torch.zeros(8, 8, 1, 1),
-                      "image_encoder.neck.0.weight": torch.zeros(dim, 8, 1, 1)})
+        state.update(
+            {
+                "image_encoder.patch_embed.seq.0.c.weight": torch.zeros(8, 3, 3, 3),
+                "image_encoder.layers.0.blocks.0.conv1.c.weight": torch.zeros(8, 8, 1, 1),
+                "image_encoder.neck.0.weight": torch.zeros(dim, 8, 1, 1),
+            }
+        )
     else:
         raise ValueError(kind)
     _atomic_save(state, Path(path))

@@ -1,5 +1,6 @@
 """Test helpers for the trainer: synthetic subject photos, a tiny diffusers SDXL pipeline folder built from the
 factory's files (same weights ComfyUI's tiny loader reads), and job folders encoded with it."""
+
 from __future__ import annotations
 
 import json
@@ -7,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from safetensors.torch import load_file
-
 from image_alchemy.training.settings import TrainSettings
 from image_alchemy.training.unet import LDM_PREFIX, diffusers_unet_config, save_ldm_unet, unet_from_ldm
 from image_alchemy.training.weights import fingerprint
+from PIL import Image
+from safetensors.torch import load_file
 
 SDXL_LATENT_SCALE = 0.13025  # ComfyUI's SDXL latent format scales the (TAESD) VAE output by this
 
@@ -27,7 +27,7 @@ def synthetic_subject(count: int = 4, size: int = 256, seed: int = 0) -> tuple[l
         img = np.empty((size, size, 3), np.float32)
         img[:] = rng.uniform(0.6, 0.95, 3)
         cy, cx, r = size / 2 + rng.uniform(-20, 20), size / 2 + rng.uniform(-20, 20), size * 0.28
-        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
         img[disc] = (0.85, 0.1, 0.1)
         img[disc & (np.abs(yy - cy) < r * 0.2)] = (0.95, 0.85, 0.1)
         images.append(img)
@@ -45,9 +45,20 @@ def write_subject_folder(folder: Path, count: int = 4, size: int = 256) -> Path:
 def _clip_config(config: dict, with_projection: bool):
     from transformers import CLIPTextConfig
 
-    keys = ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers", "projection_dim",
-            "max_position_embeddings", "vocab_size", "hidden_act", "layer_norm_eps", "bos_token_id", "eos_token_id",
-            "pad_token_id")
+    keys = (
+        "hidden_size",
+        "intermediate_size",
+        "num_attention_heads",
+        "num_hidden_layers",
+        "projection_dim",
+        "max_position_embeddings",
+        "vocab_size",
+        "hidden_act",
+        "layer_norm_eps",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+    )
     return CLIPTextConfig(**{k: config[k] for k in keys})
 
 
@@ -67,7 +78,7 @@ def _load_clip(model, clip: dict, prefix: str) -> None:
     picked = {}
     for key, value in clip.items():
         if key.startswith(prefix):
-            name = key[len(prefix):]
+            name = key[len(prefix) :]
             name = name if name in own else name.removeprefix("text_model.")
             if name in own:
                 picked[name] = value
@@ -98,11 +109,20 @@ def write_tiny_pipeline(tiny_models: dict[str, Path], folder: Path, comfy_dir: P
     _load_clip(te2, clip, "clip_g.transformer.")
     tok_dir = str(comfy_dir / "comfy" / "sd1_tokenizer")
     tok1 = CLIPTokenizer.from_pretrained(tok_dir, model_max_length=77)
-    tok2 = CLIPTokenizer.from_pretrained(tok_dir, model_max_length=77, pad_token="!")  # SDXL's second tokenizer pads with "!"
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
-    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tok1,
-                                     tokenizer_2=tok2, unet=unet, scheduler=scheduler)
+    tok2 = CLIPTokenizer.from_pretrained(
+        tok_dir, model_max_length=77, pad_token="!"
+    )  # SDXL's second tokenizer pads with "!"
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tok1, tokenizer_2=tok2, unet=unet, scheduler=scheduler
+    )
     pipe.save_pretrained(str(folder))
     return folder
 
@@ -116,12 +136,13 @@ def tiny_ldm_unet_file(tiny_models: dict[str, Path], folder: Path) -> Path:
         sd = load_file(str(tiny_models["unet"]))
         with safe_open(str(tiny_models["unet"]), framework="pt") as f:
             config = diffusers_unet_config(json.loads(f.metadata()["tiny_sdxl.unet_config"]))
-        save_ldm_unet(path, {k[len(LDM_PREFIX):]: v for k, v in sd.items()}, config, fingerprint(sd))
+        save_ldm_unet(path, {k[len(LDM_PREFIX) :]: v for k, v in sd.items()}, config, fingerprint(sd))
     return path
 
 
-def encode_subject_data(pipeline_dir: Path, settings: TrainSettings, size: int = 256, count: int = 4,
-                        with_masks: bool = False):
+def encode_subject_data(
+    pipeline_dir: Path, settings: TrainSettings, size: int = 256, count: int = 4, with_masks: bool = False
+):
     """Encodes the synthetic subject with the tiny pipeline (what the node does with ComfyUI's VAE/CLIP)."""
     from image_alchemy.training.fit import encode_subject, load_pipeline
 

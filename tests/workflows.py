@@ -4,6 +4,7 @@ The conversion mirrors the frontend's graphToPrompt: linked inputs become [node_
 next value of ``widgets_values`` in the node's input order, and an INT with "control after generate" carries one
 extra widget value that is not an input. Note nodes are UI-only and dropped.
 """
+
 from __future__ import annotations
 
 import json
@@ -103,8 +104,9 @@ TINY_LOADER = "ImageAlchemyTest_TinySDXLLoader"
 LORA_USERS = ("ImageAlchemy_LoRAImg2ImgInsert", "LoraLoader")  # nodes whose lora_name picks an existing file
 
 
-def adapt_for_tiny_models(prompt: dict, *, dino: str, sam: str, lora: str | None = None, size: int = 64,
-                          steps: int = 2) -> dict:
+def adapt_for_tiny_models(
+    prompt: dict, *, dino: str, sam: str, lora: str | None = None, size: int = 64, steps: int = 2
+) -> dict:
     """Swaps real checkpoints for the tiny test models and shrinks sizes and steps to what a CPU runs in seconds.
 
     Links stay as they are: the tiny loader has the same outputs (MODEL, CLIP, VAE) as CheckpointLoaderSimple.
@@ -118,8 +120,10 @@ def adapt_for_tiny_models(prompt: dict, *, dino: str, sam: str, lora: str | None
         elif kind == "ImageAlchemy_SAMLoader":
             inputs["model_name"] = sam
         elif kind == "ImageAlchemy_RareTokenPicker":  # 21 words × 8 seeds at the defaults: a few suffice here
-            inputs.update(vocabulary_scan=min(inputs["vocabulary_scan"], 2),
-                          seeds_per_candidate=min(inputs["seeds_per_candidate"], 2))
+            inputs.update(
+                vocabulary_scan=min(inputs["vocabulary_scan"], 2),
+                seeds_per_candidate=min(inputs["seeds_per_candidate"], 2),
+            )
         elif kind == "ImageAlchemy_GroundedSAMMask":
             inputs.update(box_threshold=0.0, text_threshold=0.0, if_nothing_found="whole image")
         elif kind in LORA_USERS and lora is not None and not isinstance(inputs.get("lora_name"), list):

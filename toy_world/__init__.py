@@ -1,6 +1,7 @@
 """A toy world with trained tiny models (real SDXL architectures and file formats), to measure that the method
 works, not only that it runs: world.py draws it, train.py trains the models (`make toy-world`), measure.py
 samples and measures, models/ holds the committed files and their manifest."""
+
 from __future__ import annotations
 
 import importlib

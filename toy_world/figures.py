@@ -1,4 +1,5 @@
 """The toy world's figures (bench/toy_world.py prints them; tests/test_toy_world.py asserts the stable ones)."""
+
 from __future__ import annotations
 
 import time
@@ -56,19 +57,29 @@ def object_mask(image: np.ndarray, threshold: float = 60.0) -> np.ndarray:
     distance = np.linalg.norm(image.astype(np.float32) - np.median(border, 0), axis=-1)
     mask = distance > threshold
     if mask.sum() < 16:
-        yy, xx = np.mgrid[0:image.shape[0], 0:image.shape[1]]
+        yy, xx = np.mgrid[0 : image.shape[0], 0 : image.shape[1]]
         mask = (yy - image.shape[0] / 2) ** 2 + (xx - image.shape[1] / 2) ** 2 < (image.shape[0] / 4) ** 2
     masks = pack_module("alchemy.masks")
 
     return masks.grow_mask(torch.from_numpy(mask.astype(np.float32))[None], 2)[0].numpy()
 
 
-def insert(pipe, lora_pipe, scene: np.ndarray, mask: np.ndarray, prompt: str, seed: int, denoise: float = 0.9,
-           feather: int = 2, context: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def insert(
+    pipe,
+    lora_pipe,
+    scene: np.ndarray,
+    mask: np.ndarray,
+    prompt: str,
+    seed: int,
+    denoise: float = 0.9,
+    feather: int = 2,
+    context: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
     """LoRAImg2ImgInsert's steps (alchemy.compose: context box, model size, img2img start, stitch) with diffusers'
     masked img2img as the sampler; returns (result uint8, stitch mask). Outside the stitch mask the scene's
     pixels are copied."""
     from diffusers import StableDiffusionXLInpaintPipeline
+
     compose, masks = pack_module("alchemy.compose"), pack_module("alchemy.masks")
 
     image = torch.from_numpy(scene).float() / 255.0
@@ -81,10 +92,19 @@ def insert(pipe, lora_pipe, scene: np.ndarray, mask: np.ndarray, prompt: str, se
     inpaint = StableDiffusionXLInpaintPipeline(**lora_pipe.components)
     inpaint.set_progress_bar_config(disable=True)
     with torch.no_grad():
-        out = inpaint(prompt=prompt, negative_prompt="", image=pixels.permute(2, 0, 1)[None], mask_image=noise_mask[None, None],
-                      height=size[0], width=size[1], strength=denoise, num_inference_steps=measure.STEPS,
-                      guidance_scale=measure.GUIDANCE, generator=torch.Generator().manual_seed(seed),
-                      output_type="pt").images
+        out = inpaint(
+            prompt=prompt,
+            negative_prompt="",
+            image=pixels.permute(2, 0, 1)[None],
+            mask_image=noise_mask[None, None],
+            height=size[0],
+            width=size[1],
+            strength=denoise,
+            num_inference_steps=measure.STEPS,
+            guidance_scale=measure.GUIDANCE,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="pt",
+        ).images
     result = compose.stitch(image, out[0].permute(1, 2, 0).clamp(0, 1), stitch_mask, box)
     return (result.numpy() * 255).round().astype(np.uint8), stitch_mask.numpy()
 
@@ -106,17 +126,19 @@ def insert_figures(pipe, lora_pipe, net, subject: world.Subject, scenes: int) ->
         diff = np.abs(result.astype(np.int16) - scene.astype(np.int16)).max(-1)
         changed_outside.append(int(diff[outside].max()) if outside.any() else 0)
         changed_inside.append(float(diff[~outside].mean()))
-    return {"toy_insert_subject_similarity_in_mask": float(np.mean(inside_after)),
-            "toy_insert_subject_similarity_scene_in_mask": float(np.mean(inside_before)),
-            "toy_insert_changed_outside_repaint": float(max(changed_outside)),
-            "toy_insert_mean_change_inside_repaint": float(np.mean(changed_inside))}
+    return {
+        "toy_insert_subject_similarity_in_mask": float(np.mean(inside_after)),
+        "toy_insert_subject_similarity_scene_in_mask": float(np.mean(inside_before)),
+        "toy_insert_changed_outside_repaint": float(max(changed_outside)),
+        "toy_insert_mean_change_inside_repaint": float(np.mean(changed_inside)),
+    }
 
 
 def train_option(folder, pipe, subject: world.Subject, name: str, steps: int):
     """A LoRA trained in-process with one drift-free option; returns (trained diffusers UNet with the adapter,
     seconds, the kohya tensors as saved). Prior preservation's class images are drawn by the base pipeline (training.fit.add_class_data)."""
-    add_class_data, = training_names("fit", "add_class_data")
-    train, = training_names("trainer", "train")
+    (add_class_data,) = training_names("fit", "add_class_data")
+    (train,) = training_names("trainer", "train")
     settings = measure.lora_settings(subject, steps=steps, **OPTIONS[name])
     data = measure.subject_data(pipe, subject, settings)
     if settings.prior_images:
@@ -149,13 +171,20 @@ def token_figures(pipe, backbone, class_word: str, rare: str, seeds: int) -> dic
         return measure.generate(pipe, [prompt] * seeds, list(range(700, 700 + seeds)))
 
     raw = {}
-    for key, token in (("class_word", class_word), ("empty", ""), ("rare", rare),
-                       ("other_world_word", "star" if class_word != "star" else "cube")):
+    for key, token in (
+        ("class_word", class_word),
+        ("empty", ""),
+        ("rare", rare),
+        ("other_world_word", "star" if class_word != "star" else "cube"),
+    ):
         pictures = images(token)
         raw[key] = token_scoring.similarity(pictures, backbone.embed_images(list(pictures)).numpy())[0]
     calibration = token_scoring.Calibration(raw["class_word"], raw["empty"])
-    return {"toy_token_prior_class_word": raw["class_word"], "toy_token_prior_rare": raw["rare"],
-            "toy_token_prior_empty_prompt": raw["empty"], "toy_token_prior_other_world_word": raw["other_world_word"],
-            "toy_token_calibrated_prior_rare": calibration.prior(raw["rare"]) or 0.0,
-            "toy_token_calibrated_prior_other_world_word": calibration.prior(raw["other_world_word"]) or 0.0}
-
+    return {
+        "toy_token_prior_class_word": raw["class_word"],
+        "toy_token_prior_rare": raw["rare"],
+        "toy_token_prior_empty_prompt": raw["empty"],
+        "toy_token_prior_other_world_word": raw["other_world_word"],
+        "toy_token_calibrated_prior_rare": calibration.prior(raw["rare"]) or 0.0,
+        "toy_token_calibrated_prior_other_world_word": calibration.prior(raw["other_world_word"]) or 0.0,
+    }

@@ -5,6 +5,7 @@ pattern). Its *identity embedding* is the concatenation of the three look heads'
 base and LoRA both draw the class), so two pictures of the same instance score ~1 and a random instance of the
 class ~0.2. Its CLS feature is what DinoBackbone returns when the net's folder is given as the DINO backbone.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,10 +14,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import training_names, models, world
+from . import models, training_names, world
 
-HEADS = {"class": len(world.CLASSES), "colour": len(world.COLOURS), "second": len(world.COLOURS),
-         "pattern": len(world.PATTERNS)}
+HEADS = {
+    "class": len(world.CLASSES),
+    "colour": len(world.COLOURS),
+    "second": len(world.COLOURS),
+    "pattern": len(world.PATTERNS),
+}
 STEPS, GUIDANCE = 20, 4.0
 TIME_IDS = [world.SIZE, world.SIZE, 0, 0, world.SIZE, world.SIZE]
 
@@ -30,8 +35,11 @@ def soften(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         rows = pick == level
         if rows.any():
             small = F.avg_pool2d(x[rows], factor)
-            out[rows] = (F.interpolate(small, size=x.shape[-2:], mode=mode) if mode == "nearest" else
-                         F.interpolate(small, size=x.shape[-2:], mode=mode, align_corners=False))
+            out[rows] = (
+                F.interpolate(small, size=x.shape[-2:], mode=mode)
+                if mode == "nearest"
+                else F.interpolate(small, size=x.shape[-2:], mode=mode, align_corners=False)
+            )
     return (out + 0.02 * torch.randn(out.shape, generator=gen)).clamp(0, 1)
 
 
@@ -44,18 +52,32 @@ def encode_text(pipe, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
 def fresh_unet(folder):
     """A diffusers UNet on the committed base weights (its own tensors: safe to train or patch)."""
     tensors, _ = models.read_models(folder)["unet"]
-    diffusers_unet_config, unet_from_ldm, = training_names("unet", "diffusers_unet_config", "unet_from_ldm")
+    (
+        diffusers_unet_config,
+        unet_from_ldm,
+    ) = training_names("unet", "diffusers_unet_config", "unet_from_ldm")
 
-    return unet_from_ldm({k[len(models.UNET_PREFIX):]: v for k, v in tensors.items()},
-                         diffusers_unet_config(models.UNET_CONFIG))
+    return unet_from_ldm(
+        {k[len(models.UNET_PREFIX) :]: v for k, v in tensors.items()}, diffusers_unet_config(models.UNET_CONFIG)
+    )
 
 
 def lora_settings(subject: world.Subject, steps: int, seed: int = 0, **options):
-    TrainSettings, = training_names("settings", "TrainSettings")
+    (TrainSettings,) = training_names("settings", "TrainSettings")
 
-    return TrainSettings(token=subject.token, class_word=subject.thing.cls, rank=4, learning_rate=2e-3,
-                         steps=steps, batch_size=5, gradient_accumulation=1, seed=seed, device="cpu",
-                         save_precision="fp32", **options)
+    return TrainSettings(
+        token=subject.token,
+        class_word=subject.thing.cls,
+        rank=4,
+        learning_rate=2e-3,
+        steps=steps,
+        batch_size=5,
+        gradient_accumulation=1,
+        seed=seed,
+        device="cpu",
+        save_precision="fp32",
+        **options,
+    )
 
 
 def pixels_of(samples) -> torch.Tensor:
@@ -65,18 +87,23 @@ def pixels_of(samples) -> torch.Tensor:
 
 def subject_data(pipe, subject: world.Subject, settings):
     """The subject's 5 views encoded as fit.encode_subject does (VAE latents, the training prompt)."""
-    augmented_views, = training_names("augment", "augmented_views")
-    encode_latents, = training_names("fit", "encode_latents")
-    TrainingData, = training_names("trainer", "TrainingData")
+    (augmented_views,) = training_names("augment", "augmented_views")
+    (encode_latents,) = training_names("fit", "encode_latents")
+    (TrainingData,) = training_names("trainer", "TrainingData")
 
     pixels = pixels_of(world.subject_views(subject))
     latents = encode_latents(pipe.vae, pixels, settings.seed)
     embeds, pooled = encode_text(pipe, [settings.prompt])
-    data = TrainingData(latents=latents, prompt_embeds=embeds, pooled_prompt_embeds=pooled,
-                        time_ids=torch.tensor([TIME_IDS] * len(pixels), dtype=torch.float32))
+    data = TrainingData(
+        latents=latents,
+        prompt_embeds=embeds,
+        pooled_prompt_embeds=pooled,
+        time_ids=torch.tensor([TIME_IDS] * len(pixels), dtype=torch.float32),
+    )
     if settings.apt_augment:
-        data.augmented_latents = encode_latents(pipe.vae, augmented_views(pixels, settings.apt_views,
-                                                                          settings.seed)[0], settings.seed)
+        data.augmented_latents = encode_latents(
+            pipe.vae, augmented_views(pixels, settings.apt_views, settings.seed)[0], settings.seed
+        )
     return data
 
 
@@ -91,7 +118,7 @@ def merge_lora(unet, path, strength: float = 1.0):
         for key in lora:
             if not key.endswith(".lora_down.weight"):
                 continue
-            stem = key[:-len(".lora_down.weight")]
+            stem = key[: -len(".lora_down.weight")]
             down, up = lora[key].float(), lora[stem + ".lora_up.weight"].float()
             alpha = float(lora.get(stem + ".alpha", torch.tensor(down.shape[0])))
             modules[stem].weight += strength * alpha / down.shape[0] * (up @ down)
@@ -106,10 +133,17 @@ def generate(pipe, prompts: list[str], seeds: list[int], steps: int = STEPS, gui
     """Text-to-image, one seed per prompt, negative prompt "" (what the UNet learnt as unconditioned)."""
     out = []
     for start in range(0, len(prompts), 16):
-        chunk, chunk_seeds = prompts[start:start + 16], seeds[start:start + 16]
-        images = pipe(prompt=chunk, negative_prompt=[""] * len(chunk), height=world.SIZE, width=world.SIZE,
-                      num_inference_steps=steps, guidance_scale=guidance, output_type="np",
-                      generator=[torch.Generator().manual_seed(s) for s in chunk_seeds]).images
+        chunk, chunk_seeds = prompts[start : start + 16], seeds[start : start + 16]
+        images = pipe(
+            prompt=chunk,
+            negative_prompt=[""] * len(chunk),
+            height=world.SIZE,
+            width=world.SIZE,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            output_type="np",
+            generator=[torch.Generator().manual_seed(s) for s in chunk_seeds],
+        ).images
         out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
     return np.concatenate(out)
 
@@ -131,7 +165,7 @@ class MeasuringNet:
         out = self.net(pixel_values=(x - 0.5) / 0.5).logits
         heads, start = {}, 0
         for name, size in HEADS.items():
-            heads[name] = out[:, start:start + size]
+            heads[name] = out[:, start : start + size]
             start += size
         return heads
 

@@ -7,6 +7,7 @@ Files, as ComfyUI's own classes and our trainer read them (the layout of tests/t
   taesdxl: ComfyUI's SDXL latent format multiplies by that scale again, so the UNet sees the encoder's own
   output in ComfyUI, and in diffusers (``AutoencoderTiny`` with scaling factor 1) alike.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,23 +24,59 @@ SDXL_LATENT_SCALE = 0.13025
 LATENT_GAIN = 3.0  # the encoder's start: latent = 3·(8×8 mean colour − 0.5), within the decoder's tanh clamp
 
 UNET_CONFIG = {
-    "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,
-    "model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": [1, 1],
-    "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1], "transformer_depth_middle": 1,
-    "use_spatial_transformer": True, "use_linear_in_transformer": True, "legacy": False,
-    "num_classes": "sequential", "adm_in_channels": 32 + 6 * 256, "context_dim": 64,
-    "num_head_channels": 8, "use_temporal_attention": False, "use_temporal_resblock": False,
+    "use_checkpoint": False,
+    "image_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
+    "model_channels": 32,
+    "channel_mult": [1, 2],
+    "num_res_blocks": [1, 1],
+    "transformer_depth": [0, 1],
+    "transformer_depth_output": [0, 0, 1, 1],
+    "transformer_depth_middle": 1,
+    "use_spatial_transformer": True,
+    "use_linear_in_transformer": True,
+    "legacy": False,
+    "num_classes": "sequential",
+    "adm_in_channels": 32 + 6 * 256,
+    "context_dim": 64,
+    "num_head_channels": 8,
+    "use_temporal_attention": False,
+    "use_temporal_resblock": False,
 }
 _TEXT_BASE = {
-    "architectures": ["CLIPTextModel"], "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0,
-    "eos_token_id": 49407, "hidden_act": "quick_gelu", "initializer_factor": 1.0, "initializer_range": 0.02,
-    "layer_norm_eps": 1e-05, "max_position_embeddings": 77, "model_type": "clip_text_model",
-    "pad_token_id": 1, "vocab_size": 49408, "torch_dtype": "float32",
+    "architectures": ["CLIPTextModel"],
+    "attention_dropout": 0.0,
+    "bos_token_id": 0,
+    "dropout": 0.0,
+    "eos_token_id": 49407,
+    "hidden_act": "quick_gelu",
+    "initializer_factor": 1.0,
+    "initializer_range": 0.02,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 77,
+    "model_type": "clip_text_model",
+    "pad_token_id": 1,
+    "vocab_size": 49408,
+    "torch_dtype": "float32",
 }
-CLIP_L_CONFIG = {**_TEXT_BASE, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
-                 "num_hidden_layers": 3, "projection_dim": 32}
-CLIP_G_CONFIG = {**_TEXT_BASE, "hidden_act": "gelu", "hidden_size": 32, "intermediate_size": 64,
-                 "num_attention_heads": 2, "num_hidden_layers": 3, "projection_dim": 32}
+CLIP_L_CONFIG = {
+    **_TEXT_BASE,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_attention_heads": 2,
+    "num_hidden_layers": 3,
+    "projection_dim": 32,
+}
+CLIP_G_CONFIG = {
+    **_TEXT_BASE,
+    "hidden_act": "gelu",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_attention_heads": 2,
+    "num_hidden_layers": 3,
+    "projection_dim": 32,
+}
 
 
 def use_comfyui(comfy_dir) -> None:
@@ -71,8 +108,8 @@ def seeded_fill(module: torch.nn.Module, seed: int) -> None:
 
 def initial_unet_ldm(seed: int) -> dict[str, torch.Tensor]:
     """The untrained UNet, LDM keys without prefix (ComfyUI's UNetModel defines the layout)."""
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
     import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     unet = UNetModel(**UNET_CONFIG, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
     seeded_fill(unet, seed)
@@ -83,8 +120,8 @@ def initial_unet_ldm(seed: int) -> dict[str, torch.Tensor]:
 
 
 def clip_state_dict(seed: int) -> dict[str, torch.Tensor]:
-    from comfy.clip_model import CLIPTextModel
     import comfy.ops
+    from comfy.clip_model import CLIPTextModel
 
     out = {}
     for offset, (name, config) in enumerate((("clip_l", CLIP_L_CONFIG), ("clip_g", CLIP_G_CONFIG))):
@@ -154,9 +191,20 @@ def read_models(folder) -> dict:
 def _clip_config(config: dict):
     from transformers import CLIPTextConfig
 
-    keys = ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers", "projection_dim",
-            "max_position_embeddings", "vocab_size", "hidden_act", "layer_norm_eps", "bos_token_id", "eos_token_id",
-            "pad_token_id")
+    keys = (
+        "hidden_size",
+        "intermediate_size",
+        "num_attention_heads",
+        "num_hidden_layers",
+        "projection_dim",
+        "max_position_embeddings",
+        "vocab_size",
+        "hidden_act",
+        "layer_norm_eps",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+    )
     return CLIPTextConfig(**{k: config[k] for k in keys})
 
 
@@ -164,7 +212,7 @@ def _load_clip(model, clip: dict, prefix: str) -> None:
     own, picked = set(model.state_dict()), {}
     for key, value in clip.items():
         if key.startswith(prefix):
-            name = key[len(prefix):]
+            name = key[len(prefix) :]
             name = name if name in own else name.removeprefix("text_model.")
             if name in own:
                 picked[name] = value
@@ -193,12 +241,15 @@ def pipeline(folder, comfy_dir, unet_ldm: dict[str, torch.Tensor] | None = None)
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    diffusers_unet_config, unet_from_ldm, = training_names("unet", "diffusers_unet_config", "unet_from_ldm")
+    (
+        diffusers_unet_config,
+        unet_from_ldm,
+    ) = training_names("unet", "diffusers_unet_config", "unet_from_ldm")
 
     files = read_models(folder)
     if unet_ldm is None:
         tensors, meta = files["unet"]
-        unet_ldm = {k[len(UNET_PREFIX):]: v for k, v in tensors.items()}
+        unet_ldm = {k[len(UNET_PREFIX) :]: v for k, v in tensors.items()}
     unet = unet_from_ldm(unet_ldm, diffusers_unet_config(UNET_CONFIG))
     clip = files["clip"][0]
     te1 = CLIPTextModel(_clip_config(CLIP_L_CONFIG))
@@ -208,24 +259,47 @@ def pipeline(folder, comfy_dir, unet_ldm: dict[str, torch.Tensor] | None = None)
     tok_dir = str(Path(comfy_dir) / "comfy" / "sd1_tokenizer")
     tok1 = CLIPTokenizer.from_pretrained(tok_dir, model_max_length=77)
     tok2 = CLIPTokenizer.from_pretrained(tok_dir, model_max_length=77, pad_token="!")
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
     vae = diffusers_vae(files["vae"][0])
-    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te1.eval(), text_encoder_2=te2.eval(), tokenizer=tok1,
-                                     tokenizer_2=tok2, unet=unet, scheduler=scheduler,
-                                     force_zeros_for_empty_prompt=False)  # the UNet learnt "" as unconditioned
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=te1.eval(),
+        text_encoder_2=te2.eval(),
+        tokenizer=tok1,
+        tokenizer_2=tok2,
+        unet=unet,
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=False,
+    )  # the UNet learnt "" as unconditioned
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 def save_unet(path, unet_ldm: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    _save(path, half({UNET_PREFIX + k: v for k, v in unet_ldm.items()}),
-          {"tiny_sdxl.unet_config": json.dumps(UNET_CONFIG), **metadata})
+    _save(
+        path,
+        half({UNET_PREFIX + k: v for k, v in unet_ldm.items()}),
+        {"tiny_sdxl.unet_config": json.dumps(UNET_CONFIG), **metadata},
+    )
 
 
 def save_clip(path, seed: int, metadata: dict[str, str], tensors: dict[str, torch.Tensor] | None = None) -> None:
-    _save(path, half(clip_state_dict(seed) if tensors is None else tensors), {"tiny_sdxl.clip_l_config": json.dumps(CLIP_L_CONFIG),
-                                        "tiny_sdxl.clip_g_config": json.dumps(CLIP_G_CONFIG), **metadata})
+    _save(
+        path,
+        half(clip_state_dict(seed) if tensors is None else tensors),
+        {
+            "tiny_sdxl.clip_l_config": json.dumps(CLIP_L_CONFIG),
+            "tiny_sdxl.clip_g_config": json.dumps(CLIP_G_CONFIG),
+            **metadata,
+        },
+    )
 
 
 def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -242,7 +316,7 @@ def _save(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> N
     the metadata by a hash map, so the same tensors give different bytes from one process to the next)."""
     import os
 
-    write_tensors, = training_names("weights", "write_tensors")
+    (write_tensors,) = training_names("weights", "write_tensors")
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
     meta = {"format": "pt", **metadata}

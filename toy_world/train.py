@@ -12,6 +12,7 @@
 Writes the files into --out with manifest.json (sha256 of every file, the command, seconds per stage).
 One torch thread by default: same bytes for the same seed on the same machine, and faster on a shared CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import training_names, measure, models, world
+from . import measure, models, training_names, world
 
 log = logging.getLogger("toy_world")
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,9 +55,9 @@ def train_vae(steps: int, seed: int):
     for step in range(steps):
         index = torch.randint(0, len(pool), (8,), generator=gen)
         oy, ox = (torch.randint(0, 5, (2,), generator=gen) * 8).tolist()
-        z = latents[index, :, oy // 8:oy // 8 + 4, ox // 8:ox // 8 + 4]
+        z = latents[index, :, oy // 8 : oy // 8 + 4, ox // 8 : ox // 8 + 4]
         z = z + 0.05 * torch.randn(z.shape, generator=gen)  # robust to a sampler's imperfect latents
-        target = pool[index, :, oy:oy + 32, ox:ox + 32]
+        target = pool[index, :, oy : oy + 32, ox : ox + 32]
         out = dec(z)
         loss = F.l1_loss(out, target) + F.mse_loss(out, target)
         opt.zero_grad(set_to_none=True)
@@ -82,8 +83,8 @@ def token_ids(tokenizer, captions: list[str]) -> torch.Tensor:
 def train_unet(pipe, unet_ldm, steps: int, seed: int, batch: int = 64):
     """Text-to-image training of the UNet and, jointly, the two text encoders (from their seeded random start:
     frozen random features were too alike across captions for the UNet to follow in this budget)."""
-    TrainSettings, = training_names("settings", "TrainSettings")
-    noise_scheduler, = training_names("trainer", "noise_scheduler")
+    (TrainSettings,) = training_names("settings", "TrainSettings")
+    (noise_scheduler,) = training_names("trainer", "noise_scheduler")
 
     samples = world.dataset(8000, seed + 200)
     latents = models.encode_mean_colour(to_pixels(samples))
@@ -101,8 +102,9 @@ def train_unet(pipe, unet_ldm, steps: int, seed: int, batch: int = 64):
     encoders = (pipe.text_encoder.train(), pipe.text_encoder_2.train())
     params = list(unet.parameters())
     text_params = [p for e in encoders for p in e.parameters()]
-    opt = torch.optim.AdamW([{"params": params, "weight_decay": 1e-4},
-                             {"params": text_params, "weight_decay": 0.0}], lr=1e-3)
+    opt = torch.optim.AdamW(
+        [{"params": params, "weight_decay": 1e-4}, {"params": text_params, "weight_decay": 0.0}], lr=1e-3
+    )
     warmup = 50
     lr_at = lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / steps)))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
@@ -119,8 +121,12 @@ def train_unet(pipe, unet_ldm, steps: int, seed: int, batch: int = 64):
         flip = torch.rand(batch, generator=gen) < 0.5  # the world is mirror-symmetric
         x0 = torch.where(flip[:, None, None, None], latents[index].flip(-1), latents[index])
         embeds, pooled = text_features(pipe, ids1[text], ids2[text])
-        pred = unet(scheduler.add_noise(x0, noise, t), t, embeds,
-                    added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+        pred = unet(
+            scheduler.add_noise(x0, noise, t),
+            t,
+            embeds,
+            added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
+        ).sample
         loss = (F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)) * snr_weight[t]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -143,7 +149,7 @@ def clip_file_tensors(pipe, seed: int) -> dict[str, torch.Tensor]:
         own = encoder.state_dict()
         for key in out:
             if key.startswith(prefix):
-                name = key[len(prefix):]
+                name = key[len(prefix) :]
                 name = name if name in own else name.removeprefix("text_model.")
                 if name in own:
                     out[key] = own[name].detach().clone().contiguous()
@@ -156,9 +162,17 @@ def train_measure_net(folder: Path, steps: int, seed: int, batch: int = 96) -> N
 
     torch.manual_seed(seed)  # transformers initialises its weights from the global generator
     heads = measure.HEADS
-    config = ViTConfig(image_size=world.SIZE, patch_size=8, hidden_size=64, num_hidden_layers=3,
-                       num_attention_heads=4, intermediate_size=128, num_labels=sum(heads.values()),
-                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = ViTConfig(
+        image_size=world.SIZE,
+        patch_size=8,
+        hidden_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=128,
+        num_labels=sum(heads.values()),
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     net = ViTForImageClassification(config)
     samples = world.dataset(6000, seed + 300)
     pixels = to_pixels(samples)
@@ -171,7 +185,7 @@ def train_measure_net(folder: Path, steps: int, seed: int, batch: int = 96) -> N
         logits = net(pixel_values=(x - 0.5) / 0.5).logits
         loss, start = 0.0, 0
         for column, size in enumerate(heads.values()):
-            loss = loss + F.cross_entropy(logits[:, start:start + size], labels[index, column])
+            loss = loss + F.cross_entropy(logits[:, start : start + size], labels[index, column])
             start += size
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -181,14 +195,19 @@ def train_measure_net(folder: Path, steps: int, seed: int, batch: int = 96) -> N
     net.eval()
     folder.mkdir(parents=True, exist_ok=True)
     net.save_pretrained(str(folder))
-    ViTImageProcessor(do_resize=True, size={"height": world.SIZE, "width": world.SIZE}, do_normalize=True,
-                      image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(str(folder))
+    ViTImageProcessor(
+        do_resize=True,
+        size={"height": world.SIZE, "width": world.SIZE},
+        do_normalize=True,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+    ).save_pretrained(str(folder))
 
 
 def train_subject_loras(pipe, out: Path, steps: int, seed: int) -> None:
-    finish, = training_names("job", "finish")
-    train, = training_names("trainer", "train")
-    fingerprint, = training_names("weights", "fingerprint")
+    (finish,) = training_names("job", "finish")
+    (train,) = training_names("trainer", "train")
+    (fingerprint,) = training_names("weights", "fingerprint")
 
     base_hash = fingerprint(pipe.unet.state_dict())
     for subject in world.SUBJECTS:
@@ -196,8 +215,14 @@ def train_subject_loras(pipe, out: Path, steps: int, seed: int) -> None:
         data = measure.subject_data(pipe, subject, settings)
         unet = measure.fresh_unet(out)
         result = train(unet, data, settings)
-        finish(result, settings, data, output=out / f"lora_{subject.name}.safetensors", base_model_hash=base_hash,
-               extra_metadata={"image_alchemy.source_model": "toy_world"})
+        finish(
+            result,
+            settings,
+            data,
+            output=out / f"lora_{subject.name}.safetensors",
+            base_model_hash=base_hash,
+            extra_metadata={"image_alchemy.source_model": "toy_world"},
+        )
         log.info("subject LoRA %s: loss %.4f → %.4f", subject.name, result.losses[0], result.losses[-1])
 
 
@@ -212,13 +237,21 @@ def files_of(out: Path) -> list[Path]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--comfyui", type=Path, default=ROOT / ".cache" / "comfyui",
-                        help="the ComfyUI folder whose classes build the models (make toy-world passes it)")
+    parser.add_argument(
+        "--comfyui",
+        type=Path,
+        default=ROOT / ".cache" / "comfyui",
+        help="the ComfyUI folder whose classes build the models (make toy-world passes it)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", type=float, default=1.0, help="scale every stage's steps (smoke runs)")
-    parser.add_argument("--start", choices=["vae", "measure", "lora", "manifest"], default="vae",
-                        help="start at this stage, keeping the files of the earlier ones (development runs)")
+    parser.add_argument(
+        "--start",
+        choices=["vae", "measure", "lora", "manifest"],
+        default="vae",
+        help="start at this stage, keeping the files of the earlier ones (development runs)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)
@@ -242,8 +275,12 @@ def main(argv=None) -> int:
         pipe = models.pipeline(out, args.comfyui, unet_ldm=unet_ldm)
         train_unet(pipe, unet_ldm, STEPS["unet"], args.seed)
         models.save_unet(out / models.UNET_FILE, unet_ldm, {"toy_world.seed": str(args.seed)})
-        models.save_clip(out / models.CLIP_FILE, args.seed + 1, {"toy_world.seed": str(args.seed + 1)},
-                         tensors=clip_file_tensors(pipe, args.seed + 1))
+        models.save_clip(
+            out / models.CLIP_FILE,
+            args.seed + 1,
+            {"toy_world.seed": str(args.seed + 1)},
+            tensors=clip_file_tensors(pipe, args.seed + 1),
+        )
         seconds["unet"] = time.perf_counter() - t0
     if args.start in ("vae", "measure"):
         t0 = time.perf_counter()
@@ -256,11 +293,17 @@ def main(argv=None) -> int:
     total = round(sum(seconds.values()), 1)
     for path in sorted(out.rglob("*.safetensors")):
         models.normalise(path)
-    manifest = {"command": COMMAND, "seed": args.seed, "threads": args.threads, "torch": torch.__version__,
-                "steps": STEPS, "seconds": {k: round(v, 1) for k, v in seconds.items()},
-                "total_seconds": total if args.start != "vae" else round(time.perf_counter() - started, 1),
-                "load_average": [round(x, 2) for x in os.getloadavg()],
-                "files": {str(p.relative_to(out)): sha256(p) for p in files_of(out)}}
+    manifest = {
+        "command": COMMAND,
+        "seed": args.seed,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "steps": STEPS,
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "total_seconds": total if args.start != "vae" else round(time.perf_counter() - started, 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "files": {str(p.relative_to(out)): sha256(p) for p in files_of(out)},
+    }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("toy world written to %s in %.0f s", out, manifest["total_seconds"])
     return 0

@@ -6,6 +6,7 @@ mostly from its class's palette), a second colour and a pattern (plain, two-tone
 specific instance: a class, a colour pair and a pattern, seen in 5 views (other places, sizes, backgrounds), as
 DreamBench's subjects are. Everything is numpy, deterministic for a seed.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,13 +17,25 @@ import numpy as np
 SIZE = 64
 CLASSES = ("ball", "cube", "star", "cone")
 BACKGROUNDS = ("grass", "sand", "sky", "wood")
-COLOURS = {"red": (220, 40, 40), "orange": (240, 140, 30), "yellow": (240, 220, 40), "green": (40, 170, 60),
-           "cyan": (40, 210, 220), "blue": (40, 70, 220), "purple": (140, 50, 190), "white": (245, 245, 245)}
+COLOURS = {
+    "red": (220, 40, 40),
+    "orange": (240, 140, 30),
+    "yellow": (240, 220, 40),
+    "green": (40, 170, 60),
+    "cyan": (40, 210, 220),
+    "blue": (40, 70, 220),
+    "purple": (140, 50, 190),
+    "white": (245, 245, 245),
+}
 COLOUR_NAMES = tuple(COLOURS)
 PATTERNS = ("plain", "two-tone", "ring")
 # Each class's usual main colours (drawn with probability CLASS_COLOUR_P, else any colour).
-CLASS_PALETTE = {"ball": ("red", "orange", "yellow"), "cube": ("blue", "cyan", "white"),
-                 "star": ("yellow", "orange", "white"), "cone": ("green", "purple", "red")}
+CLASS_PALETTE = {
+    "ball": ("red", "orange", "yellow"),
+    "cube": ("blue", "cyan", "white"),
+    "star": ("yellow", "orange", "white"),
+    "cone": ("green", "purple", "red"),
+}
 CLASS_COLOUR_P = 0.8
 TEMPLATES = ("a photo of a {cls} on {bg}", "a photo of {cls}", "a {cls} on {bg}", "a photo of a {cls}")
 # Words of the world's captions (RareTokenPicker's "rare" candidate must be none of them).
@@ -32,6 +45,7 @@ VOCABULARY = set(CLASSES) | set(BACKGROUNDS) | {"a", "photo", "of", "on"}
 @dataclass(frozen=True)
 class Thing:
     """One object instance: what it is and how it looks."""
+
     cls: str
     colour: str
     second: str
@@ -46,14 +60,16 @@ class Subject:
 
 
 # The subjects: instances whose look their class rarely has, so the base model does not draw them by chance.
-SUBJECTS = (Subject("blue_ring_ball", "iklan", Thing("ball", "blue", "yellow", "ring")),
-            Subject("red_green_cube", "vorpa", Thing("cube", "red", "green", "two-tone")))
+SUBJECTS = (
+    Subject("blue_ring_ball", "iklan", Thing("ball", "blue", "yellow", "ring")),
+    Subject("red_green_cube", "vorpa", Thing("cube", "red", "green", "two-tone")),
+)
 
 
 @dataclass(frozen=True)
 class Sample:
     image: np.ndarray  # H×W×3 uint8
-    mask: np.ndarray   # H×W float32 in {0, 1}: the object
+    mask: np.ndarray  # H×W float32 in {0, 1}: the object
     thing: Thing
     background: str
     caption: str
@@ -80,7 +96,7 @@ def _shape_mask(cls: str, cx: float, cy: float, r: float, angle: float, size: in
     u = dx * math.cos(angle) + dy * math.sin(angle)
     v = -dx * math.sin(angle) + dy * math.cos(angle)
     if cls == "ball":
-        return u ** 2 + v ** 2 <= r ** 2
+        return u**2 + v**2 <= r**2
     if cls == "cube":
         return (np.abs(u) <= r * 0.85) & (np.abs(v) <= r * 0.85)
     if cls == "star":
@@ -93,8 +109,13 @@ def _shape_mask(cls: str, cx: float, cy: float, r: float, angle: float, size: in
     return (yy >= top) & (yy <= bottom) & (np.abs(xx - cx) <= half)
 
 
-def render(thing: Thing, background: str, rng: np.random.Generator, size: int = SIZE,
-           place: tuple[float, float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def render(
+    thing: Thing,
+    background: str,
+    rng: np.random.Generator,
+    size: int = SIZE,
+    place: tuple[float, float, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Draws ``thing`` on ``background``; ``place`` = (cx, cy, r) in pixels, else drawn from ``rng``."""
     if place is None:
         r = rng.uniform(0.17, 0.28) * size
@@ -148,8 +169,7 @@ def subject_views(subject: Subject, count: int = 5, size: int = SIZE, seed: int 
     for i in range(count):
         background = BACKGROUNDS[i % len(BACKGROUNDS)]
         image, mask = render(subject.thing, background, rng, size)
-        views.append(Sample(image, mask, subject.thing, background,
-                            f"a photo of {subject.token} {subject.thing.cls}"))
+        views.append(Sample(image, mask, subject.thing, background, f"a photo of {subject.token} {subject.thing.cls}"))
     return views
 
 
@@ -157,5 +177,9 @@ def attribute_labels(thing: Thing) -> tuple[int, int, int, int]:
     """(class, main colour, second colour, pattern) indices: what the measuring net is trained to read.
     A plain object has no second colour: its label is the main colour."""
     second = thing.colour if thing.pattern == "plain" else thing.second
-    return (CLASSES.index(thing.cls), COLOUR_NAMES.index(thing.colour), COLOUR_NAMES.index(second),
-            PATTERNS.index(thing.pattern))
+    return (
+        CLASSES.index(thing.cls),
+        COLOUR_NAMES.index(thing.colour),
+        COLOUR_NAMES.index(second),
+        PATTERNS.index(thing.pattern),
+    )

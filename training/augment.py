@@ -6,6 +6,7 @@ applies them to the pixels, encodes the views once with the same VAE, and the tr
 of its views with APT's adaptive probability. The VAE sees the real augmented pixels (no latent-space
 approximation); the cost is views × images encodes up front and a fixed set of transforms.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,8 +16,9 @@ ZOOM_OUT = (1.0, 3.0)  # the subject shrinks by this factor (paper 003)
 ROTATION_DEG = 15.0
 
 
-def random_transforms(count: int, generator: torch.Generator, zoom_out: tuple[float, float] = ZOOM_OUT,
-                      degrees: float = ROTATION_DEG) -> torch.Tensor:
+def random_transforms(
+    count: int, generator: torch.Generator, zoom_out: tuple[float, float] = ZOOM_OUT, degrees: float = ROTATION_DEG
+) -> torch.Tensor:
     """``count`` affine matrices (count×2×3, ``F.affine_grid`` convention: output → input coordinates in
     −1..1). A zoom-out s scales input coordinates by s, so the picture shrinks by s; the shift keeps the
     shrunk picture inside the frame."""
@@ -36,8 +38,9 @@ def apply_transforms(images: torch.Tensor, theta: torch.Tensor, padding: str = "
     return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
-def augmented_views(pixels: torch.Tensor, views: int, seed: int,
-                    masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def augmented_views(
+    pixels: torch.Tensor, views: int, seed: int, masks: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``views`` random views of each image, ordered image-major (row i·views + k is view k of image i):
     (N·views × C×H×W pixels, N·views × 1×H×W masks or None). Same seed → same views."""
     if views < 1:
@@ -59,4 +62,3 @@ def zoom_of(theta: torch.Tensor) -> torch.Tensor:
 def angle_of(theta: torch.Tensor) -> torch.Tensor:
     """The rotation of each matrix in degrees."""
     return torch.rad2deg(torch.atan2(theta[:, 1, 0], theta[:, 0, 0]))
-

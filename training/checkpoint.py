@@ -4,6 +4,7 @@ generator's state, the batch order and APT's indicator), from which training con
 
 The state's extension is not a model extension, so ComfyUI's LoRA list does not show it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,8 +23,16 @@ STATE_SUFFIX = ".trainstate"
 STATE_FORMAT = "image_alchemy.train_state/1"
 STEP_KEY = "image_alchemy.step"
 # Settings a resumed run may change: they do not change what the steps compute.
-MAY_DIFFER = {"steps", "save_every", "resume_from", "gradient_checkpointing", "device", "preview_every",
-              "preview_prompt", "preview_steps"}
+MAY_DIFFER = {
+    "steps",
+    "save_every",
+    "resume_from",
+    "gradient_checkpointing",
+    "device",
+    "preview_every",
+    "preview_prompt",
+    "preview_steps",
+}
 
 
 def checkpoint_path(output: str | os.PathLike, step: int) -> Path:
@@ -65,22 +74,34 @@ def _compared(settings) -> dict:
 
 def save_state(path: str | os.PathLike, loop: Loop, *, step: int, losses: list[float], settings, digest: str) -> Path:
     """Writes the resume state (atomic: a '.partial' renamed)."""
-    tensors = {"generator": loop.generator.get_state(),
-               "sampler.order": torch.tensor(loop.sampler.order, dtype=torch.int64)}
+    tensors = {
+        "generator": loop.generator.get_state(),
+        "sampler.order": torch.tensor(loop.sampler.order, dtype=torch.int64),
+    }
     class_sampler = getattr(loop.objective, "class_sampler", None)
     if class_sampler is not None:
         tensors["class_sampler.order"] = torch.tensor(class_sampler.order, dtype=torch.int64)
     indicator = getattr(loop.objective, "indicator", None)
     if indicator is not None:
-        tensors.update({"indicator.ema_pre": indicator.ema_pre, "indicator.ema_ft": indicator.ema_ft,
-                        "indicator.seen": indicator.seen})
+        tensors.update(
+            {
+                "indicator.ema_pre": indicator.ema_pre,
+                "indicator.ema_ft": indicator.ema_ft,
+                "indicator.seen": indicator.seen,
+            }
+        )
     params = _lora_params(loop.unet)
     for name, p in params.items():
         tensors[f"lora.{name}"] = p.detach()
         for key, value in loop.optimizer.state.get(p, {}).items():
             tensors[f"adam.{key}.{name}"] = value.detach() if torch.is_tensor(value) else torch.tensor(value)
-    meta = {"format": STATE_FORMAT, STEP_KEY: str(step), "losses": json.dumps(losses),
-            "settings": json.dumps(_compared(settings), sort_keys=True), "data": digest}
+    meta = {
+        "format": STATE_FORMAT,
+        STEP_KEY: str(step),
+        "losses": json.dumps(losses),
+        "settings": json.dumps(_compared(settings), sort_keys=True),
+        "data": digest,
+    }
     if loop.scaler is not None:
         meta["scaler"] = json.dumps({"scale": loop.scaler.get_scale()})  # fp16: its growth counter restarts
     path = Path(path)
@@ -104,24 +125,31 @@ def restore(path: str | os.PathLike, loop: Loop, lr_schedule, *, settings, diges
     photos or settings (its steps would not be the ones this run computes)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"resume_from: no resume state {path.name} beside the checkpoint: resume from a "
-                         f"<name>-step<N>.safetensors written with save_every (its {STATE_SUFFIX} holds the "
-                         "optimizer state)")
+        raise ValueError(
+            f"resume_from: no resume state {path.name} beside the checkpoint: resume from a "
+            f"<name>-step<N>.safetensors written with save_every (its {STATE_SUFFIX} holds the "
+            "optimizer state)"
+        )
     meta = read_state_metadata(path)
     if meta.get("format") != STATE_FORMAT:
         raise ValueError(f"resume_from: {path.name} is not a training state of this trainer")
     theirs, ours = json.loads(meta["settings"]), _compared(settings)
     differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
     if differ:
-        raise ValueError(f"resume_from: the checkpoint was trained with other settings ({', '.join(differ)}): "
-                         "resume with the same settings (only steps, save_every and the previews may change)")
+        raise ValueError(
+            f"resume_from: the checkpoint was trained with other settings ({', '.join(differ)}): "
+            "resume with the same settings (only steps, save_every and the previews may change)"
+        )
     if meta["data"] != digest:
-        raise ValueError("resume_from: the checkpoint was trained on other photos (or masks): resume with the "
-                         "same images")
+        raise ValueError(
+            "resume_from: the checkpoint was trained on other photos (or masks): resume with the same images"
+        )
     step = int(meta[STEP_KEY])
     if step >= settings.steps:
-        raise ValueError(f"resume_from: the checkpoint is at step {step}, not before steps ({settings.steps}): "
-                         "raise steps to train further")
+        raise ValueError(
+            f"resume_from: the checkpoint is at step {step}, not before steps ({settings.steps}): "
+            "raise steps to train further"
+        )
     tensors = load_file(str(path))
     loop.generator.set_state(tensors["generator"])
     loop.sampler.order = tensors["sampler.order"].tolist()
@@ -133,8 +161,11 @@ def restore(path: str | os.PathLike, loop: Loop, lr_schedule, *, settings, diges
     with torch.no_grad():
         for name, p in _lora_params(loop.unet).items():
             p.copy_(tensors[f"lora.{name}"])
-            state = {key.split(".", 2)[1]: value.to(p.device) for key, value in tensors.items()
-                     if key.startswith("adam.") and key.split(".", 2)[2] == name}
+            state = {
+                key.split(".", 2)[1]: value.to(p.device)
+                for key, value in tensors.items()
+                if key.startswith("adam.") and key.split(".", 2)[2] == name
+            }
             if state:
                 state["step"] = state["step"].cpu()  # AdamW keeps its step count on the CPU
                 loop.optimizer.state[p] = state

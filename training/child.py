@@ -21,6 +21,7 @@ How it starts, and why this way (docs/DESIGN.md §5.1):
 - The child exits when this process dies (it watches ``multiprocessing.parent_process().sentinel``); ``stop()``
   terminates, then kills after ``KILL_AFTER_S``. User values travel inside the job files.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,8 @@ import multiprocessing
 import runpy
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +76,20 @@ class TrainerProcess:
         self.job_dir = Path(job_dir)
         self._events, child_end = _SPAWN.Pipe(duplex=False)
         control_end, self._control = _SPAWN.Pipe(duplex=False) if staged else (None, None)
-        globals_ = {"PACK_ROOT": str(PACK_ROOT), "JOB_DIR": str(self.job_dir), "EVENTS": child_end,
-                    "CONTROL": control_end}
+        globals_ = {
+            "PACK_ROOT": str(PACK_ROOT),
+            "JOB_DIR": str(self.job_dir),
+            "EVENTS": child_end,
+            "CONTROL": control_end,
+        }
         # daemon: a normal ComfyUI exit terminates it instead of waiting for the training to finish.
-        self.process = _SPAWN.Process(target=runpy.run_path, args=(str(LAUNCHER),),
-                                      kwargs={"init_globals": globals_, "run_name": "image_alchemy_trainer"},
-                                      name=PROCESS_NAME, daemon=True)
+        self.process = _SPAWN.Process(
+            target=runpy.run_path,
+            args=(str(LAUNCHER),),
+            kwargs={"init_globals": globals_, "run_name": "image_alchemy_trainer"},
+            name=PROCESS_NAME,
+            daemon=True,
+        )
         try:
             with _main_not_rerun():
                 self.process.start()
@@ -160,8 +169,9 @@ class TrainerProcess:
             self._control.close()
 
 
-def run_and_wait(job_dir: str | Path, on_event: Callable[[dict], None] | None = None,
-                 poll: Callable[[], None] = lambda: None) -> dict:
+def run_and_wait(
+    job_dir: str | Path, on_event: Callable[[dict], None] | None = None, poll: Callable[[], None] = lambda: None
+) -> dict:
     """Runs the job to the end and returns the final ``done`` event; the child never outlives this call."""
     child = TrainerProcess(job_dir)
     try:

@@ -4,6 +4,7 @@ Progress goes to stdout, one JSON object per line: {"step", "steps", "loss", "lr
 {"done": true, "output": PATH, "seconds": S}, or {"error": MESSAGE} (exit status 1). Logs go to stderr.
 ``run_child`` is the same run inside the node's trainer process (training/child.py), events on a pipe.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,8 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .declare import declared
 from .settings import TrainSettings, from_user_values
@@ -43,8 +44,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
         elif d.spec.cli_required:
             add(d.flag, type=str, required=True, help=help_text)
         else:
-            add(d.flag, type={"int": int, "float": float, "str": str}[d.kind], default=d.default,
-                                help=help_text)
+            add(d.flag, type={"int": int, "float": float, "str": str}[d.kind], default=d.default, help=help_text)
 
 
 def _out_of_bounds(args: argparse.Namespace) -> list[str]:
@@ -52,29 +52,46 @@ def _out_of_bounds(args: argparse.Namespace) -> list[str]:
     problems = []
     for d in declared(TrainSettings):
         value = getattr(args, d.name, None)
-        if d.spec.cli and d.kind in ("int", "float") and value is not None and (
-                (d.spec.min is not None and value < d.spec.min) or (d.spec.max is not None and value > d.spec.max)):
-            problems.append(f"{d.flag} must be within [{d.spec.min:g}, {d.spec.max:g}], got {value:g}"
-                            if d.spec.max is not None else f"{d.flag} must be ≥ {d.spec.min:g}, got {value:g}")
+        if (
+            d.spec.cli
+            and d.kind in ("int", "float")
+            and value is not None
+            and ((d.spec.min is not None and value < d.spec.min) or (d.spec.max is not None and value > d.spec.max))
+        ):
+            problems.append(
+                f"{d.flag} must be within [{d.spec.min:g}, {d.spec.max:g}], got {value:g}"
+                if d.spec.max is not None
+                else f"{d.flag} must be ≥ {d.spec.min:g}, got {value:g}"
+            )
     return problems
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train the job folder written by the TrainSubjectLoRA node")
     run.add_argument("job_dir", help="job folder (job.json + data.safetensors)")
-    run.add_argument("--stop-on-stdin-eof", action="store_true",
-                     help="exit when stdin closes (for a parent process that keeps stdin open as a lifeline)")
-    fit = sub.add_parser("fit", help="encode a folder of photos with diffusers, then train",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    run.add_argument(
+        "--stop-on-stdin-eof",
+        action="store_true",
+        help="exit when stdin closes (for a parent process that keeps stdin open as a lifeline)",
+    )
+    fit = sub.add_parser(
+        "fit",
+        help="encode a folder of photos with diffusers, then train",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     fit.add_argument("--model", required=True, help="diffusers SDXL folder or single-file .safetensors checkpoint")
     fit.add_argument("--config", help="for a single file offline: diffusers folder holding the component configs")
     fit.add_argument("--images", required=True, help="folder of 4–5 subject photos (png/jpg/webp)")
     fit.add_argument("--out", required=True, help="LoRA file to write (.safetensors)")
-    fit.add_argument("--class-dir", help="prior preservation: folder caching the generated class images (reused "
-                                         "when model, prompt, size and seed match; default: not cached)")
+    fit.add_argument(
+        "--class-dir",
+        help="prior preservation: folder caching the generated class images (reused "
+        "when model, prompt, size and seed match; default: not cached)",
+    )
     fit.add_argument("--class-steps", type=int, default=30, help="sampling steps per class image")
     _add_settings(fit)
     args = parser.parse_args(argv)
@@ -103,9 +120,13 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
     values = {d.name: getattr(args, d.name) for d in declared(TrainSettings) if d.spec.cli}
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     cuda = device.type == "cuda"
-    return from_user_values(values, device_type=device.type, where="python -m training fit",
-                            bf16_native=cuda and torch.cuda.is_bf16_supported(including_emulation=False),
-                            available_bytes=torch.cuda.mem_get_info(device)[0] if cuda else None)
+    return from_user_values(
+        values,
+        device_type=device.type,
+        where="python -m training fit",
+        bf16_native=cuda and torch.cuda.is_bf16_supported(including_emulation=False),
+        available_bytes=torch.cuda.mem_get_info(device)[0] if cuda else None,
+    )
 
 
 def _emit(event: dict) -> None:
@@ -115,6 +136,7 @@ def _emit(event: dict) -> None:
 
 def _exit_when_stdin_closes() -> None:
     """The parent holds our stdin open; EOF means it is gone, so stop instead of training for nobody."""
+
     def watch():
         # os.read on the raw descriptor: a thread blocked in sys.stdin's buffered reader would abort the
         # interpreter at shutdown (it cannot take the buffer's lock).
@@ -204,6 +226,17 @@ def main(argv: list[str] | None = None) -> int:
         return run_events(args.job_dir, _emit)
     from .fit import fit
 
-    return _report(lambda progress: fit(args.model, args.images, args.out, args.settings, resolution=args.settings.resolution,
-                                        config=args.config, progress=progress, class_dir=args.class_dir,
-                                        class_steps=args.class_steps), _emit)
+    return _report(
+        lambda progress: fit(
+            args.model,
+            args.images,
+            args.out,
+            args.settings,
+            resolution=args.settings.resolution,
+            config=args.config,
+            progress=progress,
+            class_dir=args.class_dir,
+            class_steps=args.class_steps,
+        ),
+        _emit,
+    )

@@ -7,6 +7,7 @@ A setting's *user value* is what a widget or flag holds; most are the field's va
 choices, ``mixed_precision`` and ``gradient_checkpointing``, whose ``auto`` is resolved by ``resolve`` with the
 machine's answers (training/hardware.py).
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,5 +1,6 @@
 """`python -m training fit`: encode a folder of subject photos with diffusers' own VAE and text encoders, then
 train with the same function the node's child process runs."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,8 +31,9 @@ def load_pipeline(model: str, config: str | None = None):
         return StableDiffusionXLPipeline.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
     if path.suffix == ".safetensors" and path.is_file():
         kwargs = {"config": config} if config else {}
-        return StableDiffusionXLPipeline.from_single_file(str(path), dtype=torch.float32, local_files_only=True,
-                                                          **kwargs)
+        return StableDiffusionXLPipeline.from_single_file(
+            str(path), dtype=torch.float32, local_files_only=True, **kwargs
+        )
     raise ValueError(f"--model {model}: expected a diffusers folder (with model_index.json) or a .safetensors file")
 
 
@@ -80,22 +82,39 @@ def encode_subject(pipe, images: str, resolution: int, settings: TrainSettings) 
     flipped = encode_latents(pipe.vae, pixels.flip(-1), settings.seed) if settings.flip else None
     augmented = None
     if settings.apt_augment:
-        augmented = encode_latents(pipe.vae, augmented_views(pixels, settings.apt_views, settings.seed)[0],
-                                   settings.seed)
+        augmented = encode_latents(
+            pipe.vae, augmented_views(pixels, settings.apt_views, settings.seed)[0], settings.seed
+        )
     prompt_embeds, pooled = _encode_prompt(pipe, settings.prompt)
-    return TrainingData(latents=latents, latents_flipped=flipped, prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled,
-                        time_ids=torch.tensor(time_ids, dtype=torch.float32), augmented_latents=augmented)
+    return TrainingData(
+        latents=latents,
+        latents_flipped=flipped,
+        prompt_embeds=prompt_embeds,
+        pooled_prompt_embeds=pooled,
+        time_ids=torch.tensor(time_ids, dtype=torch.float32),
+        augmented_latents=augmented,
+    )
 
 
 def _encode_prompt(pipe, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
-        embeds, _, pooled, _ = pipe.encode_prompt(prompt, device=pipe.device, num_images_per_prompt=1,
-                                                  do_classifier_free_guidance=False)
+        embeds, _, pooled, _ = pipe.encode_prompt(
+            prompt, device=pipe.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
     return embeds.float().cpu(), pooled.float().cpu()
 
 
-def class_images(pipe, settings: TrainSettings, resolution: int, *, model_hash: str, steps: int = 30,
-                 cache_dir: str | None = None, batch: int = 4, size: tuple[int, int] | None = None) -> torch.Tensor:
+def class_images(
+    pipe,
+    settings: TrainSettings,
+    resolution: int,
+    *,
+    model_hash: str,
+    steps: int = 30,
+    cache_dir: str | None = None,
+    batch: int = 4,
+    size: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """Prior preservation's class images ('a photo of <class>'), drawn by the base pipeline at ``size`` (h, w;
     default R×R): N×3×h×w in −1..1. Image i uses seed settings.seed + i. With ``cache_dir`` they are kept as PNGs named by a key of model
     hash, prompt, size, seed, steps and guidance, and reused (only missing ones are drawn)."""
@@ -103,8 +122,9 @@ def class_images(pipe, settings: TrainSettings, resolution: int, *, model_hash: 
 
     height, width = size or (resolution, resolution)
     shape = resolution if (height, width) == (resolution, resolution) else f"{height}x{width}"  # square: old keys
-    key = hashlib.sha256(f"{model_hash}|{settings.class_prompt}|{shape}|{settings.seed}|{steps}|"
-                         f"{CLASS_GUIDANCE}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        f"{model_hash}|{settings.class_prompt}|{shape}|{settings.seed}|{steps}|{CLASS_GUIDANCE}".encode()
+    ).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -113,18 +133,30 @@ def class_images(pipe, settings: TrainSettings, resolution: int, *, model_hash: 
         file = folder / f"class_{key}_{i:04d}.png" if folder is not None else None
         if file is not None and file.exists():
             with Image.open(file) as im:
-                images[i] = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
+                images[i] = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 127.5 - 1).permute(
+                    2, 0, 1
+                )
     missing = [i for i in range(settings.prior_images) if i not in images]
     if missing:
-        log.info("drawing %d class images of '%s' (%d cached)", len(missing), settings.class_prompt,
-                 settings.prior_images - len(missing))
+        log.info(
+            "drawing %d class images of '%s' (%d cached)",
+            len(missing),
+            settings.class_prompt,
+            settings.prior_images - len(missing),
+        )
     for start in range(0, len(missing), batch):
-        chunk = missing[start:start + batch]
+        chunk = missing[start : start + batch]
         generators = [torch.Generator(pipe.device).manual_seed(settings.seed + i) for i in chunk]
         with torch.no_grad():
-            out = pipe([settings.class_prompt] * len(chunk), height=height, width=width,
-                       num_inference_steps=steps, guidance_scale=CLASS_GUIDANCE, generator=generators,
-                       output_type="np").images
+            out = pipe(
+                [settings.class_prompt] * len(chunk),
+                height=height,
+                width=width,
+                num_inference_steps=steps,
+                guidance_scale=CLASS_GUIDANCE,
+                generator=generators,
+                output_type="np",
+            ).images
         for i, image in zip(chunk, out):
             image8 = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
             images[i] = torch.from_numpy(image8.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)
@@ -146,8 +178,18 @@ def add_class_data(pipe, data: TrainingData, settings: TrainSettings, resolution
     return data
 
 
-def fit(model: str, images: str, out: str, settings: TrainSettings, *, resolution: int, config: str | None = None,
-        progress=None, class_dir: str | None = None, class_steps: int = 30) -> Path:
+def fit(
+    model: str,
+    images: str,
+    out: str,
+    settings: TrainSettings,
+    *,
+    resolution: int,
+    config: str | None = None,
+    progress=None,
+    class_dir: str | None = None,
+    class_steps: int = 30,
+) -> Path:
     """Loads the model, encodes the subject once, frees the VAE and text encoders, trains, writes the LoRA."""
     from .job import finish
     from .trainer import resolve_device, train
@@ -188,8 +230,9 @@ def _previewer(pipe, settings: TrainSettings, data: TrainingData, out: Path):
 
     rows = [_encode_prompt(pipe, p) for p in settings.preview_prompts]
     negative, negative_pooled = _encode_prompt(pipe, "")
-    cond = PreviewConditioning(torch.cat([e for e, _ in rows]), torch.cat([p for _, p in rows]), negative,
-                               negative_pooled)
+    cond = PreviewConditioning(
+        torch.cat([e for e, _ in rows]), torch.cat([p for _, p in rows]), negative, negative_pooled
+    )
     folder = Path(tempfile.mkdtemp(prefix=".previews-", dir=out.parent))
     return Previewer(settings, cond, tuple(data.latents.shape[1:]), folder)
 

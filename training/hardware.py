@@ -3,9 +3,10 @@
 Plain functions of the capability answers (the node asks torch and ComfyUI and passes the answers in), so each
 decision is testable without the hardware.
 """
+
 from __future__ import annotations
 
-GIB = 1024 ** 3
+GIB = 1024**3
 # SDXL UNet activations kept for the backward pass at 1024², batch 1, mixed precision (estimated on the
 # full-size architecture); they grow with batch × pixels.
 ACTIVATIONS_1024_GIB = {False: 7.3, True: 0.5}  # gradient checkpointing off / on
@@ -30,11 +31,20 @@ def activations_gib(batch_size: int, resolution: int, checkpointing: bool) -> fl
 def training_memory_gib(batch_size: int, resolution: int, checkpointing: bool, mixed_precision: str) -> float:
     """Estimated peak GPU memory of a full-size SDXL LoRA step: base weights + activations + workspace."""
     weight_bytes = 4 if mixed_precision == "no" else 2
-    return SDXL_UNET_PARAMS * weight_bytes / GIB + activations_gib(batch_size, resolution, checkpointing) + WORKSPACE_GIB
+    return (
+        SDXL_UNET_PARAMS * weight_bytes / GIB + activations_gib(batch_size, resolution, checkpointing) + WORKSPACE_GIB
+    )
 
 
-def auto_gradient_checkpointing(choice: str, device_type: str, *, batch_size: int, resolution: int,
-                                mixed_precision: str, available_bytes: int | None) -> bool:
+def auto_gradient_checkpointing(
+    choice: str,
+    device_type: str,
+    *,
+    batch_size: int,
+    resolution: int,
+    mixed_precision: str,
+    available_bytes: int | None,
+) -> bool:
     """auto → on when a step without checkpointing would not fit in the memory available for training (so a
     12–16 GB card trains at 1024², while a 24 GB+ card keeps the ~30% faster steps); off on the CPU, where
     recomputing costs time and memory is not the limit. on / off are kept."""

@@ -6,13 +6,14 @@ text embeddings, size/crop conditioning, optional masks). The base UNet is a sep
 config in its metadata) cached by fingerprint outside the job (training/unet.py ``UnetSource``).
 User values travel only inside these files, never on a command line.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -32,10 +33,18 @@ PREVIEW_FILE, PREVIEW_DIR = "preview.safetensors", "previews"  # preview prompts
 JOB_KEY_METADATA = "image_alchemy.job_hash"  # the node's cache key (nodes/train.py)
 
 
-def write_job(job_dir: str | os.PathLike, settings: TrainSettings, data: TrainingData, *,
-              unet_path: str | os.PathLike | UnetSource, output: str | os.PathLike,
-              extra_metadata: dict[str, str] | None = None, resume: str | os.PathLike | None = None,
-              preview: PreviewConditioning | None = None, preview_rgb: dict | None = None) -> Path:
+def write_job(
+    job_dir: str | os.PathLike,
+    settings: TrainSettings,
+    data: TrainingData,
+    *,
+    unet_path: str | os.PathLike | UnetSource,
+    output: str | os.PathLike,
+    extra_metadata: dict[str, str] | None = None,
+    resume: str | os.PathLike | None = None,
+    preview: PreviewConditioning | None = None,
+    preview_rgb: dict | None = None,
+) -> Path:
     """Writes a job folder (each file atomically) and returns it. ``unet_path``: an export written by
     ``save_ldm_unet``, or a ``UnetSource`` (any safetensors file holding the UNet). ``resume``: the resume
     state (training/checkpoint.py) to continue from. ``preview``: the preview prompts' conditioning (outside the
@@ -50,9 +59,15 @@ def write_job(job_dir: str | os.PathLike, settings: TrainSettings, data: Trainin
         tmp = job_dir / (PREVIEW_FILE + ".partial")
         save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in preview.tensors().items()}, str(tmp))
         os.replace(tmp, job_dir / PREVIEW_FILE)
-    job = {"format": JOB_FORMAT, "settings": json.loads(settings.to_json()), "unet": unet,
-           "output": str(output), "metadata": dict(extra_metadata or {}),
-           "resume": None if resume is None else str(resume), "preview_rgb": preview_rgb}
+    job = {
+        "format": JOB_FORMAT,
+        "settings": json.loads(settings.to_json()),
+        "unet": unet,
+        "output": str(output),
+        "metadata": dict(extra_metadata or {}),
+        "resume": None if resume is None else str(resume),
+        "preview_rgb": preview_rgb,
+    }
     tmp = job_dir / (JOB_FILE + ".partial")
     tmp.write_text(json.dumps(job, indent=1))
     os.replace(tmp, job_dir / JOB_FILE)
@@ -72,18 +87,38 @@ def read_job(job_dir: str | os.PathLike) -> tuple[dict, TrainSettings, TrainingD
     return job, settings, data
 
 
-def finish(result, settings: TrainSettings, data: TrainingData, *, output: str | os.PathLike, base_model_hash: str,
-           extra_metadata: dict[str, str] | None = None) -> Path:
+def finish(
+    result,
+    settings: TrainSettings,
+    data: TrainingData,
+    *,
+    output: str | os.PathLike,
+    base_model_hash: str,
+    extra_metadata: dict[str, str] | None = None,
+) -> Path:
     """Writes the trained LoRA with its metadata (atomic)."""
-    return _save(Path(output), result.kohya_state_dict, result.losses, settings, data, base_model_hash,
-                 {**(extra_metadata or {}), **result.metadata})
+    return _save(
+        Path(output),
+        result.kohya_state_dict,
+        result.losses,
+        settings,
+        data,
+        base_model_hash,
+        {**(extra_metadata or {}), **result.metadata},
+    )
 
 
 def _save(output: Path, state_dict, losses, settings, data, base_model_hash, extra) -> Path:
     h, w = data.latents.shape[-2:]
-    meta = lora_metadata(settings, base_model_hash=base_model_hash, num_images=data.latents.shape[0],
-                         resolution=(w * 8, h * 8), losses=losses, output_name=output.stem,
-                         extra={STEP_KEY: str(len(losses)), **extra})
+    meta = lora_metadata(
+        settings,
+        base_model_hash=base_model_hash,
+        num_images=data.latents.shape[0],
+        resolution=(w * 8, h * 8),
+        losses=losses,
+        output_name=output.stem,
+        extra={STEP_KEY: str(len(losses)), **extra},
+    )
     return save_lora(output, state_dict, meta)
 
 
@@ -91,8 +126,15 @@ class CheckpointWriter:
     """``train``'s checkpoints: ``<output>-step<N>.safetensors`` with the final file's metadata, its step and the
     losses so far (no job key: a checkpoint is not the finished LoRA of these inputs)."""
 
-    def __init__(self, settings: TrainSettings, data: TrainingData, *, output: str | os.PathLike,
-                 base_model_hash: str, extra_metadata: dict[str, str] | None = None):
+    def __init__(
+        self,
+        settings: TrainSettings,
+        data: TrainingData,
+        *,
+        output: str | os.PathLike,
+        base_model_hash: str,
+        extra_metadata: dict[str, str] | None = None,
+    ):
         self.settings, self.data, self.output, self.base_model_hash = settings, data, Path(output), base_model_hash
         self.extra = {k: v for k, v in (extra_metadata or {}).items() if k != JOB_KEY_METADATA}
 
@@ -102,8 +144,15 @@ class CheckpointWriter:
     def write(self, step: int, state_dict: dict, losses: list[float]) -> Path:
         path = self.path(step)
         log.info("checkpoint at step %d: %s", step, path.name)
-        return _save(path, state_dict, losses, self.settings, self.data, self.base_model_hash,
-                     {**self.extra, "ss_output_name": path.stem})
+        return _save(
+            path,
+            state_dict,
+            losses,
+            self.settings,
+            self.data,
+            self.base_model_hash,
+            {**self.extra, "ss_output_name": path.stem},
+        )
 
 
 def _previewer(job_dir: Path, settings: TrainSettings, data: TrainingData, rgb: dict | None) -> Previewer | None:
@@ -112,12 +161,19 @@ def _previewer(job_dir: Path, settings: TrainSettings, data: TrainingData, rgb: 
         return None
     (job_dir / PREVIEW_DIR).mkdir(exist_ok=True)
     rgb = rgb or {}
-    return Previewer(settings, PreviewConditioning.from_tensors(load_file(str(path))), tuple(data.latents.shape[1:]),
-                     job_dir / PREVIEW_DIR, rgb.get("factors"), rgb.get("bias"))
+    return Previewer(
+        settings,
+        PreviewConditioning.from_tensors(load_file(str(path))),
+        tuple(data.latents.shape[1:]),
+        job_dir / PREVIEW_DIR,
+        rgb.get("factors"),
+        rgb.get("bias"),
+    )
 
 
-def run_job(job_dir: str | os.PathLike, progress: Callable[[dict], None] | None = None,
-            load: Callable = load_unet) -> Path:
+def run_job(
+    job_dir: str | os.PathLike, progress: Callable[[dict], None] | None = None, load: Callable = load_unet
+) -> Path:
     """Trains the job in ``job_dir`` and writes the LoRA it names. The one function behind `python -m
     training run` and the node's child process. ``load(source, dtype, device)`` gives the base UNet (the node's
     trainer has read it already: training/staged.py)."""
@@ -127,10 +183,23 @@ def run_job(job_dir: str | os.PathLike, progress: Callable[[dict], None] | None 
         log.info("training on %s", device)
     source = UnetSource.from_json(job["unet"])
     unet = load(source, weight_dtype(settings), device)  # straight to the device, once
-    writer = CheckpointWriter(settings, data, output=job["output"], base_model_hash=source.model_hash,
-                              extra_metadata=job.get("metadata"))
-    result = train(unet, data, settings, progress, checkpoint=writer,
-                   resume=Path(job["resume"]) if job.get("resume") else None,
-                   preview=_previewer(Path(job_dir), settings, data, job.get("preview_rgb")))
-    return finish(result, settings, data, output=job["output"], base_model_hash=source.model_hash,
-                  extra_metadata=job.get("metadata"))
+    writer = CheckpointWriter(
+        settings, data, output=job["output"], base_model_hash=source.model_hash, extra_metadata=job.get("metadata")
+    )
+    result = train(
+        unet,
+        data,
+        settings,
+        progress,
+        checkpoint=writer,
+        resume=Path(job["resume"]) if job.get("resume") else None,
+        preview=_previewer(Path(job_dir), settings, data, job.get("preview_rgb")),
+    )
+    return finish(
+        result,
+        settings,
+        data,
+        output=job["output"],
+        base_model_hash=source.model_hash,
+        extra_metadata=job.get("metadata"),
+    )

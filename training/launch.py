@@ -7,6 +7,7 @@ custom nodes under path-derived names, and a safe-path interpreter (Windows port
 ``PYTHONSAFEPATH``) puts no working folder on sys.path. So the pack root goes first on sys.path and the
 trainer is imported as the top-level package ``training``, as ``python -m training`` from the pack root does.
 """
+
 import sys
 
 _root = globals()["PACK_ROOT"]

@@ -1,4 +1,5 @@
 """The LoRA file: kohya keys, ``ss_``-style metadata that other tools display, written atomically."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,16 @@ def partial_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + PARTIAL_SUFFIX)
 
 
-def lora_metadata(settings: TrainSettings, *, base_model_hash: str, num_images: int, resolution: tuple[int, int],
-                  losses: list[float], output_name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+def lora_metadata(
+    settings: TrainSettings,
+    *,
+    base_model_hash: str,
+    num_images: int,
+    resolution: tuple[int, int],
+    losses: list[float],
+    output_name: str,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
     """Kohya ``ss_`` keys (shown by A1111/Forge/ComfyUI-Manager) plus ours; no timestamps, so the same
     training gives the same file bytes."""
     meta = {
@@ -69,8 +78,10 @@ def save_lora(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta
         write_tensors(tmp, state_dict, dict(sorted(metadata.items())))
         os.replace(tmp, path)
     except (OSError, SafetensorError) as e:  # disk full, quota, permissions: say so instead of a traceback
-        raise RuntimeError(f"could not write the LoRA to {path} ({e}): free disk space or check that the folder "
-                           "is writable, then train again") from e
+        raise RuntimeError(
+            f"could not write the LoRA to {path} ({e}): free disk space or check that the folder "
+            "is writable, then train again"
+        ) from e
     finally:
         tmp.unlink(missing_ok=True)
     return path

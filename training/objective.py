@@ -5,6 +5,7 @@ and adds to a step: APT's augmented views, the class-image half of the batch, th
 adapter off) and the extra loss terms. With every option off it draws nothing from the generator and adds
 nothing, so the paper-001 default trains exactly as before.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,8 +18,9 @@ from .probes import FeatureProbe, adapter_disabled, lora_factors, lora_parameter
 from .settings import TrainSettings
 
 
-def draw_noise(shape: torch.Size, scheduler, settings: TrainSettings, generator: torch.Generator,
-               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_noise(
+    shape: torch.Size, scheduler, settings: TrainSettings, generator: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Noise (with the noise offset: one extra value per sample and channel) and timesteps for ``shape``, drawn
     on the CPU from ``generator``. Subject and class rows both come through here."""
     noise = torch.randn(shape, generator=generator).to(device)
@@ -28,8 +30,9 @@ def draw_noise(shape: torch.Size, scheduler, settings: TrainSettings, generator:
     return noise, timesteps
 
 
-def noised(latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, scheduler,
-           settings: TrainSettings) -> tuple[torch.Tensor, torch.Tensor]:
+def noised(
+    latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, scheduler, settings: TrainSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The UNet input at ``timesteps`` and the training target (ε, or v for v-prediction models)."""
     latents = latents.float()
     target = noise if settings.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, timesteps)
@@ -49,10 +52,15 @@ class Batch:
     subject: int
     weights: torch.Tensor | None = None  # loss weights of the subject rows (masks)
 
-    def cat(self, other: "Batch") -> "Batch":
-        return Batch(*(torch.cat([getattr(self, k), getattr(other, k)]) for k in
-                       ("noisy", "timesteps", "target", "prompt_embeds", "text_embeds", "time_ids")),
-                     subject=self.subject, weights=self.weights)
+    def cat(self, other: Batch) -> Batch:
+        return Batch(
+            *(
+                torch.cat([getattr(self, k), getattr(other, k)])
+                for k in ("noisy", "timesteps", "target", "prompt_embeds", "text_embeds", "time_ids")
+            ),
+            subject=self.subject,
+            weights=self.weights,
+        )
 
 
 @dataclass
@@ -63,13 +71,19 @@ class BasePass:
 
 
 class Objective:
-    def __init__(self, unet, settings: TrainSettings, tensors: dict[str, torch.Tensor], generator: torch.Generator,
-                 sampler_cls):
+    def __init__(
+        self, unet, settings: TrainSettings, tensors: dict[str, torch.Tensor], generator: torch.Generator, sampler_cls
+    ):
         self.unet, self.settings, self.tensors, self.generator = unet, settings, tensors, generator
         self.indicator = reg.OverfitIndicator() if settings.apt_indicator else None
-        self.probe = (FeatureProbe(unet, settings.apt_features, settings.apt_attention)
-                      if settings.apt_features or settings.apt_attention else None)
-        self.class_sampler = sampler_cls(tensors["class_latents"].shape[0], generator) if settings.prior_images else None
+        self.probe = (
+            FeatureProbe(unet, settings.apt_features, settings.apt_attention)
+            if settings.apt_features or settings.apt_attention
+            else None
+        )
+        self.class_sampler = (
+            sampler_cls(tensors["class_latents"].shape[0], generator) if settings.prior_images else None
+        )
 
     def metadata(self) -> dict[str, str]:
         if self.indicator is None:
@@ -82,8 +96,9 @@ class Objective:
         if self.probe is not None:
             self.probe.remove()
 
-    def augment(self, latents: torch.Tensor, weights: torch.Tensor | None, index: torch.Tensor,
-                timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def augment(
+        self, latents: torch.Tensor, weights: torch.Tensor | None, index: torch.Tensor, timesteps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """APT: each sample becomes one of its pre-encoded views with probability clip(γ_b, 0, p_max)."""
         if not self.settings.apt_augment:
             return latents, weights
@@ -109,10 +124,15 @@ class Objective:
         latents = self.tensors["class_latents"][index.to(device)].float()
         noise, timesteps = draw_noise(latents.shape, scheduler, self.settings, self.generator, device)
         noisy, target = noised(latents, noise, timesteps, scheduler, self.settings)
-        return Batch(noisy, timesteps, target,
-                     rows(self.tensors["class_prompt_embeds"], index).to(dtype),
-                     rows(self.tensors["class_pooled_prompt_embeds"], index).to(dtype),
-                     rows(self.tensors["class_time_ids"], index).to(dtype), subject=0)
+        return Batch(
+            noisy,
+            timesteps,
+            target,
+            rows(self.tensors["class_prompt_embeds"], index).to(dtype),
+            rows(self.tensors["class_pooled_prompt_embeds"], index).to(dtype),
+            rows(self.tensors["class_time_ids"], index).to(dtype),
+            subject=0,
+        )
 
     def base_pass(self, batch: Batch, dtype: torch.dtype) -> BasePass | None:
         """The base model (adapter off, no gradients) on the subject rows: L_pre, feature stats, attention maps."""
@@ -121,9 +141,13 @@ class Objective:
         n = batch.subject
         with torch.no_grad(), adapter_disabled(self.unet), self._record() as probe:
             with torch.autocast(batch.noisy.device.type, dtype=dtype, enabled=dtype != torch.float32):
-                pred = self.unet(batch.noisy[:n].to(dtype), batch.timesteps[:n], batch.prompt_embeds[:n],
-                                 added_cond_kwargs={"text_embeds": batch.text_embeds[:n], "time_ids": batch.time_ids[:n]},
-                                 return_dict=False)[0]
+                pred = self.unet(
+                    batch.noisy[:n].to(dtype),
+                    batch.timesteps[:n],
+                    batch.prompt_embeds[:n],
+                    added_cond_kwargs={"text_embeds": batch.text_embeds[:n], "time_ids": batch.time_ids[:n]},
+                    return_dict=False,
+                )[0]
         loss = reg.per_sample_loss(pred, batch.target[:n], batch.weights)
         return BasePass(loss, *(probe.rows(n) if probe is not None else ([], [])))
 
@@ -135,9 +159,13 @@ class Objective:
     def forward(self, batch: Batch, dtype: torch.dtype) -> torch.Tensor:
         """The fine-tuned forward on the whole batch (hooks recording when APT needs them)."""
         with torch.autocast(batch.noisy.device.type, dtype=dtype, enabled=dtype != torch.float32), self._record():
-            return self.unet(batch.noisy.to(dtype), batch.timesteps, batch.prompt_embeds,
-                             added_cond_kwargs={"text_embeds": batch.text_embeds, "time_ids": batch.time_ids},
-                             return_dict=False)[0]
+            return self.unet(
+                batch.noisy.to(dtype),
+                batch.timesteps,
+                batch.prompt_embeds,
+                added_cond_kwargs={"text_embeds": batch.text_embeds, "time_ids": batch.time_ids},
+                return_dict=False,
+            )[0]
 
     def loss(self, model_pred: torch.Tensor, batch: Batch, base: BasePass | None, compute_loss):
         """Total loss and its terms; updates the overfitting indicator with this step's losses."""
@@ -161,5 +189,7 @@ class Objective:
             sample_weights = self.indicator.loss_weights(batch.timesteps[:n].cpu()).to(pred.device)
         total, terms = compute_loss(pred, target, batch.weights, sample_weights=sample_weights, **extra)
         if self.indicator is not None:
-            self.indicator.update(batch.timesteps[:n], base.loss, reg.per_sample_loss(pred.detach(), target, batch.weights))
+            self.indicator.update(
+                batch.timesteps[:n], base.loss, reg.per_sample_loss(pred.detach(), target, batch.weights)
+            )
         return total, terms

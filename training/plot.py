@@ -1,4 +1,5 @@
 """Loss curve as a picture (the node's IMAGE output): raw loss faint, a running mean on top."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,8 +47,8 @@ def loss_curve_image(losses: list[float], width: int = 512, height: int = 256) -
     cv2.polylines(img, [points(avg)], False, (30, 90, 200), 2, cv2.LINE_AA)
     cv2.putText(img, f"{hi:.4g}", (2, top + 4), font, 0.35, (60, 60, 60), 1, cv2.LINE_AA)
     cv2.putText(img, f"{lo:.4g}", (2, height - bottom), font, 0.35, (60, 60, 60), 1, cv2.LINE_AA)
-    cv2.putText(img, f"step {len(losses)}", (width - right - 70, height - 8), font, 0.4, (60, 60, 60), 1,
-                cv2.LINE_AA)
-    cv2.putText(img, f"loss  first {avg[0]:.4f}  last {avg[-1]:.4f}", (left, 15), font, 0.4, (30, 30, 30), 1,
-                cv2.LINE_AA)
+    cv2.putText(img, f"step {len(losses)}", (width - right - 70, height - 8), font, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
+    cv2.putText(
+        img, f"loss  first {avg[0]:.4f}  last {avg[-1]:.4f}", (left, 15), font, 0.4, (30, 30, 30), 1, cv2.LINE_AA
+    )
     return img.astype(np.float32) / 255.0

@@ -8,6 +8,7 @@ subject's box when a mask is given (a centre cut can lose a subject at the photo
 size and crop conditioning is given in the resized image's pixels, as SDXL was trained and as diffusers' and
 kohya's trainers compute it.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,17 @@ import torch
 import torch.nn.functional as F
 
 # SDXL's standard buckets at 1024² (width, height), from its training; other resolutions scale them.
-SDXL_BUCKETS = ((1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216), (1344, 768), (768, 1344),
-                (1536, 640), (640, 1536))
+SDXL_BUCKETS = (
+    (1024, 1024),
+    (1152, 896),
+    (896, 1152),
+    (1216, 832),
+    (832, 1216),
+    (1344, 768),
+    (768, 1344),
+    (1536, 640),
+    (640, 1536),
+)
 MULTIPLE = 32  # the UNet halves the latent twice: pixel sizes must divide by 8 · 4
 BOX_MARGIN = 0.05  # of the box's size, on each side: the subject's outline is not at the crop's very edge
 
@@ -117,14 +127,23 @@ def resize_and_crop(images: torch.Tensor, crop: Crop, mode: str = "bicubic") -> 
     size = (crop.resized_height, crop.resized_width)
     x = images.float()
     if size != tuple(x.shape[-2:]):
-        x = F.interpolate(x, size=size, mode=mode, antialias=mode in ("bicubic", "bilinear"),
-                          align_corners=False if mode in ("bicubic", "bilinear") else None)
+        x = F.interpolate(
+            x,
+            size=size,
+            mode=mode,
+            antialias=mode in ("bicubic", "bilinear"),
+            align_corners=False if mode in ("bicubic", "bilinear") else None,
+        )
         x = x.clamp(0, 1)
-    return x[..., crop.top:crop.top + crop.target_height, crop.left:crop.left + crop.target_width].contiguous()
+    return x[..., crop.top : crop.top + crop.target_height, crop.left : crop.left + crop.target_width].contiguous()
 
 
-def prepare(images: list[torch.Tensor], resolution: int, masks: list[torch.Tensor | None] | None = None,
-            bucket: tuple[int, int] | None = None):
+def prepare(
+    images: list[torch.Tensor],
+    resolution: int,
+    masks: list[torch.Tensor | None] | None = None,
+    bucket: tuple[int, int] | None = None,
+):
     """C×H×W photos (any sizes, 0..1) and optional H×W masks → one bucket's crops: (N×C×h×w pixels, N×1×h×w masks
     or None, per-photo Crops). The bucket: ``bucket`` if given, else the one most photos are nearest to (one bucket
     per run, so every batch holds one), each photo's crop keeping its subject's box."""

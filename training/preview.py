@@ -4,6 +4,7 @@ training's random stream and so the LoRA's bytes do not change). Each preview's 
 to decode with the wired VAE into the final grid; a latent→RGB projection (the model's preview factors, as
 ComfyUI's KSampler preview uses) gives the live view without a VAE in the trainer.
 """
+
 from __future__ import annotations
 
 import base64
@@ -36,7 +37,7 @@ class PreviewConditioning:
         return {f"preview_{k}": getattr(self, k).contiguous() for k in self.NAMES}
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "PreviewConditioning | None":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> PreviewConditioning | None:
         if "preview_prompt_embeds" not in tensors:
             return None
         return cls(**{k: tensors[f"preview_{k}"] for k in cls.NAMES})
@@ -46,16 +47,29 @@ def preview_scheduler(settings):
     """Euler on SDXL's training schedule (the trainer's betas, prediction type and zero-terminal-SNR rescale)."""
     from diffusers import EulerDiscreteScheduler
 
-    return EulerDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                                  beta_schedule="scaled_linear", prediction_type=settings.prediction_type,
-                                  rescale_betas_zero_snr=settings.zero_terminal_snr, timestep_spacing="trailing")
+    return EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type=settings.prediction_type,
+        rescale_betas_zero_snr=settings.zero_terminal_snr,
+        timestep_spacing="trailing",
+    )
 
 
 class Previewer:
     """Draws previews into ``folder`` (one latents file per preview step) and returns the live view."""
 
-    def __init__(self, settings, cond: PreviewConditioning, latent_shape: tuple[int, int, int], folder: Path,
-                 rgb_factors: list | None = None, rgb_bias: list | None = None):
+    def __init__(
+        self,
+        settings,
+        cond: PreviewConditioning,
+        latent_shape: tuple[int, int, int],
+        folder: Path,
+        rgb_factors: list | None = None,
+        rgb_bias: list | None = None,
+    ):
         self.settings, self.cond, self.latent_shape, self.folder = settings, cond, latent_shape, Path(folder)
         self.rgb_factors = None if rgb_factors is None else torch.tensor(rgb_factors, dtype=torch.float32)
         self.rgb_bias = None if rgb_bias is None else torch.tensor(rgb_bias, dtype=torch.float32)
@@ -79,8 +93,9 @@ class Previewer:
         return event
 
 
-def sample(unet, settings, cond: PreviewConditioning, latent_shape, dtype: torch.dtype,
-           device: torch.device) -> torch.Tensor:
+def sample(
+    unet, settings, cond: PreviewConditioning, latent_shape, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
     """P×C×h×w latents of the preview prompts (classifier-free guidance against the empty prompt)."""
     scheduler = preview_scheduler(settings)
     scheduler.set_timesteps(settings.preview_steps, device=device)
@@ -94,8 +109,9 @@ def sample(unet, settings, cond: PreviewConditioning, latent_shape, dtype: torch
     for t in scheduler.timesteps:
         model_in = scheduler.scale_model_input(torch.cat([x, x]), t).to(dtype)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            pred = unet(model_in, t, embeds, added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
-                        return_dict=False)[0].float()
+            pred = unet(
+                model_in, t, embeds, added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}, return_dict=False
+            )[0].float()
         uncond, text = pred.chunk(2)
         x = scheduler.step(uncond + PREVIEW_CFG * (text - uncond), t, x, return_dict=False)[0]
     return x.float()

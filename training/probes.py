@@ -1,10 +1,11 @@
 """What the regularizers need from a peft-LoRA diffusers UNet: its LoRA factors, the base model (the same
 UNet with the adapter switched off: no second copy in memory), and feature statistics / cross-attention maps
 recorded by hooks during a forward pass."""
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -83,7 +84,7 @@ class FeatureProbe:
         self.maps.append(attention_probs(module.to_q(hidden), module.to_k(context), module.heads, module.scale))
 
     @contextlib.contextmanager
-    def record(self) -> Iterator["FeatureProbe"]:
+    def record(self) -> Iterator[FeatureProbe]:
         """Clears, records one forward pass, stops."""
         self.stats, self.maps, self.active = [], [], True
         try:

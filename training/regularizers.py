@@ -8,15 +8,16 @@
   (cross-attention maps vs the base model).
 Nothing here knows about the UNet; ``training/probes.py`` collects the tensors these functions take.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
-APT_BINS = 10          # timestep bins of the indicator (paper 003)
-APT_EMA = 0.1          # EMA rate α: EMA ← (1 − α)·EMA + α·loss
+APT_BINS = 10  # timestep bins of the indicator (paper 003)
+APT_EMA = 0.1  # EMA rate α: EMA ← (1 − α)·EMA + α·loss
 APT_TEMPERATURE = 1000.0  # T in γ_b = 1 − exp(−T·(EMA_b[L_pre] − EMA_b[L_ft]))
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -42,8 +43,9 @@ def drift_penalty_params(params: Iterable[torch.Tensor]) -> torch.Tensor:
     return torch.stack(terms).sum()
 
 
-def per_sample_loss(model_pred: torch.Tensor, target: torch.Tensor,
-                    weights: torch.Tensor | None = None) -> torch.Tensor:
+def per_sample_loss(
+    model_pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Denoising MSE per batch row (weighted mean over latent pixels when ``weights`` is given): shape (B,)."""
     error = (model_pred.float() - target.float()).pow(2)
     if weights is None:
@@ -52,8 +54,9 @@ def per_sample_loss(model_pred: torch.Tensor, target: torch.Tensor,
     return (error * weights).flatten(1).sum(1) / weights.flatten(1).sum(1).clamp_min(1e-8)
 
 
-def timestep_bins(timesteps: torch.Tensor, bins: int = APT_BINS,
-                  num_timesteps: int = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
+def timestep_bins(
+    timesteps: torch.Tensor, bins: int = APT_BINS, num_timesteps: int = NUM_TRAIN_TIMESTEPS
+) -> torch.Tensor:
     """Bin b = ⌊t·bins / T_train⌋ (t in 0..T_train−1): 10 equal bins of 100 timesteps."""
     return (timesteps.long() * bins // num_timesteps).clamp(0, bins - 1)
 
@@ -67,8 +70,13 @@ class OverfitIndicator:
     seen have γ = 0. Several samples of one bin in a step count as one observation (their mean).
     """
 
-    def __init__(self, bins: int = APT_BINS, ema: float = APT_EMA, temperature: float = APT_TEMPERATURE,
-                 num_timesteps: int = NUM_TRAIN_TIMESTEPS):
+    def __init__(
+        self,
+        bins: int = APT_BINS,
+        ema: float = APT_EMA,
+        temperature: float = APT_TEMPERATURE,
+        num_timesteps: int = NUM_TRAIN_TIMESTEPS,
+    ):
         self.bins, self.ema, self.temperature, self.num_timesteps = bins, ema, temperature, num_timesteps
         self.ema_pre = torch.zeros(bins, dtype=torch.float64)
         self.ema_ft = torch.zeros(bins, dtype=torch.float64)
@@ -103,9 +111,11 @@ class OverfitIndicator:
         return self.gamma_for(timesteps).clamp(0.0, p_max)
 
     def state(self) -> dict[str, list[float]]:
-        return {"gamma": [round(v, 6) for v in self.gamma().tolist()],
-                "ema_pre": [round(v, 6) for v in self.ema_pre.tolist()],
-                "ema_ft": [round(v, 6) for v in self.ema_ft.tolist()]}
+        return {
+            "gamma": [round(v, 6) for v in self.gamma().tolist()],
+            "ema_pre": [round(v, 6) for v in self.ema_pre.tolist()],
+            "ema_ft": [round(v, 6) for v in self.ema_ft.tolist()],
+        }
 
 
 def channel_stats(feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,8 +126,9 @@ def channel_stats(feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
-def feature_stats_loss(tuned: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                       base: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+def feature_stats_loss(
+    tuned: Sequence[tuple[torch.Tensor, torch.Tensor]], base: Sequence[tuple[torch.Tensor, torch.Tensor]]
+) -> torch.Tensor:
     """Representation stabilization: mean over layers of MSE(μ_ft, μ_base) + MSE(σ_ft, σ_base), μ/σ per
     sample and channel (from ``channel_stats``)."""
     if len(tuned) != len(base) or not tuned:

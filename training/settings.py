@@ -1,4 +1,5 @@
 """Training settings: one dataclass shared by the node, `python -m training run` and `python -m training fit`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,92 +23,191 @@ class TrainSettings:
     """Everything that decides the LoRA's bytes (together with the base weights and the encoded data), each
     setting declared once (training/declare.py): the node's inputs and the `fit` flags are generated from here."""
 
-    token: str = setting("sks", "Rare one-word placeholder with no prior (see Rare Token Picker).",
-                         user_default="iklan", cli_required=True)
+    token: str = setting(
+        "sks",
+        "Rare one-word placeholder with no prior (see Rare Token Picker).",
+        user_default="iklan",
+        cli_required=True,
+    )
     class_word: str = setting("dog", "The subject's class, e.g. dog, person, mug.", cli_required=True)
     steps: int = setting(500, "Optimizer steps.", min=1, max=20000)
     learning_rate: float = setting(1e-4, "AdamW learning rate.", min=1e-7, max=1e-2, step=1e-5)
     rank: int = setting(8, "LoRA rank.", min=1, max=256)
     # None → rank: kohya's alpha/rank = 1 is the paper's α = 1
-    alpha: float | None = setting(None, "LoRA alpha (scale = alpha/rank); 0 means alpha = rank, the paper's scale 1.",
-                                  min=0.0, max=1024.0, step=0.5, unset_zero=True)
+    alpha: float | None = setting(
+        None,
+        "LoRA alpha (scale = alpha/rank); 0 means alpha = rank, the paper's scale 1.",
+        min=0.0,
+        max=1024.0,
+        step=0.5,
+        unset_zero=True,
+    )
     batch_size: int = setting(1, "Images per micro-batch (see gradient_accumulation).", min=1, max=32)
-    resolution: int = setting(1024, "Training size in pixels (SDXL: 1024); non-square photos train at the SDXL "
-                                    "aspect bucket of about this area nearest their aspect (1216×832 for 3:2 at "
-                                    "1024).", min=64, max=2048, step=64)
+    resolution: int = setting(
+        1024,
+        "Training size in pixels (SDXL: 1024); non-square photos train at the SDXL "
+        "aspect bucket of about this area nearest their aspect (1216×832 for 3:2 at "
+        "1024).",
+        min=64,
+        max=2048,
+        step=64,
+    )
     seed: int = setting(0, "Seed of init, noise and order.", min=0, max=2**31 - 1)
-    mixed_precision: str = setting("no", "auto: bf16 on GPUs that compute it natively, fp16 on those that only "
-                                         "emulate bf16 (T4, V100, RTX 20xx), full precision on the CPU.",
-                                   choices=("auto", "no", "bf16", "fp16"), user_default="auto")
+    mixed_precision: str = setting(
+        "no",
+        "auto: bf16 on GPUs that compute it natively, fp16 on those that only "
+        "emulate bf16 (T4, V100, RTX 20xx), full precision on the CPU.",
+        choices=("auto", "no", "bf16", "fp16"),
+        user_default="auto",
+    )
     gradient_checkpointing: bool = setting(
-        False, "Recompute activations in the backward pass: far less GPU memory (1024², batch 1: ≈0.5 instead of "
-               "≈7 GiB), about 30% slower. auto: on when a step without it would not fit in the GPU's memory.",
-        choices=CHECKPOINTING, user_default="auto")
+        False,
+        "Recompute activations in the backward pass: far less GPU memory (1024², batch 1: ≈0.5 instead of "
+        "≈7 GiB), about 30% slower. auto: on when a step without it would not fit in the GPU's memory.",
+        choices=CHECKPOINTING,
+        user_default="auto",
+    )
     flip: bool = setting(False, "Horizontal-flip augmentation (p = 0.5), from pre-encoded flipped images.")
-    noise_offset: float = setting(0.0, "Noise offset; 0.05–0.1 helps very dark or bright subjects.",
-                                  min=0.0, max=0.5, step=0.01)
+    noise_offset: float = setting(
+        0.0, "Noise offset; 0.05–0.1 helps very dark or bright subjects.", min=0.0, max=0.5, step=0.01
+    )
     # Drift-free options (docs/DESIGN.md §4.3), all off by default: the paper-001 intentional overfit.
-    prior_images: int = setting(0, "Prior preservation: this many 'a photo of <class>' images are drawn by the model "
-                                   "(cached) and trained on beside the subject; 0 = off. DreamBooth uses 100–200.",
-                                group="prior", min=0, max=1000)
-    prior_weight: float = setting(1.0, "Weight of the class-image loss (prior preservation).", group="prior",
-                                  min=0.0, max=10.0, step=0.1)
-    drift_penalty: str = setting("off", "Drift penalty (Regularized Personalization without Distributional Drift): delta = λ·Σ‖ΔW‖² (the drift "
-                                        "itself), params = λ·Σ‖p‖² over the LoRA weights (the paper's SDXL script).",
-                                 group="drift", choices=DRIFT_PENALTIES)
+    prior_images: int = setting(
+        0,
+        "Prior preservation: this many 'a photo of <class>' images are drawn by the model "
+        "(cached) and trained on beside the subject; 0 = off. DreamBooth uses 100–200.",
+        group="prior",
+        min=0,
+        max=1000,
+    )
+    prior_weight: float = setting(
+        1.0, "Weight of the class-image loss (prior preservation).", group="prior", min=0.0, max=10.0, step=0.1
+    )
+    drift_penalty: str = setting(
+        "off",
+        "Drift penalty (Regularized Personalization without Distributional Drift): delta = λ·Σ‖ΔW‖² (the drift "
+        "itself), params = λ·Σ‖p‖² over the LoRA weights (the paper's SDXL script).",
+        group="drift",
+        choices=DRIFT_PENALTIES,
+    )
     drift_weight: float | None = setting(
-        None, "λ of the drift penalty; 0 = the default of the chosen form (" +
-              ", ".join(f"{k} {v:g}" for k, v in DRIFT_WEIGHT_DEFAULTS.items()) + ").",
-        group="drift", min=0.0, max=1000.0, step=1e-6, unset_zero=True)
-    apt_augment: bool = setting(False, "APT adaptive augmentation: zoom-out 1–3× and rotation ±15°, more often where "
-                                       "the model overfits (p = clip(γ, 0, p_max)).", group="apt")
-    apt_augment_p_max: float = setting(0.5, "APT: the largest augmentation probability p_max.", group="apt",
-                                       min=0.0, max=1.0, step=0.05)
-    apt_loss_weighting: bool = setting(False, "APT adaptive loss weight 1 − γ per timestep bin: overfit bins train "
-                                              "less.", group="apt")
-    apt_features: bool = setting(False, "APT representation stabilization: keep the UNet's feature mean/std close to "
-                                        "the base model's.", group="apt")
-    apt_feature_weight: float = setting(0.5, "Weight of the representation-stabilization loss.", group="apt",
-                                        min=0.0, max=1000.0, step=0.01)  # tuned with bench/drift.py (tiny model)
-    apt_attention: bool = setting(False, "APT attention alignment: keep cross-attention maps close to the base "
-                                         "model's.", group="apt")
-    apt_attention_weight: float = setting(30.0, "Weight of the attention-alignment loss.", group="apt",
-                                          min=0.0, max=1000.0, step=0.01)  # tuned with bench/drift.py (tiny model)
+        None,
+        "λ of the drift penalty; 0 = the default of the chosen form ("
+        + ", ".join(f"{k} {v:g}" for k, v in DRIFT_WEIGHT_DEFAULTS.items())
+        + ").",
+        group="drift",
+        min=0.0,
+        max=1000.0,
+        step=1e-6,
+        unset_zero=True,
+    )
+    apt_augment: bool = setting(
+        False,
+        "APT adaptive augmentation: zoom-out 1–3× and rotation ±15°, more often where "
+        "the model overfits (p = clip(γ, 0, p_max)).",
+        group="apt",
+    )
+    apt_augment_p_max: float = setting(
+        0.5, "APT: the largest augmentation probability p_max.", group="apt", min=0.0, max=1.0, step=0.05
+    )
+    apt_loss_weighting: bool = setting(
+        False, "APT adaptive loss weight 1 − γ per timestep bin: overfit bins train less.", group="apt"
+    )
+    apt_features: bool = setting(
+        False,
+        "APT representation stabilization: keep the UNet's feature mean/std close to the base model's.",
+        group="apt",
+    )
+    apt_feature_weight: float = setting(
+        0.5, "Weight of the representation-stabilization loss.", group="apt", min=0.0, max=1000.0, step=0.01
+    )  # tuned with bench/drift.py (tiny model)
+    apt_attention: bool = setting(
+        False, "APT attention alignment: keep cross-attention maps close to the base model's.", group="apt"
+    )
+    apt_attention_weight: float = setting(
+        30.0, "Weight of the attention-alignment loss.", group="apt", min=0.0, max=1000.0, step=0.01
+    )  # tuned with bench/drift.py (tiny model)
     # diffusers' documented SDXL DreamBooth-LoRA run is batch 1 × 4: four samples per step at batch 1's memory.
-    gradient_accumulation: int = setting(4, "Micro-batches per optimizer step: each step learns from batch_size × "
-                                            "this images at batch_size's memory. 4 = diffusers' SDXL DreamBooth "
-                                            "LoRA run.", group="batching", min=1, max=64)
-    save_every: int = setting(0, "Every this many steps write <lora_name>-step<N>.safetensors beside the LoRA (with "
-                                 "its resume state, <lora_name>-step<N>.trainstate); 0 = off. A cancelled run keeps "
-                                 "the checkpoints written so far.", group="checkpoints", min=0, max=20000)
-    resume_from: str = setting("", "Continue from a checkpoint (its name in models/loras, e.g. iklan_dog-step200; "
-                                   "`fit`: its path): weights, step count and optimizer state, with the same photos "
-                                   "and settings (steps may grow); empty = start fresh.", group="checkpoints")
-    preview_every: int = setting(100, "Every this many steps (and at the last) the LoRA so far draws the training "
-                                      "prompt and preview_prompt from a fixed seed: live on the node, and as the "
-                                      "previews grid; 0 = off.", group="previews", min=0, max=20000)
-    preview_prompt: str = setting("a watercolor painting of {token} {class_word}",
-                                  "The second preview prompt ({token} and {class_word} are filled in); empty = only "
-                                  "the training prompt.", group="previews")
+    gradient_accumulation: int = setting(
+        4,
+        "Micro-batches per optimizer step: each step learns from batch_size × "
+        "this images at batch_size's memory. 4 = diffusers' SDXL DreamBooth "
+        "LoRA run.",
+        group="batching",
+        min=1,
+        max=64,
+    )
+    save_every: int = setting(
+        0,
+        "Every this many steps write <lora_name>-step<N>.safetensors beside the LoRA (with "
+        "its resume state, <lora_name>-step<N>.trainstate); 0 = off. A cancelled run keeps "
+        "the checkpoints written so far.",
+        group="checkpoints",
+        min=0,
+        max=20000,
+    )
+    resume_from: str = setting(
+        "",
+        "Continue from a checkpoint (its name in models/loras, e.g. iklan_dog-step200; "
+        "`fit`: its path): weights, step count and optimizer state, with the same photos "
+        "and settings (steps may grow); empty = start fresh.",
+        group="checkpoints",
+    )
+    preview_every: int = setting(
+        100,
+        "Every this many steps (and at the last) the LoRA so far draws the training "
+        "prompt and preview_prompt from a fixed seed: live on the node, and as the "
+        "previews grid; 0 = off.",
+        group="previews",
+        min=0,
+        max=20000,
+    )
+    preview_prompt: str = setting(
+        "a watercolor painting of {token} {class_word}",
+        "The second preview prompt ({token} and {class_word} are filled in); empty = only the training prompt.",
+        group="previews",
+    )
     preview_steps: int = setting(8, "Sampling steps per preview (Euler, CFG 5).", group="previews", min=1, max=100)
     # Machine and model answers, and the rarely changed: `fit` flags, not node widgets.
-    lr_scheduler: str = setting("constant", "Learning-rate schedule.", group="advanced", choices=LR_SCHEDULERS,
-                                node=False)
+    lr_scheduler: str = setting(
+        "constant", "Learning-rate schedule.", group="advanced", choices=LR_SCHEDULERS, node=False
+    )
     lr_warmup_steps: int = setting(0, "Warm-up steps of the schedule.", group="advanced", min=0, node=False)
-    mask_background_weight: float = setting(0.1, "Loss weight outside the subject mask, when masks are given.",
-                                            group="advanced", min=0.0, max=1.0, node=False)
+    mask_background_weight: float = setting(
+        0.1,
+        "Loss weight outside the subject mask, when masks are given.",
+        group="advanced",
+        min=0.0,
+        max=1.0,
+        node=False,
+    )
     weight_decay: float = setting(1e-4, "AdamW weight decay.", group="advanced", min=0.0, node=False)
     max_grad_norm: float = setting(1.0, "Gradient clipping norm.", group="advanced", min=0.0, node=False)
-    prediction_type: str = setting("epsilon", "What the base model predicts (the node reads it from the MODEL).",
-                                   group="advanced", choices=PREDICTION_TYPES, node=False)
-    zero_terminal_snr: bool = setting(False, "Betas rescaled to zero terminal SNR, for zsnr / v-prediction models "
-                                             "(the node reads it from the MODEL).", group="advanced", node=False)
-    save_precision: str = setting("fp16", "Dtype of the saved LoRA weights.", group="advanced",
-                                  choices=SAVE_PRECISION, node=False)
-    device: str = setting("auto", "auto | cpu | cuda | cuda:N (auto: cuda when available; the node uses ComfyUI's "
-                                  "device).", group="advanced", node=False)
-    apt_views: int = setting(4, "APT: augmented views per image, encoded once before training.", group="advanced",
-                             min=1, node=False)
+    prediction_type: str = setting(
+        "epsilon",
+        "What the base model predicts (the node reads it from the MODEL).",
+        group="advanced",
+        choices=PREDICTION_TYPES,
+        node=False,
+    )
+    zero_terminal_snr: bool = setting(
+        False,
+        "Betas rescaled to zero terminal SNR, for zsnr / v-prediction models (the node reads it from the MODEL).",
+        group="advanced",
+        node=False,
+    )
+    save_precision: str = setting(
+        "fp16", "Dtype of the saved LoRA weights.", group="advanced", choices=SAVE_PRECISION, node=False
+    )
+    device: str = setting(
+        "auto",
+        "auto | cpu | cuda | cuda:N (auto: cuda when available; the node uses ComfyUI's device).",
+        group="advanced",
+        node=False,
+    )
+    apt_views: int = setting(
+        4, "APT: augmented views per image, encoded once before training.", group="advanced", min=1, node=False
+    )
 
     @property
     def lora_alpha(self) -> float:
@@ -150,14 +250,21 @@ class TrainSettings:
             parts.append(f"prior({self.prior_images}, w={self.prior_weight:g})")
         if self.drift_penalty != "off":
             parts.append(f"drift({self.drift_penalty}, λ={self.drift_lambda:g})")
-        apt = [name for name, on in (("augment", self.apt_augment), ("loss_weight", self.apt_loss_weighting),
-                                     (f"features={self.apt_feature_weight:g}", self.apt_features),
-                                     (f"attention={self.apt_attention_weight:g}", self.apt_attention)) if on]
+        apt = [
+            name
+            for name, on in (
+                ("augment", self.apt_augment),
+                ("loss_weight", self.apt_loss_weighting),
+                (f"features={self.apt_feature_weight:g}", self.apt_features),
+                (f"attention={self.apt_attention_weight:g}", self.apt_attention),
+            )
+            if on
+        ]
         if apt:
             parts.append(f"apt({', '.join(apt)})")
         return "+".join(parts) or "none"
 
-    def validate(self, where: str = "TrainSubjectLoRA") -> "TrainSettings":
+    def validate(self, where: str = "TrainSubjectLoRA") -> TrainSettings:
         """Raises ValueError naming the bad setting and what to use instead."""
         problems = []
         if not self.token.strip() or any(c.isspace() for c in self.token.strip()):
@@ -171,32 +278,42 @@ class TrainSettings:
         if not self.learning_rate > 0:
             problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.steps < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:
-            problems.append(f"steps, batch_size and gradient_accumulation must be ≥ 1, got {self.steps}, "
-                            f"{self.batch_size} and {self.gradient_accumulation}")
+            problems.append(
+                f"steps, batch_size and gradient_accumulation must be ≥ 1, got {self.steps}, "
+                f"{self.batch_size} and {self.gradient_accumulation}"
+            )
         if not 0 <= self.lr_warmup_steps <= self.steps:
             problems.append(f"lr_warmup_steps must be between 0 and steps ({self.steps}), got {self.lr_warmup_steps}")
-        for name, value, allowed in (("mixed_precision", self.mixed_precision, MIXED_PRECISION),
-                                     ("save_precision", self.save_precision, SAVE_PRECISION),
-                                     ("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS),
-                                     ("prediction_type", self.prediction_type, PREDICTION_TYPES)):
+        for name, value, allowed in (
+            ("mixed_precision", self.mixed_precision, MIXED_PRECISION),
+            ("save_precision", self.save_precision, SAVE_PRECISION),
+            ("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS),
+            ("prediction_type", self.prediction_type, PREDICTION_TYPES),
+        ):
             if value not in allowed:
                 problems.append(f"{name} must be one of {allowed}, got {value!r}")
         if self.noise_offset < 0 or not 0 <= self.mask_background_weight <= 1:
             problems.append("noise_offset must be ≥ 0 and mask_background_weight within [0, 1]")
         if self.preview_every < 0 or self.preview_steps < 1:
-            problems.append(f"preview_every must be ≥ 0 (0 = off) and preview_steps ≥ 1, got {self.preview_every} and "
-                            f"{self.preview_steps}")
+            problems.append(
+                f"preview_every must be ≥ 0 (0 = off) and preview_steps ≥ 1, got {self.preview_every} and "
+                f"{self.preview_steps}"
+            )
         if self.save_every < 0:
             problems.append(f"save_every must be ≥ 0 (0 = no checkpoints), got {self.save_every}")
         if self.prior_images < 0 or self.prior_weight < 0:
-            problems.append(f"prior_images and prior_weight must be ≥ 0, got {self.prior_images} and {self.prior_weight}")
+            problems.append(
+                f"prior_images and prior_weight must be ≥ 0, got {self.prior_images} and {self.prior_weight}"
+            )
         if self.drift_penalty not in DRIFT_PENALTIES:
             problems.append(f"drift_penalty must be one of {DRIFT_PENALTIES}, got {self.drift_penalty!r}")
         if self.drift_weight is not None and self.drift_weight < 0:
             problems.append(f"drift_weight must be ≥ 0 (or unset for the default), got {self.drift_weight}")
         if not 0 <= self.apt_augment_p_max <= 1 or self.apt_views < 1:
-            problems.append(f"apt_augment_p_max must be within [0, 1] and apt_views ≥ 1, got {self.apt_augment_p_max} "
-                            f"and {self.apt_views}")
+            problems.append(
+                f"apt_augment_p_max must be within [0, 1] and apt_views ≥ 1, got {self.apt_augment_p_max} "
+                f"and {self.apt_views}"
+            )
         if self.apt_feature_weight < 0 or self.apt_attention_weight < 0:
             problems.append("apt_feature_weight and apt_attention_weight must be ≥ 0")
         if self.mixed_precision != "no" and self.device == "cpu":
@@ -209,7 +326,7 @@ class TrainSettings:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainSettings":
+    def from_dict(cls, values: dict) -> TrainSettings:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -222,8 +339,15 @@ def checkpointing_choice(value) -> str:
     return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
-def from_user_values(values: dict, *, device_type: str, bf16_native: bool, available_bytes: int | None,
-                     where: str = "TrainSubjectLoRA", **fixed) -> TrainSettings:
+def from_user_values(
+    values: dict,
+    *,
+    device_type: str,
+    bf16_native: bool,
+    available_bytes: int | None,
+    where: str = "TrainSubjectLoRA",
+    **fixed,
+) -> TrainSettings:
     """Widget or flag values (training/declare.py's user values) → validated settings: unset zeros become None,
     ``auto`` precision and checkpointing follow the machine's answers. ``fixed``: values the caller knows
     (the model's prediction type, the device)."""
@@ -238,9 +362,13 @@ def from_user_values(values: dict, *, device_type: str, bf16_native: bool, avail
         raise ValueError(f"{where}: gradient_checkpointing must be one of {CHECKPOINTING}, got {choice!r}")
     merged["mixed_precision"] = precision
     merged["gradient_checkpointing"] = auto_gradient_checkpointing(
-        choice, device_type, batch_size=merged.get("batch_size", defaults.batch_size),
-        resolution=merged.get("resolution", defaults.resolution), mixed_precision=precision,
-        available_bytes=available_bytes)
+        choice,
+        device_type,
+        batch_size=merged.get("batch_size", defaults.batch_size),
+        resolution=merged.get("resolution", defaults.resolution),
+        mixed_precision=precision,
+        available_bytes=available_bytes,
+    )
     if isinstance(merged.get("token"), str):
         merged["token"], merged["class_word"] = merged["token"].strip(), merged.get("class_word", "").strip()
     return TrainSettings.from_dict(merged).validate(where)

@@ -13,6 +13,7 @@ its file is complete in the job folder:
 EOF on the control pipe (the node failed, was cancelled or is gone) ends the child with an error; the node stops
 it in any case. `python -m training run JOB` does not use this: its job folder is complete when it starts.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,9 @@ def write_unet_start(job_dir: str | os.PathLike, settings, source) -> Path:
     """The ``unet`` stage's file: the settings (dtype and device) and the UNet source (atomic)."""
     path = Path(job_dir) / UNET_START_FILE
     tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps({"format": UNET_START_FORMAT, "settings": json.loads(settings.to_json()),
-                               "unet": source.to_json()}))
+    tmp.write_text(
+        json.dumps({"format": UNET_START_FORMAT, "settings": json.loads(settings.to_json()), "unet": source.to_json()})
+    )
     os.replace(tmp, path)
     return path
 
@@ -80,8 +82,11 @@ def run_staged(job_dir: str | os.PathLike, control, progress=None) -> Path:
     if start.get("format") != UNET_START_FORMAT:
         raise ValueError(f"{job_dir}: {UNET_START_FILE} has format {start.get('format')!r}")
     settings = TrainSettings.from_dict(start["settings"])
-    early = {"source": UnetSource.from_json(start["unet"]), "dtype": weight_dtype(settings),
-             "device": resolve_device(settings)}
+    early = {
+        "source": UnetSource.from_json(start["unet"]),
+        "dtype": weight_dtype(settings),
+        "device": resolve_device(settings),
+    }
     read_at = time.perf_counter()
     early["unet"] = load_unet(early["source"], early["dtype"], early["device"])
     log.info("base UNet read in %.1f s", time.perf_counter() - read_at)

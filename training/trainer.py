@@ -3,14 +3,15 @@
 Split the way diffusers' examples are, but as functions: build (peft adapter) → train (loop) → export
 (kohya state dict). No VAE or text encoder runs here: the caller encodes once and hands over tensors.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +23,20 @@ from .settings import TrainSettings
 log = logging.getLogger(__name__)
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # attention projections only (paper 001 §3.2)
-TENSOR_NAMES = ("latents", "latents_flipped", "masks", "prompt_embeds", "pooled_prompt_embeds", "time_ids",
-                "class_latents", "class_prompt_embeds", "class_pooled_prompt_embeds", "class_time_ids",
-                "augmented_latents", "augmented_masks")
+TENSOR_NAMES = (
+    "latents",
+    "latents_flipped",
+    "masks",
+    "prompt_embeds",
+    "pooled_prompt_embeds",
+    "time_ids",
+    "class_latents",
+    "class_prompt_embeds",
+    "class_pooled_prompt_embeds",
+    "class_time_ids",
+    "augmented_latents",
+    "augmented_masks",
+)
 
 
 @dataclass
@@ -49,7 +61,7 @@ class TrainingData:
     augmented_latents: torch.Tensor | None = None
     augmented_masks: torch.Tensor | None = None
 
-    def check(self, settings: TrainSettings) -> "TrainingData":
+    def check(self, settings: TrainSettings) -> TrainingData:
         n = self.latents.shape[0]
         if self.latents.dim() != 4 or n < 1:
             raise ValueError(f"latents must be N×C×h×w with N ≥ 1, got {tuple(self.latents.shape)}")
@@ -62,15 +74,19 @@ class TrainingData:
         if settings.flip and self.latents_flipped is None:
             raise ValueError("flip is on but the data has no latents_flipped: encode the flipped images too")
         if self.masks is not None and (self.masks.shape[0] != n or self.masks.shape[-2:] != self.latents.shape[-2:]):
-            raise ValueError(f"masks {tuple(self.masks.shape)} must be N×1×h×w like latents {tuple(self.latents.shape)}")
+            raise ValueError(
+                f"masks {tuple(self.masks.shape)} must be N×1×h×w like latents {tuple(self.latents.shape)}"
+            )
         if settings.prior_images:
             self._check_class_data()
         if settings.apt_augment:
             views = n * settings.apt_views
             if self.augmented_latents is None or self.augmented_latents.shape != (views, *self.latents.shape[1:]):
                 got = None if self.augmented_latents is None else tuple(self.augmented_latents.shape)
-                raise ValueError(f"apt_augment is on: expected {views} augmented latents ({settings.apt_views} views "
-                                 f"per image) shaped like the latents, got {got}: encode the views too")
+                raise ValueError(
+                    f"apt_augment is on: expected {views} augmented latents ({settings.apt_views} views "
+                    f"per image) shaped like the latents, got {got}: encode the views too"
+                )
             if self.masks is not None and (self.augmented_masks is None or self.augmented_masks.shape[0] != views):
                 raise ValueError("apt_augment with masks needs augmented_masks, one per augmented view")
         return self
@@ -79,12 +95,15 @@ class TrainingData:
         names = ("class_latents", "class_prompt_embeds", "class_pooled_prompt_embeds", "class_time_ids")
         missing = [k for k in names if getattr(self, k) is None]
         if missing:
-            raise ValueError(f"prior preservation is on but the data has no {missing}: generate and encode the "
-                             "class images")
+            raise ValueError(
+                f"prior preservation is on but the data has no {missing}: generate and encode the class images"
+            )
         m = self.class_latents.shape[0]
         if m < 1 or self.class_latents.shape[1:] != self.latents.shape[1:]:
-            raise ValueError(f"class_latents {tuple(self.class_latents.shape)} must be M×C×h×w like the latents "
-                             f"{tuple(self.latents.shape)}: generate the class images at the training resolution")
+            raise ValueError(
+                f"class_latents {tuple(self.class_latents.shape)} must be M×C×h×w like the latents "
+                f"{tuple(self.latents.shape)}: generate the class images at the training resolution"
+            )
         for name in names[1:]:
             if getattr(self, name).shape[0] not in (1, m):
                 raise ValueError(f"{name} must have 1 row or one per class image ({m})")
@@ -93,7 +112,7 @@ class TrainingData:
         return {k: getattr(self, k).contiguous() for k in TENSOR_NAMES if getattr(self, k) is not None}
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "TrainingData":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> TrainingData:
         return cls(**{k: tensors[k] for k in TENSOR_NAMES if k in tensors})
 
 
@@ -119,8 +138,9 @@ def lora_config(settings: TrainSettings):
     """peft LoraConfig on the UNet's attention projections; lora_alpha/r is the kohya scale (alpha/rank)."""
     from peft import LoraConfig
 
-    return LoraConfig(r=settings.rank, lora_alpha=settings.lora_alpha, init_lora_weights="gaussian",
-                      target_modules=LORA_TARGETS)
+    return LoraConfig(
+        r=settings.rank, lora_alpha=settings.lora_alpha, init_lora_weights="gaussian", target_modules=LORA_TARGETS
+    )
 
 
 def build_lora_unet(unet, settings: TrainSettings, device: torch.device):
@@ -140,9 +160,13 @@ def build_lora_unet(unet, settings: TrainSettings, device: torch.device):
     return unet
 
 
-def compute_loss(model_pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None,
-                 sample_weights: torch.Tensor | None = None,
-                 **extra_terms: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def compute_loss(
+    model_pred: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    sample_weights: torch.Tensor | None = None,
+    **extra_terms: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Denoising MSE, weighted per latent pixel when masks are given, plus any extra regularizer terms
     (each already scaled by its λ). ``sample_weights`` (APT's 1 − γ_b) scales each row's own mean error.
     Returns the total and the float value of every term for logging."""
@@ -168,9 +192,14 @@ def noise_scheduler(settings: TrainSettings):
     sampling) do."""
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                         beta_schedule="scaled_linear", prediction_type=settings.prediction_type,
-                         rescale_betas_zero_snr=settings.zero_terminal_snr)
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type=settings.prediction_type,
+        rescale_betas_zero_snr=settings.zero_terminal_snr,
+    )
 
 
 class _BatchSampler:
@@ -190,8 +219,16 @@ def _rows(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return tensor.expand(len(index), *tensor.shape[1:]) if tensor.shape[0] == 1 else tensor[index]
 
 
-def train(unet, data: TrainingData, settings: TrainSettings, progress: Callable[[dict], None] | None = None, *,
-          checkpoint=None, resume: Path | None = None, preview=None) -> TrainResult:
+def train(
+    unet,
+    data: TrainingData,
+    settings: TrainSettings,
+    progress: Callable[[dict], None] | None = None,
+    *,
+    checkpoint=None,
+    resume: Path | None = None,
+    preview=None,
+) -> TrainResult:
     """Trains a LoRA on ``unet`` (a diffusers UNet2DConditionModel holding the base weights) and returns it
     in kohya format. All randomness comes from generators seeded with ``settings.seed`` and drawn on the CPU,
     so the same seed gives the same LoRA on the CPU, bit for bit. Every ``settings.save_every`` steps the resume
@@ -210,8 +247,9 @@ def train(unet, data: TrainingData, settings: TrainSettings, progress: Callable[
     unet = build_lora_unet(unet, settings, device)
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    lr_schedule = get_scheduler(settings.lr_scheduler, optimizer, num_warmup_steps=settings.lr_warmup_steps,
-                                num_training_steps=settings.steps)
+    lr_schedule = get_scheduler(
+        settings.lr_scheduler, optimizer, num_warmup_steps=settings.lr_warmup_steps, num_training_steps=settings.steps
+    )
     scheduler = noise_scheduler(settings)
     scaler = torch.amp.GradScaler(device.type) if settings.mixed_precision == "fp16" else None
     generator = torch.Generator().manual_seed(settings.seed)
@@ -220,7 +258,7 @@ def train(unet, data: TrainingData, settings: TrainSettings, progress: Callable[
     weights_all = None
     if data.masks is not None:
         bg = settings.mask_background_weight
-        weights_all = (bg + (1.0 - bg) * tensors["masks"].float().clamp(0, 1))
+        weights_all = bg + (1.0 - bg) * tensors["masks"].float().clamp(0, 1)
 
     objective = Objective(unet, settings, tensors, generator, _BatchSampler)
     loop = ckpt.Loop(unet, optimizer, generator, sampler, objective, scaler)
@@ -237,8 +275,9 @@ def train(unet, data: TrainingData, settings: TrainSettings, progress: Callable[
             optimizer.zero_grad(set_to_none=True)
             value, terms = 0.0, {}
             for _ in range(settings.gradient_accumulation):  # micro-batches; their mean is the step's loss
-                loss, micro_terms = _micro_batch(objective, tensors, sampler, generator, scheduler, weights_all,
-                                                 settings, dtype, device)
+                loss, micro_terms = _micro_batch(
+                    objective, tensors, sampler, generator, scheduler, weights_all, settings, dtype, device
+                )
                 _backward(loss / settings.gradient_accumulation, scaler)
                 value += float(loss.detach()) / settings.gradient_accumulation
                 for name, term in micro_terms.items():
@@ -247,20 +286,37 @@ def train(unet, data: TrainingData, settings: TrainSettings, progress: Callable[
             lr = lr_schedule.get_last_lr()[0]
             lr_schedule.step()
             if not math.isfinite(value):
-                raise RuntimeError(f"training diverged at step {step} (loss {value}): lower the learning rate "
-                                   f"or use bf16 instead of fp16")
+                raise RuntimeError(
+                    f"training diverged at step {step} (loss {value}): lower the learning rate "
+                    f"or use bf16 instead of fp16"
+                )
             losses.append(value)
             saved = None
-            if checkpoint is not None and settings.save_every and step % settings.save_every == 0 \
-                    and step < settings.steps:  # the last step's weights are the LoRA itself
-                ckpt.save_state(ckpt.state_path(checkpoint.path(step)), loop, step=step, losses=losses,
-                                settings=settings, digest=digest)
+            if (
+                checkpoint is not None
+                and settings.save_every
+                and step % settings.save_every == 0
+                and step < settings.steps
+            ):  # the last step's weights are the LoRA itself
+                ckpt.save_state(
+                    ckpt.state_path(checkpoint.path(step)),
+                    loop,
+                    step=step,
+                    losses=losses,
+                    settings=settings,
+                    digest=digest,
+                )
                 saved = checkpoint.write(step, export_kohya(unet, settings), list(losses))
             event = None
             if progress is not None:
                 elapsed = time.perf_counter() - started
-                event = {"step": step, "steps": settings.steps, "loss": value, "lr": lr,
-                         "eta_s": elapsed / (step - first + 1) * (settings.steps - step)}
+                event = {
+                    "step": step,
+                    "steps": settings.steps,
+                    "loss": value,
+                    "lr": lr,
+                    "eta_s": elapsed / (step - first + 1) * (settings.steps - step),
+                }
                 if saved is not None:
                     event["checkpoint"] = saved.name
                 if len(terms) > 1:
@@ -276,8 +332,17 @@ def train(unet, data: TrainingData, settings: TrainSettings, progress: Callable[
     return TrainResult(export_kohya(unet, settings), losses, time.perf_counter() - started, objective.metadata())
 
 
-def _micro_batch(objective: Objective, tensors, sampler, generator, scheduler, weights_all, settings: TrainSettings,
-                 dtype: torch.dtype, device: torch.device):
+def _micro_batch(
+    objective: Objective,
+    tensors,
+    sampler,
+    generator,
+    scheduler,
+    weights_all,
+    settings: TrainSettings,
+    dtype: torch.dtype,
+    device: torch.device,
+):
     """One micro-batch: subject rows (flip, APT views), class rows with prior preservation, the loss and its terms."""
     index = sampler.take(settings.batch_size)
     latents = tensors["latents"][index.to(device)]

@@ -6,6 +6,7 @@ reach the trainer as a safetensors file: the checkpoint ComfyUI loaded (when it 
 weights) or an export. Files are read one tensor at a time into the UNet built on the ``meta`` device, so the
 trainer holds the weights once (training/weights.py: file reading, fingerprint).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -47,9 +48,11 @@ def diffusers_unet_config(unet_config: dict) -> dict:
     if len(set(res_blocks)) != 1:
         raise ValueError(f"num_res_blocks {res_blocks} must be the same on every level")
     down_depth = _per_level(unet_config["transformer_depth"], res_blocks, "transformer_depth")
-    up_depth = _per_level(unet_config.get("transformer_depth_output", []) or
-                          [d for d in down_depth for _ in range(res_blocks[0] + 1)],
-                          [n + 1 for n in res_blocks], "transformer_depth_output")[::-1]
+    up_depth = _per_level(
+        unet_config.get("transformer_depth_output", []) or [d for d in down_depth for _ in range(res_blocks[0] + 1)],
+        [n + 1 for n in res_blocks],
+        "transformer_depth_output",
+    )[::-1]
     middle = unet_config.get("transformer_depth_middle", down_depth[-1])
     if middle != down_depth[-1] or middle < 1:
         raise ValueError(f"transformer_depth_middle {middle} must equal the last level's depth {down_depth[-1]}")
@@ -72,8 +75,11 @@ def diffusers_unet_config(unet_config: dict) -> dict:
     if up_depth != down_depth[::-1]:
         config["reverse_transformer_layers_per_block"] = [max(d, 1) for d in up_depth]
     if unet_config.get("adm_in_channels"):
-        config.update(addition_embed_type="text_time", addition_time_embed_dim=256,
-                      projection_class_embeddings_input_dim=unet_config["adm_in_channels"])
+        config.update(
+            addition_embed_type="text_time",
+            addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=unet_config["adm_in_channels"],
+        )
     return config
 
 
@@ -116,28 +122,33 @@ class UnetSource:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, value: "dict | str") -> "UnetSource":
+    def from_json(cls, value: dict | str) -> UnetSource:
         if isinstance(value, dict):
             return cls(**value)
         return cls.from_export(value)
 
     @classmethod
-    def from_export(cls, path: str | os.PathLike) -> "UnetSource":
+    def from_export(cls, path: str | os.PathLike) -> UnetSource:
         """A file written by ``save_ldm_unet`` (its config and hash are in the metadata)."""
         metadata = read_header(path)[2]
         if CONFIG_METADATA_KEY not in metadata:
             raise ValueError(f"{path} has no {CONFIG_METADATA_KEY} metadata: it was not written by save_ldm_unet")
-        return cls(str(path), LDM_PREFIX, json.loads(metadata[CONFIG_METADATA_KEY]),
-                   metadata.get("image_alchemy.model_hash", ""))
+        return cls(
+            str(path),
+            LDM_PREFIX,
+            json.loads(metadata[CONFIG_METADATA_KEY]),
+            metadata.get("image_alchemy.model_hash", ""),
+        )
 
 
-def save_ldm_unet(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: dict,
-                  model_hash: str) -> Path:
+def save_ldm_unet(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: dict, model_hash: str) -> Path:
     """Writes LDM-layout UNet weights with their diffusers config in the metadata (temp file + rename)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
-    tensors = {(k if k.startswith(LDM_PREFIX) else LDM_PREFIX + k): v.detach().to("cpu").contiguous()
-               for k, v in state_dict.items()}
+    tensors = {
+        (k if k.startswith(LDM_PREFIX) else LDM_PREFIX + k): v.detach().to("cpu").contiguous()
+        for k, v in state_dict.items()
+    }
     try:
         write_tensors(tmp, tensors, {CONFIG_METADATA_KEY: json.dumps(config), "image_alchemy.model_hash": model_hash})
         os.replace(tmp, path)

@@ -17,6 +17,7 @@ collide. It keys local caches (a LoRA already trained from these inputs, the UNe
 costs a stale cache hit on a near-identical model, never a wrong model: before the trainer reads any file, the
 file is compared with the weights in memory at ``CHECK_SAMPLES`` positions per tensor (``file_matches``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,7 +26,7 @@ import json
 import mmap
 import os
 import struct
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -35,9 +36,20 @@ SAMPLES = 1024
 CHECK_SAMPLES = 8
 MAX_HEADER = 100 * 2**20
 
-DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-          "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
 
 
 @functools.lru_cache(maxsize=4096)  # SDXL's UNet has ~100 distinct sizes; callers only read the result
@@ -63,7 +75,6 @@ def fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-
 def read_header(path: str | os.PathLike) -> tuple[dict, int, dict]:
     """(tensor entries by name, byte offset of the data, metadata) of a safetensors file."""
     with open(path, "rb") as f:
@@ -82,8 +93,9 @@ def _dtype(path, name: str, entry: dict) -> torch.dtype:
     return DTYPES[entry["dtype"]]
 
 
-def _cast_from_file(f, start: int, end: int, source: torch.dtype, shape: list[int], target: torch.dtype,
-                    device: torch.device) -> torch.Tensor:
+def _cast_from_file(
+    f, start: int, end: int, source: torch.dtype, shape: list[int], target: torch.dtype, device: torch.device
+) -> torch.Tensor:
     """The bytes ``[start, end)`` of the open file ``f`` (``source`` values) cast to ``target`` on ``device``,
     through a private mapping of just those pages that is closed before returning (its pages leave the
     process's resident memory)."""
@@ -108,10 +120,12 @@ def _cast_from_file(f, start: int, end: int, source: torch.dtype, shape: list[in
     return out
 
 
-def read_tensors(path: str | os.PathLike, prefix: str, dtype: torch.dtype,
-                 device: torch.device = torch.device("cpu")) -> dict[str, torch.Tensor]:
+def read_tensors(
+    path: str | os.PathLike, prefix: str, dtype: torch.dtype, device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
     """Every tensor whose name starts with ``prefix`` (names kept whole), read one at a time and cast to
     ``dtype`` on ``device``; floating-point tensors only are cast."""
+    device = torch.device(device)
     header, base, _metadata = read_header(path)
     out = {}
     with open(path, "rb") as f:
@@ -128,8 +142,9 @@ def read_tensors(path: str | os.PathLike, prefix: str, dtype: torch.dtype,
     return out
 
 
-def write_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
-                  metadata: Mapping[str, str] | None = None) -> None:
+def write_tensors(
+    path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> None:
     """Writes a safetensors file straight from the tensors' memory, one tensor at a time (safetensors'
     ``save_file`` first copies every tensor into a bytes object: a 5 GB UNet would briefly take 10 GB)."""
     names = {dtype: name for name, dtype in DTYPES.items()}
@@ -137,7 +152,11 @@ def write_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
     for key in order:
         tensor = tensors[key]
         size = tensor.numel() * tensor.element_size()
-        header[key] = {"dtype": names[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
+        header[key] = {
+            "dtype": names[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     if metadata:
         header["__metadata__"] = dict(metadata)
@@ -151,8 +170,11 @@ def write_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
                 f.write(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
 
 
-def file_matches(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
-                 prefixes: tuple[str, ...] = ("model.diffusion_model.", "")) -> str | None:
+def file_matches(
+    path: str | os.PathLike,
+    tensors: Mapping[str, torch.Tensor],
+    prefixes: tuple[str, ...] = ("model.diffusion_model.", ""),
+) -> str | None:
     """The prefix under which the safetensors file ``path`` holds exactly these tensors: the same names and
     shapes, and equal values (the file's cast to the dtype in memory) at ``CHECK_SAMPLES`` positions of each.
     None when it does not (another or a changed file, an unreadable dtype, not a safetensors file)."""

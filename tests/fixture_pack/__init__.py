@@ -4,11 +4,9 @@ ComfyUI's checkpoint detection accepts only real SDXL sizes, so CheckpointLoader
 model. This loader builds MODEL / CLIP / VAE from ComfyUI's own classes from the files that
 ``tests/tiny/factory.py`` writes into ``models/tiny_sdxl``: the same weights the trainer reads.
 """
+
 import json
 import os
-
-import torch
-from typing_extensions import override
 
 import comfy.model_management
 import comfy.model_patcher
@@ -18,7 +16,9 @@ import comfy.supported_models
 import comfy.supported_models_base
 import comfy.utils
 import folder_paths
+import torch
 from comfy_api.latest import ComfyExtension, io
+from typing_extensions import override
 
 UNET_PREFIX = "model.diffusion_model."
 folder_paths.add_model_folder_path("tiny_sdxl", os.path.join(folder_paths.models_dir, "tiny_sdxl"))
@@ -29,24 +29,34 @@ def _tiny_file(name):
 
 
 def load_tiny_model(path=None):
-    sd, metadata = comfy.utils.load_torch_file(path or _tiny_file("unet.safetensors"), safe_load=True,
-                                               return_metadata=True)
+    sd, metadata = comfy.utils.load_torch_file(
+        path or _tiny_file("unet.safetensors"), safe_load=True, return_metadata=True
+    )
     model_config = comfy.supported_models.SDXL(json.loads(metadata["tiny_sdxl.unet_config"]))
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model(sd, UNET_PREFIX, device=torch.device("cpu"))
     model.load_model_weights(sd, UNET_PREFIX)
-    return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
-                                            offload_device=comfy.model_management.unet_offload_device())
+    return comfy.model_patcher.ModelPatcher(
+        model,
+        load_device=comfy.model_management.get_torch_device(),
+        offload_device=comfy.model_management.unet_offload_device(),
+    )
 
 
 def load_tiny_clip():
     sd, metadata = comfy.utils.load_torch_file(_tiny_file("clip.safetensors"), safe_load=True, return_metadata=True)
     target = comfy.supported_models_base.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, comfy.sdxl_clip.SDXLClipModel)
-    options = {"dtype": torch.float32,
-               "clip_l_model_config": json.loads(metadata["tiny_sdxl.clip_l_config"]),
-               "clip_g_model_config": json.loads(metadata["tiny_sdxl.clip_g_config"])}
-    clip = comfy.sd.CLIP(target, embedding_directory=folder_paths.get_folder_paths("embeddings"),
-                         parameters=comfy.utils.calculate_parameters(sd), model_options=options)
+    options = {
+        "dtype": torch.float32,
+        "clip_l_model_config": json.loads(metadata["tiny_sdxl.clip_l_config"]),
+        "clip_g_model_config": json.loads(metadata["tiny_sdxl.clip_g_config"]),
+    }
+    clip = comfy.sd.CLIP(
+        target,
+        embedding_directory=folder_paths.get_folder_paths("embeddings"),
+        parameters=comfy.utils.calculate_parameters(sd),
+        model_options=options,
+    )
     missing, unexpected = clip.load_sd(sd, full_model=True)
     missing = [k for k in missing if "logit_scale" not in k]
     if missing or unexpected:
@@ -102,8 +112,12 @@ class ShapedImage(io.ComfyNode):
             display_name="Shaped Image (tests)",
             category="Image Alchemy/testing",
             description="A B×H×W×C IMAGE of random values in 0..1 (B may be 0), for bad-input tests.",
-            inputs=[io.Int.Input("batch", default=1, min=0, max=4096), io.Int.Input("height", default=64, min=1),
-                    io.Int.Input("width", default=64, min=1), io.Int.Input("channels", default=3, min=1, max=8)],
+            inputs=[
+                io.Int.Input("batch", default=1, min=0, max=4096),
+                io.Int.Input("height", default=64, min=1),
+                io.Int.Input("width", default=64, min=1),
+                io.Int.Input("channels", default=3, min=1, max=8),
+            ],
             outputs=[io.Image.Output()],
         )
 
@@ -152,13 +166,26 @@ class TinySD15Loader(io.ComfyNode):
 
     @classmethod
     def execute(cls) -> io.NodeOutput:
-        unet_config = {"use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,
-                       "model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": [1, 1],
-                       "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1],
-                       "transformer_depth_middle": 1, "use_spatial_transformer": True,
-                       "use_linear_in_transformer": True, "legacy": False, "adm_in_channels": None,
-                       "context_dim": 64, "num_head_channels": 8, "use_temporal_attention": False,
-                       "use_temporal_resblock": False}
+        unet_config = {
+            "use_checkpoint": False,
+            "image_size": 32,
+            "in_channels": 4,
+            "out_channels": 4,
+            "model_channels": 32,
+            "channel_mult": [1, 2],
+            "num_res_blocks": [1, 1],
+            "transformer_depth": [0, 1],
+            "transformer_depth_output": [0, 0, 1, 1],
+            "transformer_depth_middle": 1,
+            "use_spatial_transformer": True,
+            "use_linear_in_transformer": True,
+            "legacy": False,
+            "adm_in_channels": None,
+            "context_dim": 64,
+            "num_head_channels": 8,
+            "use_temporal_attention": False,
+            "use_temporal_resblock": False,
+        }
         model_config = comfy.supported_models.SD15(unet_config)
         model_config.set_inference_dtype(torch.float32, None)
         model = model_config.get_model({}, UNET_PREFIX, device=torch.device("cpu"))
@@ -166,9 +193,13 @@ class TinySD15Loader(io.ComfyNode):
         with torch.no_grad():  # ComfyUI's ops skip init: fill every weight, or outputs are NaN
             for p in model.parameters():
                 p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
-        return io.NodeOutput(comfy.model_patcher.ModelPatcher(
-            model, load_device=comfy.model_management.get_torch_device(),
-            offload_device=comfy.model_management.unet_offload_device()))
+        return io.NodeOutput(
+            comfy.model_patcher.ModelPatcher(
+                model,
+                load_device=comfy.model_management.get_torch_device(),
+                offload_device=comfy.model_management.unet_offload_device(),
+            )
+        )
 
 
 class TinySDXLVariant(io.ComfyNode):
@@ -183,15 +214,14 @@ class TinySDXLVariant(io.ComfyNode):
             display_name="Tiny SDXL Variant (tests)",
             category="Image Alchemy/testing",
             description="The tiny SDXL UNet as an inpainting (9 input channels), instruct-pix2pix (8) or "
-                        "scaled-fp8 model, built the way ComfyUI's checkpoint loader sets them up.",
+            "scaled-fp8 model, built the way ComfyUI's checkpoint loader sets them up.",
             inputs=[io.Combo.Input("variant", options=list(cls.VARIANTS))],
             outputs=[io.Model.Output()],
         )
 
     @classmethod
     def execute(cls, variant) -> io.NodeOutput:
-        sd, metadata = comfy.utils.load_torch_file(_tiny_file("unet.safetensors"), safe_load=True,
-                                                   return_metadata=True)
+        sd, metadata = comfy.utils.load_torch_file(_tiny_file("unet.safetensors"), safe_load=True, return_metadata=True)
         unet_config = json.loads(metadata["tiny_sdxl.unet_config"])
         if variant != "scaled fp8":
             unet_config["in_channels"] = {"inpaint": 9, "instruct-pix2pix": 8}[variant]
@@ -204,9 +234,13 @@ class TinySDXLVariant(io.ComfyNode):
         with torch.no_grad():
             for p in model.parameters():
                 p.copy_((torch.randn(p.shape, generator=generator) * 0.02).to(p.dtype))
-        return io.NodeOutput(comfy.model_patcher.ModelPatcher(
-            model, load_device=comfy.model_management.get_torch_device(),
-            offload_device=comfy.model_management.unet_offload_device()))
+        return io.NodeOutput(
+            comfy.model_patcher.ModelPatcher(
+                model,
+                load_device=comfy.model_management.get_torch_device(),
+                offload_device=comfy.model_management.unet_offload_device(),
+            )
+        )
 
 
 class TinySDXLFileLoader(io.ComfyNode):
@@ -235,7 +269,15 @@ class TinySDXLFileLoader(io.ComfyNode):
 class FixtureExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [TinySDXLLoader, TinySDXLFileLoader, FailOnPurpose, ShapedImage, DiscMask, TinySD15Loader, TinySDXLVariant]
+        return [
+            TinySDXLLoader,
+            TinySDXLFileLoader,
+            FailOnPurpose,
+            ShapedImage,
+            DiscMask,
+            TinySD15Loader,
+            TinySDXLVariant,
+        ]
 
 
 async def comfy_entrypoint() -> FixtureExtension:

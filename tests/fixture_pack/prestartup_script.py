@@ -1,5 +1,6 @@
 """Test-only: records every run of ComfyUI's prestartup phase (main.py's module-level code) with its process id,
 so tests can prove that starting the trainer does not run main.py again in the trainer process."""
+
 import os
 
 import folder_paths

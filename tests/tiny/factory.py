@@ -13,6 +13,7 @@ files ComfyUI's own classes (and our trainer) read directly:
 Building the tensors needs ComfyUI importable (the UNet module defines the key layout); call
 ``use_comfyui(path)`` first.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,26 +27,62 @@ from safetensors.torch import save_file
 UNET_PREFIX = "model.diffusion_model."
 
 TINY_UNET_CONFIG = {
-    "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,
-    "model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": [1, 1],
-    "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1], "transformer_depth_middle": 1,
-    "use_spatial_transformer": True, "use_linear_in_transformer": True, "legacy": False,
-    "num_classes": "sequential", "adm_in_channels": 32 + 6 * 256, "context_dim": 64,
-    "num_head_channels": 8, "use_temporal_attention": False, "use_temporal_resblock": False,
+    "use_checkpoint": False,
+    "image_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
+    "model_channels": 32,
+    "channel_mult": [1, 2],
+    "num_res_blocks": [1, 1],
+    "transformer_depth": [0, 1],
+    "transformer_depth_output": [0, 0, 1, 1],
+    "transformer_depth_middle": 1,
+    "use_spatial_transformer": True,
+    "use_linear_in_transformer": True,
+    "legacy": False,
+    "num_classes": "sequential",
+    "adm_in_channels": 32 + 6 * 256,
+    "context_dim": 64,
+    "num_head_channels": 8,
+    "use_temporal_attention": False,
+    "use_temporal_resblock": False,
 }
 
 # Text encoders: clip_l (hidden 32) + clip_g (hidden 32) → cond 77×64, pooled 32, matching the UNet above.
 # Three layers at least: SDXL reads the penultimate hidden state.
 _TEXT_BASE = {
-    "architectures": ["CLIPTextModel"], "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0,
-    "eos_token_id": 49407, "hidden_act": "quick_gelu", "initializer_factor": 1.0, "initializer_range": 0.02,
-    "layer_norm_eps": 1e-05, "max_position_embeddings": 77, "model_type": "clip_text_model",
-    "pad_token_id": 1, "vocab_size": 49408, "torch_dtype": "float32",
+    "architectures": ["CLIPTextModel"],
+    "attention_dropout": 0.0,
+    "bos_token_id": 0,
+    "dropout": 0.0,
+    "eos_token_id": 49407,
+    "hidden_act": "quick_gelu",
+    "initializer_factor": 1.0,
+    "initializer_range": 0.02,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 77,
+    "model_type": "clip_text_model",
+    "pad_token_id": 1,
+    "vocab_size": 49408,
+    "torch_dtype": "float32",
 }
-TINY_CLIP_L_CONFIG = {**_TEXT_BASE, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
-                      "num_hidden_layers": 3, "projection_dim": 32}
-TINY_CLIP_G_CONFIG = {**_TEXT_BASE, "hidden_act": "gelu", "hidden_size": 32, "intermediate_size": 64,
-                      "num_attention_heads": 2, "num_hidden_layers": 3, "projection_dim": 32}
+TINY_CLIP_L_CONFIG = {
+    **_TEXT_BASE,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_attention_heads": 2,
+    "num_hidden_layers": 3,
+    "projection_dim": 32,
+}
+TINY_CLIP_G_CONFIG = {
+    **_TEXT_BASE,
+    "hidden_act": "gelu",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_attention_heads": 2,
+    "num_hidden_layers": 3,
+    "projection_dim": 32,
+}
 
 UNET_FILE, CLIP_FILE, VAE_FILE = "unet.safetensors", "clip.safetensors", "taesd.safetensors"
 
@@ -78,14 +115,14 @@ def _seeded_fill(module: torch.nn.Module, seed: int) -> None:
                     continue  # scalars keep their constructor value (TAESD's vae_scale / vae_shift)
                 elif param.dim() > 1:
                     fan_in = param[0].numel()
-                    param.copy_(torch.randn(param.shape, generator=gen) / fan_in ** 0.5)
+                    param.copy_(torch.randn(param.shape, generator=gen) / fan_in**0.5)
                 else:
                     param.copy_(torch.randn(param.shape, generator=gen) * 0.02)
 
 
 def tiny_unet_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
     import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     unet = UNetModel(**TINY_UNET_CONFIG, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
     _seeded_fill(unet, seed)
@@ -93,8 +130,8 @@ def tiny_unet_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def tiny_clip_state_dict(seed: int = 1) -> dict[str, torch.Tensor]:
-    from comfy.clip_model import CLIPTextModel
     import comfy.ops
+    from comfy.clip_model import CLIPTextModel
 
     out = {}
     for offset, (name, config) in enumerate((("clip_l", TINY_CLIP_L_CONFIG), ("clip_g", TINY_CLIP_G_CONFIG))):
@@ -120,8 +157,13 @@ def write_tiny_sdxl(folder: str | os.PathLike, seed: int = 0) -> dict[str, Path]
     paths = {"unet": folder / UNET_FILE, "clip": folder / CLIP_FILE, "vae": folder / VAE_FILE}
     writers = {
         "unet": (lambda: tiny_unet_state_dict(seed), {"tiny_sdxl.unet_config": json.dumps(TINY_UNET_CONFIG)}),
-        "clip": (lambda: tiny_clip_state_dict(seed + 1), {"tiny_sdxl.clip_l_config": json.dumps(TINY_CLIP_L_CONFIG),
-                                                          "tiny_sdxl.clip_g_config": json.dumps(TINY_CLIP_G_CONFIG)}),
+        "clip": (
+            lambda: tiny_clip_state_dict(seed + 1),
+            {
+                "tiny_sdxl.clip_l_config": json.dumps(TINY_CLIP_L_CONFIG),
+                "tiny_sdxl.clip_g_config": json.dumps(TINY_CLIP_G_CONFIG),
+            },
+        ),
         "vae": (lambda: tiny_taesd_state_dict(seed + 2), {}),
     }
     for key, (build, metadata) in writers.items():

@@ -4,6 +4,7 @@ The same subject (a yellow round "toy" with a red band and two dark eyes) is dra
 sizes and angles on different backgrounds, with its mask, so training, masking and insertion have a subject
 whose pixels are known exactly.
 """
+
 from __future__ import annotations
 
 import math
