@@ -5,6 +5,9 @@ Prints `name: value` lines:
 - toy_subject_similarity_lora / _base: 'a photo of <token> <class>' with the committed subject LoRA vs without:
   identity-embedding similarity to the subject's 5 views (toy_world/measure.py), and toy_subject_dino_*: DINO by
   alchemy.metrics.evaluate with the measuring net as the DINO backbone;
+  toy_subject_similarity_centred_*: the same with both embeddings centred on the class's mean (world instances of
+  the class: what they share counts 0), toy_subject_identified_*: share of images read as the subject exactly
+  (main colour, second colour and pattern);
 - toy_insert_*: stage 1 (base, class word) → object mask → stage 2 (LoRA, token; LoRAImg2ImgInsert's
   alchemy.compose steps): subject similarity inside the mask after vs before, and the largest change outside the
   repaint region (0..255);
@@ -79,6 +82,14 @@ def main() -> None:
     out["toy_subject_similarity_lora"] = net.similarity(lora_images, refs)
     out["toy_subject_similarity_lora_vs_base"] = out["toy_subject_similarity_lora"] / out["toy_subject_similarity_base"]
     out["toy_subject_similarity_real"] = net.similarity(refs, refs)
+    # Beside the figures: similarity with the class's shared part taken out, and exact identification.
+    centre = net.class_centre(subject.thing.cls)
+    out["toy_subject_similarity_centred_base"] = net.similarity(base_images, refs, centre)
+    out["toy_subject_similarity_centred_lora"] = net.similarity(lora_images, refs, centre)
+    out["toy_subject_similarity_centred_real"] = net.similarity(refs, refs, centre)
+    out["toy_subject_identified_base"] = net.identified(base_images, subject.thing)
+    out["toy_subject_identified_lora"] = net.identified(lora_images, subject.thing)
+    out["toy_subject_identified_real"] = net.identified(refs, subject.thing)
     out["toy_subject_dino_base"], out["toy_subject_dino_real"] = figures.dino_similarity(base_images, refs, dino)
     out["toy_subject_dino_lora"], _ = figures.dino_similarity(lora_images, refs, dino)
 
