@@ -190,7 +190,10 @@ class MeasuringNet:
         """Mean identity embedding of ``count`` world instances of the class (random looks, places, backgrounds)."""
         rng = np.random.default_rng(seed)
         images = np.stack(
-            [world.render(world.random_thing(rng, cls), world.BACKGROUNDS[i % 4], rng)[0] for i in range(count)]
+            [
+                world.render(world.random_thing(rng, cls), world.BACKGROUNDS[i % len(world.BACKGROUNDS)], rng)[0]
+                for i in range(count)
+            ]
         )
         return self.identity(images).mean(0)
 
