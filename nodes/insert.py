@@ -1,4 +1,4 @@
-"""LoRAImg2ImgInsert: paint the subject with its LoRA (paper 001 §3.4; docs/DESIGN.md §4.6, §5.5), over alchemy.compose.
+"""LoRAImg2ImgInsert: paint the subject with its LoRA (paper 001 §3.4; docs/DESIGN.md §4.6, §5.5), over alchemy.crop_stitch.
 
 Per image: grow + feather the mask, crop a context box around it, scale the crop to the model's resolution,
 VAE-encode, set the noise mask (ComfyUI's SetLatentNoiseMask), sample like KSampler at ``denoise``, decode, scale
@@ -22,7 +22,7 @@ import torch
 from comfy_api.latest import io
 from safetensors import SafetensorError
 
-from ..alchemy import compose, masks
+from ..alchemy import crop_stitch, masks
 
 NODE = "LoRAImg2ImgInsert"
 CROP_MODES = ("crop", "whole image")
@@ -307,8 +307,8 @@ class LoRAImg2ImgInsert(io.ComfyNode):
         stitch_masks = masks.feather_mask(masks.grow_mask(mask, grow), feather)
         if keep is not None:
             keep = masks.match_batch(masks.resize_mask(keep.to(image.device), height, width), batch, NODE)
-            stitch_masks = compose.leave_out(stitch_masks, keep)
-        boxes = [compose.context_box(m, context, whole_image=crop_mode == "whole image") for m in stitch_masks]
+            stitch_masks = crop_stitch.leave_out(stitch_masks, keep)
+        boxes = [crop_stitch.context_box(m, context, whole_image=crop_mode == "whole image") for m in stitch_masks]
         if all(box is None for box in boxes) or denoise == 0:
             # Nothing to repaint: the scene as it came in (not a VAE round trip of it).
             logging.info("%s: %s, scene returned unchanged", NODE, "denoise 0" if denoise == 0 else "empty mask")
@@ -321,10 +321,10 @@ class LoRAImg2ImgInsert(io.ComfyNode):
             if box is None:
                 results.append(base)
                 continue
-            size = compose.model_size(box.height, box.width, resolution, multiple)
-            start = compose.img2img_start(img, base, stitch_mask)
-            pixels = compose.resize_image(compose.crop(start, box), *size)[None]
-            noise_mask = masks.resize_mask(compose.crop(stitch_mask, box)[None], *size)
+            size = crop_stitch.model_size(box.height, box.width, resolution, multiple)
+            start = crop_stitch.img2img_start(img, base, stitch_mask)
+            pixels = crop_stitch.resize_image(crop_stitch.crop(start, box), *size)[None]
+            noise_mask = masks.resize_mask(crop_stitch.crop(stitch_mask, box)[None], *size)
             generated = sample_region(
                 patched,
                 vae,
@@ -340,7 +340,7 @@ class LoRAImg2ImgInsert(io.ComfyNode):
                 scheduler,
                 denoise,
             )
-            results.append(compose.stitch(base, generated[0], stitch_mask, box))
+            results.append(crop_stitch.stitch(base, generated[0], stitch_mask, box))
         return io.NodeOutput(torch.stack(results))
 
 

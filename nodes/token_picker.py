@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
-from ..alchemy import token_cache, token_scoring, tokens
+from ..alchemy import fingerprint_cache, token_scoring, tokens
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +57,19 @@ def patcher_fingerprint(patcher) -> str:
     patches (LoRAs, with strengths), object patches and model options, so a LoRA'd clone hashes differently."""
     sd = patcher.model_state_dict()
     named = [(k, patcher.backup[k].weight if k in patcher.backup else v) for k, v in sd.items()]
-    return token_cache.fingerprint_value(
-        [token_cache.fingerprint_tensors(named), patcher.patches, patcher.object_patches, patcher.model_options]
+    return fingerprint_cache.fingerprint_value(
+        [fingerprint_cache.fingerprint_tensors(named), patcher.patches, patcher.object_patches, patcher.model_options]
     )
 
 
 def models_fingerprint(model, clip, vae) -> str:
     vae_sd = vae.first_stage_model.state_dict()
-    return token_cache.fingerprint_value(
+    return fingerprint_cache.fingerprint_value(
         [
             patcher_fingerprint(model),
             patcher_fingerprint(clip.patcher),
             getattr(clip, "layer_idx", None),
-            token_cache.fingerprint_tensors(vae_sd.items()),
+            fingerprint_cache.fingerprint_tensors(vae_sd.items()),
         ]
     )
 
@@ -295,7 +295,7 @@ class RareTokenPicker(io.ComfyNode):
         # Every word that can be one token is in this table, so neither the scan nor the table's zipf column
         # loads wordfreq's 12 word lists again (seconds per process start, milliseconds from the file).
         vocab_words = tokens.vocabulary_words(vocab)
-        frequencies = token_cache.cached_zipf_table(
+        frequencies = fingerprint_cache.cached_zipf_table(
             cache_directory(), (w for _id, w in vocab_words), tokens.ZIPF_LANGUAGES, tokens.zipf_table
         )
         if vocabulary_scan:
@@ -324,13 +324,13 @@ class RareTokenPicker(io.ComfyNode):
         settings = dict(
             seeds=seeds, width=width, height=height, steps=steps, cfg=cfg, sampler=sampler_name, scheduler=scheduler
         )
-        cache = token_cache.ImageCache(cache_directory())
+        cache = fingerprint_cache.ImageCache(cache_directory())
         models_fp = models_fingerprint(model, clip, vae)
         negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
 
         def images_for(prompt):
             """(images, seconds spent sampling; None when served from the cache)."""
-            key = token_cache.cache_key(models=models_fp, prompt=prompt, **settings)
+            key = fingerprint_cache.cache_key(models=models_fp, prompt=prompt, **settings)
             images = cache.load(key) if use_cache else None
             if images is not None:
                 return images, None

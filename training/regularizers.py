@@ -6,7 +6,7 @@
   losses, the augmentation probability clip(γ, 0, p_max), the loss weight 1 − γ, representation
   stabilization (channel-wise mean/std of feature maps vs the base model) and attention alignment
   (cross-attention maps vs the base model).
-Nothing here knows about the UNet; ``training/probes.py`` collects the tensors these functions take.
+Nothing here knows about the UNet; ``training/lora_hooks.py`` collects the tensors these functions take.
 """
 
 from __future__ import annotations
