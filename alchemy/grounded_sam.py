@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import grounding, mask_select
+from . import grounding, layout, mask_select
 from . import masks as mask_ops
 from . import sam as sam_ops
 
@@ -48,11 +48,6 @@ class ImageResult:
     @property
     def note(self) -> str:
         return "; ".join(self.notes)
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """One H×W×C float 0..1 image → H×W×3 uint8 RGB (alpha dropped), what both detectors expect."""
-    return (image[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
 def segment_batch(
@@ -94,7 +89,7 @@ def segment_batch(
     out = torch.zeros(batch, height, width)
     results = []
     for i in range(batch):
-        rgb = to_uint8(images[i])
+        rgb = layout.to_uint8(images[i])  # what both detectors expect
         where = f"in image {i + 1} of {batch}"
         found = [grounding.detect(detector, rgb, phrase, box_threshold, text_threshold, device) for phrase in phrases]
         offsets = np.cumsum([0] + [len(f["boxes"]) for f in found]).tolist()
@@ -193,8 +188,8 @@ def draw_preview(images: torch.Tensor, masks: torch.Tensor, results: list[ImageR
     previews = []
     tint = np.array([255, 64, 64], np.float32)
     for image, mask, result in zip(images, masks, results):
-        rgb = to_uint8(image).astype(np.float32)
-        alpha = 0.45 * mask.cpu().numpy()[..., None]
+        rgb = layout.to_uint8(image).astype(np.float32)
+        alpha = 0.45 * layout.to_numpy(mask)[..., None]
         canvas = np.ascontiguousarray((rgb * (1 - alpha) + tint * alpha).round().astype(np.uint8))
         thickness = max(1, round(min(canvas.shape[:2]) / 256))
         for j, box in enumerate(result.boxes.tolist()):
@@ -206,7 +201,7 @@ def draw_preview(images: torch.Tensor, masks: torch.Tensor, results: list[ImageR
             draw_label(canvas, f"{result.labels[j]} {result.ranks.get(j, 1)}", x0, y0)
         if result.note:
             draw_note(canvas, result.note)
-        previews.append(torch.from_numpy(canvas).float() / 255.0)
+        previews.append(layout.to_torch(canvas).float() / 255.0)
     return torch.stack(previews) if previews else images[..., :3].clone()
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import layout
 from .masks import BINARY_THRESHOLD, mask_bbox
 
 METRICS = ("dino", "clip_i", "clip_t", "brisque")
@@ -56,8 +57,7 @@ def text_image_similarity(images: torch.Tensor, texts: torch.Tensor) -> torch.Te
 def to_uint8(images: torch.Tensor) -> list[np.ndarray]:
     """ComfyUI IMAGE (B×H×W×C float 0..1) → HWC uint8 RGB arrays, quantized as a saved PNG would be, so the
     node and the CLI score the very same pixels."""
-    arr = (images[..., :3].detach().float().clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
-    return list(arr)
+    return list(layout.to_uint8(images))
 
 
 def crop_to_mask(image: np.ndarray, mask: np.ndarray, margin: float = 0.1) -> np.ndarray:

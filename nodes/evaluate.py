@@ -8,10 +8,11 @@ import os
 
 import comfy.model_management
 import comfy.utils
-import folder_paths
 from comfy_api.latest import io, ui
 
-from ..alchemy import backbones, metrics, quality
+from ..alchemy import backbones, layout, metrics, quality
+from . import folders
+from .checks import node_error
 
 log = logging.getLogger(__name__)
 
@@ -20,20 +21,10 @@ FOLDER = "eval_backbones"
 NONE = "none"
 
 
-def register_folder() -> None:
-    """models/eval_backbones/<name>/ holds one transformers save_pretrained folder per backbone."""
-    path = os.path.join(folder_paths.models_dir, FOLDER)
-    if path not in folder_paths.folder_names_and_paths.get(FOLDER, ([], set()))[0]:
-        folder_paths.add_model_folder_path(FOLDER, path)
-
-
-register_folder()
-
-
 def backbone_folders() -> dict[str, str]:
     """Name (path relative to its models folder) → folder, for every folder holding a config.json."""
     found = {}
-    for base in folder_paths.get_folder_paths(FOLDER):
+    for base in folders.roots(FOLDER):
         if not os.path.isdir(base):
             continue
         for current, dirs, files in os.walk(base, followlinks=True):
@@ -67,11 +58,6 @@ def _resolve(name: str, kind: str):
             "pick another one or refresh the page."
         )
     return folder
-
-
-def _masks(mask) -> list | None:
-    # MASK is B×H×W float 0..1; the pure code takes one H×W array per image.
-    return None if mask is None else list(mask.detach().float().cpu().numpy())
 
 
 def _float(value) -> float:
@@ -218,15 +204,15 @@ class SubjectMetrics(io.ComfyNode):
                 dino=dino,
                 clip=clip,
                 quality=quality.brisque_scores if brisque else None,
-                generated_masks=_masks(masks),
-                reference_masks=_masks(reference_masks),
+                generated_masks=layout.mask_planes(masks),
+                reference_masks=layout.mask_planes(reference_masks),
                 margin=mask_margin,
                 clip_t_prompts=[clip_t_prompt] * images.shape[0] if clip_t_prompt.strip() else None,
                 device=device,
                 on_stage=on_stage,
             )
         except (ValueError, FileNotFoundError) as e:
-            raise ValueError(f"{NODE}: {e}") from e
+            raise node_error(NODE, e) from e
         finally:
             backbones.release(dino, clip)
             comfy.model_management.soft_empty_cache()

@@ -23,6 +23,7 @@ from comfy_api.latest import io
 from safetensors import SafetensorError
 
 from ..alchemy import crop_stitch, masks
+from .checks import check_choice, check_images, first_line, node_error
 
 NODE = "LoRAImg2ImgInsert"
 CROP_MODES = ("crop", "whole image")
@@ -47,10 +48,10 @@ def apply_lora(model, lora_name: str, strength: float):
             "never loaded (unpickling can run code): use a .safetensors LoRA."
         ) from e
     except (ValueError, RuntimeError, OSError, EOFError, SafetensorError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(
-            f"{NODE}: cannot read the LoRA '{lora_name}' ({reason}): the file is damaged or not a "
-            "LoRA; copy or train it again."
+        raise node_error(
+            NODE,
+            f"cannot read the LoRA '{lora_name}' ({first_line(e)}): the file is damaged or not a "
+            "LoRA; copy or train it again.",
         ) from e
     patched, _ = comfy.sd.load_lora_for_models(model, None, lora, strength, 0)
     if len(patched.patches) == len(model.patches):
@@ -295,12 +296,8 @@ class LoRAImg2ImgInsert(io.ComfyNode):
         scene=None,
         keep=None,
     ) -> io.NodeOutput:
-        if crop_mode not in CROP_MODES:
-            raise ValueError(f"{NODE}: unknown crop_mode {crop_mode!r}; choose one of {CROP_MODES}.")
-        if image.shape[0] == 0:
-            raise ValueError(f"{NODE}: the image batch is empty: connect at least one image.")
-        if image.shape[-1] not in (3, 4):
-            raise ValueError(f"{NODE}: expected RGB or RGBA images, got {image.shape[-1]} channel(s).")
+        check_choice(NODE, "crop_mode", crop_mode, CROP_MODES)
+        check_images(NODE, image)
         batch, height, width = image.shape[:3]
         scene = check_scene(image, scene)
         mask = masks.match_batch(masks.resize_mask(mask.to(image.device), height, width), batch, NODE)

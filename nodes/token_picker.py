@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
-from ..alchemy import fingerprint_cache, token_scoring, tokens
+from ..alchemy import fingerprint_cache, layout, token_scoring, tokens
+from .checks import node_error
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +122,14 @@ def sample_seeds(
         images = vae.decode(samples)
         images = images.reshape(-1, *images.shape[-3:])  # video VAEs add a frame axis
         # Quantized like a saved PNG, so a fresh run and a cache hit score the very same pixels.
-        out.append(np.round(images.detach().float().clamp(0, 1).cpu().numpy() * 255.0) / 255.0)
+        out.append(np.round(layout.to_numpy(images.clamp(0, 1)) * 255.0) / 255.0)
     return np.concatenate(out)
 
 
 def image_embeddings(clip_vision, images: np.ndarray) -> np.ndarray:
-    out = clip_vision.encode_image(torch.from_numpy(images).float())
+    out = clip_vision.encode_image(layout.to_torch(images).float())
     embeds = out["image_embeds"] if out["image_embeds"] is not None else out["last_hidden_state"][:, 0]
-    return embeds.detach().float().cpu().numpy()
+    return layout.to_numpy(embeds)
 
 
 class RareTokenPicker(io.ComfyNode):
@@ -283,7 +284,7 @@ class RareTokenPicker(io.ComfyNode):
         try:
             tokens.fill_template(prompt_template, "x")  # fails early, naming the fix, before any sampling
         except ValueError as e:
-            raise ValueError(f"{NODE}: {e}") from e
+            raise node_error(NODE, e) from e
         class_word = class_word.strip()
         if not class_word:
             raise ValueError(f"{NODE}: class_word is empty; write the subject's class, e.g. dog, person, mug.")
@@ -383,7 +384,7 @@ class RareTokenPicker(io.ComfyNode):
         label = lambda s: f"{s.prior:.3f}" if s.prior is not None else f"sim {s.similarity:.3f}"
         rows = [(f"ref {class_word}\nprior 1", references["class"]), ("ref empty\nprior 0", references["empty"])]
         rows += [(f"#{n} {s.token}\n{label(s)}", images_by_token[s.token]) for n, s in enumerate(ranked, 1)]
-        sheet = torch.from_numpy(token_scoring.contact_sheet(rows))[None]  # H×W×C → IMAGE batch of 1 (BHWC)
+        sheet = layout.to_torch(token_scoring.contact_sheet(rows))[None]  # H×W×C → IMAGE batch of 1 (BHWC)
         table = token_scoring.score_table(
             ranked,
             [(r.word, r.reason + (" (paper)" if r.word in tokens.PAPER_TOKENS else "")) for r in rejected],

@@ -24,6 +24,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io, ui
 
+from ..alchemy import layout
 from ..training import child, job, staged
 from ..training.augment import augmented_views
 from ..training.lora_file import partial_path, read_metadata
@@ -35,6 +36,7 @@ from ..training.trainer import TrainingData
 from ..training.unet import diffusers_unet_config
 from ..training.weights import fingerprint
 from . import class_images, train_start, unet_handover
+from .checks import check_images
 from .train_checks import (
     available_vram,
     bf16_native,
@@ -279,10 +281,7 @@ class TrainSubjectLoRA(io.ComfyNode):
                 f"{NODE}: the MODEL is {type(model.model).__name__}, not an SDXL model: connect an "
                 "SDXL checkpoint (the trainer needs SDXL's UNet and its size/pooled-text conditioning)"
             )
-        if images.shape[0] and images.shape[-1] not in (3, 4):
-            raise ValueError(
-                f"{NODE}: expected RGB or RGBA photos, got {images.shape[-1]} channel(s): load them with Load Image"
-            )
+        check_images(NODE, images, what="photos", allow_empty=True)  # no photos: said below, with what to connect
         check_trainable(model)
         prediction_type, zsnr = sampling_kind(model)
         device = comfy.model_management.get_torch_device()
@@ -408,7 +407,7 @@ class TrainSubjectLoRA(io.ComfyNode):
 
     @classmethod
     def _result(cls, file_name: str, losses: list[float], grid: torch.Tensor | None = None) -> io.NodeOutput:
-        curve = torch.from_numpy(loss_curve_image(losses))[None]
+        curve = layout.to_torch(loss_curve_image(losses))[None]
         grid = torch.zeros(1, 64, 64, 3) if grid is None else grid
         return io.NodeOutput(file_name, curve, grid, ui=ui.PreviewImage(curve, cls=cls))
 
