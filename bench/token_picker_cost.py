@@ -110,7 +110,8 @@ def _run(args) -> None:
     import folder_paths
     import torch
     from image_alchemy.alchemy import fingerprint_cache, tokens
-    from image_alchemy.nodes.token_picker import SEED_BATCH, RareTokenPicker, cache_directory, clip_tokenizers
+    from image_alchemy.nodes.token_picker import RareTokenPicker, clip_tokenizers
+    from image_alchemy.nodes.token_samples import SEED_BATCH, cache_directory
 
     import nodes as comfy_nodes  # ComfyUI's own nodes.py (ours is never on sys.path)
 
@@ -202,7 +203,7 @@ def _run(args) -> None:
     at_defaults = (pool + 2) * defaults["seeds_per_candidate"]
     per_candidate_defaults = None
     if not args.skip_defaults:
-        from image_alchemy.nodes.token_picker import sample_seeds
+        from image_alchemy.nodes.token_samples import sample_seeds
 
         d_seeds = [defaults["seed"] + i for i in range(defaults["seeds_per_candidate"])]
         per_candidate_defaults, _, _ = _timed(

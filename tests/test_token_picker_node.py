@@ -160,7 +160,7 @@ def test_model_fingerprint_follows_loras_not_in_place_patching(comfy_dir):
     factory.use_comfyui(comfy_dir)
     import comfy.model_patcher
     import comfy.ops
-    from image_alchemy.nodes.token_picker import patcher_fingerprint
+    from image_alchemy.nodes.token_samples import patcher_fingerprint
 
     cpu = torch.device("cpu")
     layer = comfy.ops.disable_weight_init.Linear(4, 4)  # ComfyUI's own op, which patch_model patches
@@ -206,7 +206,7 @@ def in_process(comfy_dir, tiny_models):
 
 def test_batched_seeds_match_ksampler_one_seed_at_a_time(in_process):
     """Image i of a candidate is exactly what KSampler makes with seed i (deterministic sampler)."""
-    from image_alchemy.nodes.token_picker import SEED_BATCH, sample_seeds
+    from image_alchemy.nodes.token_samples import SEED_BATCH, sample_seeds
 
     model, clip, vae, core_nodes = in_process
     with torch.inference_mode():
@@ -294,7 +294,7 @@ def test_clip_vision_embeddings_join_the_score(in_process, tmp_path):
     assert header.split()[:4] == ["rank", "token", "embed_cos", "prior"]  # the embeddings replace SSIM
     assert "references (embed_cos): class word" in table
     # The table's similarity is the embeddings' mean cosine of that candidate's images, sampled the same way.
-    from image_alchemy.nodes.token_picker import sample_seeds
+    from image_alchemy.nodes.token_samples import sample_seeds
 
     with torch.inference_mode():
         negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
