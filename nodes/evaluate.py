@@ -64,6 +64,17 @@ def _float(value) -> float:
     return math.nan if value is None else float(value)
 
 
+def _stages(stages: list[str]):
+    """The progress bar's ``on_stage(name)`` (which also honours a cancel) and ``done()``, one step per stage."""
+    pbar = comfy.utils.ProgressBar(len(stages))
+
+    def on_stage(name):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        pbar.update_absolute(stages.index(name))
+
+    return on_stage, lambda: pbar.update_absolute(len(stages))
+
+
 class SubjectMetrics(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -182,15 +193,10 @@ class SubjectMetrics(io.ComfyNode):
                 "or set clip_model to none."
             )
         device = comfy.model_management.get_torch_device()
-        stages = ["load"] + [
+        steps = ["load"] + [
             s for s, on in (("dino", dino_model != NONE), ("clip", clip_model != NONE), ("brisque", brisque)) if on
         ]
-        pbar = comfy.utils.ProgressBar(len(stages))
-
-        def on_stage(name):
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            pbar.update_absolute(stages.index(name))
-
+        on_stage, done = _stages(steps)
         dino = clip = None
         try:
             dino_folder, clip_folder = _resolve(dino_model, "DINO"), _resolve(clip_model, "CLIP")
@@ -216,19 +222,13 @@ class SubjectMetrics(io.ComfyNode):
         finally:
             backbones.release(dino, clip)
             comfy.model_management.soft_empty_cache()
-        pbar.update_absolute(len(stages))
+        done()
         # One prompt: its row is the overall row, so the table shows it once.
         table = metrics.format_table([r for r in result.summary if r.prompt != metrics.OVERALL])
         log.info("%s:\n%s", NODE, table)
         overall = result.overall()
-        return io.NodeOutput(
-            table,
-            _float(overall.dino),
-            _float(overall.clip_i),
-            _float(overall.clip_t),
-            _float(overall.brisque),
-            ui=ui.PreviewText(table),
-        )
+        scores = (overall.dino, overall.clip_i, overall.clip_t, overall.brisque)
+        return io.NodeOutput(table, *(_float(v) for v in scores), ui=ui.PreviewText(table))
 
 
 NODES = [SubjectMetrics]

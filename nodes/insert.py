@@ -1,4 +1,5 @@
-"""LoRAImg2ImgInsert: paint the subject with its LoRA (paper 001 §3.4; docs/DESIGN.md §4.6, §5.5), over alchemy.crop_stitch.
+"""LoRAImg2ImgInsert: paint the subject with its LoRA (paper 001 §3.4; docs/DESIGN.md §4.6, §5.5), over
+``alchemy.crop_stitch``.
 
 Per image: grow + feather the mask, crop a context box around it, scale the crop to the model's resolution,
 VAE-encode, set the noise mask (ComfyUI's SetLatentNoiseMask), sample like KSampler at ``denoise``, decode, scale

@@ -1,10 +1,9 @@
-"""GroundedSAMMask and MaskFromBatch (paper 001 §3.3; docs/DESIGN.md §4.4), over ``alchemy.grounded_sam``; the
-two loaders feeding it are in nodes/loaders.py.
+"""GroundedSAMMask and MaskFromBatch (paper 001 §3.3; docs/DESIGN.md §4.4), over ``alchemy.grounded_sam``.
 
-The loaders return CPU models in eval mode. GroundedSAMMask hands both to ComfyUI's memory management as
-ModelPatchers (as core nodes do with CLIP vision and upscale models): ``load_models_gpu`` frees room for them
-before the run, and afterwards they count as loaded models that ComfyUI unloads to its offload device as soon as
-the sampler (or anything else) needs the memory, instead of sitting on the GPU outside its accounting.
+Its loaders (nodes/loaders.py) give CPU models in eval mode; GroundedSAMMask hands both to ComfyUI's memory
+management as ModelPatchers, as core nodes do with CLIP vision models: ``load_models_gpu`` frees room for them
+before the run, then they count as loaded models that ComfyUI offloads as soon as the sampler (or anything
+else) needs the memory, instead of sitting on the GPU outside its accounting.
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..alchemy import grounded_sam, mask_select
-from . import loaders
 from .checks import check_images, node_error
+from .loaders import NODES as LOADERS
 from .loaders import GroundingDinoModel, SamModel
 
 NODE = "GroundedSAMMask"
@@ -232,19 +231,24 @@ class GroundedSAMMask(io.ComfyNode):
             ) from e
         except ValueError as e:
             raise node_error(NODE, e) from e
-        preview = grounded_sam.draw_preview(image, masks, found)
-        out_device = comfy.model_management.intermediate_device()
-        preview = preview.to(out_device, image.dtype)
-        # Shown on the node (boxes, mask and any policy note drawn), as well as given as an output; the notes
-        # also travel as UI text for API clients.
-        shown = ui.PreviewImage(preview, cls=cls).as_dict()
-        notes = [f"image {i + 1}: {r.note}" for i, r in enumerate(found) if r.note]
-        if notes:
-            shown["text"] = ("\n".join(notes),)
-        outputs = [masks.to(out_device), preview, grounded_sam.phrase_mask_batch(found).to(out_device)]
-        if BOUNDING_BOX is not None:
-            outputs.append(grounded_sam.kept_boxes(found))
-        return io.NodeOutput(*outputs, ui=shown)
+        return _node_output(cls, image, masks, found)
+
+
+def _node_output(cls, image, masks, found) -> io.NodeOutput:
+    """Masks, preview, phrase masks (and boxes where ComfyUI has the type); the preview and policy notes on the node."""
+    preview = grounded_sam.draw_preview(image, masks, found)
+    out_device = comfy.model_management.intermediate_device()
+    preview = preview.to(out_device, image.dtype)
+    # Shown on the node (boxes, mask and any policy note drawn), as well as given as an output; the notes
+    # also travel as UI text for API clients.
+    shown = ui.PreviewImage(preview, cls=cls).as_dict()
+    notes = [f"image {i + 1}: {r.note}" for i, r in enumerate(found) if r.note]
+    if notes:
+        shown["text"] = ("\n".join(notes),)
+    outputs = [masks.to(out_device), preview, grounded_sam.phrase_mask_batch(found).to(out_device)]
+    if BOUNDING_BOX is not None:
+        outputs.append(grounded_sam.kept_boxes(found))
+    return io.NodeOutput(*outputs, ui=shown)
 
 
 class MaskFromBatch(io.ComfyNode):
@@ -293,4 +297,4 @@ class MaskFromBatch(io.ComfyNode):
         return io.NodeOutput(torch.zeros(1, *masks.shape[-2:], dtype=masks.dtype, device=masks.device))
 
 
-NODES = [*loaders.NODES, GroundedSAMMask, MaskFromBatch]
+NODES = [*LOADERS, GroundedSAMMask, MaskFromBatch]

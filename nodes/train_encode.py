@@ -1,6 +1,6 @@
-"""What TrainSubjectLoRA prepares and encodes in the graph for the trainer, with the wired VAE and CLIP (the encoders inference
-will use): the prepared photos' latents (flipped, APT's views), their masks at latent size, the prompt's embeddings
-and the preview prompts' conditioning."""
+"""What TrainSubjectLoRA prepares and encodes in the graph for the trainer, with the wired VAE and CLIP (the
+encoders inference will use): the photos in their aspect bucket, cut around the subject; their latents (flipped,
+APT's views), masks at latent size and prompt embeddings; the class images; the preview prompts' conditioning."""
 
 from __future__ import annotations
 
