@@ -172,14 +172,7 @@ def evaluate(
     called before each metric ("dino", "clip", "brisque"): a progress / cancel hook.
     """
     stage = on_stage or (lambda name: None)
-    if len(prompts) != len(generated):
-        raise ValueError(f"{len(prompts)} prompts for {len(generated)} generated images: give one prompt per image")
-    if clip_t_prompts is not None and len(clip_t_prompts) != len(generated):
-        raise ValueError(f"{len(clip_t_prompts)} CLIP-T prompts for {len(generated)} generated images")
-    if not len(generated):
-        raise ValueError("no generated images to score")
-    if (dino is not None or clip is not None) and not len(references):
-        raise ValueError("no reference images: DINO and CLIP-I compare against real subject images")
+    _check_counts(generated, prompts, references, clip_t_prompts, dino is not None or clip is not None)
     names = list(names) if names is not None else [f"image_{i:04d}" for i in range(len(generated))]
     scores = [ImageScore(name, prompt) for name, prompt in zip(names, prompts)]
     real = SummaryRow(REAL, len(references))
@@ -214,6 +207,17 @@ def evaluate(
         "margin": margin,
     }
     return Evaluation(scores, summarize(scores, real), settings)
+
+
+def _check_counts(generated, prompts, references, clip_t_prompts, with_references: bool) -> None:
+    if len(prompts) != len(generated):
+        raise ValueError(f"{len(prompts)} prompts for {len(generated)} generated images: give one prompt per image")
+    if clip_t_prompts is not None and len(clip_t_prompts) != len(generated):
+        raise ValueError(f"{len(clip_t_prompts)} CLIP-T prompts for {len(generated)} generated images")
+    if not len(generated):
+        raise ValueError("no generated images to score")
+    if with_references and not len(references):
+        raise ValueError("no reference images: DINO and CLIP-I compare against real subject images")
 
 
 def _cell(value, width):
