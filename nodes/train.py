@@ -25,8 +25,9 @@ from ..alchemy import layout
 from ..training import child
 from ..training.lora_file import read_metadata
 from ..training.plot import loss_curve_image
-from ..training.settings import CHECKPOINTING, checkpointing_choice
+from ..training.settings import CHECKPOINTING
 from ..training.unet import diffusers_unet_config
+from ..training.user_values import checkpointing_choice
 from ..training.weights import fingerprint
 from . import train_progress, train_start
 from .train_checks import (

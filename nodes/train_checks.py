@@ -13,7 +13,8 @@ import comfy.model_base
 import comfy.model_management
 import torch
 
-from ..training.settings import TrainSettings, from_user_values
+from ..training.settings import TrainSettings
+from ..training.user_values import from_user_values
 from . import train_progress
 from .checks import check_images
 
