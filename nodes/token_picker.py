@@ -31,10 +31,10 @@ def clip_tokenizers(clip) -> dict:
         if hasattr(getattr(clip.tokenizer, name, None), "tokenizer")
     }
     if not found:
-        raise ValueError(
-            f"{NODE}: the wired CLIP has no CLIP BPE tokenizer (clip_l / clip_g); "
-            "wire the CLIP output of an SDXL or SD1.x checkpoint loader."
-        )
+        raise node_error(
+            NODE, "the wired CLIP has no CLIP BPE tokenizer (clip_l / clip_g); wire the CLIP output of an SDXL or "
+            "SD1.x checkpoint loader.",
+        )  # fmt: skip
     return found
 
 
@@ -208,16 +208,17 @@ class RareTokenPicker(io.ComfyNode):
             pbar.update_absolute(i + 3)
         sampled = [s for s in spent.values() if s is not None]
         log.info("%s: %d candidates + 2 references, %d sets from cache", NODE, len(accepted), len(spent) - len(sampled))
-
         ranked = token_scoring.rank(scores)
         table = token_scoring.score_table(
             ranked,
             [(r.word, r.reason + (" (paper)" if r.word in tokens.PAPER_TOKENS else "")) for r in rejected],
             calibration,
-            _table_notes(accepted, source, spent, frequencies),
-            _table_footer(len(accepted), seeds_per_candidate, sampled, width, height, steps),
+            token_scoring.table_notes(accepted, source, spent, frequencies),
+            token_scoring.table_footer(len(accepted), seeds_per_candidate, sampled, width, height, steps),
         )
-        return io.NodeOutput(ranked[0].token, _contact_sheet(ranked, references, images_by_token, class_word), table)
+        rows = token_scoring.sheet_rows(ranked, references, images_by_token, class_word)
+        sheet = layout.to_torch(token_scoring.contact_sheet(rows))[None]  # H×W×C → IMAGE batch of 1 (BHWC)
+        return io.NodeOutput(ranked[0].token, sheet, table)
 
 
 def _check_words(prompt_template: str, class_word: str) -> str:
@@ -294,38 +295,6 @@ def _calibrate(samples: CandidateImages, clip_vision, prompt_template: str, clas
             calibration.empty,
         )
     return references, spent, calibration
-
-
-def _contact_sheet(ranked, references, images_by_token, class_word: str):
-    """The references' and the ranked candidates' images, one labelled row each, as an IMAGE batch of 1."""
-    label = lambda s: f"{s.prior:.3f}" if s.prior is not None else f"sim {s.similarity:.3f}"
-    rows = [(f"ref {class_word}\nprior 1", references["class"]), ("ref empty\nprior 0", references["empty"])]
-    rows += [(f"#{n} {s.token}\n{label(s)}", images_by_token[s.token]) for n, s in enumerate(ranked, 1)]
-    return layout.to_torch(token_scoring.contact_sheet(rows))[None]  # H×W×C → IMAGE batch of 1 (BHWC)
-
-
-def _table_notes(words, source, spent, frequencies) -> dict:
-    notes = {"": ["source", "zipf", "s/cand"]}
-    for word in words:
-        zipf, lang = frequencies[word] if word in frequencies else tokens.word_frequency(word)
-        seconds = "cached" if spent[word] is None else f"{spent[word]:.2f}"
-        notes[word] = [source[word], f"{zipf:.2f}{'(' + lang + ')' if zipf else ''}", seconds]
-    return notes
-
-
-def _table_footer(n_words, n_seeds, sampled, width, height, steps) -> list[str]:
-    images = (n_words + 2) * n_seeds
-    lines = [
-        f"{images} images: ({n_words} candidates + 2 references) × {n_seeds} seeds at {width}×{height}, "
-        f"{steps} steps; {len(sampled) * n_seeds} sampled now, the rest from the cache"
-    ]
-    if sampled:
-        per_set = sum(sampled) / len(sampled)
-        lines.append(
-            f"cost: {per_set:.2f} s per candidate ({per_set / n_seeds:.3f} s per image), "
-            f"{sum(sampled):.1f} s sampling in all"
-        )
-    return lines
 
 
 NODES = [RareTokenPicker]
