@@ -63,7 +63,18 @@ def _pooled(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-class DinoBackbone:
+class _ImageEmbedder:
+    """``embed_images`` over a backbone's ``_features(pixel_values)``."""
+
+    @torch.inference_mode()
+    def embed_images(
+        self, images: Sequence[np.ndarray], device: torch.device | str = "cpu", batch_size: int = 16
+    ) -> torch.Tensor:
+        """``images``: HWC uint8 RGB arrays of any sizes (the folder's processor resizes) → N×D float32 on CPU."""
+        return _embed(self.model, self.processor, images, device, batch_size, self._features)
+
+
+class DinoBackbone(_ImageEmbedder):
     """DINO ViT image embeddings: the CLS token of the last (layer-normed) hidden state, as DreamBooth's DINO
     metric uses with ViT-S/16 (``facebook/dino-vits16``)."""
 
@@ -90,19 +101,8 @@ class DinoBackbone:
         processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
         return cls(model, processor, os.path.basename(os.path.normpath(folder)))
 
-    @torch.inference_mode()
-    def embed_images(
-        self, images: Sequence[np.ndarray], device: torch.device | str = "cpu", batch_size: int = 16
-    ) -> torch.Tensor:
-        """``images``: HWC uint8 RGB arrays of any sizes (the folder's processor resizes) → N×D float32 on CPU."""
-        return _embed(
-            self.model,
-            self.processor,
-            images,
-            device,
-            batch_size,
-            lambda pixels: self.model(pixel_values=pixels).last_hidden_state[:, 0],
-        )
+    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixels).last_hidden_state[:, 0]
 
 
 def _embed(model, processor, images, device, batch_size: int, features) -> torch.Tensor:
@@ -115,7 +115,7 @@ def _embed(model, processor, images, device, batch_size: int, features) -> torch
     return torch.cat(out)
 
 
-class ClipBackbone:
+class ClipBackbone(_ImageEmbedder):
     """CLIP image and text embeddings (projected features), for CLIP-I and CLIP-T."""
 
     def __init__(self, model, processor, tokenizer, name: str):
@@ -131,18 +131,8 @@ class ClipBackbone:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         return cls(model, processor, tokenizer, os.path.basename(os.path.normpath(folder)))
 
-    @torch.inference_mode()
-    def embed_images(
-        self, images: Sequence[np.ndarray], device: torch.device | str = "cpu", batch_size: int = 16
-    ) -> torch.Tensor:
-        return _embed(
-            self.model,
-            self.processor,
-            images,
-            device,
-            batch_size,
-            lambda pixels: _pooled(self.model.get_image_features(pixel_values=pixels)),
-        )
+    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _pooled(self.model.get_image_features(pixel_values=pixels))
 
     @torch.inference_mode()
     def embed_texts(

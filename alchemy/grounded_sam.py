@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import grounding, mask_select
+from . import grounding, layout, mask_select
 from . import masks as mask_ops
 from . import sam as sam_ops
 
@@ -50,11 +50,6 @@ class ImageResult:
         return "; ".join(self.notes)
 
 
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """One H×W×C float 0..1 image → H×W×3 uint8 RGB (alpha dropped), what both detectors expect."""
-    return (image[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-
-
 def segment_batch(
     images: torch.Tensor,
     detector: grounding.GroundingDino,
@@ -81,66 +76,22 @@ def segment_batch(
     ``on_empty`` (ON_EMPTY) applies to each phrase that keeps nothing, ``on_several`` (ON_SEVERAL) to each that
     found more than ``max_objects`` boxes. The models must already be on ``device``.
     """
-    if on_empty not in ON_EMPTY:
-        raise ValueError(f"on_empty must be one of {ON_EMPTY}, got {on_empty!r}")
-    if on_several not in ON_SEVERAL:
-        raise ValueError(f"on_several must be one of {ON_SEVERAL}, got {on_several!r}")
-    if order not in mask_select.ORDERS:
-        raise ValueError(f"order must be one of {mask_select.ORDERS}, got {order!r}")
+    _check_choices(on_empty, on_several, order)
     phrases = grounding.phrases(prompt)
     if not phrases:
         raise ValueError("the text prompt is empty: name the subject to find, e.g. 'dog' (or 'dog . cat').")
     batch, height, width = images.shape[:3]
     out = torch.zeros(batch, height, width)
     results = []
+    options = dict(
+        box_threshold=box_threshold, text_threshold=text_threshold, area_penalty=area_penalty,
+        max_objects=max_objects, on_empty=on_empty, order=order, on_several=on_several, device=device,
+    )  # fmt: skip
     for i in range(batch):
-        rgb = to_uint8(images[i])
-        where = f"in image {i + 1} of {batch}"
-        found = [grounding.detect(detector, rgb, phrase, box_threshold, text_threshold, device) for phrase in phrases]
-        offsets = np.cumsum([0] + [len(f["boxes"]) for f in found]).tolist()
-        result = ImageResult(
-            torch.cat([f["boxes"] for f in found]),
-            torch.cat([f["scores"] for f in found]),
-            [phrase for phrase, f in zip(phrases, found) for _ in range(len(f["boxes"]))],
+        # uint8 RGB: what both detectors expect
+        result = _segment_image(
+            layout.to_uint8(images[i]), f"in image {i + 1} of {batch}", phrases, detector, sam, **options
         )
-        chosen = [mask_select.order_boxes(f["boxes"], f["scores"], order)[:max_objects] for f in found]
-        for phrase, f in zip(phrases, found):
-            if len(f["boxes"]) > max_objects:
-                found_here = f"'{phrase}': {len(f['boxes'])} found {where}"
-                if on_several == "error":
-                    raise SeveralDetected(f"{found_here} but max_objects is {max_objects}")
-                result.notes.append(
-                    f"{found_here}, kept {max_objects} ({order} first): {on_several} (if_several_found)"
-                )
-        # One image embedding for every phrase's chosen boxes.
-        flat = [offsets[p] + j for p, picks in enumerate(chosen) for j in picks]
-        result.picked = flat
-        hypotheses, _ = sam_ops.segment_boxes(sam, rgb, result.boxes[flat]) if flat else (None, None)
-        per_phrase, row = [], 0
-        for p, (phrase, picks) in enumerate(zip(phrases, chosen)):
-            rows = slice(row, row + len(picks))
-            row += len(picks)
-            mask = torch.zeros(height, width, dtype=torch.bool)
-            kept = []
-            if picks:
-                mask, kept_rows = mask_select.union_of_chosen(hypotheses[rows], result.boxes[flat][rows], area_penalty)
-                kept = [offsets[p] + picks[r] for r in kept_rows]
-            for rank, box in enumerate(kept, 1):
-                result.ranks[box] = rank
-            result.kept += kept
-            mask = mask.float()
-            if not kept:
-                if len(found[p]["boxes"]):
-                    why = f"SAM returned only empty masks for the {len(picks)} box(es) of '{phrase}' {where}"
-                else:
-                    why = f"nothing matching '{phrase}' {where} at box threshold {box_threshold:g}"
-                if on_empty == "error":
-                    raise NothingDetected(why)
-                log.warning("GroundedSAM: %s; using the %s policy.", why, on_empty)
-                result.notes.append(f"{why}: {on_empty} (if_nothing_found)")
-                mask.fill_(1.0 if on_empty == "whole image" else 0.0)
-            per_phrase.append(mask)
-        result.phrase_masks = torch.stack(per_phrase)
         out[i] = result.phrase_masks.amax(0)
         results.append(result)
         if progress is not None:
@@ -148,6 +99,75 @@ def segment_batch(
     for r in results:
         r.phrase_masks = _finish(r.phrase_masks, grow, feather)
     return _finish(out, grow, feather), results
+
+
+def _segment_image(
+    rgb: np.ndarray, where: str, phrases: list[str], detector, sam, *, box_threshold, text_threshold, area_penalty,
+    max_objects, on_empty, order, on_several, device,
+) -> ImageResult:  # fmt: skip
+    """One image: every phrase detected, its chosen boxes segmented, its mask kept in ``phrase_masks``."""
+    height, width = rgb.shape[:2]
+    found = [grounding.detect(detector, rgb, phrase, box_threshold, text_threshold, device) for phrase in phrases]
+    offsets = np.cumsum([0] + [len(f["boxes"]) for f in found]).tolist()
+    result = ImageResult(
+        torch.cat([f["boxes"] for f in found]),
+        torch.cat([f["scores"] for f in found]),
+        [phrase for phrase, f in zip(phrases, found) for _ in range(len(f["boxes"]))],
+    )
+    chosen = [mask_select.order_boxes(f["boxes"], f["scores"], order)[:max_objects] for f in found]
+    _apply_several(result, phrases, found, max_objects, order, on_several, where)
+    # One image embedding for every phrase's chosen boxes.
+    flat = [offsets[p] + j for p, picks in enumerate(chosen) for j in picks]
+    result.picked = flat
+    hypotheses, _ = sam_ops.segment_boxes(sam, rgb, result.boxes[flat]) if flat else (None, None)
+    per_phrase, row = [], 0
+    for p, (phrase, picks) in enumerate(zip(phrases, chosen)):
+        rows = slice(row, row + len(picks))
+        row += len(picks)
+        mask = torch.zeros(height, width, dtype=torch.bool)
+        kept = []
+        if picks:
+            mask, kept_rows = mask_select.union_of_chosen(hypotheses[rows], result.boxes[flat][rows], area_penalty)
+            kept = [offsets[p] + picks[r] for r in kept_rows]
+        for rank, box in enumerate(kept, 1):
+            result.ranks[box] = rank
+        result.kept += kept
+        mask = mask.float()
+        if not kept:
+            empty = f"SAM returned only empty masks for the {len(picks)} box(es) of '{phrase}' {where}"
+            missed = f"nothing matching '{phrase}' {where} at box threshold {box_threshold:g}"
+            _apply_empty(result, mask, empty if len(found[p]["boxes"]) else missed, on_empty)
+        per_phrase.append(mask)
+    result.phrase_masks = torch.stack(per_phrase)
+    return result
+
+
+def _check_choices(on_empty: str, on_several: str, order: str) -> None:
+    if on_empty not in ON_EMPTY:
+        raise ValueError(f"on_empty must be one of {ON_EMPTY}, got {on_empty!r}")
+    if on_several not in ON_SEVERAL:
+        raise ValueError(f"on_several must be one of {ON_SEVERAL}, got {on_several!r}")
+    if order not in mask_select.ORDERS:
+        raise ValueError(f"order must be one of {mask_select.ORDERS}, got {order!r}")
+
+
+def _apply_several(result: ImageResult, phrases, found, max_objects: int, order: str, on_several: str, where: str):
+    """The if_several_found policy for each phrase with more than ``max_objects`` boxes: an error, or a note."""
+    for phrase, f in zip(phrases, found):
+        if len(f["boxes"]) > max_objects:
+            found_here = f"'{phrase}': {len(f['boxes'])} found {where}"
+            if on_several == "error":
+                raise SeveralDetected(f"{found_here} but max_objects is {max_objects}")
+            result.notes.append(f"{found_here}, kept {max_objects} ({order} first): {on_several} (if_several_found)")
+
+
+def _apply_empty(result: ImageResult, mask: torch.Tensor, why: str, on_empty: str) -> None:
+    """The if_nothing_found policy for a phrase that kept nothing: an error, or ``mask`` filled and a note."""
+    if on_empty == "error":
+        raise NothingDetected(why)
+    log.warning("GroundedSAM: %s; using the %s policy.", why, on_empty)
+    result.notes.append(f"{why}: {on_empty} (if_nothing_found)")
+    mask.fill_(1.0 if on_empty == "whole image" else 0.0)
 
 
 def _finish(masks: torch.Tensor, grow: int, feather: int) -> torch.Tensor:
@@ -193,8 +213,8 @@ def draw_preview(images: torch.Tensor, masks: torch.Tensor, results: list[ImageR
     previews = []
     tint = np.array([255, 64, 64], np.float32)
     for image, mask, result in zip(images, masks, results):
-        rgb = to_uint8(image).astype(np.float32)
-        alpha = 0.45 * mask.cpu().numpy()[..., None]
+        rgb = layout.to_uint8(image).astype(np.float32)
+        alpha = 0.45 * layout.to_numpy(mask)[..., None]
         canvas = np.ascontiguousarray((rgb * (1 - alpha) + tint * alpha).round().astype(np.uint8))
         thickness = max(1, round(min(canvas.shape[:2]) / 256))
         for j, box in enumerate(result.boxes.tolist()):
@@ -206,7 +226,7 @@ def draw_preview(images: torch.Tensor, masks: torch.Tensor, results: list[ImageR
             draw_label(canvas, f"{result.labels[j]} {result.ranks.get(j, 1)}", x0, y0)
         if result.note:
             draw_note(canvas, result.note)
-        previews.append(torch.from_numpy(canvas).float() / 255.0)
+        previews.append(layout.to_torch(canvas).float() / 255.0)
     return torch.stack(previews) if previews else images[..., :3].clone()
 
 

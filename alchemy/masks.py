@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import layout
+
 # Soft masks are binarized at this level wherever a shape (edge, distance, box) is needed.
 BINARY_THRESHOLD = 0.5
 
@@ -22,9 +24,9 @@ def _check_bhw(mask: torch.Tensor, name: str) -> None:
 
 def _per_image(mask: torch.Tensor, fn) -> torch.Tensor:
     """Applies a numpy H×W float32 → H×W function to every mask of the batch."""
-    planes = mask.detach().to("cpu", torch.float32).numpy()
+    planes = layout.to_numpy(mask)
     out = np.stack([fn(np.ascontiguousarray(p)) for p in planes]) if len(planes) else planes
-    return torch.from_numpy(out).to(mask.device, mask.dtype)
+    return layout.to_torch(out, like=mask)
 
 
 def distance_outside(plane: np.ndarray) -> np.ndarray:

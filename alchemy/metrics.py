@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import layout
 from .masks import BINARY_THRESHOLD, mask_bbox
 
 METRICS = ("dino", "clip_i", "clip_t", "brisque")
@@ -56,8 +57,7 @@ def text_image_similarity(images: torch.Tensor, texts: torch.Tensor) -> torch.Te
 def to_uint8(images: torch.Tensor) -> list[np.ndarray]:
     """ComfyUI IMAGE (B×H×W×C float 0..1) → HWC uint8 RGB arrays, quantized as a saved PNG would be, so the
     node and the CLI score the very same pixels."""
-    arr = (images[..., :3].detach().float().clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
-    return list(arr)
+    return list(layout.to_uint8(images))
 
 
 def crop_to_mask(image: np.ndarray, mask: np.ndarray, margin: float = 0.1) -> np.ndarray:
@@ -172,14 +172,7 @@ def evaluate(
     called before each metric ("dino", "clip", "brisque"): a progress / cancel hook.
     """
     stage = on_stage or (lambda name: None)
-    if len(prompts) != len(generated):
-        raise ValueError(f"{len(prompts)} prompts for {len(generated)} generated images: give one prompt per image")
-    if clip_t_prompts is not None and len(clip_t_prompts) != len(generated):
-        raise ValueError(f"{len(clip_t_prompts)} CLIP-T prompts for {len(generated)} generated images")
-    if not len(generated):
-        raise ValueError("no generated images to score")
-    if (dino is not None or clip is not None) and not len(references):
-        raise ValueError("no reference images: DINO and CLIP-I compare against real subject images")
+    _check_counts(generated, prompts, references, clip_t_prompts, dino is not None or clip is not None)
     names = list(names) if names is not None else [f"image_{i:04d}" for i in range(len(generated))]
     scores = [ImageScore(name, prompt) for name, prompt in zip(names, prompts)]
     real = SummaryRow(REAL, len(references))
@@ -214,6 +207,17 @@ def evaluate(
         "margin": margin,
     }
     return Evaluation(scores, summarize(scores, real), settings)
+
+
+def _check_counts(generated, prompts, references, clip_t_prompts, with_references: bool) -> None:
+    if len(prompts) != len(generated):
+        raise ValueError(f"{len(prompts)} prompts for {len(generated)} generated images: give one prompt per image")
+    if clip_t_prompts is not None and len(clip_t_prompts) != len(generated):
+        raise ValueError(f"{len(clip_t_prompts)} CLIP-T prompts for {len(generated)} generated images")
+    if not len(generated):
+        raise ValueError("no generated images to score")
+    if with_references and not len(references):
+        raise ValueError("no reference images: DINO and CLIP-I compare against real subject images")
 
 
 def _cell(value, width):

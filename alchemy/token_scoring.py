@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .tokens import word_frequency
+
 # SSIM compares layout, which a 256 px thumbnail keeps; full 1024² pairs would cost seconds per candidate.
 SSIM_SIDE = 256
 # References closer than this give no scale to calibrate against (e.g. an untrained model): prior unknown.
@@ -253,3 +255,36 @@ def _put_label(cv2, cell: np.ndarray, lines: Sequence[str]) -> None:
         scale = min(0.5, (w - 6) / max(tw, 1), 0.8 * line_h / max(th, 1))
         y = int((i + 1) * line_h + 0.3 * th * scale)
         cv2.putText(cell, text, (3, min(y, h - 2)), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def table_notes(words, source, spent, frequencies) -> dict:
+    """score_table's extra columns: where each word came from, its Zipf frequency, seconds per candidate."""
+    notes = {"": ["source", "zipf", "s/cand"]}
+    for word in words:
+        zipf, lang = frequencies[word] if word in frequencies else word_frequency(word)
+        seconds = "cached" if spent[word] is None else f"{spent[word]:.2f}"
+        notes[word] = [source[word], f"{zipf:.2f}{'(' + lang + ')' if zipf else ''}", seconds]
+    return notes
+
+
+def table_footer(n_words, n_seeds, sampled, width, height, steps) -> list[str]:
+    """score_table's footer: how many images, how many sampled now, and what sampling cost."""
+    images = (n_words + 2) * n_seeds
+    lines = [
+        f"{images} images: ({n_words} candidates + 2 references) × {n_seeds} seeds at {width}×{height}, "
+        f"{steps} steps; {len(sampled) * n_seeds} sampled now, the rest from the cache"
+    ]
+    if sampled:
+        per_set = sum(sampled) / len(sampled)
+        lines.append(
+            f"cost: {per_set:.2f} s per candidate ({per_set / n_seeds:.3f} s per image), "
+            f"{sum(sampled):.1f} s sampling in all"
+        )
+    return lines
+
+
+def sheet_rows(ranked, references, images_by_token, class_word: str) -> list:
+    """The contact sheet's labelled rows: the two references, then the ranked candidates with their prior."""
+    label = lambda s: f"{s.prior:.3f}" if s.prior is not None else f"sim {s.similarity:.3f}"
+    rows = [(f"ref {class_word}\nprior 1", references["class"]), ("ref empty\nprior 0", references["empty"])]
+    return rows + [(f"#{n} {s.token}\n{label(s)}", images_by_token[s.token]) for n, s in enumerate(ranked, 1)]

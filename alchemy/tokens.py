@@ -157,7 +157,7 @@ def vocabulary_words(
 
 def zipf_table(words: Iterable[str], languages: Sequence[str] = ZIPF_LANGUAGES) -> dict[str, tuple[float, str]]:
     """``word_frequency`` of each word. Loading wordfreq's tables for 12 languages is the cost (seconds), not
-    the lookups, so callers build this once per vocabulary and keep it (``token_cache.cached_zipf_table``)."""
+    the lookups, so callers build this once per vocabulary and keep it (``fingerprint_cache.cached_zipf_table``)."""
     return {word: word_frequency(word, languages) for word in words}
 
 

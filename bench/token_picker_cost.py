@@ -109,8 +109,9 @@ def _run(args) -> None:
     _import_pack()
     import folder_paths
     import torch
-    from image_alchemy.alchemy import token_cache, tokens
-    from image_alchemy.nodes.token_picker import SEED_BATCH, RareTokenPicker, cache_directory, clip_tokenizers
+    from image_alchemy.alchemy import fingerprint_cache, tokens
+    from image_alchemy.nodes.token_picker import RareTokenPicker, clip_tokenizers
+    from image_alchemy.nodes.token_samples import SEED_BATCH, cache_directory
 
     import nodes as comfy_nodes  # ComfyUI's own nodes.py (ours is never on sys.path)
 
@@ -185,10 +186,12 @@ def _run(args) -> None:
     outside = statistics.median(1.0 - _sampling_seconds(pk[2].result[2]) / pk[0] for pk, _ in pairs)
 
     folder_paths.set_user_directory(str(work / "user0"))  # the cold run's folder, holding the Zipf table file
-    token_cache._ZIPF_MEMO.clear()  # as after a restart: the table comes from that file
+    fingerprint_cache._ZIPF_MEMO.clear()  # as after a restart: the table comes from that file
     vocab_words = [w for _id, w in tokens.vocabulary_words(clip.tokenizer.clip_l.tokenizer.get_vocab())]
     from_file, from_file_cpu, _ = _timed(
-        lambda: token_cache.cached_zipf_table(cache_directory(), vocab_words, tokens.ZIPF_LANGUAGES, tokens.zipf_table)
+        lambda: fingerprint_cache.cached_zipf_table(
+            cache_directory(), vocab_words, tokens.ZIPF_LANGUAGES, tokens.zipf_table
+        )
     )
     hit = min(picker(fresh_folder=False)[0] for _ in range(2))  # every image from the cold run's cache
 
@@ -200,7 +203,7 @@ def _run(args) -> None:
     at_defaults = (pool + 2) * defaults["seeds_per_candidate"]
     per_candidate_defaults = None
     if not args.skip_defaults:
-        from image_alchemy.nodes.token_picker import sample_seeds
+        from image_alchemy.nodes.token_samples import sample_seeds
 
         d_seeds = [defaults["seed"] + i for i in range(defaults["seeds_per_candidate"])]
         per_candidate_defaults, _, _ = _timed(

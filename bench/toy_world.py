@@ -9,7 +9,7 @@ Prints `name: value` lines:
   the class: what they share counts 0), toy_subject_identified_*: share of images read as the subject exactly
   (main colour, second colour and pattern);
 - toy_insert_*: stage 1 (base, class word) → object mask → stage 2 (LoRA, token; LoRAImg2ImgInsert's
-  alchemy.compose steps): subject similarity inside the mask after vs before, and the largest change outside the
+  alchemy.crop_stitch steps): subject similarity inside the mask after vs before, and the largest change outside the
   repaint region (0..255);
 - toy_drift_<option>_vs_plain / toy_subject_similarity_<option>_vs_plain: LoRAs trained here with each drift-free
   option (same seed and steps as plain); drift = mean squared pixel difference from the base model's images of

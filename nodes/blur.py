@@ -1,9 +1,9 @@
 """DecayBlur: blur the subject before the img2img insert (paper 001 A.1; docs/DESIGN.md §4.5), over ``alchemy.blur``."""
 
-import torch
 from comfy_api.latest import io, ui
 
-from ..alchemy import blur, masks
+from ..alchemy import blur, layout, masks
+from .checks import check_choice, check_images, node_error
 
 NODE = "DecayBlur"
 DISTANCE_UNITS = ("kernel radius", "pixel", "image short side")
@@ -11,13 +11,12 @@ DISTANCE_UNITS = ("kernel radius", "pixel", "image short side")
 
 def distance_unit_pixels(unit: str, kernel_size: int, height: int, width: int) -> float:
     """How many pixels one unit of d is (the paper's formula leaves it open; see docs/DESIGN.md §4.5)."""
+    check_choice(NODE, "distance_unit", unit, DISTANCE_UNITS)
     if unit == "kernel radius":
         return float(max(kernel_size // 2, 1))
     if unit == "pixel":
         return 1.0
-    if unit == "image short side":
-        return float(min(height, width))
-    raise ValueError(f"{NODE}: unknown distance_unit {unit!r}; choose one of {DISTANCE_UNITS}.")
+    return float(min(height, width))  # image short side
 
 
 class DecayBlur(io.ComfyNode):
@@ -103,19 +102,13 @@ class DecayBlur(io.ComfyNode):
     @classmethod
     def execute(cls, image, mask, mode, kernel_size, sigma, decay_lambda, distance_unit, decay) -> io.NodeOutput:
         if kernel_size % 2 == 0:
-            raise ValueError(f"{NODE}: kernel_size must be odd (got {kernel_size}); use {kernel_size + 1}.")
-        if image.shape[0] == 0:
-            raise ValueError(f"{NODE}: the image batch is empty: connect at least one image.")
-        if image.shape[-1] not in (3, 4):
-            raise ValueError(f"{NODE}: expected RGB or RGBA images, got {image.shape[-1]} channels.")
+            raise node_error(NODE, f"kernel_size must be odd (got {kernel_size}); use {kernel_size + 1}.")
+        check_images(NODE, image)
         batch, height, width = image.shape[:3]
         mask = masks.match_batch(masks.resize_mask(mask, height, width), batch, NODE)
         unit = distance_unit_pixels(distance_unit, kernel_size, height, width)
-        # OpenCV works on H×W×C float32 numpy arrays, which is ComfyUI's BHWC layout per image.
-        pixels = image.detach().to("cpu", torch.float32).numpy()
-        planes = mask.detach().to("cpu", torch.float32).numpy()
         out_images, strengths, regions = [], [], []
-        for img, plane in zip(pixels, planes):
+        for img, plane in zip(layout.to_numpy(image), layout.to_numpy(mask)):
             out, strength = blur.decay_blur(
                 img,
                 plane,
@@ -126,13 +119,13 @@ class DecayBlur(io.ComfyNode):
                 distance_unit=unit,
                 decay=decay,
             )
-            out_images.append(torch.from_numpy(out))
-            strengths.append(torch.from_numpy(strength))
-            regions.append(torch.from_numpy(blur.changed_region(strength, mode=mode, sigma=sigma, decay=decay)))
-        blurred = torch.stack(out_images).to(image.dtype)
+            out_images.append(out)
+            strengths.append(strength)
+            regions.append(blur.changed_region(strength, mode=mode, sigma=sigma, decay=decay))
+        blurred = layout.stack(out_images).to(image.dtype)
         # Shown on the node: the blur is easier to judge by eye than by wiring a preview node.
         return io.NodeOutput(
-            blurred, torch.stack(strengths), torch.stack(regions), ui=ui.PreviewImage(blurred, cls=cls)
+            blurred, layout.stack(strengths), layout.stack(regions), ui=ui.PreviewImage(blurred, cls=cls)
         )
 
 

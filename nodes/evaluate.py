@@ -8,10 +8,11 @@ import os
 
 import comfy.model_management
 import comfy.utils
-import folder_paths
 from comfy_api.latest import io, ui
 
-from ..alchemy import backbones, metrics, quality
+from ..alchemy import backbones, layout, metrics, quality
+from . import folders
+from .checks import node_error
 
 log = logging.getLogger(__name__)
 
@@ -20,20 +21,10 @@ FOLDER = "eval_backbones"
 NONE = "none"
 
 
-def register_folder() -> None:
-    """models/eval_backbones/<name>/ holds one transformers save_pretrained folder per backbone."""
-    path = os.path.join(folder_paths.models_dir, FOLDER)
-    if path not in folder_paths.folder_names_and_paths.get(FOLDER, ([], set()))[0]:
-        folder_paths.add_model_folder_path(FOLDER, path)
-
-
-register_folder()
-
-
 def backbone_folders() -> dict[str, str]:
     """Name (path relative to its models folder) → folder, for every folder holding a config.json."""
     found = {}
-    for base in folder_paths.get_folder_paths(FOLDER):
+    for base in folders.roots(FOLDER):
         if not os.path.isdir(base):
             continue
         for current, dirs, files in os.walk(base, followlinks=True):
@@ -69,13 +60,19 @@ def _resolve(name: str, kind: str):
     return folder
 
 
-def _masks(mask) -> list | None:
-    # MASK is B×H×W float 0..1; the pure code takes one H×W array per image.
-    return None if mask is None else list(mask.detach().float().cpu().numpy())
-
-
 def _float(value) -> float:
     return math.nan if value is None else float(value)
+
+
+def _stages(stages: list[str]):
+    """The progress bar's ``on_stage(name)`` (which also honours a cancel) and ``done()``, one step per stage."""
+    pbar = comfy.utils.ProgressBar(len(stages))
+
+    def on_stage(name):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        pbar.update_absolute(stages.index(name))
+
+    return on_stage, lambda: pbar.update_absolute(len(stages))
 
 
 class SubjectMetrics(io.ComfyNode):
@@ -196,15 +193,10 @@ class SubjectMetrics(io.ComfyNode):
                 "or set clip_model to none."
             )
         device = comfy.model_management.get_torch_device()
-        stages = ["load"] + [
+        steps = ["load"] + [
             s for s, on in (("dino", dino_model != NONE), ("clip", clip_model != NONE), ("brisque", brisque)) if on
         ]
-        pbar = comfy.utils.ProgressBar(len(stages))
-
-        def on_stage(name):
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            pbar.update_absolute(stages.index(name))
-
+        on_stage, done = _stages(steps)
         dino = clip = None
         try:
             dino_folder, clip_folder = _resolve(dino_model, "DINO"), _resolve(clip_model, "CLIP")
@@ -218,31 +210,25 @@ class SubjectMetrics(io.ComfyNode):
                 dino=dino,
                 clip=clip,
                 quality=quality.brisque_scores if brisque else None,
-                generated_masks=_masks(masks),
-                reference_masks=_masks(reference_masks),
+                generated_masks=layout.mask_planes(masks),
+                reference_masks=layout.mask_planes(reference_masks),
                 margin=mask_margin,
                 clip_t_prompts=[clip_t_prompt] * images.shape[0] if clip_t_prompt.strip() else None,
                 device=device,
                 on_stage=on_stage,
             )
         except (ValueError, FileNotFoundError) as e:
-            raise ValueError(f"{NODE}: {e}") from e
+            raise node_error(NODE, e) from e
         finally:
             backbones.release(dino, clip)
             comfy.model_management.soft_empty_cache()
-        pbar.update_absolute(len(stages))
+        done()
         # One prompt: its row is the overall row, so the table shows it once.
         table = metrics.format_table([r for r in result.summary if r.prompt != metrics.OVERALL])
         log.info("%s:\n%s", NODE, table)
         overall = result.overall()
-        return io.NodeOutput(
-            table,
-            _float(overall.dino),
-            _float(overall.clip_i),
-            _float(overall.clip_t),
-            _float(overall.brisque),
-            ui=ui.PreviewText(table),
-        )
+        scores = (overall.dino, overall.clip_i, overall.clip_t, overall.brisque)
+        return io.NodeOutput(table, *(_float(v) for v in scores), ui=ui.PreviewText(table))
 
 
 NODES = [SubjectMetrics]

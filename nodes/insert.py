@@ -1,4 +1,5 @@
-"""LoRAImg2ImgInsert: paint the subject with its LoRA (paper 001 §3.4; docs/DESIGN.md §4.6, §5.5), over alchemy.compose.
+"""LoRAImg2ImgInsert: paint the subject with its LoRA (paper 001 §3.4; docs/DESIGN.md §4.6, §5.5), over
+``alchemy.crop_stitch``.
 
 Per image: grow + feather the mask, crop a context box around it, scale the crop to the model's resolution,
 VAE-encode, set the noise mask (ComfyUI's SetLatentNoiseMask), sample like KSampler at ``denoise``, decode, scale
@@ -9,87 +10,19 @@ mask: an earlier subject stays as the earlier insert left it. denoise 0 and an e
 """
 
 import logging
-import pickle
 
 import comfy.model_management
-import comfy.sample
 import comfy.samplers
-import comfy.sd
-import comfy.utils
 import folder_paths
-import latent_preview
 import torch
 from comfy_api.latest import io
-from safetensors import SafetensorError
 
-from ..alchemy import compose, masks
+from ..alchemy import crop_stitch, masks
+from .checks import check_choice, check_images
+from .lora_sampling import apply_lora, sample_region
 
 NODE = "LoRAImg2ImgInsert"
 CROP_MODES = ("crop", "whole image")
-
-
-def apply_lora(model, lora_name: str, strength: float):
-    """The LoRA patched onto a clone of ``model`` (the input is left as it is); strength 0 skips loading."""
-    if strength == 0:
-        return model
-    # get_full_path normalises the name under each loras root, so "../" or absolute names cannot leave the folder.
-    path = folder_paths.get_full_path("loras", lora_name)
-    if path is None:
-        raise ValueError(
-            f"{NODE}: the LoRA '{lora_name}' is not in models/loras: pick one from the list, train "
-            "one with Train Subject LoRA, or copy the .safetensors file there and refresh the page."
-        )
-    try:
-        lora = comfy.utils.load_torch_file(path, safe_load=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(
-            f"{NODE}: the LoRA '{lora_name}' holds pickled Python objects besides tensors, which are "
-            "never loaded (unpickling can run code): use a .safetensors LoRA."
-        ) from e
-    except (ValueError, RuntimeError, OSError, EOFError, SafetensorError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(
-            f"{NODE}: cannot read the LoRA '{lora_name}' ({reason}): the file is damaged or not a "
-            "LoRA; copy or train it again."
-        ) from e
-    patched, _ = comfy.sd.load_lora_for_models(model, None, lora, strength, 0)
-    if len(patched.patches) == len(model.patches):
-        raise ValueError(
-            f"{NODE}: none of the keys in the LoRA '{lora_name}' match this model's UNet. Use a LoRA "
-            "trained for this base model (SDXL UNet, kohya or diffusers key format)."
-        )
-    return patched
-
-
-def sample_region(
-    model, vae, pixels, noise_mask, positive, negative, seed, batch_index, steps, cfg, sampler_name, scheduler, denoise
-):
-    """KSampler's img2img on one 1×H×W×3 crop with a 1×H×W noise mask; returns the decoded 1×H×W×3 image."""
-    latent = vae.encode(pixels[..., :3])
-    latent = comfy.sample.fix_empty_latent_channels(model, latent)
-    # batch_index picks the noise KSampler would give this image in a batch with the same seed.
-    noise = comfy.sample.prepare_noise(latent, seed, [batch_index])
-    callback = latent_preview.prepare_callback(model, steps)
-    samples = comfy.sample.sample(
-        model,
-        noise,
-        steps,
-        cfg,
-        sampler_name,
-        scheduler,
-        positive,
-        negative,
-        latent,
-        denoise=denoise,
-        noise_mask=noise_mask.reshape(1, 1, *noise_mask.shape[-2:]),
-        callback=callback,
-        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
-        seed=seed,
-    )
-    images = vae.decode(samples)
-    if images.ndim == 5:  # video VAEs decode B×T×H×W×C
-        images = images.reshape(-1, *images.shape[-3:])
-    return images
 
 
 def check_scene(image: torch.Tensor, scene: torch.Tensor | None) -> torch.Tensor:
@@ -114,6 +47,17 @@ def check_scene(image: torch.Tensor, scene: torch.Tensor | None) -> torch.Tensor
         f"{NODE}: the scene batch has {scene.shape[0]} images but the image batch has "
         f"{image.shape[0]}: give one scene per image, or a single scene for all of them."
     )
+
+
+def _stitch_masks(image: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor | None, grow: int, feather: int):
+    """One mask per image at the image's size, grown and feathered, with ``keep`` taken out."""
+    batch, height, width = image.shape[:3]
+    mask = masks.match_batch(masks.resize_mask(mask.to(image.device), height, width), batch, NODE)
+    stitch_masks = masks.feather_mask(masks.grow_mask(mask, grow), feather)
+    if keep is not None:
+        keep = masks.match_batch(masks.resize_mask(keep.to(image.device), height, width), batch, NODE)
+        stitch_masks = crop_stitch.leave_out(stitch_masks, keep)
+    return stitch_masks
 
 
 class LoRAImg2ImgInsert(io.ComfyNode):
@@ -295,20 +239,11 @@ class LoRAImg2ImgInsert(io.ComfyNode):
         scene=None,
         keep=None,
     ) -> io.NodeOutput:
-        if crop_mode not in CROP_MODES:
-            raise ValueError(f"{NODE}: unknown crop_mode {crop_mode!r}; choose one of {CROP_MODES}.")
-        if image.shape[0] == 0:
-            raise ValueError(f"{NODE}: the image batch is empty: connect at least one image.")
-        if image.shape[-1] not in (3, 4):
-            raise ValueError(f"{NODE}: expected RGB or RGBA images, got {image.shape[-1]} channel(s).")
-        batch, height, width = image.shape[:3]
+        check_choice(NODE, "crop_mode", crop_mode, CROP_MODES)
+        check_images(NODE, image)
         scene = check_scene(image, scene)
-        mask = masks.match_batch(masks.resize_mask(mask.to(image.device), height, width), batch, NODE)
-        stitch_masks = masks.feather_mask(masks.grow_mask(mask, grow), feather)
-        if keep is not None:
-            keep = masks.match_batch(masks.resize_mask(keep.to(image.device), height, width), batch, NODE)
-            stitch_masks = compose.leave_out(stitch_masks, keep)
-        boxes = [compose.context_box(m, context, whole_image=crop_mode == "whole image") for m in stitch_masks]
+        stitch_masks = _stitch_masks(image, mask, keep, grow, feather)
+        boxes = [crop_stitch.context_box(m, context, whole_image=crop_mode == "whole image") for m in stitch_masks]
         if all(box is None for box in boxes) or denoise == 0:
             # Nothing to repaint: the scene as it came in (not a VAE round trip of it).
             logging.info("%s: %s, scene returned unchanged", NODE, "denoise 0" if denoise == 0 else "empty mask")
@@ -321,26 +256,15 @@ class LoRAImg2ImgInsert(io.ComfyNode):
             if box is None:
                 results.append(base)
                 continue
-            size = compose.model_size(box.height, box.width, resolution, multiple)
-            start = compose.img2img_start(img, base, stitch_mask)
-            pixels = compose.resize_image(compose.crop(start, box), *size)[None]
-            noise_mask = masks.resize_mask(compose.crop(stitch_mask, box)[None], *size)
+            size = crop_stitch.model_size(box.height, box.width, resolution, multiple)
+            start = crop_stitch.img2img_start(img, base, stitch_mask)
+            pixels = crop_stitch.resize_image(crop_stitch.crop(start, box), *size)[None]
+            noise_mask = masks.resize_mask(crop_stitch.crop(stitch_mask, box)[None], *size)
             generated = sample_region(
-                patched,
-                vae,
-                pixels,
-                noise_mask,
-                positive,
-                negative,
-                seed,
-                i,
-                steps,
-                cfg,
-                sampler_name,
-                scheduler,
+                patched, vae, pixels, noise_mask, positive, negative, seed, i, steps, cfg, sampler_name, scheduler,
                 denoise,
-            )
-            results.append(compose.stitch(base, generated[0], stitch_mask, box))
+            )  # fmt: skip
+            results.append(crop_stitch.stitch(base, generated[0], stitch_mask, box))
         return io.NodeOutput(torch.stack(results))
 
 

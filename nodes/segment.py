@@ -1,38 +1,26 @@
-"""GroundedSAMMask and loaders (paper 001 §3.3; docs/DESIGN.md §4.4), over ``alchemy.grounding``, ``alchemy.sam`` and
-``alchemy.grounded_sam``.
+"""GroundedSAMMask and MaskFromBatch (paper 001 §3.3; docs/DESIGN.md §4.4), over ``alchemy.grounded_sam``.
 
-The loaders return CPU models in eval mode. GroundedSAMMask hands both to ComfyUI's memory management as
-ModelPatchers (as core nodes do with CLIP vision and upscale models): ``load_models_gpu`` frees room for them
-before the run, and afterwards they count as loaded models that ComfyUI unloads to its offload device as soon as
-the sampler (or anything else) needs the memory, instead of sitting on the GPU outside its accounting.
+Its loaders (nodes/loaders.py) give CPU models in eval mode; GroundedSAMMask hands both to ComfyUI's memory
+management as ModelPatchers, as core nodes do with CLIP vision models: ``load_models_gpu`` frees room for them
+before the run, then they count as loaded models that ComfyUI offloads as soon as the sampler (or anything
+else) needs the memory, instead of sitting on the GPU outside its accounting.
 """
 
 from __future__ import annotations
 
-import os
-import pickle
-
 import comfy.model_management
 import comfy.model_patcher
 import comfy.utils
-import folder_paths
 import torch
 from comfy_api.latest import io, ui
-from safetensors import SafetensorError
 
-from ..alchemy import grounded_sam, grounding, mask_select
-from ..alchemy import sam as sam_ops
-from . import folders
-
-# ComfyUI 0.3.75 never calls ComfyExtension.on_load, so register the model folders here too (idempotent).
-folders.register_model_folders()
+from ..alchemy import grounded_sam, mask_select
+from .checks import check_images, node_error
+from .loaders import NODES as LOADERS
+from .loaders import GroundingDinoModel, SamModel
 
 NODE = "GroundedSAMMask"
 MISSING = ("error", "empty mask")
-GROUNDING_FOLDER, SAM_FOLDER = "grounding-dino", "sams"
-# Pack-specific type names: other packs' GROUNDING_DINO_MODEL objects are groundingdino-py models, not ours.
-GroundingDinoModel = io.Custom("IMAGE_ALCHEMY_GROUNDING_DINO")
-SamModel = io.Custom("IMAGE_ALCHEMY_SAM")
 # ComfyUI's own box type (SAM3_Detect's bboxes), where the running version has it (0.3.75 does not).
 BOUNDING_BOX = getattr(io, "BoundingBox", None)
 
@@ -64,169 +52,6 @@ def load_for_run(*modules: torch.nn.Module) -> torch.device:
     patchers = [comfy_patcher(m) for m in modules]
     comfy.model_management.load_models_gpu(patchers, force_full_load=True)
     return patchers[0].load_device
-
-
-def _roots(folder: str) -> list[str]:
-    try:
-        return folder_paths.get_folder_paths(folder)
-    except KeyError:
-        return []
-
-
-def grounding_dino_choices() -> list[str]:
-    """Hugging Face folders (holding config.json) and original .pth checkpoints under models/grounding-dino."""
-    found = set()
-    for root in _roots(GROUNDING_FOLDER):
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-            rel = os.path.relpath(dirpath, root)
-            if os.path.basename(dirpath) == grounding.BERT_FOLDER:
-                dirnames.clear()  # the tokenizer beside an original checkpoint, not a detector
-                continue
-            if rel != "." and "config.json" in filenames:
-                found.add(rel.replace(os.sep, "/"))
-                dirnames.clear()
-                continue
-            found.update(
-                os.path.normpath(os.path.join(rel, f)).replace(os.sep, "/")
-                for f in filenames
-                if f.lower().endswith(grounding.ORIGINAL_SUFFIXES)
-            )
-    return sorted(found)
-
-
-def sam_choices() -> list[str]:
-    """SAM files this loader can build: SAM-HQ and MobileSAM files (named as released) are left out."""
-    if not _roots(SAM_FOLDER):
-        return []
-    return [
-        f
-        for f in folder_paths.get_filename_list(SAM_FOLDER)
-        if f.lower().endswith(sam_ops.SAM_SUFFIXES) and sam_ops.unsupported_by_name(os.path.basename(f)) is None
-    ]
-
-
-def resolve(folder: str, name: str, expected: str) -> str:
-    """Full path of a file or folder ``name`` under one of ``folder``'s roots, or an error saying where to put it."""
-    for root in _roots(folder):
-        root_real = os.path.realpath(root)
-        path = os.path.realpath(os.path.join(root, name))
-        if os.path.commonpath([root_real, path]) == root_real and os.path.exists(path):
-            return path
-    where = ", ".join(_roots(folder)) or f"models/{folder}"
-    raise FileNotFoundError(
-        f"'{name}' was not found in the '{folder}' model folder ({where}). Put {expected} there and refresh the page."
-    )
-
-
-# What reading a damaged, foreign or pickled file raises (torch.load, safetensors, transformers' from_pretrained).
-LOAD_ERRORS = (ValueError, RuntimeError, OSError, KeyError, EOFError, pickle.UnpicklingError, SafetensorError)
-
-
-def cannot_load(node: str, name: str, folder: str, expected: str, error: Exception) -> ValueError:
-    """The error for a model file that exists but does not load, with what to do about it."""
-    if isinstance(error, pickle.UnpicklingError):
-        why = (
-            "it holds pickled Python objects besides tensors, which are never loaded here because unpickling "
-            "can run code"
-        )
-    else:
-        why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return ValueError(
-        f"{node}: cannot load '{name}': {why}. The file is damaged, incomplete or not {expected}: "
-        f"download it again into models/{folder} and refresh the page."
-    )
-
-
-def _missing_message(folder: str, name: str, choices: list[str], expected: str) -> bool | str:
-    if name in choices:
-        return True
-    try:
-        resolve(folder, name, expected)
-        return True
-    except FileNotFoundError as e:
-        return str(e)
-
-
-GROUNDING_EXPECTED = (
-    "a Hugging Face GroundingDINO folder (e.g. grounding-dino-tiny/ with config.json and "
-    "model.safetensors) or an original checkpoint such as groundingdino_swint_ogc.pth with a "
-    "bert-base-uncased/ folder beside it"
-)
-SAM_EXPECTED = (
-    "a Segment Anything checkpoint such as sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth or "
-    "sam_vit_b_01ec64.pth (SAM-HQ and MobileSAM files are not supported)"
-)
-
-
-class GroundingDinoLoader(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="ImageAlchemy_GroundingDinoLoader",
-            display_name="GroundingDINO Loader",
-            category="Image Alchemy/loaders",
-            description="Loads a GroundingDINO text-prompted box detector from models/grounding-dino: a Hugging "
-            "Face folder, or an original IDEA-Research .pth converted on load (its BERT tokenizer comes "
-            "from a bert-base-uncased folder beside it).",
-            inputs=[
-                io.Combo.Input(
-                    "model_name",
-                    options=grounding_dino_choices(),
-                    tooltip="Folder or .pth file under models/grounding-dino.",
-                )
-            ],
-            outputs=[
-                GroundingDinoModel.Output(
-                    display_name="grounding_dino", tooltip="The detector (kept on the CPU until a node uses it)."
-                )
-            ],
-        )
-
-    @classmethod
-    def validate_inputs(cls, model_name):
-        return _missing_message(GROUNDING_FOLDER, model_name, grounding_dino_choices(), GROUNDING_EXPECTED)
-
-    @classmethod
-    def execute(cls, model_name) -> io.NodeOutput:
-        path = resolve(GROUNDING_FOLDER, model_name, GROUNDING_EXPECTED)
-        try:
-            return io.NodeOutput(grounding.load_grounding_dino(path))
-        except LOAD_ERRORS as e:
-            raise cannot_load("GroundingDinoLoader", model_name, GROUNDING_FOLDER, GROUNDING_EXPECTED, e) from e
-
-
-class SamLoader(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="ImageAlchemy_SAMLoader",
-            display_name="SAM Loader (Segment Anything)",
-            category="Image Alchemy/loaders",
-            description="Loads a Segment Anything model (ViT-B, ViT-L or ViT-H, read from the weights) from "
-            "models/sams. Weights are loaded as tensors only (no pickled code). SAM-HQ and MobileSAM "
-            "files are not listed: their architectures are not built by segment-anything.",
-            inputs=[io.Combo.Input("model_name", options=sam_choices(), tooltip="SAM checkpoint under models/sams.")],
-            outputs=[
-                SamModel.Output(display_name="sam", tooltip="The SAM model (kept on the CPU until a node uses it).")
-            ],
-        )
-
-    @classmethod
-    def validate_inputs(cls, model_name):
-        kind = sam_ops.unsupported_by_name(os.path.basename(model_name))
-        if kind is not None:
-            return f"SAMLoader: {sam_ops.unsupported_message(model_name, kind)}"
-        return _missing_message(SAM_FOLDER, model_name, sam_choices(), SAM_EXPECTED)
-
-    @classmethod
-    def execute(cls, model_name) -> io.NodeOutput:
-        path = resolve(SAM_FOLDER, model_name, SAM_EXPECTED)
-        try:
-            return io.NodeOutput(sam_ops.load_sam(path))
-        except sam_ops.UnsupportedSam as e:  # a sound file of another architecture: not "damaged"
-            raise ValueError(f"SAMLoader: {e}") from e
-        except LOAD_ERRORS as e:
-            raise cannot_load("SAMLoader", model_name, SAM_FOLDER, SAM_EXPECTED, e) from e
 
 
 class GroundedSAMMask(io.ComfyNode):
@@ -373,13 +198,7 @@ class GroundedSAMMask(io.ComfyNode):
         order_by="most confident",
         if_several_found="use the first",
     ) -> io.NodeOutput:
-        if image.shape[0] == 0:
-            raise ValueError(f"{NODE}: the image batch is empty: connect at least one image.")
-        if image.shape[-1] not in (3, 4):
-            raise ValueError(
-                f"{NODE}: expected RGB or RGBA images, got {image.shape[-1]} channel(s): convert the "
-                f"image to RGB first (e.g. load it with Load Image)."
-            )
+        check_images(NODE, image)
         bar = comfy.utils.ProgressBar(image.shape[0])
         device = load_for_run(grounding_dino.model, sam)
         try:
@@ -411,20 +230,25 @@ class GroundedSAMMask(io.ComfyNode):
                 f"if_nothing_found to 'empty mask' or 'whole image'."
             ) from e
         except ValueError as e:
-            raise ValueError(f"{NODE}: {e}") from e
-        preview = grounded_sam.draw_preview(image, masks, found)
-        out_device = comfy.model_management.intermediate_device()
-        preview = preview.to(out_device, image.dtype)
-        # Shown on the node (boxes, mask and any policy note drawn), as well as given as an output; the notes
-        # also travel as UI text for API clients.
-        shown = ui.PreviewImage(preview, cls=cls).as_dict()
-        notes = [f"image {i + 1}: {r.note}" for i, r in enumerate(found) if r.note]
-        if notes:
-            shown["text"] = ("\n".join(notes),)
-        outputs = [masks.to(out_device), preview, grounded_sam.phrase_mask_batch(found).to(out_device)]
-        if BOUNDING_BOX is not None:
-            outputs.append(grounded_sam.kept_boxes(found))
-        return io.NodeOutput(*outputs, ui=shown)
+            raise node_error(NODE, e) from e
+        return _node_output(cls, image, masks, found)
+
+
+def _node_output(cls, image, masks, found) -> io.NodeOutput:
+    """Masks, preview, phrase masks (and boxes where ComfyUI has the type); the preview and policy notes on the node."""
+    preview = grounded_sam.draw_preview(image, masks, found)
+    out_device = comfy.model_management.intermediate_device()
+    preview = preview.to(out_device, image.dtype)
+    # Shown on the node (boxes, mask and any policy note drawn), as well as given as an output; the notes
+    # also travel as UI text for API clients.
+    shown = ui.PreviewImage(preview, cls=cls).as_dict()
+    notes = [f"image {i + 1}: {r.note}" for i, r in enumerate(found) if r.note]
+    if notes:
+        shown["text"] = ("\n".join(notes),)
+    outputs = [masks.to(out_device), preview, grounded_sam.phrase_mask_batch(found).to(out_device)]
+    if BOUNDING_BOX is not None:
+        outputs.append(grounded_sam.kept_boxes(found))
+    return io.NodeOutput(*outputs, ui=shown)
 
 
 class MaskFromBatch(io.ComfyNode):
@@ -473,4 +297,4 @@ class MaskFromBatch(io.ComfyNode):
         return io.NodeOutput(torch.zeros(1, *masks.shape[-2:], dtype=masks.dtype, device=masks.device))
 
 
-NODES = [GroundingDinoLoader, SamLoader, GroundedSAMMask, MaskFromBatch]
+NODES = [*LOADERS, GroundedSAMMask, MaskFromBatch]

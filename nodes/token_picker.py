@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import logging
-import os
-import time
 
-import comfy.model_management
-import comfy.sample
 import comfy.samplers
 import comfy.utils
-import folder_paths
-import numpy as np
-import torch
 from comfy_api.latest import io
 
-from ..alchemy import token_cache, token_scoring, tokens
+from ..alchemy import fingerprint_cache, layout, token_scoring, tokens
+from .checks import node_error
+from .token_samples import CandidateImages, cache_directory, image_embeddings, interrupt_check
 
 log = logging.getLogger(__name__)
 
 NODE = "RareTokenPicker"
-CACHE_SUBDIR = os.path.join("image_alchemy", "token_cache")
-# Seeds sampled together: with CFG the UNet runs twice this batch, so 8 seeds at 1024² would hold 16 SDXL
-# activations at once; chunks of 4 halve that. The noise is drawn per seed: the images do not depend on chunking.
-SEED_BATCH = 4
-
-
-def cache_directory() -> str:
-    # The user folder survives restarts (ComfyUI empties temp/ at every start).
-    return os.path.join(folder_paths.get_user_directory(), CACHE_SUBDIR)
 
 
 def _word_tokenizer(sd_tokenizer):
@@ -45,90 +31,11 @@ def clip_tokenizers(clip) -> dict:
         if hasattr(getattr(clip.tokenizer, name, None), "tokenizer")
     }
     if not found:
-        raise ValueError(
-            f"{NODE}: the wired CLIP has no CLIP BPE tokenizer (clip_l / clip_g); "
-            "wire the CLIP output of an SDXL or SD1.x checkpoint loader."
-        )
+        raise node_error(
+            NODE, "the wired CLIP has no CLIP BPE tokenizer (clip_l / clip_g); wire the CLIP output of an SDXL or "
+            "SD1.x checkpoint loader.",
+        )  # fmt: skip
     return found
-
-
-def patcher_fingerprint(patcher) -> str:
-    """Weights as loaded from disk (ComfyUI keeps them in ``backup`` while patched in place) plus the pending
-    patches (LoRAs, with strengths), object patches and model options, so a LoRA'd clone hashes differently."""
-    sd = patcher.model_state_dict()
-    named = [(k, patcher.backup[k].weight if k in patcher.backup else v) for k, v in sd.items()]
-    return token_cache.fingerprint_value(
-        [token_cache.fingerprint_tensors(named), patcher.patches, patcher.object_patches, patcher.model_options]
-    )
-
-
-def models_fingerprint(model, clip, vae) -> str:
-    vae_sd = vae.first_stage_model.state_dict()
-    return token_cache.fingerprint_value(
-        [
-            patcher_fingerprint(model),
-            patcher_fingerprint(clip.patcher),
-            getattr(clip, "layer_idx", None),
-            token_cache.fingerprint_tensors(vae_sd.items()),
-        ]
-    )
-
-
-def _interrupt_check(*_args):
-    comfy.model_management.throw_exception_if_processing_interrupted()
-
-
-def sample_seeds(
-    model,
-    clip,
-    vae,
-    prompt: str,
-    negative,
-    seeds: list[int],
-    width: int,
-    height: int,
-    steps: int,
-    cfg: float,
-    sampler_name: str,
-    scheduler: str,
-) -> np.ndarray:
-    """One image per seed, as KSampler would make with that seed; up to SEED_BATCH seeds share one batch."""
-    positive = clip.encode_from_tokens_scheduled(clip.tokenize(prompt))
-    out = []
-    for start in range(0, len(seeds), SEED_BATCH):
-        chunk = seeds[start : start + SEED_BATCH]
-        latent = torch.zeros(
-            [len(chunk), 4, height // 8, width // 8], device=comfy.model_management.intermediate_device()
-        )
-        latent = comfy.sample.fix_empty_latent_channels(model, latent)
-        # Per-seed noise, so image i is the batch-1 KSampler image for seeds[i] (ancestral samplers aside).
-        noise = torch.cat([comfy.sample.prepare_noise(latent[i : i + 1], seed) for i, seed in enumerate(chunk)])
-        samples = comfy.sample.sample(
-            model,
-            noise,
-            steps,
-            cfg,
-            sampler_name,
-            scheduler,
-            positive,
-            negative,
-            latent,
-            denoise=1.0,
-            callback=_interrupt_check,
-            disable_pbar=True,
-            seed=chunk[0],
-        )
-        images = vae.decode(samples)
-        images = images.reshape(-1, *images.shape[-3:])  # video VAEs add a frame axis
-        # Quantized like a saved PNG, so a fresh run and a cache hit score the very same pixels.
-        out.append(np.round(images.detach().float().clamp(0, 1).cpu().numpy() * 255.0) / 255.0)
-    return np.concatenate(out)
-
-
-def image_embeddings(clip_vision, images: np.ndarray) -> np.ndarray:
-    out = clip_vision.encode_image(torch.from_numpy(images).float())
-    embeds = out["image_embeds"] if out["image_embeds"] is not None else out["last_hidden_state"][:, 0]
-    return embeds.detach().float().cpu().numpy()
 
 
 class RareTokenPicker(io.ComfyNode):
@@ -280,142 +187,114 @@ class RareTokenPicker(io.ComfyNode):
         clip_vision=None,
         class_word="dog",
     ) -> io.NodeOutput:
-        try:
-            tokens.fill_template(prompt_template, "x")  # fails early, naming the fix, before any sampling
-        except ValueError as e:
-            raise ValueError(f"{NODE}: {e}") from e
-        class_word = class_word.strip()
-        if not class_word:
-            raise ValueError(f"{NODE}: class_word is empty; write the subject's class, e.g. dog, person, mug.")
+        class_word = _check_words(prompt_template, class_word)
         tokenizers = clip_tokenizers(clip)
-        words = tokens.parse_candidates(candidates)
-        accepted, rejected = tokens.filter_candidates(words, tokenizers, template=prompt_template)
-        source = {w: "paper" if w in tokens.PAPER_TOKENS else "yours" for w in accepted}
-        vocab = getattr(clip.tokenizer, next(iter(tokenizers))).tokenizer.get_vocab()
-        # Every word that can be one token is in this table, so neither the scan nor the table's zipf column
-        # loads wordfreq's 12 word lists again (seconds per process start, milliseconds from the file).
-        vocab_words = tokens.vocabulary_words(vocab)
-        frequencies = token_cache.cached_zipf_table(
-            cache_directory(), (w for _id, w in vocab_words), tokens.ZIPF_LANGUAGES, tokens.zipf_table
+        accepted, rejected, source, frequencies = _candidates(
+            clip, tokenizers, candidates, vocabulary_scan, seed, prompt_template
         )
-        if vocabulary_scan:
-            scanned = tokens.scan_vocabulary(
-                vocab,
-                tokenizers,
-                vocabulary_scan,
-                seed,
-                exclude=words,
-                template=prompt_template,
-                frequencies=frequencies,
-                words=vocab_words,
-            )
-            accepted += scanned
-            source.update({w: "scan" for w in scanned})
-        if not accepted:
-            raise ValueError(
-                f"{NODE}: none of the candidates is a 4–5 letter word that stays one token in "
-                f"{' and '.join(tokenizers)} ({len(rejected)} rejected). Add other words or set "
-                "vocabulary_scan above 0."
-            )
-        for r in rejected:
-            log.info("%s: rejected %r: %s", NODE, r.word, r.reason)
-
         seeds = [(seed + i) % 2**64 for i in range(seeds_per_candidate)]  # torch seeds are 64-bit
-        settings = dict(
-            seeds=seeds, width=width, height=height, steps=steps, cfg=cfg, sampler=sampler_name, scheduler=scheduler
+        samples = CandidateImages(
+            model, clip, vae, seeds, width, height, steps, cfg, sampler_name, scheduler, use_cache
         )
-        cache = token_cache.ImageCache(cache_directory())
-        models_fp = models_fingerprint(model, clip, vae)
-        negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
-
-        def images_for(prompt):
-            """(images, seconds spent sampling; None when served from the cache)."""
-            key = token_cache.cache_key(models=models_fp, prompt=prompt, **settings)
-            images = cache.load(key) if use_cache else None
-            if images is not None:
-                return images, None
-            start = time.perf_counter()
-            images = sample_seeds(
-                model, clip, vae, prompt, negative, seeds, width, height, steps, cfg, sampler_name, scheduler
-            )
-            spent = time.perf_counter() - start
-            if use_cache:
-                cache.store(key, images, {"prompt": prompt, "settings": repr(settings)})
-            return images, spent
-
-        def measured(images):
-            embeddings = image_embeddings(clip_vision, images) if clip_vision is not None else None
-            return token_scoring.similarity(images, embeddings)[0]
-
-        # References first, sampled exactly like the candidates: the class word (strong prior) and the empty
-        # prompt, i.e. the unconditioned model (no prior).
         pbar = comfy.utils.ProgressBar(len(accepted) + 2)
-        references, spent = {}, {}
-        for i, (name, prompt) in enumerate(
-            [("class", tokens.fill_template(prompt_template, class_word)), ("empty", "")]
-        ):
-            _interrupt_check()
-            references[name], spent[name] = images_for(prompt)
-            pbar.update_absolute(i + 1)
-        calibration = token_scoring.Calibration(measured(references["class"]), measured(references["empty"]))
-        if not calibration.separates:
-            log.warning(
-                "%s: the images of %r are not more alike than the empty prompt's (%.4f vs %.4f): the prior "
-                "cannot be calibrated; ranking by raw similarity",
-                NODE,
-                class_word,
-                calibration.class_word,
-                calibration.empty,
-            )
-
+        references, spent, calibration = _calibrate(samples, clip_vision, prompt_template, class_word, pbar)
         scores, images_by_token = [], {}
         for i, word in enumerate(accepted):
-            _interrupt_check()
-            images, spent[word] = images_for(tokens.fill_template(prompt_template, word))
+            interrupt_check()
+            images, spent[word] = samples.images_for(tokens.fill_template(prompt_template, word))
             embeddings = image_embeddings(clip_vision, images) if clip_vision is not None else None
             scores.append(token_scoring.score_candidate(word, images, embeddings, calibration))
             images_by_token[word] = images
             pbar.update_absolute(i + 3)
         sampled = [s for s in spent.values() if s is not None]
         log.info("%s: %d candidates + 2 references, %d sets from cache", NODE, len(accepted), len(spent) - len(sampled))
-
         ranked = token_scoring.rank(scores)
-        label = lambda s: f"{s.prior:.3f}" if s.prior is not None else f"sim {s.similarity:.3f}"
-        rows = [(f"ref {class_word}\nprior 1", references["class"]), ("ref empty\nprior 0", references["empty"])]
-        rows += [(f"#{n} {s.token}\n{label(s)}", images_by_token[s.token]) for n, s in enumerate(ranked, 1)]
-        sheet = torch.from_numpy(token_scoring.contact_sheet(rows))[None]  # H×W×C → IMAGE batch of 1 (BHWC)
         table = token_scoring.score_table(
             ranked,
             [(r.word, r.reason + (" (paper)" if r.word in tokens.PAPER_TOKENS else "")) for r in rejected],
             calibration,
-            _table_notes(accepted, source, spent, frequencies),
-            _table_footer(len(accepted), seeds_per_candidate, sampled, width, height, steps),
+            token_scoring.table_notes(accepted, source, spent, frequencies),
+            token_scoring.table_footer(len(accepted), seeds_per_candidate, sampled, width, height, steps),
         )
+        rows = token_scoring.sheet_rows(ranked, references, images_by_token, class_word)
+        sheet = layout.to_torch(token_scoring.contact_sheet(rows))[None]  # H×W×C → IMAGE batch of 1 (BHWC)
         return io.NodeOutput(ranked[0].token, sheet, table)
 
 
-def _table_notes(words, source, spent, frequencies) -> dict:
-    notes = {"": ["source", "zipf", "s/cand"]}
-    for word in words:
-        zipf, lang = frequencies[word] if word in frequencies else tokens.word_frequency(word)
-        seconds = "cached" if spent[word] is None else f"{spent[word]:.2f}"
-        notes[word] = [source[word], f"{zipf:.2f}{'(' + lang + ')' if zipf else ''}", seconds]
-    return notes
+def _check_words(prompt_template: str, class_word: str) -> str:
+    """Fails early, naming the fix, before any sampling; returns the class word stripped."""
+    try:
+        tokens.fill_template(prompt_template, "x")
+    except ValueError as e:
+        raise node_error(NODE, e) from e
+    class_word = class_word.strip()
+    if not class_word:
+        raise node_error(NODE, "class_word is empty; write the subject's class, e.g. dog, person, mug.")
+    return class_word
 
 
-def _table_footer(n_words, n_seeds, sampled, width, height, steps) -> list[str]:
-    images = (n_words + 2) * n_seeds
-    lines = [
-        f"{images} images: ({n_words} candidates + 2 references) × {n_seeds} seeds at {width}×{height}, "
-        f"{steps} steps; {len(sampled) * n_seeds} sampled now, the rest from the cache"
-    ]
-    if sampled:
-        per_set = sum(sampled) / len(sampled)
-        lines.append(
-            f"cost: {per_set:.2f} s per candidate ({per_set / n_seeds:.3f} s per image), "
-            f"{sum(sampled):.1f} s sampling in all"
+def _candidates(clip, tokenizers, candidates, vocabulary_scan, seed, prompt_template):
+    """The words to score (the user's that pass the filter, then the scan's), the rejected ones and why, where each
+    word came from, and the Zipf table of the vocabulary."""
+    words = tokens.parse_candidates(candidates)
+    accepted, rejected = tokens.filter_candidates(words, tokenizers, template=prompt_template)
+    source = {w: "paper" if w in tokens.PAPER_TOKENS else "yours" for w in accepted}
+    vocab = getattr(clip.tokenizer, next(iter(tokenizers))).tokenizer.get_vocab()
+    # Every word that can be one token is in this table, so neither the scan nor the table's zipf column
+    # loads wordfreq's 12 word lists again (seconds per process start, milliseconds from the file).
+    vocab_words = tokens.vocabulary_words(vocab)
+    frequencies = fingerprint_cache.cached_zipf_table(
+        cache_directory(), (w for _id, w in vocab_words), tokens.ZIPF_LANGUAGES, tokens.zipf_table
+    )
+    if vocabulary_scan:
+        scanned = tokens.scan_vocabulary(
+            vocab,
+            tokenizers,
+            vocabulary_scan,
+            seed,
+            exclude=words,
+            template=prompt_template,
+            frequencies=frequencies,
+            words=vocab_words,
         )
-    return lines
+        accepted += scanned
+        source.update({w: "scan" for w in scanned})
+    if not accepted:
+        raise node_error(
+            NODE,
+            f"none of the candidates is a 4–5 letter word that stays one token in "
+            f"{' and '.join(tokenizers)} ({len(rejected)} rejected). Add other words or set "
+            "vocabulary_scan above 0.",
+        )
+    for r in rejected:
+        log.info("%s: rejected %r: %s", NODE, r.word, r.reason)
+    return accepted, rejected, source, frequencies
+
+
+def _calibrate(samples: CandidateImages, clip_vision, prompt_template: str, class_word: str, pbar):
+    """References first, sampled exactly like the candidates: the class word (strong prior) and the empty
+    prompt, i.e. the unconditioned model (no prior). Returns their images, sampling times and the calibration."""
+
+    def measured(images):
+        embeddings = image_embeddings(clip_vision, images) if clip_vision is not None else None
+        return token_scoring.similarity(images, embeddings)[0]
+
+    references, spent = {}, {}
+    for i, (name, prompt) in enumerate([("class", tokens.fill_template(prompt_template, class_word)), ("empty", "")]):
+        interrupt_check()
+        references[name], spent[name] = samples.images_for(prompt)
+        pbar.update_absolute(i + 1)
+    calibration = token_scoring.Calibration(measured(references["class"]), measured(references["empty"]))
+    if not calibration.separates:
+        log.warning(
+            "%s: the images of %r are not more alike than the empty prompt's (%.4f vs %.4f): the prior "
+            "cannot be calibrated; ranking by raw similarity",
+            NODE,
+            class_word,
+            calibration.class_word,
+            calibration.empty,
+        )
+    return references, spent, calibration
 
 
 NODES = [RareTokenPicker]

@@ -1,13 +1,24 @@
 """TrainSubjectLoRA's checks of its inputs: the LoRA name, whether the MODEL can be trained, how it samples,
-what the machine offers (bf16, memory), a token that splits. Each runs before anything is encoded or written."""
+what the machine offers (bf16, memory), a token that splits; ``checked_settings`` runs them and builds the
+trainer's settings. Each runs before anything is encoded or written."""
 
 from __future__ import annotations
 
+import logging
 import math
 import unicodedata
 from pathlib import Path
 
+import comfy.model_base
+import comfy.model_management
 import torch
+
+from ..training.settings import TrainSettings
+from ..training.user_values import from_user_values
+from . import train_progress
+from .checks import check_images
+
+log = logging.getLogger(__name__)
 
 NODE = "TrainSubjectLoRA"
 
@@ -164,3 +175,32 @@ def resume_state(name: str) -> Path | None:
             "checkpoint written with save_every"
         )
     return state
+
+
+def checked_settings(model, clip, images, values: dict, unique_id) -> tuple[TrainSettings, torch.device]:
+    """The node's inputs checked and turned into the trainer's settings for this device."""
+    if not isinstance(model.model, comfy.model_base.SDXL):
+        raise ValueError(
+            f"{NODE}: the MODEL is {type(model.model).__name__}, not an SDXL model: connect an "
+            "SDXL checkpoint (the trainer needs SDXL's UNet and its size/pooled-text conditioning)"
+        )
+    check_images(NODE, images, what="photos", allow_empty=True)  # no photos: said below, with what to connect
+    check_trainable(model)
+    prediction_type, zsnr = sampling_kind(model)
+    device = comfy.model_management.get_torch_device()
+    settings = from_user_values(
+        values,
+        device_type=device.type,
+        bf16_native=bf16_native(device),
+        available_bytes=available_vram(device),
+        where=NODE,
+        prediction_type=prediction_type,
+        zero_terminal_snr=zsnr,
+        device=str(device),
+    )
+    warning = several_tokens_warning(clip, settings.token)
+    if warning:
+        log.warning("%s: %s", NODE, warning)
+    # Shown on the node (above the chart, and as its progress text); an empty text clears an earlier one.
+    train_progress.send(unique_id, {"phase": "warning", "text": warning or ""})
+    return settings, device

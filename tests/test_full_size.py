@@ -81,8 +81,9 @@ def test_full_size_sdxl_unet_converts_with_nothing_missing(sdxl, sdxl_diffusers_
 
 def test_full_size_rank_8_lora_maps_every_module_in_comfyui(sdxl, sdxl_diffusers_unet):
     import comfy.lora
+    from image_alchemy.training.lora_file import kohya_state_dict
     from image_alchemy.training.settings import TrainSettings
-    from image_alchemy.training.trainer import kohya_state_dict, lora_config
+    from image_alchemy.training.trainer import lora_config
 
     _config, model = sdxl
     unet = sdxl_diffusers_unet

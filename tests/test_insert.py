@@ -5,7 +5,7 @@ import pytest
 import torch
 from comfy_execution.graph_utils import GraphBuilder
 from comfy_server import PromptFailed
-from image_alchemy.alchemy import compose, masks
+from image_alchemy.alchemy import crop_stitch, masks
 from lora_helpers import write_kohya_lora
 from PIL import Image
 from safetensors.torch import save_file
@@ -24,35 +24,35 @@ def block(h, w, top, left, bottom, right):
 
 def test_context_box_grows_by_the_longer_side_and_clips():
     m = block(100, 120, 40, 50, 60, 90)  # 20×40 box
-    assert compose.context_box(m, 0.5) == compose.Box(20, 30, 80, 110)
-    assert compose.context_box(m, 0.0) == compose.Box(40, 50, 60, 90)
-    assert compose.context_box(m, 5.0) == compose.Box(0, 0, 100, 120)
-    assert compose.context_box(m, 0.5, whole_image=True) == compose.Box(0, 0, 100, 120)
-    assert compose.context_box(torch.zeros(10, 10), 0.5) is None
+    assert crop_stitch.context_box(m, 0.5) == crop_stitch.Box(20, 30, 80, 110)
+    assert crop_stitch.context_box(m, 0.0) == crop_stitch.Box(40, 50, 60, 90)
+    assert crop_stitch.context_box(m, 5.0) == crop_stitch.Box(0, 0, 100, 120)
+    assert crop_stitch.context_box(m, 0.5, whole_image=True) == crop_stitch.Box(0, 0, 100, 120)
+    assert crop_stitch.context_box(torch.zeros(10, 10), 0.5) is None
     with pytest.raises(ValueError):
-        compose.context_box(m, -1.0)
+        crop_stitch.context_box(m, -1.0)
 
 
 def test_model_size_keeps_area_aspect_and_multiples():
-    h, w = compose.model_size(100, 50, 64)
+    h, w = crop_stitch.model_size(100, 50, 64)
     assert h % 8 == 0 and w % 8 == 0
     assert (h, w) == (88, 48)  # 64² area at 2:1 → 90.5 × 45.3, rounded to multiples of 8
-    assert compose.model_size(100, 50, 0) == (96, 48)
-    assert compose.model_size(3, 500, 64) == (8, 824)  # never below one multiple (4.96 → 8)
-    assert compose.model_size(30, 30, 1024, multiple=16) == (1024, 1024)
+    assert crop_stitch.model_size(100, 50, 0) == (96, 48)
+    assert crop_stitch.model_size(3, 500, 64) == (8, 824)  # never below one multiple (4.96 → 8)
+    assert crop_stitch.model_size(30, 30, 1024, multiple=16) == (1024, 1024)
 
 
 def test_stitch_copies_outside_and_blends_inside():
     gen = torch.Generator().manual_seed(0)
     image = torch.rand(40, 50, 3, generator=gen)
     mask = masks.feather_mask(block(40, 50, 10, 12, 20, 30)[None], 4)[0]
-    box = compose.context_box(mask, 0.25)
+    box = crop_stitch.context_box(mask, 0.25)
     generated = torch.rand(box.height * 2, box.width * 2, 3, generator=gen)  # sampled at twice the size
-    out = compose.stitch(image, generated, mask, box)
+    out = crop_stitch.stitch(image, generated, mask, box)
     assert torch.equal(out[mask == 0], image[mask == 0])
-    back = compose.resize_image(generated, box.height, box.width)
-    inside = compose.crop(mask, box) == 1
-    assert torch.equal(compose.crop(out, box)[inside], back[inside])
+    back = crop_stitch.resize_image(generated, box.height, box.width)
+    inside = crop_stitch.crop(mask, box) == 1
+    assert torch.equal(crop_stitch.crop(out, box)[inside], back[inside])
     y, x = 12, 31  # one pixel right of the block: feathered weight 0.84375 (smoothstep of 0.75)
     w = mask[y, x].item()
     assert 0 < w < 1
@@ -63,7 +63,7 @@ def test_stitch_copies_outside_and_blends_inside():
 def test_stitch_keeps_alpha_and_resize_clamps():
     image = torch.rand(16, 16, 4)
     mask = block(16, 16, 4, 4, 12, 12)
-    out = compose.stitch(image, torch.ones(8, 8, 3) * 2.0, mask, compose.Box(0, 0, 16, 16))
+    out = crop_stitch.stitch(image, torch.ones(8, 8, 3) * 2.0, mask, crop_stitch.Box(0, 0, 16, 16))
     assert torch.equal(out[..., 3], image[..., 3])
     assert out.max() <= 1.0
 
@@ -258,7 +258,7 @@ def test_missing_lora_is_refused_at_validation_unless_a_training_node_supplies_i
 def test_img2img_start_takes_the_image_inside_the_mask_and_the_scene_outside():
     image, scene = torch.rand(20, 24, 3), torch.rand(20, 24, 3)
     mask = masks.feather_mask(block(20, 24, 5, 6, 10, 12)[None], 3)[0]
-    start = compose.img2img_start(image, scene, mask)
+    start = crop_stitch.img2img_start(image, scene, mask)
     assert torch.equal(start[mask > 0], image[mask > 0])
     assert torch.equal(start[mask == 0], scene[mask == 0])
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from image_alchemy.training import augment
 from image_alchemy.training import regularizers as reg
-from image_alchemy.training.probes import FeatureProbe, adapter_disabled, lora_factors, lora_parameters
+from image_alchemy.training.lora_hooks import FeatureProbe, adapter_disabled, lora_factors, lora_parameters
 from image_alchemy.training.settings import TrainSettings
 from image_alchemy.training.trainer import build_lora_unet, compute_loss
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from comfy_execution.graph_utils import GraphBuilder
 from comfy_server import PromptFailed
-from image_alchemy.alchemy import token_cache, token_scoring, tokens
+from image_alchemy.alchemy import fingerprint_cache, token_scoring, tokens
 
 POOL = "iklan ffin rrrr"
 
@@ -131,27 +131,27 @@ def test_interrupt_stops_the_scan(comfy):
 
 def test_fingerprint_sees_weights_patches_and_shapes():
     a = {"w": torch.arange(12.0).reshape(3, 4), "b": torch.zeros(4)}
-    fp = token_cache.fingerprint_tensors(a.items())
-    assert fp == token_cache.fingerprint_tensors(reversed(list(a.items())))  # order-independent
+    fp = fingerprint_cache.fingerprint_tensors(a.items())
+    assert fp == fingerprint_cache.fingerprint_tensors(reversed(list(a.items())))  # order-independent
     changed = {**a, "w": a["w"] + 1e-3}
-    assert token_cache.fingerprint_tensors(changed.items()) != fp
-    assert token_cache.fingerprint_tensors({**a, "b": torch.zeros(2, 2)}.items()) != fp
+    assert fingerprint_cache.fingerprint_tensors(changed.items()) != fp
+    assert fingerprint_cache.fingerprint_tensors({**a, "b": torch.zeros(2, 2)}.items()) != fp
     lora = {"w": [(1.0, ("lora", (torch.ones(2, 3), torch.ones(3, 2))), 1.0, None, None)]}
     weaker = {"w": [(0.5, ("lora", (torch.ones(2, 3), torch.ones(3, 2))), 1.0, None, None)]}
-    assert len({token_cache.fingerprint_value(p) for p in ({}, lora, weaker)}) == 3
+    assert len({fingerprint_cache.fingerprint_value(p) for p in ({}, lora, weaker)}) == 3
 
 
 def test_image_cache_round_trip_is_atomic_and_tolerates_corruption(tmp_path):
-    cache = token_cache.ImageCache(tmp_path / "c")
+    cache = fingerprint_cache.ImageCache(tmp_path / "c")
     images = np.random.default_rng(0).random((2, 8, 8, 3))
-    key = token_cache.cache_key(models="m", prompt="a photo of iklan", seeds=[0, 1])
+    key = fingerprint_cache.cache_key(models="m", prompt="a photo of iklan", seeds=[0, 1])
     assert cache.load(key) is None
     cache.store(key, images, {"prompt": "a photo of iklan"})
     np.testing.assert_allclose(cache.load(key), np.round(images * 255) / 255, atol=1e-6)
     assert [p.name for p in (tmp_path / "c").iterdir()] == [f"{key}.safetensors"]  # no temp file left
     cache.path(key).write_bytes(b"not a safetensors file")
     assert cache.load(key) is None
-    assert key != token_cache.cache_key(models="m", prompt="a photo of iklan", seeds=[0, 2])
+    assert key != fingerprint_cache.cache_key(models="m", prompt="a photo of iklan", seeds=[0, 2])
 
 
 def test_model_fingerprint_follows_loras_not_in_place_patching(comfy_dir):
@@ -160,7 +160,7 @@ def test_model_fingerprint_follows_loras_not_in_place_patching(comfy_dir):
     factory.use_comfyui(comfy_dir)
     import comfy.model_patcher
     import comfy.ops
-    from image_alchemy.nodes.token_picker import patcher_fingerprint
+    from image_alchemy.nodes.token_samples import patcher_fingerprint
 
     cpu = torch.device("cpu")
     layer = comfy.ops.disable_weight_init.Linear(4, 4)  # ComfyUI's own op, which patch_model patches
@@ -206,7 +206,7 @@ def in_process(comfy_dir, tiny_models):
 
 def test_batched_seeds_match_ksampler_one_seed_at_a_time(in_process):
     """Image i of a candidate is exactly what KSampler makes with seed i (deterministic sampler)."""
-    from image_alchemy.nodes.token_picker import SEED_BATCH, sample_seeds
+    from image_alchemy.nodes.token_samples import SEED_BATCH, sample_seeds
 
     model, clip, vae, core_nodes = in_process
     with torch.inference_mode():
@@ -294,7 +294,7 @@ def test_clip_vision_embeddings_join_the_score(in_process, tmp_path):
     assert header.split()[:4] == ["rank", "token", "embed_cos", "prior"]  # the embeddings replace SSIM
     assert "references (embed_cos): class word" in table
     # The table's similarity is the embeddings' mean cosine of that candidate's images, sampled the same way.
-    from image_alchemy.nodes.token_picker import sample_seeds
+    from image_alchemy.nodes.token_samples import sample_seeds
 
     with torch.inference_mode():
         negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))

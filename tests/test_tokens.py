@@ -121,10 +121,10 @@ def test_word_frequency_names_the_language():
 
 
 def test_zipf_table_serves_the_scan_and_persists_per_word_list(sdxl_tokenizers, comfy_dir, tmp_path, monkeypatch):
-    from image_alchemy.alchemy import token_cache
+    from image_alchemy.alchemy import fingerprint_cache
     from transformers import CLIPTokenizer
 
-    monkeypatch.setattr(token_cache, "_ZIPF_MEMO", {})  # as in a fresh process: earlier tests may have filled it
+    monkeypatch.setattr(fingerprint_cache, "_ZIPF_MEMO", {})  # as in a fresh process: earlier tests may have filled it
 
     vocab = CLIPTokenizer.from_pretrained(comfy_dir / "comfy" / "sd1_tokenizer").get_vocab()
     words = [w for _id, w in tokens.vocabulary_words(vocab)]
@@ -135,7 +135,7 @@ def test_zipf_table_serves_the_scan_and_persists_per_word_list(sdxl_tokenizers, 
         builds.append(len(ws))
         return tokens.zipf_table(ws, langs)
 
-    table = token_cache.cached_zipf_table(tmp_path, words, tokens.ZIPF_LANGUAGES, build)
+    table = fingerprint_cache.cached_zipf_table(tmp_path, words, tokens.ZIPF_LANGUAGES, build)
     assert table["iklan"] == tokens.word_frequency("iklan") and table["puffs"][0] >= tokens.MAX_ZIPF
     # The scan gives the same words from the table as from wordfreq itself.
     for seed in (0, 3):
@@ -143,16 +143,16 @@ def test_zipf_table_serves_the_scan_and_persists_per_word_list(sdxl_tokenizers, 
             vocab, sdxl_tokenizers, 12, seed, template="a photo of {token}", frequencies=table
         ) == tokens.scan_vocabulary(vocab, sdxl_tokenizers, 12, seed, template="a photo of {token}")
     (entry,) = tmp_path.glob("zipf-*.json")
-    token_cache._ZIPF_MEMO.clear()  # as after a restart: served from the file, wordfreq not consulted
-    assert token_cache.cached_zipf_table(tmp_path, reversed(words), tokens.ZIPF_LANGUAGES, build) == table
+    fingerprint_cache._ZIPF_MEMO.clear()  # as after a restart: served from the file, wordfreq not consulted
+    assert fingerprint_cache.cached_zipf_table(tmp_path, reversed(words), tokens.ZIPF_LANGUAGES, build) == table
     assert builds == [len(words)]
-    token_cache._ZIPF_MEMO.clear()
+    fingerprint_cache._ZIPF_MEMO.clear()
     entry.write_text('{"iklan": [5.0')  # a truncated file is rebuilt, never trusted
-    assert token_cache.cached_zipf_table(tmp_path, words, tokens.ZIPF_LANGUAGES, build) == table
+    assert fingerprint_cache.cached_zipf_table(tmp_path, words, tokens.ZIPF_LANGUAGES, build) == table
     assert builds == [len(words)] * 2
     # Another word list (another tokenizer) or language list is another entry.
-    token_cache.cached_zipf_table(tmp_path, words[:10], tokens.ZIPF_LANGUAGES, build)
-    token_cache.cached_zipf_table(tmp_path, words[:10], ("en",), build)
+    fingerprint_cache.cached_zipf_table(tmp_path, words[:10], tokens.ZIPF_LANGUAGES, build)
+    fingerprint_cache.cached_zipf_table(tmp_path, words[:10], ("en",), build)
     assert len(list(tmp_path.glob("zipf-*.json"))) == 3 and not list(tmp_path.glob(".tmp-*"))
 
 

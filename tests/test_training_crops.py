@@ -30,7 +30,7 @@ def test_a_subject_at_the_edge_of_a_wide_photo_stays_whole_in_the_crop(node):
     mask = torch.zeros(1, height, width)
     mask[:, 100:220, 8:118] = 1  # at the left edge
     image[mask.bool()] = torch.tensor([0.9, 0.1, 0.1])
-    pixels, masks, time_ids = node._prepare_images(image, mask, 256)
+    pixels, masks, time_ids = node.prepare_images(image, mask, 256)
     h, w = pixels.shape[1:3]
     assert (h, w) in buckets(256) and w / h > 2  # the widest bucket, not a square
     # A centre cut of that bucket would lose part of the subject: the test is about a real risk.
@@ -55,7 +55,7 @@ def test_a_3_2_photo_gets_the_3_2_bucket_in_node_and_fit_alike(node, tmp_path):
     (tmp_path / "photos").mkdir()
     Image.fromarray(photo).save(tmp_path / "photos" / "a.png")
     fit_pixels, fit_ids = load_images(str(tmp_path / "photos"), 1024)
-    pixels, masks, time_ids = node._prepare_images(torch.from_numpy(photo.astype(np.float32) / 255.0)[None], None, 1024)
+    pixels, masks, time_ids = node.prepare_images(torch.from_numpy(photo.astype(np.float32) / 255.0)[None], None, 1024)
     assert pixels.shape == (1, 832, 1216, 3) and masks is None  # SDXL's 1216×832 (1.46:1)
     # Cover scale 1216/600: 400 → 811 < 832, so the height decides (832/400): 1248 wide, cut 16 px each side.
     assert time_ids.int().tolist() == [[400, 600, 0, 16, 832, 1216]] == fit_ids

@@ -51,7 +51,7 @@ def _texture(height: int, width: int) -> torch.Tensor:
 def test_a_phone_size_photo_is_shrunk_without_aliasing(node):
     train, _ = node
     image = _texture(3000, 4000)[None, :, :, None].expand(1, 3000, 4000, 3).contiguous()
-    pixels, _masks, time_ids = train._prepare_images(image, None, 1024)
+    pixels, _masks, time_ids = train.prepare_images(image, None, 1024)
     assert pixels.shape == (1, 896, 1152, 3)  # the 4:3 photo's SDXL bucket
     # The gratings cannot be shown at 1024 px: an antialiased filter leaves flat grey, plain bicubic a moiré
     # (pattern spread 0.168 with the former common_upscale(..., "bicubic")).
@@ -72,11 +72,11 @@ def test_crop_conditioning_is_in_resized_pixels_and_equal_in_node_and_fit(node, 
     mask = torch.zeros(1, 302, 403)
     mask[:, 100:200, 150:250] = 1
     fit_square, fit_square_ids = load_images(str(tmp_path / "photos"), 96)
-    pixels, masks, time_ids = train._prepare_images(image, None, 96)
+    pixels, masks, time_ids = train.prepare_images(image, None, 96)
     # At 96 SDXL's 1152×896 rounds to a square: 302×403 → 96×128, the centre square 16 resized pixels in.
     assert fit_square_ids == [[302, 403, 0, 16, 96, 96]] == time_ids.int().tolist()
     assert torch.allclose(pixels.movedim(-1, 1) * 2 - 1, fit_square, atol=1e-5)
-    pixels, masks, time_ids = train._prepare_images(image, mask, 128)
+    pixels, masks, time_ids = train.prepare_images(image, mask, 128)
     # At 128 the 4:3 photo's bucket is 128×160: 302×403 → 128×171, the crop starts 5 resized pixels in (centred
     # on the subject's box, not on 11 original pixels), in resized pixels as SDXL, diffusers and kohya count.
     assert time_ids.int().tolist() == [[302, 403, 0, 5, 128, 160]] and fit_ids[0][4:] == [128, 160]

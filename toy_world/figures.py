@@ -75,20 +75,20 @@ def insert(
     feather: int = 2,
     context: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """LoRAImg2ImgInsert's steps (alchemy.compose: context box, model size, img2img start, stitch) with diffusers'
+    """LoRAImg2ImgInsert's steps (alchemy.crop_stitch: context box, model size, img2img start, stitch) with diffusers'
     masked img2img as the sampler; returns (result uint8, stitch mask). Outside the stitch mask the scene's
     pixels are copied."""
     from diffusers import StableDiffusionXLInpaintPipeline
 
-    compose, masks = pack_module("alchemy.compose"), pack_module("alchemy.masks")
+    crop_stitch, masks = pack_module("alchemy.crop_stitch"), pack_module("alchemy.masks")
 
     image = torch.from_numpy(scene).float() / 255.0
     stitch_mask = masks.feather_mask(torch.from_numpy(mask)[None], feather)[0]
-    box = compose.context_box(stitch_mask, context)
-    size = compose.model_size(box.height, box.width, world.SIZE, 8)
-    start = compose.img2img_start(image, image, stitch_mask)
-    pixels = compose.resize_image(compose.crop(start, box), *size)
-    noise_mask = masks.resize_mask(compose.crop(stitch_mask, box)[None], *size)[0]
+    box = crop_stitch.context_box(stitch_mask, context)
+    size = crop_stitch.model_size(box.height, box.width, world.SIZE, 8)
+    start = crop_stitch.img2img_start(image, image, stitch_mask)
+    pixels = crop_stitch.resize_image(crop_stitch.crop(start, box), *size)
+    noise_mask = masks.resize_mask(crop_stitch.crop(stitch_mask, box)[None], *size)[0]
     inpaint = StableDiffusionXLInpaintPipeline(**lora_pipe.components)
     inpaint.set_progress_bar_config(disable=True)
     with torch.no_grad():
@@ -105,7 +105,7 @@ def insert(
             generator=torch.Generator().manual_seed(seed),
             output_type="pt",
         ).images
-    result = compose.stitch(image, out[0].permute(1, 2, 0).clamp(0, 1), stitch_mask, box)
+    result = crop_stitch.stitch(image, out[0].permute(1, 2, 0).clamp(0, 1), stitch_mask, box)
     return (result.numpy() * 255).round().astype(np.uint8), stitch_mask.numpy()
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-ZOOM_OUT = (1.0, 3.0)  # the subject shrinks by this factor (paper 003)
+ZOOM_OUT = (1.0, 3.0)  # the subject shrinks by this factor (paper 003; docs/DESIGN.md §4.3.3)
 ROTATION_DEG = 15.0
 
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+
+from .lora_file import read_metadata, written_atomically
 
 STATE_SUFFIX = ".trainstate"
 STATE_FORMAT = "image_alchemy.train_state/1"
@@ -104,20 +105,9 @@ def save_state(path: str | os.PathLike, loop: Loop, *, step: int, losses: list[f
     }
     if loop.scaler is not None:
         meta["scaler"] = json.dumps({"scale": loop.scaler.get_scale()})  # fp16: its growth counter restarts
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    try:
+    with written_atomically(path) as tmp:
         save_file({k: v.to("cpu").contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def read_state_metadata(path: str | os.PathLike) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
+    return Path(path)
 
 
 def restore(path: str | os.PathLike, loop: Loop, lr_schedule, *, settings, digest: str) -> tuple[int, list[float]]:
@@ -130,7 +120,7 @@ def restore(path: str | os.PathLike, loop: Loop, lr_schedule, *, settings, diges
             f"<name>-step<N>.safetensors written with save_every (its {STATE_SUFFIX} holds the "
             "optimizer state)"
         )
-    meta = read_state_metadata(path)
+    meta = read_metadata(path)
     if meta.get("format") != STATE_FORMAT:
         raise ValueError(f"resume_from: {path.name} is not a training state of this trainer")
     theirs, ours = json.loads(meta["settings"]), _compared(settings)

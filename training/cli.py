@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .declare import declared
-from .settings import TrainSettings, from_user_values
+from .settings import TrainSettings
+from .user_values import from_user_values
 
 log = logging.getLogger("training")
 

@@ -128,14 +128,7 @@ def class_images(
     folder = Path(cache_dir) if cache_dir else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    images: dict[int, torch.Tensor] = {}
-    for i in range(settings.prior_images):
-        file = folder / f"class_{key}_{i:04d}.png" if folder is not None else None
-        if file is not None and file.exists():
-            with Image.open(file) as im:
-                images[i] = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 127.5 - 1).permute(
-                    2, 0, 1
-                )
+    images = _cached_class_images(folder, key, settings.prior_images) if folder is not None else {}
     missing = [i for i in range(settings.prior_images) if i not in images]
     if missing:
         log.info(
@@ -165,6 +158,21 @@ def class_images(
                 Image.fromarray(image8).save(tmp, format="PNG")
                 os.replace(tmp, folder / f"class_{key}_{i:04d}.png")
     return torch.stack([images[i] for i in range(settings.prior_images)])
+
+
+def _cached_class_images(folder: Path, key: str, count: int) -> dict[int, torch.Tensor]:
+    """The class images of ``key`` already in ``folder``, by index: 3×h×w in −1..1."""
+    from PIL import Image
+
+    images = {}
+    for i in range(count):
+        file = folder / f"class_{key}_{i:04d}.png"
+        if file.exists():
+            with Image.open(file) as im:
+                images[i] = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 127.5 - 1).permute(
+                    2, 0, 1
+                )
+    return images
 
 
 def add_class_data(pipe, data: TrainingData, settings: TrainSettings, resolution: int, **kwargs) -> TrainingData:

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 JOB_FORMAT = "image_alchemy.train_job/1"
 JOB_FILE, DATA_FILE = "job.json", "data.safetensors"
 PREVIEW_FILE, PREVIEW_DIR = "preview.safetensors", "previews"  # preview prompts' conditioning; drawn latents
-JOB_KEY_METADATA = "image_alchemy.job_hash"  # the node's cache key (nodes/train.py)
+JOB_KEY_METADATA = "image_alchemy.job_hash"  # the node's cache key (nodes/train_run.py)
 
 
 def write_job(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -19,6 +21,20 @@ def partial_path(path: str | os.PathLike) -> Path:
     """Where the LoRA is written before the rename; the node removes it if the child is killed mid-write."""
     path = Path(path)
     return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+@contextlib.contextmanager
+def written_atomically(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields the '.partial' path to write; renamed onto ``path`` when the block succeeds, removed either way,
+    so readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def lora_metadata(
@@ -71,22 +87,38 @@ def save_lora(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta
     """Writes ``path`` + '.partial' then renames it: readers never see a half-written LoRA. Tensors and metadata
     are written in sorted order, so the same training gives the same bytes (safetensors' ``save_file`` writes the
     metadata in hash-map order, which differs from one call to the next)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
     try:
-        write_tensors(tmp, state_dict, dict(sorted(metadata.items())))
-        os.replace(tmp, path)
+        with written_atomically(path) as tmp:
+            write_tensors(tmp, state_dict, dict(sorted(metadata.items())))
     except (OSError, SafetensorError) as e:  # disk full, quota, permissions: say so instead of a traceback
         raise RuntimeError(
             f"could not write the LoRA to {path} ({e}): free disk space or check that the folder "
             "is writable, then train again"
         ) from e
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata() or {})
+
+
+def kohya_state_dict(unet) -> dict[str, torch.Tensor]:
+    """The UNet's peft LoRA under kohya names: peft state dict → ``unet.``-prefixed → diffusers' conversion."""
+    from diffusers.utils import convert_state_dict_to_kohya
+    from peft.utils import get_peft_model_state_dict
+
+    return convert_state_dict_to_kohya({f"unet.{k}": v for k, v in get_peft_model_state_dict(unet).items()})
+
+
+def export_kohya(unet, settings: TrainSettings) -> dict[str, torch.Tensor]:
+    """The kohya state dict as saved: weights on the CPU in the save precision, alpha from the settings."""
+    kohya = kohya_state_dict(unet)
+    save_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[settings.save_precision]
+    out = {}
+    for key, value in kohya.items():
+        if key.endswith(".alpha"):
+            out[key] = torch.tensor(settings.lora_alpha, dtype=torch.float32)
+        else:
+            out[key] = value.detach().to("cpu", save_dtype).contiguous()
+    return out

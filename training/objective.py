@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from . import regularizers as reg
-from .probes import FeatureProbe, adapter_disabled, lora_factors, lora_parameters
+from .lora_hooks import FeatureProbe, adapter_disabled, lora_factors, lora_parameters
 from .settings import TrainSettings
 
 

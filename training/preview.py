@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .schedule import preview_scheduler
+
 log = logging.getLogger(__name__)
 
 PREVIEW_CFG = 5.0
@@ -41,21 +43,6 @@ class PreviewConditioning:
         if "preview_prompt_embeds" not in tensors:
             return None
         return cls(**{k: tensors[f"preview_{k}"] for k in cls.NAMES})
-
-
-def preview_scheduler(settings):
-    """Euler on SDXL's training schedule (the trainer's betas, prediction type and zero-terminal-SNR rescale)."""
-    from diffusers import EulerDiscreteScheduler
-
-    return EulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type=settings.prediction_type,
-        rescale_betas_zero_snr=settings.zero_terminal_snr,
-        timestep_spacing="trailing",
-    )
 
 
 class Previewer:

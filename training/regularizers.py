@@ -6,7 +6,7 @@
   losses, the augmentation probability clip(γ, 0, p_max), the loss weight 1 − γ, representation
   stabilization (channel-wise mean/std of feature maps vs the base model) and attention alignment
   (cross-attention maps vs the base model).
-Nothing here knows about the UNet; ``training/probes.py`` collects the tensors these functions take.
+Nothing here knows about the UNet; ``training/lora_hooks.py`` collects the tensors these functions take.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-APT_BINS = 10  # timestep bins of the indicator (paper 003)
+APT_BINS = 10  # timestep bins of the indicator (paper 003; docs/DESIGN.md §4.3.3)
 APT_EMA = 0.1  # EMA rate α: EMA ← (1 − α)·EMA + α·loss
 APT_TEMPERATURE = 1000.0  # T in γ_b = 1 − exp(−T·(EMA_b[L_pre] − EMA_b[L_ft]))
 NUM_TRAIN_TIMESTEPS = 1000

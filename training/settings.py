@@ -266,58 +266,9 @@ class TrainSettings:
 
     def validate(self, where: str = "TrainSubjectLoRA") -> TrainSettings:
         """Raises ValueError naming the bad setting and what to use instead."""
-        problems = []
-        if not self.token.strip() or any(c.isspace() for c in self.token.strip()):
-            problems.append(f"token must be one word, got {self.token!r}")
-        if self.rank < 1:
-            problems.append(f"rank must be ≥ 1, got {self.rank}")
-        if self.resolution < 64 or self.resolution % 8:
-            problems.append(f"resolution must be a multiple of 8, at least 64, got {self.resolution}")
-        if self.alpha is not None and self.alpha <= 0:
-            problems.append(f"alpha must be > 0 (or unset for alpha = rank), got {self.alpha}")
-        if not self.learning_rate > 0:
-            problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.steps < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:
-            problems.append(
-                f"steps, batch_size and gradient_accumulation must be ≥ 1, got {self.steps}, "
-                f"{self.batch_size} and {self.gradient_accumulation}"
-            )
-        if not 0 <= self.lr_warmup_steps <= self.steps:
-            problems.append(f"lr_warmup_steps must be between 0 and steps ({self.steps}), got {self.lr_warmup_steps}")
-        for name, value, allowed in (
-            ("mixed_precision", self.mixed_precision, MIXED_PRECISION),
-            ("save_precision", self.save_precision, SAVE_PRECISION),
-            ("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS),
-            ("prediction_type", self.prediction_type, PREDICTION_TYPES),
-        ):
-            if value not in allowed:
-                problems.append(f"{name} must be one of {allowed}, got {value!r}")
-        if self.noise_offset < 0 or not 0 <= self.mask_background_weight <= 1:
-            problems.append("noise_offset must be ≥ 0 and mask_background_weight within [0, 1]")
-        if self.preview_every < 0 or self.preview_steps < 1:
-            problems.append(
-                f"preview_every must be ≥ 0 (0 = off) and preview_steps ≥ 1, got {self.preview_every} and "
-                f"{self.preview_steps}"
-            )
-        if self.save_every < 0:
-            problems.append(f"save_every must be ≥ 0 (0 = no checkpoints), got {self.save_every}")
-        if self.prior_images < 0 or self.prior_weight < 0:
-            problems.append(
-                f"prior_images and prior_weight must be ≥ 0, got {self.prior_images} and {self.prior_weight}"
-            )
-        if self.drift_penalty not in DRIFT_PENALTIES:
-            problems.append(f"drift_penalty must be one of {DRIFT_PENALTIES}, got {self.drift_penalty!r}")
-        if self.drift_weight is not None and self.drift_weight < 0:
-            problems.append(f"drift_weight must be ≥ 0 (or unset for the default), got {self.drift_weight}")
-        if not 0 <= self.apt_augment_p_max <= 1 or self.apt_views < 1:
-            problems.append(
-                f"apt_augment_p_max must be within [0, 1] and apt_views ≥ 1, got {self.apt_augment_p_max} "
-                f"and {self.apt_views}"
-            )
-        if self.apt_feature_weight < 0 or self.apt_attention_weight < 0:
-            problems.append("apt_feature_weight and apt_attention_weight must be ≥ 0")
-        if self.mixed_precision != "no" and self.device == "cpu":
-            problems.append(f"mixed_precision {self.mixed_precision} needs a GPU: use 'no' on the CPU")
+        from .setting_rules import problems as find_problems  # the rules read this module's constants
+
+        problems = find_problems(self)
         if problems:
             raise ValueError(f"{where}: invalid training settings: " + "; ".join(problems))
         return self
@@ -332,43 +283,3 @@ class TrainSettings:
         if unknown:
             raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
         return cls(**values)
-
-
-def checkpointing_choice(value) -> str:
-    """auto / on / off; True / False from workflows saved when the input was a switch."""
-    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
-
-
-def from_user_values(
-    values: dict,
-    *,
-    device_type: str,
-    bf16_native: bool,
-    available_bytes: int | None,
-    where: str = "TrainSubjectLoRA",
-    **fixed,
-) -> TrainSettings:
-    """Widget or flag values (training/declare.py's user values) → validated settings: unset zeros become None,
-    ``auto`` precision and checkpointing follow the machine's answers. ``fixed``: values the caller knows
-    (the model's prediction type, the device)."""
-    from .declare import field_values
-    from .hardware import auto_gradient_checkpointing, auto_mixed_precision
-
-    merged = {**field_values(TrainSettings, values), **fixed}
-    defaults = TrainSettings()
-    precision = auto_mixed_precision(merged.get("mixed_precision", "auto"), device_type, bf16_native)
-    choice = checkpointing_choice(merged.get("gradient_checkpointing", "auto"))
-    if choice not in CHECKPOINTING:
-        raise ValueError(f"{where}: gradient_checkpointing must be one of {CHECKPOINTING}, got {choice!r}")
-    merged["mixed_precision"] = precision
-    merged["gradient_checkpointing"] = auto_gradient_checkpointing(
-        choice,
-        device_type,
-        batch_size=merged.get("batch_size", defaults.batch_size),
-        resolution=merged.get("resolution", defaults.resolution),
-        mixed_precision=precision,
-        available_bytes=available_bytes,
-    )
-    if isinstance(merged.get("token"), str):
-        merged["token"], merged["class_word"] = merged["token"].strip(), merged.get("class_word", "").strip()
-    return TrainSettings.from_dict(merged).validate(where)
