@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from image_alchemy.alchemy import backbones, metrics, quality
 from PIL import Image
-from tiny_backbones import pictures, write_tiny_backbones
+from tiny_models.backbones import pictures, write_tiny_backbones
 
 ROOT = Path(__file__).resolve().parent.parent
 

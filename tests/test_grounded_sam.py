@@ -3,10 +3,10 @@ prompt gets its own mask, order_by picks the box it documents, and the several-f
 
 import numpy as np
 import pytest
-import tiny_detectors
 import torch
 from image_alchemy.alchemy import grounded_sam, grounding, mask_select
 from image_alchemy.alchemy import sam as sam_ops
+from tiny_models import detectors as tiny_detectors
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-import tiny_detectors
 import torch
 from image_alchemy.alchemy import grounding
 from safetensors.torch import load_file
+from tiny_models import detectors as tiny_detectors
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from image_alchemy.alchemy import backbones, metrics, quality
-from tiny_backbones import pictures, write_tiny_backbones
+from tiny_models.backbones import pictures, write_tiny_backbones
 
 
 @pytest.fixture(scope="module")

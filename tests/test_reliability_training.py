@@ -15,13 +15,13 @@ import pytest
 import torch
 import websocket
 from comfy_execution.graph_utils import GraphBuilder
-from comfy_server import PromptFailed
+from comfy_server import PromptFailed, trainer_processes
 from image_alchemy.training import job
 from image_alchemy.training.settings import TrainSettings
 from image_alchemy.training.trainer import TrainingData
-from reliability_helpers import expect_error, shaped_image, trainer_processes
 from safetensors import safe_open
-from training_helpers import tiny_ldm_unet_file
+from support.reliability_helpers import expect_error, shaped_image
+from tiny_models.pipeline import tiny_ldm_unet_file
 
 TRAIN = "ImageAlchemy_TrainSubjectLoRA"
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-import tiny_detectors
 import torch
 from image_alchemy.alchemy import sam as sam_ops
+from tiny_models import detectors as tiny_detectors
 
 
 @pytest.fixture(scope="module")

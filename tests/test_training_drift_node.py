@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 from safetensors import safe_open
 from test_training_node import leftovers, loras_dir, train_graph, trainer_processes
-from training_helpers import synthetic_subject
+from tiny_models.subjects import synthetic_subject
 
 OPTIONS = dict(
     prior_images=2,

@@ -7,8 +7,9 @@ import time
 
 import requests
 from comfy_execution.graph_utils import GraphBuilder
-from reliability_helpers import shaped_image, trainer_processes
+from comfy_server import trainer_processes
 from safetensors.torch import load_file, save_file
+from support.reliability_helpers import shaped_image
 from test_reliability_training import leftovers, train_graph
 
 TRAIN = "ImageAlchemy_TrainSubjectLoRA"

@@ -6,14 +6,14 @@ import time
 
 import numpy as np
 import pytest
-import reliability_helpers
 import requests
 import websocket
 from comfy_execution.graph_utils import GraphBuilder
 from comfy_server import PromptFailed
 from PIL import Image
 from safetensors import safe_open
-from training_helpers import synthetic_subject
+from support import reliability_helpers
+from tiny_models.subjects import synthetic_subject
 
 TRAIN = "ImageAlchemy_TrainSubjectLoRA"
 

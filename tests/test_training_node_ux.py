@@ -9,8 +9,8 @@ import pytest
 import websocket
 from comfy_execution.graph_utils import GraphBuilder
 from comfy_server import PromptFailed
-from reliability_helpers import shaped_image
 from safetensors import safe_open
+from support.reliability_helpers import shaped_image
 
 TRAIN = "ImageAlchemy_TrainSubjectLoRA"
 

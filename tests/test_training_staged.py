@@ -11,7 +11,7 @@ from image_alchemy.training.settings import TrainSettings
 from image_alchemy.training.trainer import TrainingData
 from image_alchemy.training.unet import UnetSource
 from safetensors.torch import load_file
-from training_helpers import tiny_ldm_unet_file
+from tiny_models.pipeline import tiny_ldm_unet_file
 
 
 @pytest.fixture(scope="module")

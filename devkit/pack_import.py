@@ -10,6 +10,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "image_alchemy"
+# The tiny-model pack (never shipped): its folder and the custom_nodes name servers install it under.
+TINY_PACK = Path(__file__).resolve().parent / "tiny_pack"
+TINY_PACK_NAME = "image_alchemy_test_fixtures"
 
 
 def import_pack():
