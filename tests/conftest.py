@@ -19,6 +19,9 @@ from pack_import import TINY_PACK, TINY_PACK_NAME, import_pack  # noqa: E402
 
 import_pack()
 
+# The tiny models and the inputs built from them, one fixture each (tests/support/fixtures.py).
+pytest_plugins = ["support.fixtures"]
+
 
 # ComfyUI itself is importable in tests (GraphBuilder, comfy classes for the tiny-model factory).
 if str(COMFY_DIR) not in sys.path:
@@ -30,30 +33,6 @@ def comfy_dir() -> Path:
     if not (COMFY_DIR / "main.py").exists():
         pytest.fail(f"No ComfyUI at {COMFY_DIR}: run `make provision` (make test does it).")
     return COMFY_DIR
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory, comfy_dir) -> dict[str, Path]:
-    from tiny_models import factory
-
-    factory.use_comfyui(comfy_dir)
-    return factory.write_tiny_sdxl(tmp_path_factory.mktemp("tiny_sdxl"))
-
-
-@pytest.fixture(scope="session")
-def pipeline_dir(tiny_models, comfy_dir, tmp_path_factory) -> Path:
-    """The tiny model as a diffusers SDXL pipeline folder (the trainer's `fit` input), written once per session."""
-    from tiny_models.pipeline import write_tiny_pipeline
-
-    return write_tiny_pipeline(tiny_models, tmp_path_factory.mktemp("tiny_pipe") / "pipe", comfy_dir)
-
-
-@pytest.fixture(scope="session")
-def unet_file(tiny_models, tmp_path_factory) -> Path:
-    """The tiny UNet exported the way the node hands it to the trainer, written once per session."""
-    from tiny_models.pipeline import tiny_ldm_unet_file
-
-    return tiny_ldm_unet_file(tiny_models, tmp_path_factory.mktemp("unet_export"))
 
 
 @pytest.fixture(scope="session")

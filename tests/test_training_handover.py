@@ -10,9 +10,7 @@ from comfy_execution.graph_utils import GraphBuilder
 from comfy_server import trainer_processes
 from safetensors.torch import load_file, save_file
 from support.reliability_helpers import shaped_image
-from test_reliability_training import leftovers, train_graph
-
-TRAIN = "ImageAlchemy_TrainSubjectLoRA"
+from support.training_graphs import TRAIN, leftovers, train_graph
 
 
 def cache(comfy):

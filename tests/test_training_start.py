@@ -15,7 +15,7 @@ import pytest
 from comfy_server import ComfyServer, trainer_processes
 from conftest import PACK_FOLDER_NAME, ROOT
 from pack_import import TINY_PACK, TINY_PACK_NAME
-from test_reliability_training import train_graph
+from support.training_graphs import train_graph
 
 
 def _server(tmp_path_factory, comfy_dir, tiny_models, name, **options) -> ComfyServer:
