@@ -25,27 +25,19 @@ COMFY_DIR = ROOT / ".cache" / "comfyui"
 
 
 def setup(tmp: Path, gpu: bool):
-    sys.path.append(str(COMFY_DIR))
     sys.path.insert(0, str(ROOT / "devkit"))
-    from tiny_models import factory
+    from pack_import import in_process
 
-    factory.use_comfyui(COMFY_DIR)
-    if not gpu:
-        import comfy.cli_args
-
-        comfy.cli_args.args.cpu = True
+    in_process(COMFY_DIR, gpu)  # the pack as a package, the way ComfyUI loads it (its root never goes on sys.path)
     import folder_paths
+    from tiny_models import factory
+    from tiny_models.lora import write_kohya_lora
 
     paths = factory.write_tiny_sdxl(tmp / "tiny_sdxl")
     folder_paths.add_model_folder_path("tiny_sdxl", str(tmp / "tiny_sdxl"))
     folder_paths.add_model_folder_path("loras", str(tmp / "loras"))
-    from tiny_models.lora import write_kohya_lora
-
     write_kohya_lora(tmp / "loras" / "subject.safetensors", paths["unet"])
-    import tiny_pack
-    from pack_import import import_pack
-
-    import_pack()  # the pack as a package, the way ComfyUI loads it (its root never goes on sys.path)
+    import tiny_pack  # after the tiny_sdxl folder above (it adds ComfyUI's own models/tiny_sdxl after it)
     from image_alchemy.nodes.insert import LoRAImg2ImgInsert
 
     return tiny_pack, LoRAImg2ImgInsert

@@ -27,21 +27,13 @@ COMFY_DIR = ROOT / ".cache" / "comfyui"
 
 
 def setup(tmp: Path, gpu: bool):
-    sys.path.append(str(COMFY_DIR))
     sys.path.insert(0, str(ROOT / "devkit"))
-    from tiny_models import factory
+    from pack_import import in_process
 
-    factory.use_comfyui(COMFY_DIR)
-    if not gpu:
-        import comfy.cli_args
-
-        comfy.cli_args.args.cpu = True
+    in_process(COMFY_DIR, gpu)
     import folder_paths
 
     folder_paths.set_temp_directory(str(tmp / "temp"))  # where the node's preview is saved
-    from pack_import import import_pack
-
-    import_pack()
     from image_alchemy.nodes.segment import GroundedSAMMask
 
     return GroundedSAMMask

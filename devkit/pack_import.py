@@ -23,3 +23,18 @@ def import_pack():
     sys.modules[PACKAGE] = module
     spec.loader.exec_module(module)
     return module
+
+
+def in_process(comfy_dir, gpu: bool = False):
+    """ComfyUI importable in this process (appended to sys.path; on the CPU unless ``gpu``) and the pack imported
+    as a package: how the benches run nodes without a server."""
+    from tiny_models import factory
+
+    if str(comfy_dir) not in sys.path:
+        sys.path.append(str(comfy_dir))
+    factory.use_comfyui(comfy_dir)
+    if not gpu:
+        import comfy.cli_args
+
+        comfy.cli_args.args.cpu = True
+    return import_pack()
