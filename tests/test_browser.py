@@ -13,6 +13,8 @@ from browser import WORKFLOW_VIEW, frontend
 from tiny_models import detectors as tiny_detectors
 from tiny_models.lora import write_kohya_lora
 
+pytestmark = pytest.mark.browser  # make test-browser
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = sorted((ROOT / "example_workflows").glob("*.json"))
 # Workflows that use core nodes of a newer ComfyUI than the one under test are left out (ComfyUI 0.3.75 has no
