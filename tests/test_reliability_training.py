@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pytest
 import websocket
-from comfy_execution.graph_utils import GraphBuilder
 from comfy_server import PromptFailed, trainer_processes
 from image_alchemy.training import job
 from image_alchemy.training.settings import TrainSettings
 from safetensors import safe_open
 from support.reliability_helpers import expect_error, shaped_image
 from support.training_data import random_training_data
-from support.training_graphs import TRAIN, leftovers, loras_dir, train_graph
+from support.training_graphs import leftovers, loras_dir, train_graph
 from tiny_models.pipeline import tiny_ldm_unet_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,30 +67,11 @@ def test_empty_batch_and_grey_images_are_refused(comfy):
 
 
 def test_all_zero_subject_mask_is_refused(comfy):
-    g = GraphBuilder()
-    loader = g.node("ImageAlchemyTest_TinySDXLLoader")
-    g.node(
-        TRAIN,
-        model=loader.out(0),
-        clip=loader.out(1),
-        vae=loader.out(2),
-        images=shaped_image(g, batch=2),
-        mask=g.node("SolidMask", value=0.0, width=64, height=64).out(0),
-        token="iklan",
-        class_word="disc",
-        lora_name="rel_never",
-        steps=2,
-        learning_rate=1e-3,
-        rank=2,
-        alpha=0.0,
-        batch_size=2,
-        resolution=64,
-        seed=0,
-        mixed_precision="no",
-        gradient_checkpointing=False,
-        flip=False,
-        noise_offset=0.0,
-        gradient_accumulation=1,
+    g, _ = train_graph(
+        images=lambda g: {
+            "images": shaped_image(g, batch=2),
+            "mask": g.node("SolidMask", value=0.0, width=64, height=64).out(0),
+        }
     )
     expect_error(comfy, g.finalize(), r"TrainSubjectLoRA: the subject mask is empty", r"connect a mask")
     assert_clean(comfy, "rel_never.safetensors")
