@@ -1,6 +1,7 @@
-"""A real ComfyUI server for tests: started as a child process on a free loopback port, driven over HTTP.
+"""A real ComfyUI server for tests, the demo, the generators and the benches: started as a child process on a free
+loopback port, driven over HTTP.
 
-Test-only code (the pack itself never starts processes this way).
+Development code, never shipped (the pack itself never starts processes this way).
 """
 
 from __future__ import annotations
