@@ -17,16 +17,31 @@ PY := $(VENV)/bin/python
 PORT ?= 8188
 MODELS ?=
 
-.PHONY: provision lint test demo serve generate bench bench-gpu bench-startup check-wheels clean toy-world
+.PHONY: provision lint test test-unit test-server test-browser demo serve generate bench bench-gpu bench-startup check-wheels clean toy-world
 
 provision:
 	@COMFYUI=$(COMFYUI) bash scripts/provision.sh
 
 # The pytest script, not `python -m pytest`, which would put the repo root (and our nodes/) on sys.path.
-# pytest exits 5 when it collected no test: a broken suite, reported as such.
+# pytest exits 5 when it collected no test: a broken suite, reported as such. $(1): a marker expression.
+define pytest_run
+@IMAGE_ALCHEMY_COMFYUI=$(CURDIR)/$(COMFY) $(VENV)/bin/pytest -q tests $(if $(1),-m "$(1)") $(PYTEST_ARGS); rc=$$?; \
+if [ $$rc -eq 5 ]; then echo "make $@: pytest collected no tests (broken suite)" >&2; exit 1; fi; exit $$rc
+endef
+
+# Everything (MARK: a pytest marker expression; on COMFYUI=0.3.75 `server` unless given).
 test: provision
-	@IMAGE_ALCHEMY_COMFYUI=$(CURDIR)/$(COMFY) $(VENV)/bin/pytest -q tests $(if $(MARK),-m "$(MARK)") $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (broken suite)" >&2; exit 1; fi; exit $$rc
+	$(call pytest_run,$(MARK))
+
+# One layer each: no server (functions, trainer, CLI); a real ComfyUI over HTTP; ComfyUI's frontend in Chromium.
+test-unit: provision
+	$(call pytest_run,not server)
+
+test-server: provision
+	$(call pytest_run,server and not browser)
+
+test-browser: provision
+	$(call pytest_run,browser)
 
 # ruff's import order, pyflakes and bugbear checks and its formatter (settings in pyproject.toml).
 lint: provision

@@ -25,30 +25,22 @@ COMFY_DIR = ROOT / ".cache" / "comfyui"
 
 
 def setup(tmp: Path, gpu: bool):
-    sys.path.append(str(COMFY_DIR))
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny import factory
+    sys.path.insert(0, str(ROOT / "devkit"))
+    from pack_import import in_process
 
-    factory.use_comfyui(COMFY_DIR)
-    if not gpu:
-        import comfy.cli_args
-
-        comfy.cli_args.args.cpu = True
+    in_process(COMFY_DIR, gpu)  # the pack as a package, the way ComfyUI loads it (its root never goes on sys.path)
     import folder_paths
+    from tiny_models import factory
+    from tiny_models.lora import write_kohya_lora
 
     paths = factory.write_tiny_sdxl(tmp / "tiny_sdxl")
     folder_paths.add_model_folder_path("tiny_sdxl", str(tmp / "tiny_sdxl"))
     folder_paths.add_model_folder_path("loras", str(tmp / "loras"))
-    from lora_helpers import write_kohya_lora
-
     write_kohya_lora(tmp / "loras" / "subject.safetensors", paths["unet"])
-    import fixture_pack
-    from pack_import import import_pack
-
-    import_pack()  # the pack as a package, the way ComfyUI loads it (its root never goes on sys.path)
+    import tiny_pack  # after the tiny_sdxl folder above (it adds ComfyUI's own models/tiny_sdxl after it)
     from image_alchemy.nodes.insert import LoRAImg2ImgInsert
 
-    return fixture_pack, LoRAImg2ImgInsert
+    return tiny_pack, LoRAImg2ImgInsert
 
 
 def main(argv=None) -> None:
@@ -59,7 +51,7 @@ def main(argv=None) -> None:
     parser.add_argument("--gpu", action="store_true", help="sample on the GPU (default: --cpu like the tests)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        fixture_pack, Insert = setup(Path(tmp), args.gpu)
+        tiny_pack, Insert = setup(Path(tmp), args.gpu)
         import comfy.sd
         import comfy.utils
         import folder_paths
@@ -67,7 +59,7 @@ def main(argv=None) -> None:
         import nodes
 
         comfy.utils.set_progress_bar_enabled(False)  # tqdm lines would bury the results
-        model, clip, vae = fixture_pack.load_tiny_model(), fixture_pack.load_tiny_clip(), fixture_pack.load_tiny_vae()
+        model, clip, vae = tiny_pack.load_tiny_model(), tiny_pack.load_tiny_clip(), tiny_pack.load_tiny_vae()
         positive = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of iklan dog on a beach"))
         negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
         gen = torch.Generator().manual_seed(0)

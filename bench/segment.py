@@ -27,21 +27,13 @@ COMFY_DIR = ROOT / ".cache" / "comfyui"
 
 
 def setup(tmp: Path, gpu: bool):
-    sys.path.append(str(COMFY_DIR))
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny import factory
+    sys.path.insert(0, str(ROOT / "devkit"))
+    from pack_import import in_process
 
-    factory.use_comfyui(COMFY_DIR)
-    if not gpu:
-        import comfy.cli_args
-
-        comfy.cli_args.args.cpu = True
+    in_process(COMFY_DIR, gpu)
     import folder_paths
 
     folder_paths.set_temp_directory(str(tmp / "temp"))  # where the node's preview is saved
-    from pack_import import import_pack
-
-    import_pack()
     from image_alchemy.nodes.segment import GroundedSAMMask
 
     return GroundedSAMMask
@@ -79,10 +71,10 @@ def main(argv=None) -> None:
         Node = setup(tmp, args.gpu)
         import comfy.model_management as mm
         import comfy.utils
-        import tiny_detectors
         from image_alchemy.alchemy import grounding
         from image_alchemy.alchemy import sam as sam_ops
         from image_alchemy.nodes.segment import load_for_run
+        from tiny_models import detectors as tiny_detectors
 
         comfy.utils.set_progress_bar_enabled(False)
         detector = grounding.load_grounding_dino(args.dino or tiny_detectors.write_grounding_dino_hf(tmp / "dino"))

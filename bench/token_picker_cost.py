@@ -44,22 +44,23 @@ COMFY_DIR = ROOT / ".cache" / "comfyui"
 
 def _import_pack():
     """The repo as the package ``image_alchemy`` (the root never goes on sys.path: ComfyUI has a ``nodes``)."""
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "devkit"))
     from pack_import import import_pack
 
     import_pack()
 
 
 def _load_tiny_models(folder: Path):
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny import factory
+    sys.path.insert(0, str(ROOT / "devkit"))
+    from pack_import import TINY_PACK
+    from tiny_models import factory
 
     factory.use_comfyui(COMFY_DIR)
     factory.write_tiny_sdxl(folder)
     import folder_paths
 
     folder_paths.add_model_folder_path("tiny_sdxl", str(folder))
-    spec = importlib.util.spec_from_file_location("tiny_fixture_pack", ROOT / "tests" / "fixture_pack" / "__init__.py")
+    spec = importlib.util.spec_from_file_location("tiny_fixture_pack", TINY_PACK / "__init__.py")
     pack = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pack)
     return pack.load_tiny_model(), pack.load_tiny_clip(), pack.load_tiny_vae()

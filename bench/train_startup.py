@@ -44,20 +44,19 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 COMFY_DIR = ROOT / ".cache" / "comfyui"
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "devkit"))
 sys.path.append(str(COMFY_DIR))
 
-from pack_import import import_pack  # noqa: E402
+from pack_import import TINY_PACK, TINY_PACK_NAME, import_pack  # noqa: E402
 
 import_pack()
 
 import websocket  # noqa: E402
 from comfy_execution.graph_utils import GraphBuilder  # noqa: E402
-from comfy_server import ComfyServer  # noqa: E402
+from comfy_server import ComfyServer, trainer_processes  # noqa: E402
 from image_alchemy.training.weights import fingerprint, read_tensors, write_tensors  # noqa: E402
 from PIL import Image  # noqa: E402
-from reliability_helpers import trainer_processes  # noqa: E402
-from training_helpers import synthetic_subject  # noqa: E402
+from tiny_models.subjects import synthetic_subject  # noqa: E402
 
 # ComfyUI's own SDXL UNet entry (comfy/model_detection.py, unet_config_from_diffusers_unet).
 SDXL_UNET = {
@@ -141,7 +140,7 @@ def write_narrow_clip(path: Path) -> None:
     import comfy.ops
     from comfy.clip_model import CLIPTextModel
     from safetensors.torch import save_file
-    from tiny.factory import _TEXT_BASE, _seeded_fill
+    from tiny_models.factory import _TEXT_BASE, seeded_fill
 
     configs = {
         "clip_l": {
@@ -165,7 +164,7 @@ def write_narrow_clip(path: Path) -> None:
     tensors = {}
     for seed, (name, config) in enumerate(configs.items()):
         model = CLIPTextModel(config, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
-        _seeded_fill(model, 10 + seed)
+        seeded_fill(model, 10 + seed)
         tensors.update({f"{name}.transformer.{k}": v.contiguous() for k, v in model.state_dict().items()})
     save_file(
         tensors,
@@ -294,7 +293,7 @@ def main() -> None:
         print(f"train_startup: skipped: {available_gb():.1f} GiB of RAM available, needs {NEEDED_GB}")
         return
     base = Path(args.keep or tempfile.mkdtemp(prefix="ia_startup_"))
-    from tiny import factory
+    from tiny_models import factory
 
     factory.use_comfyui(COMFY_DIR)
     tiny = factory.write_tiny_sdxl(base / "tiny_sdxl")
@@ -308,7 +307,7 @@ def main() -> None:
     server = ComfyServer(
         COMFY_DIR,
         base,
-        {"comfyui-image-alchemy": ROOT, "image_alchemy_test_fixtures": ROOT / "tests" / "fixture_pack"},
+        {"comfyui-image-alchemy": ROOT, TINY_PACK_NAME: TINY_PACK},
         env={"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)},
     )
     names = []

@@ -30,24 +30,23 @@ COMFY_DIR = ROOT / ".cache" / "comfyui"
 def setup(tmp: Path, size: int):
     """Tiny pipeline folder and the subject encoded once (what the node hands to the trainer)."""
     sys.path.append(str(COMFY_DIR))
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "devkit"))
     spec = importlib.util.spec_from_file_location(
         "image_alchemy", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
     )
     module = importlib.util.module_from_spec(spec)
     sys.modules["image_alchemy"] = module
     spec.loader.exec_module(module)
-    import training_helpers
-    from tiny import factory
+    from tiny_models import factory, pipeline
 
     factory.use_comfyui(COMFY_DIR)
     models = factory.write_tiny_sdxl(tmp / "tiny")
-    pipe_dir = training_helpers.write_tiny_pipeline(models, tmp / "pipe", COMFY_DIR)
+    pipe_dir = pipeline.write_tiny_pipeline(models, tmp / "pipe", COMFY_DIR)
     from image_alchemy.training.settings import TrainSettings
 
     # One micro-batch per step, the unit the reference loops below take.
     settings = TrainSettings(token="iklan", class_word="disc", rank=4, device="cpu", gradient_accumulation=1)
-    data = training_helpers.encode_subject_data(pipe_dir, settings, size=size)
+    data = pipeline.encode_subject_data(pipe_dir, settings, size=size)
     from image_alchemy.training.fit import load_images
 
     pixels, _ = load_images(str(pipe_dir.parent / f"subject_{size}_4"), size)

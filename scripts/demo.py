@@ -1,6 +1,6 @@
 """`make demo`: the two-stage pipeline, headless, through a real ComfyUI server and the shipped workflows.
 
-1. learn a subject: five photos of a toy (drawn by tests/tiny/subjects.py) → TrainSubjectLoRA
+1. learn a subject: five photos of a toy (drawn by devkit/tiny_models/subjects.py) → TrainSubjectLoRA
    (example_workflows/1_learn_subject.json);
 2. two scenes: unmodified model + class word → GroundedSAMMask → DecayBlur → LoRAImg2ImgInsert
    (example_workflows/2_two_stage_generation.json).
@@ -27,12 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # The ComfyUI tree `make demo COMFYUI=...` provisioned (the default one otherwise).
 COMFY_DIR = Path(os.environ.get("IMAGE_ALCHEMY_COMFYUI", ROOT / ".cache" / "comfyui"))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "devkit"))
 
 import workflows  # noqa: E402
 from comfy_server import ComfyServer  # noqa: E402
+from pack_import import TINY_PACK, TINY_PACK_NAME  # noqa: E402
 from PIL import Image  # noqa: E402
-from tiny import factory, subjects  # noqa: E402
+from tiny_models import factory, subjects  # noqa: E402
 
 TOY_MODELS = ROOT / "toy_world" / "models"
 
@@ -126,7 +127,7 @@ def prepare_base(base: Path, real: dict | None, toy: bool = False) -> dict:
             "dino": real["dino"].name,
             "sam": real["sam"].name,
         }
-    import tiny_detectors
+    from tiny_models import detectors as tiny_detectors
 
     factory.use_comfyui(COMFY_DIR)
     if toy:
@@ -221,7 +222,7 @@ def main(argv=None) -> int:
     names = prepare_base(base, real, toy)
     packs = {"comfyui-image-alchemy": ROOT}
     if tiny:
-        packs["image_alchemy_test_fixtures"] = ROOT / "tests" / "fixture_pack"
+        packs[TINY_PACK_NAME] = TINY_PACK
     server = ComfyServer(COMFY_DIR, base, packs, python=sys.executable)
     out = args.out
     shutil.rmtree(out, ignore_errors=True)

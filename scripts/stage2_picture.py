@@ -17,13 +17,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "devkit"))
 
-import tiny_detectors  # noqa: E402
 import workflows  # noqa: E402
 from comfy_server import ComfyServer  # noqa: E402
-from lora_helpers import write_kohya_lora  # noqa: E402
-from tiny import factory  # noqa: E402
+from pack_import import TINY_PACK, TINY_PACK_NAME  # noqa: E402
+from tiny_models import detectors as tiny_detectors  # noqa: E402
+from tiny_models import factory  # noqa: E402
+from tiny_models.lora import write_kohya_lora  # noqa: E402
 
 SIZE, RADIUS, PANEL = 512, 0.15, 400
 LABEL = (
@@ -94,7 +95,7 @@ def main() -> None:
         server = ComfyServer(
             ROOT / ".cache" / "comfyui",
             base,
-            {"comfyui-image-alchemy": ROOT, "image_alchemy_test_fixtures": ROOT / "tests" / "fixture_pack"},
+            {"comfyui-image-alchemy": ROOT, TINY_PACK_NAME: TINY_PACK},
             python=str(ROOT / ".venv" / "bin" / "python"),
         ).start()
         try:

@@ -12,9 +12,15 @@ ROOT = Path(__file__).resolve().parent.parent
 COMFY_DIR = Path(os.environ.get("IMAGE_ALCHEMY_COMFYUI", ROOT / ".cache" / "comfyui")).resolve()
 PACK_FOLDER_NAME = "comfyui-image-alchemy"
 
-from pack_import import import_pack  # noqa: E402
+# devkit/ (the tiny models, the server harness, the tiny-model pack; not the repository root) and tests/support.
+sys.path.insert(0, str(ROOT / "devkit"))
+
+from pack_import import TINY_PACK, TINY_PACK_NAME, import_pack  # noqa: E402
 
 import_pack()
+
+# The tiny models and the inputs built from them, one fixture each (tests/support/fixtures.py).
+pytest_plugins = ["support.fixtures"]
 
 
 # ComfyUI itself is importable in tests (GraphBuilder, comfy classes for the tiny-model factory).
@@ -30,40 +36,14 @@ def comfy_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory, comfy_dir) -> dict[str, Path]:
-    from tiny import factory
-
-    factory.use_comfyui(comfy_dir)
-    return factory.write_tiny_sdxl(tmp_path_factory.mktemp("tiny_sdxl"))
-
-
-@pytest.fixture(scope="session")
-def pipeline_dir(tiny_models, comfy_dir, tmp_path_factory) -> Path:
-    """The tiny model as a diffusers SDXL pipeline folder (the trainer's `fit` input), written once per session."""
-    from training_helpers import write_tiny_pipeline
-
-    return write_tiny_pipeline(tiny_models, tmp_path_factory.mktemp("tiny_pipe") / "pipe", comfy_dir)
-
-
-@pytest.fixture(scope="session")
-def unet_file(tiny_models, tmp_path_factory) -> Path:
-    """The tiny UNet exported the way the node hands it to the trainer, written once per session."""
-    from training_helpers import tiny_ldm_unet_file
-
-    return tiny_ldm_unet_file(tiny_models, tmp_path_factory.mktemp("unet_export"))
-
-
-@pytest.fixture(scope="session")
 def comfy(tmp_path_factory, comfy_dir, tiny_models):
-    """One real ComfyUI server for the session, with our pack and the test fixture pack installed."""
+    """One real ComfyUI server for the session, with our pack and the tiny-model pack (devkit/tiny_pack) installed."""
     from comfy_server import ComfyServer
 
     base = tmp_path_factory.mktemp("comfy_base")
     (base / "models").mkdir()
     (base / "models" / "tiny_sdxl").symlink_to(tiny_models["unet"].parent, target_is_directory=True)
-    server = ComfyServer(
-        comfy_dir, base, {PACK_FOLDER_NAME: ROOT, "image_alchemy_test_fixtures": ROOT / "tests" / "fixture_pack"}
-    )
+    server = ComfyServer(comfy_dir, base, {PACK_FOLDER_NAME: ROOT, TINY_PACK_NAME: TINY_PACK})
     server.start()
     yield server
     server.stop()

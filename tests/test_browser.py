@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 import requests
-import tiny_detectors
 import workflows
 from browser import WORKFLOW_VIEW, frontend
-from lora_helpers import write_kohya_lora
+from tiny_models import detectors as tiny_detectors
+from tiny_models.lora import write_kohya_lora
+
+pytestmark = pytest.mark.browser  # make test-browser
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = sorted((ROOT / "example_workflows").glob("*.json"))

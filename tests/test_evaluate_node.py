@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from comfy_execution.graph_utils import GraphBuilder
 from comfy_server import PromptFailed
-from graphs import tiny_scene
 from image_alchemy.alchemy import backbones, metrics, quality
 from PIL import Image
-from tiny_backbones import CLIP_NAME, DINO_NAME, pictures, write_tiny_backbones
+from support.graphs import tiny_scene
+from tiny_models.backbones import CLIP_NAME, DINO_NAME, pictures, write_tiny_backbones
 
 NODE_ID = "ImageAlchemy_SubjectMetrics"
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from image_alchemy.alchemy import backbones, metrics, quality
 from PIL import Image
-from tiny_backbones import pictures, write_tiny_backbones
+from tiny_models.backbones import pictures
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,9 +29,8 @@ def run_cli(*args, timeout=180):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, tiny_backbones):
     root = tmp_path_factory.mktemp("cli")
-    folders = write_tiny_backbones(root / "eval_backbones")
     gen, ref = root / "generated", root / "references"
     gen.mkdir(), ref.mkdir()
     prompts = ["a photo of sks dog on a beach", "a photo of sks dog on a beach", "a sks dog in the snow"]
@@ -40,7 +39,7 @@ def data(tmp_path_factory):
         (gen / f"gen_{i}.txt").write_text(prompt + "\n")
     for i, image in enumerate(pictures(3, seed=12)):
         Image.fromarray(image).save(ref / f"ref_{i}.png")
-    return {"root": root, "gen": gen, "ref": ref, "prompts": prompts, **folders}
+    return {"root": root, "gen": gen, "ref": ref, "prompts": prompts, **tiny_backbones}
 
 
 def test_cli_writes_csv_and_json_that_match_the_library(data, tmp_path):

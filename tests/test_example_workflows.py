@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import requests
-import tiny_detectors
 import workflows
-from lora_helpers import write_kohya_lora
 from PIL import Image
-from tiny.subjects import subject_set
+from tiny_models import detectors as tiny_detectors
+from tiny_models.lora import write_kohya_lora
+from tiny_models.subjects import subject_set
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_DIR = ROOT / "example_workflows"

@@ -159,8 +159,8 @@ def _hub_layout(model) -> tuple[dict, set]:
 
 @pytest.mark.parametrize("variant", ["swint_ogc", "swinb_cogcoor"])
 def test_full_size_grounding_dino_original_layout_converts_with_nothing_missing(variant):
-    import tiny_detectors
     from image_alchemy.alchemy import grounding
+    from tiny_models import detectors as tiny_detectors
     from transformers import GroundingDinoForObjectDetection
 
     config = _grounding_dino(variant)

@@ -3,17 +3,14 @@ prompt gets its own mask, order_by picks the box it documents, and the several-f
 
 import numpy as np
 import pytest
-import tiny_detectors
 import torch
 from image_alchemy.alchemy import grounded_sam, grounding, mask_select
 from image_alchemy.alchemy import sam as sam_ops
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gsam")
-    detector = grounding.load_grounding_dino(tiny_detectors.write_grounding_dino_hf(root / "dino"))
-    return detector, sam_ops.load_sam(tiny_detectors.write_sam(root / "sam.pth"))
+def models(tiny_grounding_dino, tiny_sam):
+    return grounding.load_grounding_dino(tiny_grounding_dino["hf"]), sam_ops.load_sam(tiny_sam)
 
 
 @pytest.fixture(scope="module")

@@ -2,18 +2,10 @@
 
 import numpy as np
 import pytest
-import tiny_detectors
 import torch
 from image_alchemy.alchemy import grounding
 from safetensors.torch import load_file
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gdino")
-    hf = tiny_detectors.write_grounding_dino_hf(root / "grounding-dino-tiny-test")
-    pth = tiny_detectors.write_grounding_dino_original(root, hf)
-    return {"hf": hf, "pth": pth}
+from tiny_models import detectors as tiny_detectors
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +13,8 @@ def image():
     return (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
 
 
-def test_hf_folder_detects_every_query_at_threshold_zero(files, image):
-    detector = grounding.load_grounding_dino(files["hf"])
+def test_hf_folder_detects_every_query_at_threshold_zero(tiny_grounding_dino, image):
+    detector = grounding.load_grounding_dino(tiny_grounding_dino["hf"])
     assert not detector.model.training
     found = grounding.detect(detector, image, "dog", box_threshold=0.0, text_threshold=0.0)
     n = detector.model.config.num_queries
@@ -33,14 +25,14 @@ def test_hf_folder_detects_every_query_at_threshold_zero(files, image):
     assert boxes[:, 1::2].min() >= 0 and boxes[:, 1::2].max() <= 48
 
 
-def test_threshold_above_one_finds_nothing(files, image):
-    found = grounding.detect(grounding.load_grounding_dino(files["hf"]), image, "dog", 1.01, 0.0)
+def test_threshold_above_one_finds_nothing(tiny_grounding_dino, image):
+    found = grounding.detect(grounding.load_grounding_dino(tiny_grounding_dino["hf"]), image, "dog", 1.01, 0.0)
     assert found["boxes"].shape == (0, 4) and found["scores"].numel() == 0
 
 
-def test_original_checkpoint_converts_to_the_same_model(files, image):
-    hf = grounding.load_grounding_dino(files["hf"])
-    converted = grounding.load_grounding_dino(files["pth"])
+def test_original_checkpoint_converts_to_the_same_model(tiny_grounding_dino, image):
+    hf = grounding.load_grounding_dino(tiny_grounding_dino["hf"])
+    converted = grounding.load_grounding_dino(tiny_grounding_dino["pth"])
     a, b = hf.model.state_dict(), converted.model.state_dict()
     assert a.keys() == b.keys()
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
@@ -55,10 +47,10 @@ def test_original_checkpoint_converts_to_the_same_model(files, image):
     assert torch.equal(out_a.logits, out_b.logits)
 
 
-def test_converter_maps_every_original_key_onto_the_hub_layout(files):
-    original = torch.load(files["pth"], map_location="cpu", weights_only=True)["model"]
+def test_converter_maps_every_original_key_onto_the_hub_layout(tiny_grounding_dino):
+    original = torch.load(tiny_grounding_dino["pth"], map_location="cpu", weights_only=True)["model"]
     assert all(k.startswith("module.") for k in original)
-    hub = load_file(files["hf"] / "model.safetensors")
+    hub = load_file(tiny_grounding_dino["hf"] / "model.safetensors")
     converted = grounding.convert_original_state_dict(original)
     assert set(hub) <= set(converted)
     assert all(torch.equal(converted[k], hub[k]) for k in hub)
@@ -66,8 +58,8 @@ def test_converter_maps_every_original_key_onto_the_hub_layout(files):
     assert not any("in_proj" in k or "qkv" in k or "pooler" in k or "relative_position_index" in k for k in converted)
 
 
-def test_inferred_config_matches_the_model_that_was_saved(files):
-    original = torch.load(files["pth"], map_location="cpu", weights_only=True)["model"]
+def test_inferred_config_matches_the_model_that_was_saved(tiny_grounding_dino):
+    original = torch.load(tiny_grounding_dino["pth"], map_location="cpu", weights_only=True)["model"]
     config = grounding.infer_config(original, tiny_detectors.bert_config().to_dict())
     saved = tiny_detectors.grounding_dino_config()
     for name in (
@@ -91,9 +83,9 @@ def test_unknown_keys_are_refused():
         grounding.convert_original_state_dict({"module.something.else.weight": torch.zeros(1)})
 
 
-def test_original_checkpoint_without_bert_folder_names_what_is_missing(files, tmp_path):
+def test_original_checkpoint_without_bert_folder_names_what_is_missing(tiny_grounding_dino, tmp_path):
     lonely = tmp_path / "groundingdino_swint_ogc.pth"
-    lonely.write_bytes(files["pth"].read_bytes())
+    lonely.write_bytes(tiny_grounding_dino["pth"].read_bytes())
     with pytest.raises(FileNotFoundError, match="bert-base-uncased"):
         grounding.load_grounding_dino(lonely)
 

@@ -6,9 +6,9 @@ import torch
 from comfy_execution.graph_utils import GraphBuilder
 from comfy_server import PromptFailed
 from image_alchemy.alchemy import crop_stitch, masks
-from lora_helpers import write_kohya_lora
 from PIL import Image
 from safetensors.torch import save_file
+from tiny_models.lora import write_kohya_lora
 
 LORA = "tiny_subject.safetensors"
 

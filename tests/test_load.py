@@ -7,7 +7,7 @@ import time
 import psutil
 import requests
 from comfy_execution.graph_utils import GraphBuilder
-from graphs import tiny_scene
+from support.graphs import tiny_scene
 
 log = logging.getLogger(__name__)
 PROMPTS = 20

@@ -6,22 +6,17 @@ import numpy as np
 import pytest
 import torch
 from image_alchemy.alchemy import backbones, metrics, quality
-from tiny_backbones import pictures, write_tiny_backbones
+from tiny_models.backbones import pictures
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    return write_tiny_backbones(tmp_path_factory.mktemp("eval_backbones"))
+def dino(tiny_backbones):
+    return backbones.DinoBackbone.load(str(tiny_backbones["dino"]))
 
 
 @pytest.fixture(scope="module")
-def dino(folders):
-    return backbones.DinoBackbone.load(str(folders["dino"]))
-
-
-@pytest.fixture(scope="module")
-def clip(folders):
-    return backbones.ClipBackbone.load(str(folders["clip"]))
+def clip(tiny_backbones):
+    return backbones.ClipBackbone.load(str(tiny_backbones["clip"]))
 
 
 def test_cosine_math_matches_a_direct_computation():
@@ -50,13 +45,13 @@ def test_identical_images_score_one(dino, clip):
     assert real.prompt == metrics.REAL and real.dino == pytest.approx(1.0, abs=1e-5)
 
 
-def test_dino_is_the_cls_token_and_scores_match_direct_forward(dino, folders):
+def test_dino_is_the_cls_token_and_scores_match_direct_forward(dino, tiny_backbones):
     from transformers import ViTImageProcessor, ViTModel
 
     gen, ref = pictures(3, seed=1), pictures(4, seed=2)
     result = metrics.evaluate(gen, ["p"] * 3, ref, dino=dino)
-    model = ViTModel.from_pretrained(folders["dino"], add_pooling_layer=False).eval()
-    proc = ViTImageProcessor.from_pretrained(folders["dino"])
+    model = ViTModel.from_pretrained(tiny_backbones["dino"], add_pooling_layer=False).eval()
+    proc = ViTImageProcessor.from_pretrained(tiny_backbones["dino"])
     with torch.no_grad():
         cls = lambda imgs: model(**proc(images=imgs, return_tensors="pt")).last_hidden_state[:, 0].numpy()
         g, r = cls(gen), cls(ref)
@@ -68,14 +63,17 @@ def test_dino_is_the_cls_token_and_scores_match_direct_forward(dino, folders):
     assert max(direct) - min(direct) > 1e-4
 
 
-def test_clip_scores_match_clipmodel_forward_logits(clip, folders):
+def test_clip_scores_match_clipmodel_forward_logits(clip, tiny_backbones):
     from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
     gen, ref = pictures(2, seed=3), pictures(2, seed=4)
     prompts = ["a photo of sks dog on a beach", "a sks dog in the snow"]
     result = metrics.evaluate(gen, prompts, ref, clip=clip)
-    model = CLIPModel.from_pretrained(folders["clip"]).eval()
-    proc, tok = CLIPImageProcessor.from_pretrained(folders["clip"]), CLIPTokenizer.from_pretrained(folders["clip"])
+    model = CLIPModel.from_pretrained(tiny_backbones["clip"]).eval()
+    proc, tok = (
+        CLIPImageProcessor.from_pretrained(tiny_backbones["clip"]),
+        CLIPTokenizer.from_pretrained(tiny_backbones["clip"]),
+    )
     with torch.no_grad():
         # CLIPModel's own forward: logits_per_image = exp(logit_scale) · cosine(image, text).
         out = model(
@@ -128,12 +126,12 @@ def test_bad_inputs_are_named():
         metrics.evaluate(gen, ["p", "p"], gen, dino=object(), reference_masks=[np.ones((64, 64))] * 3)
 
 
-def test_missing_backbone_folder_and_files_are_named(tmp_path, folders):
+def test_missing_backbone_folder_and_files_are_named(tmp_path, tiny_backbones):
     with pytest.raises(backbones.BackboneFolderError, match="DINO backbone folder not found.*config.json"):
         backbones.DinoBackbone.load(str(tmp_path / "nope"))
     partial = tmp_path / "clip"
     partial.mkdir()
-    (partial / "config.json").write_text((folders["clip"] / "config.json").read_text())
+    (partial / "config.json").write_text((tiny_backbones["clip"] / "config.json").read_text())
     with pytest.raises(
         backbones.BackboneFolderError,
         match=r"lacks model.safetensors or .*preprocessor_config.json, tokenizer.json or vocab.json",

@@ -3,11 +3,11 @@ tiny txt2img (stage 1, no LoRA) → GroundedSAMMask → DecayBlur → LoRAImg2Im
 
 import numpy as np
 import pytest
-import tiny_detectors
 import torch
 from comfy_execution.graph_utils import GraphBuilder
 from image_alchemy.alchemy import masks
-from lora_helpers import write_kohya_lora
+from tiny_models import detectors as tiny_detectors
+from tiny_models.lora import write_kohya_lora
 
 DINO, SAM, LORA = "pipeline-dino", "pipeline_sam.pth", "pipeline_subject.safetensors"
 GROW, FEATHER = 0, 0  # the random tiny SAM draws thin stripes: any growth would cover the image

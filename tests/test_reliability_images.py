@@ -6,11 +6,9 @@ import shutil
 
 import numpy as np
 import pytest
-import tiny_detectors
 from comfy_execution.graph_utils import GraphBuilder
-from lora_helpers import write_kohya_lora
 from PIL import Image
-from reliability_helpers import (
+from support.reliability_helpers import (
     expect_error,
     save,
     save_mask,
@@ -20,6 +18,8 @@ from reliability_helpers import (
     write_pickle_bomb,
     write_truncated,
 )
+from tiny_models import detectors as tiny_detectors
+from tiny_models.lora import write_kohya_lora
 
 DINO, DINO_PTH, SAM = "rel-dino", "rel_dino.pth", "rel_sam.pth"
 LORA = "rel_ok.safetensors"

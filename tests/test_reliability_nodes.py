@@ -3,7 +3,7 @@ written."""
 
 import pytest
 from comfy_execution.graph_utils import GraphBuilder
-from reliability_helpers import expect_error, shaped_image
+from support.reliability_helpers import expect_error, shaped_image
 
 
 def picker(g, **overrides):

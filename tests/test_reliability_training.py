@@ -12,61 +12,23 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import websocket
-from comfy_execution.graph_utils import GraphBuilder
-from comfy_server import PromptFailed
+from comfy_server import PromptFailed, trainer_processes
 from image_alchemy.training import job
 from image_alchemy.training.settings import TrainSettings
-from image_alchemy.training.trainer import TrainingData
-from reliability_helpers import expect_error, shaped_image, trainer_processes
 from safetensors import safe_open
-from training_helpers import tiny_ldm_unet_file
+from support.reliability_helpers import expect_error, shaped_image
+from support.training_data import random_training_data
+from support.training_graphs import leftovers, loras_dir, train_graph
+from tiny_models.pipeline import tiny_ldm_unet_file
 
-TRAIN = "ImageAlchemy_TrainSubjectLoRA"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def train_graph(lora_name="rel_never", images=None, model="sdxl", count=4, size=64, **overrides):
-    g = GraphBuilder()
-    loader = g.node("ImageAlchemyTest_TinySDXLLoader")
-    model_out = loader.out(0) if model == "sdxl" else g.node("ImageAlchemyTest_TinySD15Loader").out(0)
-    values = dict(
-        token="iklan",
-        class_word="disc",
-        lora_name=lora_name,
-        steps=2,
-        learning_rate=1e-3,
-        rank=2,
-        alpha=0.0,
-        batch_size=2,
-        resolution=64,
-        seed=0,
-        mixed_precision="no",
-        gradient_checkpointing=False,
-        flip=False,
-        noise_offset=0.0,
-        gradient_accumulation=1,
-    )
-    values.update(overrides)
-    images = images or (lambda g: shaped_image(g, batch=count, height=size, width=size))
-    train = g.node(TRAIN, model=model_out, clip=loader.out(1), vae=loader.out(2), images=images(g), **values)
-    return g, train
-
-
-def loras(comfy) -> Path:
-    return comfy.base_dir / "models" / "loras"
-
-
-def leftovers(comfy) -> list[str]:
-    work = comfy.base_dir / "temp" / "image_alchemy_train"
-    return sorted(p.name for p in work.glob("job-*")) + sorted(p.name for p in loras(comfy).rglob("*.partial"))
 
 
 def assert_clean(comfy, lora_file=None):
     assert not trainer_processes(comfy) and not leftovers(comfy)
     if lora_file:
-        assert not (loras(comfy) / lora_file).exists()
+        assert not (loras_dir(comfy) / lora_file).exists()
     assert comfy.alive()
 
 
@@ -99,36 +61,17 @@ def test_non_sdxl_model_is_refused(comfy):
 def test_empty_batch_and_grey_images_are_refused(comfy):
     g, _ = train_graph(count=0)
     expect_error(comfy, g.finalize(), r"TrainSubjectLoRA: no images", r"4–5 subject photos")
-    g, _ = train_graph(images=lambda g: shaped_image(g, batch=4, channels=1))
+    g, _ = train_graph(images=lambda g: {"images": shaped_image(g, batch=4, channels=1)})
     expect_error(comfy, g.finalize(), r"TrainSubjectLoRA: .*RGB")
     assert_clean(comfy, "rel_never.safetensors")
 
 
 def test_all_zero_subject_mask_is_refused(comfy):
-    g = GraphBuilder()
-    loader = g.node("ImageAlchemyTest_TinySDXLLoader")
-    g.node(
-        TRAIN,
-        model=loader.out(0),
-        clip=loader.out(1),
-        vae=loader.out(2),
-        images=shaped_image(g, batch=2),
-        mask=g.node("SolidMask", value=0.0, width=64, height=64).out(0),
-        token="iklan",
-        class_word="disc",
-        lora_name="rel_never",
-        steps=2,
-        learning_rate=1e-3,
-        rank=2,
-        alpha=0.0,
-        batch_size=2,
-        resolution=64,
-        seed=0,
-        mixed_precision="no",
-        gradient_checkpointing=False,
-        flip=False,
-        noise_offset=0.0,
-        gradient_accumulation=1,
+    g, _ = train_graph(
+        images=lambda g: {
+            "images": shaped_image(g, batch=2),
+            "mask": g.node("SolidMask", value=0.0, width=64, height=64).out(0),
+        }
     )
     expect_error(comfy, g.finalize(), r"TrainSubjectLoRA: the subject mask is empty", r"connect a mask")
     assert_clean(comfy, "rel_never.safetensors")
@@ -140,7 +83,7 @@ def test_one_or_two_hundred_images_train(comfy, count):
     name = f"rel_{count}_images"
     g, _ = train_graph(lora_name=name, count=count, size=32 if count > 1 else 96)
     comfy.run(g.finalize(), timeout=300)
-    with safe_open(str(loras(comfy) / f"{name}.safetensors"), framework="pt") as f:
+    with safe_open(str(loras_dir(comfy) / f"{name}.safetensors"), framework="pt") as f:
         assert f.metadata()["ss_num_train_images"] == str(count)
     assert_clean(comfy)
 
@@ -149,7 +92,7 @@ def test_a_token_that_is_several_tokens_trains_with_a_warning(comfy):
     start = len(comfy.log_tail(10**9))
     g, _ = train_graph(lora_name="rel_multi_token", token="qzxjvkw")
     comfy.run(g.finalize(), timeout=300)
-    assert (loras(comfy) / "rel_multi_token.safetensors").exists()
+    assert (loras_dir(comfy) / "rel_multi_token.safetensors").exists()
     assert "'qzxjvkw' is" in comfy.log_tail(10**9)[start:] and "Rare Token Picker" in comfy.log_tail(10**9)[start:]
 
 
@@ -174,7 +117,7 @@ def test_two_trainings_queued_at_once_both_finish_in_order(comfy):
     assert starts == sorted(starts)
     hashes = []
     for i in range(2):
-        with safe_open(str(loras(comfy) / f"rel_queued_{i}.safetensors"), framework="pt") as f:
+        with safe_open(str(loras_dir(comfy) / f"rel_queued_{i}.safetensors"), framework="pt") as f:
             hashes.append(f.metadata()["image_alchemy.job_hash"])
     assert hashes[0] != hashes[1]
     assert_clean(comfy)
@@ -242,7 +185,7 @@ def test_cancel_while_saving_leaves_no_partial_lora(comfy):
     )
     assert entry["status"]["completed"] is not None
     assert_clean(comfy)
-    path = loras(comfy) / "rel_cancel_save.safetensors"
+    path = loras_dir(comfy) / "rel_cancel_save.safetensors"
     if path.exists():
         with safe_open(str(path), framework="pt") as f:
             assert sum(k.endswith(".lora_down.weight") for k in f.keys()) == 32
@@ -253,13 +196,7 @@ def test_cancel_while_saving_leaves_no_partial_lora(comfy):
 def child_job(tiny_models, tmp_path_factory):
     """A job folder for `python -m training run` with random latents of the tiny model's shapes."""
     folder = tmp_path_factory.mktemp("rel_child")
-    generator = torch.Generator().manual_seed(0)
-    data = TrainingData(
-        latents=torch.randn(2, 4, 8, 8, generator=generator),
-        prompt_embeds=torch.randn(1, 77, 64, generator=generator),
-        pooled_prompt_embeds=torch.randn(1, 32, generator=generator),
-        time_ids=torch.tensor([[64.0, 64, 0, 0, 64, 64]]),
-    )
+    data = random_training_data()
     unet = tiny_ldm_unet_file(tiny_models, folder)
 
     def make(name, **settings):

@@ -2,14 +2,9 @@
 
 import numpy as np
 import pytest
-import tiny_detectors
 import torch
 from image_alchemy.alchemy import sam as sam_ops
-
-
-@pytest.fixture(scope="module")
-def sam_file(tmp_path_factory):
-    return tiny_detectors.write_sam(tmp_path_factory.mktemp("sams") / "sam_tiny_test.pth")
+from tiny_models import detectors as tiny_detectors
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +12,8 @@ def image():
     return (np.random.default_rng(1).random((40, 56, 3)) * 255).astype(np.uint8)
 
 
-def test_tiny_checkpoint_loads_with_its_own_architecture(sam_file):
-    model = sam_ops.load_sam(sam_file)
+def test_tiny_checkpoint_loads_with_its_own_architecture(tiny_sam):
+    model = sam_ops.load_sam(tiny_sam)
     assert model.variant == "custom" and not model.training
     assert model.spec.depth == 1 and model.spec.global_attn_indexes == () and model.spec.num_heads == 2
     assert model.spec.window_size == 14 and model.spec.out_chans == 32
@@ -51,8 +46,8 @@ def test_not_a_sam_checkpoint_is_refused(tmp_path):
         sam_ops.load_sam(other)
 
 
-def test_all_boxes_share_one_image_embedding(sam_file, image):
-    model = sam_ops.load_sam(sam_file)
+def test_all_boxes_share_one_image_embedding(tiny_sam, image):
+    model = sam_ops.load_sam(tiny_sam)
     calls = []
     model.image_encoder.register_forward_hook(lambda *args: calls.append(1))
     boxes = torch.tensor([[0.0, 0.0, 20.0, 20.0], [10.0, 5.0, 50.0, 35.0], [30.0, 10.0, 56.0, 40.0]])
@@ -64,8 +59,8 @@ def test_all_boxes_share_one_image_embedding(sam_file, image):
     assert torch.equal(single[0], masks[1])
 
 
-def test_no_boxes_skips_the_encoder(sam_file, image):
-    model = sam_ops.load_sam(sam_file)
+def test_no_boxes_skips_the_encoder(tiny_sam, image):
+    model = sam_ops.load_sam(tiny_sam)
     calls = []
     model.image_encoder.register_forward_hook(lambda *args: calls.append(1))
     masks, iou = sam_ops.segment_boxes(model, image, torch.zeros(0, 4))

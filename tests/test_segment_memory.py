@@ -4,15 +4,15 @@ moves them to the offload device when something else needs the room; they still 
 
 import numpy as np
 import pytest
-import tiny_detectors
 import torch
 from image_alchemy.alchemy import grounded_sam, grounding
 from image_alchemy.alchemy import sam as sam_ops
+from tiny_models import detectors as tiny_detectors
 
 
 @pytest.fixture(scope="module")
 def segment_nodes(comfy_dir, tiny_models):
-    from tiny import factory
+    from tiny_models import factory
 
     factory.use_comfyui(comfy_dir)
     from image_alchemy.nodes import segment

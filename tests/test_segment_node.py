@@ -2,14 +2,14 @@
 
 import numpy as np
 import pytest
-import tiny_detectors
 import torch
 from comfy_execution.graph_utils import GraphBuilder
 from comfy_server import PromptFailed
-from graphs import tiny_scene
 from image_alchemy.alchemy import grounded_sam, grounding
 from image_alchemy.alchemy import sam as sam_ops
 from PIL import Image
+from support.graphs import tiny_scene
+from tiny_models import detectors as tiny_detectors
 
 HF_NAME, PTH_NAME, SAM_NAME = "grounding-dino-tiny-test", "groundingdino_tiny_test.pth", "sam_tiny_test.pth"
 

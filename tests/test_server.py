@@ -3,7 +3,7 @@
 import pytest
 from comfy_execution.graph_utils import GraphBuilder
 from comfy_server import PromptFailed
-from graphs import tiny_scene
+from support.graphs import tiny_scene
 
 
 def tiny_txt2img(width=64, height=64, seed=0):

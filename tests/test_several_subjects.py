@@ -11,7 +11,7 @@ import pytest
 import torch
 from comfy_execution.graph_utils import GraphBuilder
 from image_alchemy.alchemy import masks
-from lora_helpers import write_kohya_lora
+from tiny_models.lora import write_kohya_lora
 
 SIZE, SUBJECT = 192, 40
 LORA_A, LORA_B = "several_iklan_dog.safetensors", "several_ffin_cat.safetensors"

@@ -1,7 +1,6 @@
 """RareTokenPicker inside a real ComfyUI server on the tiny SDXL model, plus its cache and fingerprints."""
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ import torch
 from comfy_execution.graph_utils import GraphBuilder
 from comfy_server import PromptFailed
 from image_alchemy.alchemy import fingerprint_cache, token_scoring, tokens
+from pack_import import TINY_PACK
 
 POOL = "iklan ffin rrrr"
 
@@ -155,7 +155,7 @@ def test_image_cache_round_trip_is_atomic_and_tolerates_corruption(tmp_path):
 
 
 def test_model_fingerprint_follows_loras_not_in_place_patching(comfy_dir):
-    from tiny import factory
+    from tiny_models import factory
 
     factory.use_comfyui(comfy_dir)
     import comfy.model_patcher
@@ -186,15 +186,13 @@ def in_process(comfy_dir, tiny_models):
     """The tiny MODEL / CLIP / VAE built in this process by the fixture pack's loaders, and ComfyUI's nodes.py."""
     import importlib.util
 
-    from tiny import factory
+    from tiny_models import factory
 
     factory.use_comfyui(comfy_dir)
     import folder_paths
 
     folder_paths.add_model_folder_path("tiny_sdxl", str(tiny_models["unet"].parent))
-    spec = importlib.util.spec_from_file_location(
-        "tiny_fixture_pack", Path(factory.__file__).parent.parent / "fixture_pack" / "__init__.py"
-    )
+    spec = importlib.util.spec_from_file_location("tiny_fixture_pack", TINY_PACK / "__init__.py")
     pack = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pack)
     # ComfyUI's nodes.py by path: `python -m pytest` puts the repo root (our own nodes/) first on sys.path.

@@ -15,7 +15,7 @@ from image_alchemy.training.trainer import compute_loss
 from image_alchemy.training.unet import diffusers_unet_config, load_ldm_unet
 from safetensors import safe_open
 from safetensors.torch import load_file
-from training_helpers import encode_subject_data
+from tiny_models.pipeline import encode_subject_data
 
 ROOT = Path(__file__).resolve().parent.parent
 # ComfyUI's detected unet_config for SDXL base 1.0 and the diffusers config it ships with.
@@ -58,7 +58,7 @@ def test_sdxl_config_maps_to_diffusers_sdxl_config():
 def test_converted_unet_predicts_what_comfyui_predicts(tiny_models, unet_file):
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
-    from tiny.factory import TINY_UNET_CONFIG, UNET_PREFIX
+    from tiny_models.factory import TINY_UNET_CONFIG, UNET_PREFIX
 
     sd = load_file(str(tiny_models["unet"]))
     comfy_unet = UNetModel(

@@ -1,7 +1,10 @@
 """The live loss chart (web/train_loss.js) in ComfyUI's real frontend: progress events reach the node, it draws
 without errors, and the saved workflow gains no extra widget values."""
 
+import pytest
 from browser import frontend
+
+pytestmark = pytest.mark.browser  # make test-browser
 
 ADD_NODE_JS = """
 () => {

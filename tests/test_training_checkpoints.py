@@ -10,7 +10,7 @@ from image_alchemy.training.lora_file import read_metadata
 from image_alchemy.training.settings import TrainSettings
 from safetensors import safe_open
 from safetensors.torch import load_file
-from training_helpers import encode_subject_data
+from tiny_models.pipeline import encode_subject_data
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 import websocket
-from comfy_server import PromptFailed
+from comfy_server import PromptFailed, trainer_processes
 from image_alchemy.training.lora_file import read_metadata
 from safetensors.torch import load_file
-from test_training_node import leftovers, loras_dir, subject_inputs, train_graph, trainer_processes, txt2img  # noqa: F401
+from support.training_graphs import leftovers, loras_dir, photo_train_graph, txt2img
 
 
 def _tensors(path):
@@ -25,7 +25,7 @@ def _files(comfy, stem):
 
 def test_checkpoints_carry_their_step_load_in_lora_loader_and_resume_to_the_same_bytes(comfy, subject_inputs):
     common = dict(steps=4, batch_size=2, resolution=64, rank=2, gradient_accumulation=2, flip=True)
-    g, _ = train_graph(subject_inputs, "ia_ckpt", save_every=2, **common)
+    g, _ = photo_train_graph(subject_inputs, "ia_ckpt", save_every=2, **common)
     comfy.run(g.finalize(), timeout=600)
     assert _files(comfy, "ia_ckpt") == ["ia_ckpt-step2.safetensors", "ia_ckpt-step2.trainstate", "ia_ckpt.safetensors"]
     meta = read_metadata(loras_dir(comfy) / "ia_ckpt-step2.safetensors")
@@ -38,7 +38,7 @@ def test_checkpoints_carry_their_step_load_in_lora_loader_and_resume_to_the_same
     assert comfy.output_images(comfy.run(g.finalize()), save.id)
     assert "lora key not loaded" not in comfy.log_tail(10**9)[log_start:]
 
-    g, _ = train_graph(subject_inputs, "ia_ckpt_resumed", resume_from="ia_ckpt-step2", **common)
+    g, _ = photo_train_graph(subject_inputs, "ia_ckpt_resumed", resume_from="ia_ckpt-step2", **common)
     log_start = len(comfy.log_tail(10**9))
     comfy.run(g.finalize(), timeout=600)
     resumed, whole = loras_dir(comfy) / "ia_ckpt_resumed.safetensors", loras_dir(comfy) / "ia_ckpt.safetensors"
@@ -46,10 +46,10 @@ def test_checkpoints_carry_their_step_load_in_lora_loader_and_resume_to_the_same
     assert read_metadata(resumed)["image_alchemy.losses"] == read_metadata(whole)["image_alchemy.losses"]
 
     # Other settings than the checkpoint's: refused with the setting named, nothing trained.
-    g, _ = train_graph(subject_inputs, "ia_ckpt_other", resume_from="ia_ckpt-step2", **{**common, "rank": 4})
+    g, _ = photo_train_graph(subject_inputs, "ia_ckpt_other", resume_from="ia_ckpt-step2", **{**common, "rank": 4})
     with pytest.raises(PromptFailed, match=r"other settings \(rank\)"):
         comfy.run(g.finalize(), timeout=600)
-    g, _ = train_graph(subject_inputs, "ia_ckpt_other", resume_from="ia_nothing-step2", **common)
+    g, _ = photo_train_graph(subject_inputs, "ia_ckpt_other", resume_from="ia_nothing-step2", **common)
     with pytest.raises(PromptFailed, match="resume_from 'ia_nothing-step2' is not in models/loras"):
         comfy.run(g.finalize(), timeout=600)
     assert not _files(comfy, "ia_ckpt_other") and not leftovers(comfy)
@@ -58,7 +58,7 @@ def test_checkpoints_carry_their_step_load_in_lora_loader_and_resume_to_the_same
 def test_cancel_after_a_checkpoint_keeps_exactly_the_checkpoints_written(comfy, subject_inputs):
     ws = websocket.create_connection(f"ws://127.0.0.1:{comfy.port}/ws?clientId={comfy.client_id}", timeout=120)
     try:
-        g, _ = train_graph(
+        g, _ = photo_train_graph(
             subject_inputs, "ia_ckpt_cancel", steps=5000, save_every=2, batch_size=1, resolution=64, rank=2
         )
         prompt_id = comfy.queue(g.finalize())

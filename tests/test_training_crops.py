@@ -64,7 +64,7 @@ def test_a_3_2_photo_gets_the_3_2_bucket_in_node_and_fit_alike(node, tmp_path):
 
 def test_a_3_2_photo_trains_at_the_3_2_bucket_through_the_server(comfy):
     from comfy_execution.graph_utils import GraphBuilder
-    from reliability_helpers import shaped_image
+    from support.reliability_helpers import shaped_image
 
     g = GraphBuilder()
     loader = g.node("ImageAlchemyTest_TinySDXLLoader")

@@ -15,7 +15,8 @@ from image_alchemy.training.lora_file import read_metadata
 from image_alchemy.training.settings import TrainSettings
 from image_alchemy.training.trainer import train
 from image_alchemy.training.unet import load_ldm_unet
-from training_helpers import encode_subject_data, write_subject_folder
+from tiny_models.pipeline import encode_subject_data
+from tiny_models.subjects import write_subject_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_ON = dict(

@@ -4,10 +4,11 @@ ComfyUI's sampler and cached, APT's views encoded by the wired VAE, every option
 import json
 
 import numpy as np
+from comfy_server import trainer_processes
 from PIL import Image
 from safetensors import safe_open
-from test_training_node import leftovers, loras_dir, train_graph, trainer_processes
-from training_helpers import synthetic_subject
+from support.training_graphs import leftovers, loras_dir, photo_train_graph
+from tiny_models.subjects import synthetic_subject
 
 OPTIONS = dict(
     prior_images=2,
@@ -34,7 +35,9 @@ def test_every_option_trains_through_the_node_and_class_images_are_cached(comfy)
         names.append(name)
     cache = comfy.base_dir / "models" / "image_alchemy" / "class_cache"  # kept across restarts
     before = set(cache.glob("class-*.safetensors"))
-    g, _train = train_graph(names, "ia_drift_all", steps=3, with_mask=True, batch_size=2, resolution=64, **OPTIONS)
+    g, _train = photo_train_graph(
+        names, "ia_drift_all", steps=3, with_mask=True, batch_size=2, resolution=64, **OPTIONS
+    )
     log_start = len(comfy.log_tail(10**9))
     comfy.run(g.finalize(), timeout=600)
     assert "drawing 2 class images of 'a photo of disc'" in comfy.log_tail(10**9)[log_start:]
@@ -51,7 +54,7 @@ def test_every_option_trains_through_the_node_and_class_images_are_cached(comfy)
     assert json.loads(meta["image_alchemy.settings"])["apt_views"] == 4
 
     # Another LoRA from the same model, class prompt, count and seed: the class images are not drawn again.
-    g, _train = train_graph(names, "ia_drift_prior", steps=2, batch_size=2, resolution=64, prior_images=2)
+    g, _train = photo_train_graph(names, "ia_drift_prior", steps=2, batch_size=2, resolution=64, prior_images=2)
     log_start = len(comfy.log_tail(10**9))
     comfy.run(g.finalize(), timeout=600)
     assert "reusing 2 cached class images" in comfy.log_tail(10**9)[log_start:]

@@ -11,7 +11,8 @@ import pytest
 import torch
 from image_alchemy.training.settings import TrainSettings
 from safetensors.torch import load_file
-from training_helpers import encode_subject_data, write_subject_folder
+from tiny_models.pipeline import encode_subject_data
+from tiny_models.subjects import write_subject_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,7 +110,7 @@ def test_fit_trains_and_the_lora_lowers_denoising_error_in_diffusers(fitted):
 def test_lora_maps_every_key_in_comfyui(fitted, tiny_models, caplog):
     import comfy.lora
     import comfy.supported_models
-    from tiny.factory import TINY_UNET_CONFIG, UNET_PREFIX
+    from tiny_models.factory import TINY_UNET_CONFIG, UNET_PREFIX
 
     _pipe_dir, out, _events = fitted
     model_config = comfy.supported_models.SDXL(dict(TINY_UNET_CONFIG))

@@ -7,11 +7,10 @@ import time
 
 import requests
 from comfy_execution.graph_utils import GraphBuilder
-from reliability_helpers import shaped_image, trainer_processes
+from comfy_server import trainer_processes
 from safetensors.torch import load_file, save_file
-from test_reliability_training import leftovers, train_graph
-
-TRAIN = "ImageAlchemy_TrainSubjectLoRA"
+from support.reliability_helpers import shaped_image
+from support.training_graphs import TRAIN, leftovers, train_graph
 
 
 def cache(comfy):

@@ -202,7 +202,7 @@ def test_defaults_follow_diffusers_sdxl_dreambooth_lora_run(comfy):
 )
 def test_untrainable_unets_are_refused_before_anything_is_encoded(comfy, variant, message):
     from comfy_execution.graph_utils import GraphBuilder
-    from reliability_helpers import expect_error, shaped_image
+    from support.reliability_helpers import expect_error, shaped_image
 
     g = GraphBuilder()
     loader = g.node("ImageAlchemyTest_TinySDXLLoader")

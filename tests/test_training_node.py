@@ -6,109 +6,15 @@ import time
 
 import numpy as np
 import pytest
-import reliability_helpers
 import requests
 import websocket
-from comfy_execution.graph_utils import GraphBuilder
-from comfy_server import PromptFailed
-from PIL import Image
+from comfy_server import PromptFailed, trainer_processes
 from safetensors import safe_open
-from training_helpers import synthetic_subject
-
-TRAIN = "ImageAlchemy_TrainSubjectLoRA"
-
-
-@pytest.fixture(scope="module")
-def subject_inputs(comfy):
-    """Four synthetic subject photos in the server's input folder (the mask rides in the alpha channel)."""
-    images, masks = synthetic_subject(4, 256)
-    names = []
-    for i, (img, mask) in enumerate(zip(images, masks)):
-        rgba = np.dstack([img, 1.0 - mask.astype(np.float32)])  # LoadImage's MASK = 1 − alpha
-        name = f"ia_subject_{i}.png"
-        Image.fromarray((rgba * 255).round().astype(np.uint8), "RGBA").save(comfy.base_dir / "input" / name)
-        names.append(name)
-    return names
-
-
-def train_graph(names, lora_name, steps, with_mask=False, **settings):
-    g = GraphBuilder()
-    loader = g.node("ImageAlchemyTest_TinySDXLLoader")
-    loads = [g.node("LoadImage", image=n) for n in names]
-    batch = loads[0].out(0)
-    for load in loads[1:]:
-        batch = g.node("ImageBatch", image1=batch, image2=load.out(0)).out(0)
-    values = dict(
-        token="iklan",
-        class_word="disc",
-        lora_name=lora_name,
-        steps=steps,
-        learning_rate=1e-3,
-        rank=4,
-        alpha=0.0,
-        batch_size=4,
-        resolution=256,
-        seed=0,
-        mixed_precision="auto",
-        gradient_checkpointing=False,
-        flip=False,
-        noise_offset=0.0,
-        gradient_accumulation=1,
-    )
-    values.update(settings)
-    if with_mask:
-        values["mask"] = loads[0].out(1)
-    train = g.node(TRAIN, model=loader.out(0), clip=loader.out(1), vae=loader.out(2), images=batch, **values)
-    return g, train
-
-
-def loras_dir(comfy):
-    return comfy.base_dir / "models" / "loras"
-
-
-def leftovers(comfy):
-    work = comfy.base_dir / "temp" / "image_alchemy_train"
-    return sorted(p.name for p in work.glob("job-*")) + sorted(p.name for p in loras_dir(comfy).glob("*.partial"))
-
-
-def trainer_processes(comfy):
-    """Trainer children of this test server (other servers on the machine may be training too)."""
-    return reliability_helpers.trainer_processes(comfy)
-
-
-def txt2img(lora=None, seed=3):
-    g = GraphBuilder()
-    loader = g.node("ImageAlchemyTest_TinySDXLLoader")
-    model, clip = loader.out(0), loader.out(1)
-    if lora:
-        lora_node = g.node("LoraLoader", model=model, clip=clip, lora_name=lora, strength_model=1.0, strength_clip=1.0)
-        model, clip = lora_node.out(0), lora_node.out(1)
-    pos = g.node("CLIPTextEncode", text="a photo of iklan disc", clip=clip)
-    neg = g.node("CLIPTextEncode", text="", clip=clip)
-    latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
-    sampled = g.node(
-        "KSampler",
-        model=model,
-        positive=pos.out(0),
-        negative=neg.out(0),
-        latent_image=latent.out(0),
-        seed=seed,
-        steps=3,
-        cfg=4.0,
-        sampler_name="euler",
-        scheduler="normal",
-        denoise=1.0,
-    )
-    save = g.node(
-        "SaveImage",
-        images=g.node("VAEDecode", samples=sampled.out(0), vae=loader.out(2)).out(0),
-        filename_prefix="ia_lora_check",
-    )
-    return g, save
+from support.training_graphs import leftovers, loras_dir, photo_train_graph, txt2img
 
 
 def test_trains_subject_lora_loads_in_lora_loader_and_is_not_trained_twice(comfy, subject_inputs):
-    g, train = train_graph(subject_inputs, "ia_test_subject", steps=40, with_mask=True)
+    g, train = photo_train_graph(subject_inputs, "ia_test_subject", steps=40, with_mask=True)
     entry = comfy.run(g.finalize(), timeout=600)
     path = loras_dir(comfy) / "ia_test_subject.safetensors"
     assert path.exists() and not leftovers(comfy) and not trainer_processes(comfy)
@@ -133,7 +39,7 @@ def test_trains_subject_lora_loads_in_lora_loader_and_is_not_trained_twice(comfy
     mtime = path.stat().st_mtime_ns
     requests.post(comfy.url + "/free", json={"free_memory": True}, timeout=10)
     time.sleep(1.5)
-    g, train = train_graph(subject_inputs, "ia_test_subject", steps=40, with_mask=True)
+    g, train = photo_train_graph(subject_inputs, "ia_test_subject", steps=40, with_mask=True)
     log_start = len(comfy.log_tail(10**9))
     comfy.run(g.finalize(), timeout=300)
     assert path.stat().st_mtime_ns == mtime
@@ -143,7 +49,7 @@ def test_trains_subject_lora_loads_in_lora_loader_and_is_not_trained_twice(comfy
 def test_cancel_stops_trainer_leaves_no_file_and_server_keeps_serving(comfy, subject_inputs):
     ws = websocket.create_connection(f"ws://127.0.0.1:{comfy.port}/ws?clientId={comfy.client_id}", timeout=120)
     try:
-        g, _ = train_graph(subject_inputs, "ia_cancel_me", steps=5000)
+        g, _ = photo_train_graph(subject_inputs, "ia_cancel_me", steps=5000)
         prompt_id = comfy.queue(g.finalize())
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -183,7 +89,7 @@ def test_cancel_stops_trainer_leaves_no_file_and_server_keeps_serving(comfy, sub
     ],
 )
 def test_bad_inputs_fail_with_an_actionable_error_and_train_nothing(comfy, subject_inputs, settings, message):
-    g, _ = train_graph(subject_inputs, settings.pop("lora_name", "ia_never"), steps=2, **settings)
+    g, _ = photo_train_graph(subject_inputs, settings.pop("lora_name", "ia_never"), steps=2, **settings)
     with pytest.raises(PromptFailed, match=message):
         comfy.run(g.finalize())
     assert not trainer_processes(comfy) and not leftovers(comfy)

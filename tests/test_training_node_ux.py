@@ -9,30 +9,21 @@ import pytest
 import websocket
 from comfy_execution.graph_utils import GraphBuilder
 from comfy_server import PromptFailed
-from reliability_helpers import shaped_image
 from safetensors import safe_open
-
-TRAIN = "ImageAlchemy_TrainSubjectLoRA"
+from support.reliability_helpers import shaped_image
+from support.training_graphs import BASE, QUICK, TRAIN
 
 
 def _train(g, model, loader, lora_name, token="iklan", **overrides):
-    values = dict(
-        token=token,
-        class_word="disc",
-        lora_name=lora_name,
-        steps=1,
-        learning_rate=1e-3,
-        rank=2,
-        alpha=0.0,
-        batch_size=2,
-        resolution=64,
-        seed=0,
-        mixed_precision="auto",
-        gradient_checkpointing="auto",
-        flip=False,
-        noise_offset=0.0,
-        gradient_accumulation=1,
-    )
+    values = {
+        **BASE,
+        **QUICK,
+        "token": token,
+        "lora_name": lora_name,
+        "steps": 1,
+        "mixed_precision": "auto",
+        "gradient_checkpointing": "auto",
+    }
     values.update(overrides)
     return g.node(TRAIN, model=model, clip=loader.out(1), vae=loader.out(2), images=shaped_image(g, batch=2), **values)
 

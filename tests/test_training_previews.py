@@ -9,7 +9,7 @@ import numpy as np
 import websocket
 from PIL import Image
 from safetensors.torch import load_file
-from test_training_node import loras_dir, subject_inputs, train_graph  # noqa: F401
+from support.training_graphs import loras_dir, photo_train_graph
 
 PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA = 1, 4  # ComfyUI's binary websocket event types
 
@@ -17,7 +17,7 @@ PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA = 1, 4  # ComfyUI's binary websocket 
 def test_previews_arrive_during_training_and_the_grid_has_a_row_per_preview(comfy, subject_inputs):
     ws = websocket.create_connection(f"ws://127.0.0.1:{comfy.port}/ws?clientId={comfy.client_id}", timeout=120)
     try:
-        g, train = train_graph(
+        g, train = photo_train_graph(
             subject_inputs,
             "ia_previews",
             steps=5,
@@ -71,7 +71,9 @@ def test_previews_arrive_during_training_and_the_grid_has_a_row_per_preview(comf
     assert grid.shape == (3 * 64, 2 * 64, 3)  # rows = preview steps (2, 4, 5), columns = the two prompts
     assert grid.std() > 1.0  # drawn, not a blank
 
-    g, _ = train_graph(subject_inputs, "ia_previews_off", steps=5, batch_size=2, resolution=64, rank=2, preview_every=0)
+    g, _ = photo_train_graph(
+        subject_inputs, "ia_previews_off", steps=5, batch_size=2, resolution=64, rank=2, preview_every=0
+    )
     comfy.run(g.finalize(), timeout=600)
     with_previews = load_file(str(loras_dir(comfy) / "ia_previews.safetensors"))
     without = load_file(str(loras_dir(comfy) / "ia_previews_off.safetensors"))

@@ -8,22 +8,16 @@ import pytest
 import torch
 from image_alchemy.training import child, job, staged
 from image_alchemy.training.settings import TrainSettings
-from image_alchemy.training.trainer import TrainingData
 from image_alchemy.training.unet import UnetSource
 from safetensors.torch import load_file
-from training_helpers import tiny_ldm_unet_file
+from support.training_data import random_training_data
+from tiny_models.pipeline import tiny_ldm_unet_file
 
 
 @pytest.fixture(scope="module")
 def job_parts(tiny_models, tmp_path_factory):
     folder = tmp_path_factory.mktemp("staged")
-    generator = torch.Generator().manual_seed(0)
-    data = TrainingData(
-        latents=torch.randn(2, 4, 8, 8, generator=generator),
-        prompt_embeds=torch.randn(1, 77, 64, generator=generator),
-        pooled_prompt_embeds=torch.randn(1, 32, generator=generator),
-        time_ids=torch.tensor([[64.0, 64, 0, 0, 64, 64]]),
-    )
+    data = random_training_data()
     settings = TrainSettings(
         token="iklan", class_word="disc", rank=2, steps=2, batch_size=2, gradient_accumulation=1, device="cpu"
     )

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from comfy_server import ComfyServer
+from comfy_server import ComfyServer, trainer_processes
 from conftest import PACK_FOLDER_NAME, ROOT
-from reliability_helpers import trainer_processes
-from test_reliability_training import train_graph
+from pack_import import TINY_PACK, TINY_PACK_NAME
+from support.training_graphs import train_graph
 
 
 def _server(tmp_path_factory, comfy_dir, tiny_models, name, **options) -> ComfyServer:
@@ -25,7 +25,7 @@ def _server(tmp_path_factory, comfy_dir, tiny_models, name, **options) -> ComfyS
     return ComfyServer(
         comfy_dir,
         base,
-        {PACK_FOLDER_NAME: ROOT, "image_alchemy_test_fixtures": ROOT / "tests" / "fixture_pack"},
+        {PACK_FOLDER_NAME: ROOT, TINY_PACK_NAME: TINY_PACK},
         **options,
     )
 

@@ -5,6 +5,14 @@ samples and measures, models/ holds the committed files and their manifest."""
 from __future__ import annotations
 
 import importlib
+import sys
+from pathlib import Path
+
+# The tiny-model code the toy world shares with the tests and the demo (devkit/tiny_models); devkit/ goes on
+# sys.path, never the repository root.
+_DEVKIT = str(Path(__file__).resolve().parent.parent / "devkit")
+if _DEVKIT not in sys.path:
+    sys.path.insert(0, _DEVKIT)
 
 
 def pack_module(name: str):

@@ -1,6 +1,6 @@
 """The toy world's model files (the real formats and architectures) and the in-memory pipeline built from them.
 
-Files, as ComfyUI's own classes and our trainer read them (the layout of tests/tiny/factory.py):
+Files, as ComfyUI's own classes and our trainer read them (the layout of devkit/tiny_models/factory.py):
 - ``unet.safetensors``: SDXL UNet, LDM layout, ComfyUI ``unet_config`` in the metadata (``tiny_sdxl.unet_config``);
 - ``clip.safetensors``: SDXL's two text encoders (ComfyUI layout), trained with the UNet;
 - ``taesd.safetensors``: a TAESD VAE. Its ``vae_scale`` is SDXL's latent scale (0.13025), as ComfyUI sets it for
@@ -11,124 +11,35 @@ Files, as ComfyUI's own classes and our trainer read them (the layout of tests/t
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import torch
+from tiny_models import factory
+from tiny_models import pipeline as tiny_pipeline
 
 from . import training_names
 
-UNET_PREFIX = "model.diffusion_model."
-UNET_FILE, CLIP_FILE, VAE_FILE = "unet.safetensors", "clip.safetensors", "taesd.safetensors"
-SDXL_LATENT_SCALE = 0.13025
+# The tiny SDXL architecture, file names and ComfyUI loader set-up are the tiny-model factory's (devkit/).
+UNET_PREFIX = factory.UNET_PREFIX
+UNET_FILE, CLIP_FILE, VAE_FILE = factory.UNET_FILE, factory.CLIP_FILE, factory.VAE_FILE
+SDXL_LATENT_SCALE = tiny_pipeline.SDXL_LATENT_SCALE
 LATENT_GAIN = 3.0  # the encoder's start: latent = 3·(8×8 mean colour − 0.5), within the decoder's tanh clamp
 
-UNET_CONFIG = {
-    "use_checkpoint": False,
-    "image_size": 32,
-    "in_channels": 4,
-    "out_channels": 4,
-    "model_channels": 32,
-    "channel_mult": [1, 2],
-    "num_res_blocks": [1, 1],
-    "transformer_depth": [0, 1],
-    "transformer_depth_output": [0, 0, 1, 1],
-    "transformer_depth_middle": 1,
-    "use_spatial_transformer": True,
-    "use_linear_in_transformer": True,
-    "legacy": False,
-    "num_classes": "sequential",
-    "adm_in_channels": 32 + 6 * 256,
-    "context_dim": 64,
-    "num_head_channels": 8,
-    "use_temporal_attention": False,
-    "use_temporal_resblock": False,
-}
-_TEXT_BASE = {
-    "architectures": ["CLIPTextModel"],
-    "attention_dropout": 0.0,
-    "bos_token_id": 0,
-    "dropout": 0.0,
-    "eos_token_id": 49407,
-    "hidden_act": "quick_gelu",
-    "initializer_factor": 1.0,
-    "initializer_range": 0.02,
-    "layer_norm_eps": 1e-05,
-    "max_position_embeddings": 77,
-    "model_type": "clip_text_model",
-    "pad_token_id": 1,
-    "vocab_size": 49408,
-    "torch_dtype": "float32",
-}
-CLIP_L_CONFIG = {
-    **_TEXT_BASE,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_attention_heads": 2,
-    "num_hidden_layers": 3,
-    "projection_dim": 32,
-}
-CLIP_G_CONFIG = {
-    **_TEXT_BASE,
-    "hidden_act": "gelu",
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_attention_heads": 2,
-    "num_hidden_layers": 3,
-    "projection_dim": 32,
-}
-
-
-def use_comfyui(comfy_dir) -> None:
-    comfy_dir = str(Path(comfy_dir).resolve())
-    if comfy_dir not in sys.path:
-        sys.path.insert(0, comfy_dir)
-    import comfy.cli_args
-
-    if not torch.cuda.is_available():
-        comfy.cli_args.args.cpu = True
-
-
-def seeded_fill(module: torch.nn.Module, seed: int) -> None:
-    """Every parameter from one seeded generator (ComfyUI's ops leave weights uninitialised): norms 1/0,
-    matrices fan-in scaled normal, biases small noise."""
-    gen = torch.Generator().manual_seed(seed)
-    for _name, sub in sorted(module.named_modules()):
-        for pname, param in sorted(sub.named_parameters(recurse=False)):
-            with torch.no_grad():
-                if isinstance(sub, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
-                    param.fill_(1.0 if pname == "weight" else 0.0)
-                elif param.dim() == 0:
-                    continue
-                elif param.dim() > 1:
-                    param.copy_(torch.randn(param.shape, generator=gen) / param[0].numel() ** 0.5)
-                else:
-                    param.copy_(torch.randn(param.shape, generator=gen) * 0.02)
+UNET_CONFIG = factory.TINY_UNET_CONFIG
+CLIP_L_CONFIG, CLIP_G_CONFIG = factory.TINY_CLIP_L_CONFIG, factory.TINY_CLIP_G_CONFIG
+use_comfyui = factory.use_comfyui
+seeded_fill = factory.seeded_fill
+clip_state_dict = factory.tiny_clip_state_dict  # the two text encoders, seeded (ComfyUI layout)
 
 
 def initial_unet_ldm(seed: int) -> dict[str, torch.Tensor]:
-    """The untrained UNet, LDM keys without prefix (ComfyUI's UNetModel defines the layout)."""
-    import comfy.ops
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
-
-    unet = UNetModel(**UNET_CONFIG, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
-    seeded_fill(unet, seed)
-    with torch.no_grad():  # output conv starts at zero (as real checkpoints are initialised)
-        unet.out[2].weight.zero_()
-        unet.out[2].bias.zero_()
-    return {k: v.detach().clone().contiguous() for k, v in unet.state_dict().items()}
-
-
-def clip_state_dict(seed: int) -> dict[str, torch.Tensor]:
-    import comfy.ops
-    from comfy.clip_model import CLIPTextModel
-
-    out = {}
-    for offset, (name, config) in enumerate((("clip_l", CLIP_L_CONFIG), ("clip_g", CLIP_G_CONFIG))):
-        model = CLIPTextModel(config, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
-        seeded_fill(model, seed + offset)
-        out.update({f"{name}.transformer.{k}": v.contiguous() for k, v in model.state_dict().items()})
-    return out
+    """The untrained UNet, LDM keys without prefix (ComfyUI's UNetModel defines the layout); the output conv
+    starts at zero (as real checkpoints are initialised)."""
+    unet = {k[len(UNET_PREFIX) :]: v.detach().clone() for k, v in factory.tiny_unet_state_dict(seed).items()}
+    with torch.no_grad():
+        unet["out.2.weight"].zero_()
+        unet["out.2.bias"].zero_()
+    return unet
 
 
 def _identity(conv: torch.nn.Conv2d, channels: int, value: float = 1.0, taps=((1, 1),)) -> None:
@@ -188,58 +99,20 @@ def read_models(folder) -> dict:
     return out
 
 
-def _clip_config(config: dict):
-    from transformers import CLIPTextConfig
-
-    keys = (
-        "hidden_size",
-        "intermediate_size",
-        "num_attention_heads",
-        "num_hidden_layers",
-        "projection_dim",
-        "max_position_embeddings",
-        "vocab_size",
-        "hidden_act",
-        "layer_norm_eps",
-        "bos_token_id",
-        "eos_token_id",
-        "pad_token_id",
-    )
-    return CLIPTextConfig(**{k: config[k] for k in keys})
-
-
-def _load_clip(model, clip: dict, prefix: str) -> None:
-    own, picked = set(model.state_dict()), {}
-    for key, value in clip.items():
-        if key.startswith(prefix):
-            name = key[len(prefix) :]
-            name = name if name in own else name.removeprefix("text_model.")
-            if name in own:
-                picked[name] = value
-    model.load_state_dict(picked, strict=True)
-
-
 def diffusers_vae(taesd: dict[str, torch.Tensor]):
     from diffusers import AutoencoderTiny
 
     vae = AutoencoderTiny(scaling_factor=1.0)
-    mapped = {}
-    for key, value in taesd.items():
-        part, _, rest = key.partition(".")
-        if part == "taesd_encoder":
-            mapped[f"encoder.layers.{rest}"] = value
-        elif part == "taesd_decoder":  # ComfyUI's decoder starts with its Clamp module: indices one higher
-            index, _, tail = rest.partition(".")
-            mapped[f"decoder.layers.{int(index) - 1}.{tail}"] = value
-    vae.load_state_dict(mapped, strict=True)
+    vae.load_state_dict(
+        {tiny_pipeline.taesd_key(k): v for k, v in taesd.items() if k.startswith("taesd_")}, strict=True
+    )
     return vae.eval()
 
 
 def pipeline(folder, comfy_dir, unet_ldm: dict[str, torch.Tensor] | None = None):
     """A diffusers StableDiffusionXLPipeline on the files in ``folder`` (``unet_ldm``: other UNet weights).
     Its UNet's parameters are the LDM tensors themselves (no copy), so training it trains ``unet_ldm``."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from diffusers import StableDiffusionXLPipeline
 
     (
         diffusers_unet_config,
@@ -251,22 +124,8 @@ def pipeline(folder, comfy_dir, unet_ldm: dict[str, torch.Tensor] | None = None)
         tensors, meta = files["unet"]
         unet_ldm = {k[len(UNET_PREFIX) :]: v for k, v in tensors.items()}
     unet = unet_from_ldm(unet_ldm, diffusers_unet_config(UNET_CONFIG))
-    clip = files["clip"][0]
-    te1 = CLIPTextModel(_clip_config(CLIP_L_CONFIG))
-    _load_clip(te1, clip, "clip_l.transformer.")
-    te2 = CLIPTextModelWithProjection(_clip_config(CLIP_G_CONFIG))
-    _load_clip(te2, clip, "clip_g.transformer.")
-    tok_dir = str(Path(comfy_dir) / "comfy" / "sd1_tokenizer")
-    tok1 = CLIPTokenizer.from_pretrained(tok_dir, model_max_length=77)
-    tok2 = CLIPTokenizer.from_pretrained(tok_dir, model_max_length=77, pad_token="!")
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        steps_offset=1,
-        timestep_spacing="leading",
-    )
+    te1, te2 = tiny_pipeline.text_encoders(files["clip"][0], CLIP_L_CONFIG, CLIP_G_CONFIG)
+    tok1, tok2 = tiny_pipeline.tokenizers(comfy_dir)
     vae = diffusers_vae(files["vae"][0])
     pipe = StableDiffusionXLPipeline(
         vae=vae,
@@ -275,7 +134,7 @@ def pipeline(folder, comfy_dir, unet_ldm: dict[str, torch.Tensor] | None = None)
         tokenizer=tok1,
         tokenizer_2=tok2,
         unet=unet,
-        scheduler=scheduler,
+        scheduler=tiny_pipeline.scheduler(),
         force_zeros_for_empty_prompt=False,
     )  # the UNet learnt "" as unconditioned
     pipe.set_progress_bar_config(disable=True)

@@ -10,6 +10,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "image_alchemy"
+# The tiny-model pack (never shipped): its folder and the custom_nodes name servers install it under.
+TINY_PACK = Path(__file__).resolve().parent / "tiny_pack"
+TINY_PACK_NAME = "image_alchemy_test_fixtures"
 
 
 def import_pack():
@@ -20,3 +23,18 @@ def import_pack():
     sys.modules[PACKAGE] = module
     spec.loader.exec_module(module)
     return module
+
+
+def in_process(comfy_dir, gpu: bool = False):
+    """ComfyUI importable in this process (appended to sys.path; on the CPU unless ``gpu``) and the pack imported
+    as a package: how the benches run nodes without a server."""
+    from tiny_models import factory
+
+    if str(comfy_dir) not in sys.path:
+        sys.path.append(str(comfy_dir))
+    factory.use_comfyui(comfy_dir)
+    if not gpu:
+        import comfy.cli_args
+
+        comfy.cli_args.args.cpu = True
+    return import_pack()

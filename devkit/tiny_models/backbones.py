@@ -1,7 +1,7 @@
 """Tiny random evaluation backbones in the real formats: a DINO-style ViT (ViTModel, patch 16) and a CLIPModel with
 the real CLIP BPE tokenizer ComfyUI ships, each saved with save_pretrained (safetensors + configs) — offline.
 
-The synthetic subject photos of tests/tiny/subjects.py are not needed here: metric tests use seeded pictures.
+The synthetic subject photos of tiny_models/subjects.py are not needed here: metric tests use seeded pictures.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-COMFY_DIR = Path(os.environ.get("IMAGE_ALCHEMY_COMFYUI", Path(__file__).resolve().parent.parent / ".cache" / "comfyui"))
+COMFY_DIR = Path(os.environ.get("IMAGE_ALCHEMY_COMFYUI", Path(__file__).resolve().parents[2] / ".cache" / "comfyui"))
 DINO_NAME, CLIP_NAME = "tiny-dino-vits16", "tiny-clip"
 
 

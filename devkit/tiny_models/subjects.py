@@ -8,8 +8,10 @@ whose pixels are known exactly.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 BACKGROUNDS = [(70, 110, 160), (60, 140, 80), (150, 120, 90), (120, 120, 130), (40, 60, 90)]
 
@@ -44,3 +46,28 @@ def subject_set(count: int = 4, size: int = 256, seed: int = 0) -> tuple[np.ndar
     """``count`` views: images uint8 N×H×W×3 and masks float32 N×H×W."""
     views = [draw_subject(size, i, seed) for i in range(count)]
     return np.stack([v[0] for v in views]), np.stack([v[1] for v in views])
+
+
+def synthetic_subject(count: int = 4, size: int = 256, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The "subject": a red disc with a yellow stripe on different pale backgrounds, at shifting places.
+    Returns HWC float images in 0..1 and their HW boolean subject masks."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    images, masks = [], []
+    for _ in range(count):
+        img = np.empty((size, size, 3), np.float32)
+        img[:] = rng.uniform(0.6, 0.95, 3)
+        cy, cx, r = size / 2 + rng.uniform(-20, 20), size / 2 + rng.uniform(-20, 20), size * 0.28
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+        img[disc] = (0.85, 0.1, 0.1)
+        img[disc & (np.abs(yy - cy) < r * 0.2)] = (0.95, 0.85, 0.1)
+        images.append(img)
+        masks.append(disc)
+    return images, masks
+
+
+def write_subject_folder(folder: Path, count: int = 4, size: int = 256) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(synthetic_subject(count, size)[0]):
+        Image.fromarray((img * 255).round().astype(np.uint8)).save(folder / f"subject_{i}.png")
+    return folder

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -92,16 +91,3 @@ def write_truncated(path: Path, source: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data[: len(data) // 2])
     return path
-
-
-def trainer_processes(comfy) -> list[tuple[int, str]]:
-    """(pid, command) of trainer children of this test server: the node starts its trainer with multiprocessing
-    spawn, so it is a direct child of the server running ``spawn_main`` (the spawn start method's resource
-    tracker, a long-lived helper of the server, runs ``resource_tracker`` and is not a trainer)."""
-    out = subprocess.run(["ps", "-eo", "pid,ppid,args", "--width", "4000"], capture_output=True, text=True).stdout
-    found = []
-    for line in out.splitlines()[1:]:
-        pid, ppid, args = line.strip().split(None, 2)
-        if int(ppid) == comfy.process.pid and "spawn_main" in args:
-            found.append((int(pid), args))
-    return found

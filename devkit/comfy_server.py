@@ -1,6 +1,7 @@
-"""A real ComfyUI server for tests: started as a child process on a free loopback port, driven over HTTP.
+"""A real ComfyUI server for tests, the demo, the generators and the benches: started as a child process on a free
+loopback port, driven over HTTP.
 
-Test-only code (the pack itself never starts processes this way).
+Development code, never shipped (the pack itself never starts processes this way).
 """
 
 from __future__ import annotations
@@ -168,3 +169,16 @@ class ComfyServer:
 
     def interrupt(self) -> None:
         requests.post(self.url + "/interrupt", timeout=10)
+
+
+def trainer_processes(comfy) -> list[tuple[int, str]]:
+    """(pid, command) of trainer children of this test server: the node starts its trainer with multiprocessing
+    spawn, so it is a direct child of the server running ``spawn_main`` (the spawn start method's resource
+    tracker, a long-lived helper of the server, runs ``resource_tracker`` and is not a trainer)."""
+    out = subprocess.run(["ps", "-eo", "pid,ppid,args", "--width", "4000"], capture_output=True, text=True).stdout
+    found = []
+    for line in out.splitlines()[1:]:
+        pid, ppid, args = line.strip().split(None, 2)
+        if int(ppid) == comfy.process.pid and "spawn_main" in args:
+            found.append((int(pid), args))
+    return found

@@ -2,7 +2,7 @@
 
 ComfyUI's checkpoint detection accepts only real SDXL sizes, so CheckpointLoaderSimple cannot load the tiny
 model. This loader builds MODEL / CLIP / VAE from ComfyUI's own classes from the files that
-``tests/tiny/factory.py`` writes into ``models/tiny_sdxl``: the same weights the trainer reads.
+``devkit/tiny_models/factory.py`` writes into ``models/tiny_sdxl``: the same weights the trainer reads.
 """
 
 import json
@@ -18,6 +18,7 @@ import comfy.utils
 import folder_paths
 import torch
 from comfy_api.latest import ComfyExtension, io
+from safetensors import safe_open
 from typing_extensions import override
 
 UNET_PREFIX = "model.diffusion_model."
@@ -28,6 +29,32 @@ def _tiny_file(name):
     return folder_paths.get_full_path_or_raise("tiny_sdxl", name)
 
 
+def _patcher(model):
+    return comfy.model_patcher.ModelPatcher(
+        model,
+        load_device=comfy.model_management.get_torch_device(),
+        offload_device=comfy.model_management.unet_offload_device(),
+    )
+
+
+def _tiny_unet_config():
+    """The tiny SDXL UNet's ComfyUI config, from its file's metadata (the factory writes it there)."""
+    with safe_open(_tiny_file("unet.safetensors"), framework="pt") as f:
+        return json.loads(f.metadata()["tiny_sdxl.unet_config"])
+
+
+def _random_model(model_config):
+    """A MODEL of ``model_config``'s architecture with seeded small random weights (ComfyUI's ops skip init:
+    unfilled weights give NaN outputs)."""
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model({}, UNET_PREFIX, device=torch.device("cpu"))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_((torch.randn(p.shape, generator=generator) * 0.02).to(p.dtype))
+    return _patcher(model)
+
+
 def load_tiny_model(path=None):
     sd, metadata = comfy.utils.load_torch_file(
         path or _tiny_file("unet.safetensors"), safe_load=True, return_metadata=True
@@ -36,11 +63,7 @@ def load_tiny_model(path=None):
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model(sd, UNET_PREFIX, device=torch.device("cpu"))
     model.load_model_weights(sd, UNET_PREFIX)
-    return comfy.model_patcher.ModelPatcher(
-        model,
-        load_device=comfy.model_management.get_torch_device(),
-        offload_device=comfy.model_management.unet_offload_device(),
-    )
+    return _patcher(model)
 
 
 def load_tiny_clip():
@@ -166,40 +189,10 @@ class TinySD15Loader(io.ComfyNode):
 
     @classmethod
     def execute(cls) -> io.NodeOutput:
-        unet_config = {
-            "use_checkpoint": False,
-            "image_size": 32,
-            "in_channels": 4,
-            "out_channels": 4,
-            "model_channels": 32,
-            "channel_mult": [1, 2],
-            "num_res_blocks": [1, 1],
-            "transformer_depth": [0, 1],
-            "transformer_depth_output": [0, 0, 1, 1],
-            "transformer_depth_middle": 1,
-            "use_spatial_transformer": True,
-            "use_linear_in_transformer": True,
-            "legacy": False,
-            "adm_in_channels": None,
-            "context_dim": 64,
-            "num_head_channels": 8,
-            "use_temporal_attention": False,
-            "use_temporal_resblock": False,
-        }
-        model_config = comfy.supported_models.SD15(unet_config)
-        model_config.set_inference_dtype(torch.float32, None)
-        model = model_config.get_model({}, UNET_PREFIX, device=torch.device("cpu"))
-        generator = torch.Generator().manual_seed(0)
-        with torch.no_grad():  # ComfyUI's ops skip init: fill every weight, or outputs are NaN
-            for p in model.parameters():
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
-        return io.NodeOutput(
-            comfy.model_patcher.ModelPatcher(
-                model,
-                load_device=comfy.model_management.get_torch_device(),
-                offload_device=comfy.model_management.unet_offload_device(),
-            )
-        )
+        # The tiny SDXL UNet without SDXL's added conditioning (no class embedding).
+        unet_config = {k: v for k, v in _tiny_unet_config().items() if k != "num_classes"}
+        unet_config["adm_in_channels"] = None
+        return io.NodeOutput(_random_model(comfy.supported_models.SD15(unet_config)))
 
 
 class TinySDXLVariant(io.ComfyNode):
@@ -221,26 +214,13 @@ class TinySDXLVariant(io.ComfyNode):
 
     @classmethod
     def execute(cls, variant) -> io.NodeOutput:
-        sd, metadata = comfy.utils.load_torch_file(_tiny_file("unet.safetensors"), safe_load=True, return_metadata=True)
-        unet_config = json.loads(metadata["tiny_sdxl.unet_config"])
+        unet_config = _tiny_unet_config()
         if variant != "scaled fp8":
             unet_config["in_channels"] = {"inpaint": 9, "instruct-pix2pix": 8}[variant]
         model_config = comfy.supported_models.SDXL(unet_config)
         if variant == "scaled fp8":  # what model_detection sets for a checkpoint with a `scaled_fp8` key
             model_config.scaled_fp8 = torch.float8_e4m3fn
-        model_config.set_inference_dtype(torch.float32, None)
-        model = model_config.get_model({}, UNET_PREFIX, device=torch.device("cpu"))
-        generator = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.copy_((torch.randn(p.shape, generator=generator) * 0.02).to(p.dtype))
-        return io.NodeOutput(
-            comfy.model_patcher.ModelPatcher(
-                model,
-                load_device=comfy.model_management.get_torch_device(),
-                offload_device=comfy.model_management.unet_offload_device(),
-            )
-        )
+        return io.NodeOutput(_random_model(model_config))
 
 
 class TinySDXLFileLoader(io.ComfyNode):

@@ -98,7 +98,7 @@ def use_comfyui(comfy_dir: str | os.PathLike) -> None:
         comfy.cli_args.args.cpu = True
 
 
-def _seeded_fill(module: torch.nn.Module, seed: int) -> None:
+def seeded_fill(module: torch.nn.Module, seed: int) -> None:
     """ComfyUI's ops skip weight init (empty tensors): fill every parameter from one seeded generator.
 
     Norm layers get weight 1 / bias 0; other weights a fan-in scaled normal, biases small noise, so the
@@ -125,7 +125,7 @@ def tiny_unet_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     unet = UNetModel(**TINY_UNET_CONFIG, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
-    _seeded_fill(unet, seed)
+    seeded_fill(unet, seed)
     return {UNET_PREFIX + k: v.contiguous() for k, v in unet.state_dict().items()}
 
 
@@ -136,7 +136,7 @@ def tiny_clip_state_dict(seed: int = 1) -> dict[str, torch.Tensor]:
     out = {}
     for offset, (name, config) in enumerate((("clip_l", TINY_CLIP_L_CONFIG), ("clip_g", TINY_CLIP_G_CONFIG))):
         model = CLIPTextModel(config, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
-        _seeded_fill(model, seed + offset)
+        seeded_fill(model, seed + offset)
         for k, v in model.state_dict().items():
             out[f"{name}.transformer.{k}"] = v.contiguous()
     return out
@@ -146,7 +146,7 @@ def tiny_taesd_state_dict(seed: int = 2) -> dict[str, torch.Tensor]:
     from comfy.taesd.taesd import TAESD
 
     vae = TAESD()
-    _seeded_fill(vae, seed)
+    seeded_fill(vae, seed)
     return {k: v.contiguous() for k, v in vae.state_dict().items()}
 
 

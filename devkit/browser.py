@@ -1,4 +1,5 @@
-"""ComfyUI's real frontend in headless Chromium (Debian's package), driven by playwright. Test-only."""
+"""ComfyUI's real frontend in headless Chromium (Debian's package), driven by playwright (the browser tests and
+scripts/build_example_workflows.py). Never shipped."""
 
 from __future__ import annotations
 
