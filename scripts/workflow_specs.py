@@ -410,7 +410,25 @@ def learn_subject(col=1, token_link=("picker", 0)):
                 "token": token_link,
             },
         ),
-        dict(key="curve", type="PreviewImage", col=col + 6, row=0, links={"images": ("train", 1)}, size=[320, 320]),
+        dict(
+            key="curve",
+            type="PreviewImage",
+            title="Loss curve",
+            col=col + 6,
+            row=0,
+            links={"images": ("train", 1)},
+            size=[320, 320],
+        ),
+        # The sample previews drawn during training (one row per preview_every steps), shown when it ends.
+        dict(
+            key="samples",
+            type="PreviewImage",
+            title="Sample previews",
+            col=col + 6,
+            row=1.2,
+            links={"images": ("train", 2)},
+            size=[320, 320],
+        ),
     ]
     return nodes
 
@@ -421,7 +439,8 @@ LEARN_NOTE = (
     "2. RareTokenPicker samples each candidate word with your model and keeps the one with the least prior "
     "(most varied pictures): 'sks' draws rifles, 'iklan' draws nothing in particular.\n"
     "3. TrainSubjectLoRA trains an attention-only LoRA on '<token> <class word>' with intentional overfitting "
-    "and writes it to models/loras (the loss chart updates live on the node).\n\n"
+    "and writes it to models/loras (the loss chart updates live on the node; sample previews show on it while it "
+    "trains and, as a grid, in the preview beside it when it ends).\n\n"
     f"Model files: models/checkpoints/{CHECKPOINT} (any SDXL checkpoint)."
 )
 
