@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def load_pack():
     """The pack imported as a package (the repo root never goes on sys.path)."""
-    sys.path.insert(0, str(ROOT / "devkit"))
+    sys.path.insert(0, str(ROOT / "scripts" / "devkit"))
     from pack_import import import_pack
 
     import_pack()

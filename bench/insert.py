@@ -25,7 +25,7 @@ COMFY_DIR = ROOT / ".cache" / "comfyui"
 
 
 def setup(tmp: Path, gpu: bool):
-    sys.path.insert(0, str(ROOT / "devkit"))
+    sys.path.insert(0, str(ROOT / "scripts" / "devkit"))
     from pack_import import in_process
 
     in_process(COMFY_DIR, gpu)  # the pack as a package, the way ComfyUI loads it (its root never goes on sys.path)

@@ -44,14 +44,14 @@ COMFY_DIR = ROOT / ".cache" / "comfyui"
 
 def _import_pack():
     """The repo as the package ``image_alchemy`` (the root never goes on sys.path: ComfyUI has a ``nodes``)."""
-    sys.path.insert(0, str(ROOT / "devkit"))
+    sys.path.insert(0, str(ROOT / "scripts" / "devkit"))
     from pack_import import import_pack
 
     import_pack()
 
 
 def _load_tiny_models(folder: Path):
-    sys.path.insert(0, str(ROOT / "devkit"))
+    sys.path.insert(0, str(ROOT / "scripts" / "devkit"))
     from pack_import import TINY_PACK
     from tiny_models import factory
 

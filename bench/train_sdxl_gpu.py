@@ -49,7 +49,7 @@ TINY_UNET_CONFIG = {
 
 
 def import_training():
-    sys.path.insert(0, str(ROOT / "devkit"))
+    sys.path.insert(0, str(ROOT / "scripts" / "devkit"))
     from pack_import import import_pack
 
     import_pack()

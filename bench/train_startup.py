@@ -44,7 +44,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 COMFY_DIR = ROOT / ".cache" / "comfyui"
-sys.path.insert(0, str(ROOT / "devkit"))
+sys.path.insert(0, str(ROOT / "scripts" / "devkit"))
 sys.path.append(str(COMFY_DIR))
 
 from pack_import import TINY_PACK, TINY_PACK_NAME, import_pack  # noqa: E402

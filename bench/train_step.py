@@ -30,7 +30,7 @@ COMFY_DIR = ROOT / ".cache" / "comfyui"
 def setup(tmp: Path, size: int):
     """Tiny pipeline folder and the subject encoded once (what the node hands to the trainer)."""
     sys.path.append(str(COMFY_DIR))
-    sys.path.insert(0, str(ROOT / "devkit"))
+    sys.path.insert(0, str(ROOT / "scripts" / "devkit"))
     spec = importlib.util.spec_from_file_location(
         "image_alchemy", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
     )

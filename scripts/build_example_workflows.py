@@ -19,7 +19,7 @@ import requests
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "devkit"))
+sys.path.insert(0, str(ROOT / "scripts" / "devkit"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import workflow_specs  # noqa: E402

@@ -1,6 +1,6 @@
 """`make demo`: the two-stage pipeline, headless, through a real ComfyUI server and the shipped workflows.
 
-1. learn a subject: five photos of a toy (drawn by devkit/tiny_models/subjects.py) → TrainSubjectLoRA
+1. learn a subject: five photos of a toy (drawn by scripts/devkit/tiny_models/subjects.py) → TrainSubjectLoRA
    (example_workflows/1_learn_subject.json);
 2. two scenes: unmodified model + class word → GroundedSAMMask → DecayBlur → LoRAImg2ImgInsert
    (example_workflows/2_two_stage_generation.json).
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # The ComfyUI tree `make demo COMFYUI=...` provisioned (the default one otherwise).
 COMFY_DIR = Path(os.environ.get("IMAGE_ALCHEMY_COMFYUI", ROOT / ".cache" / "comfyui"))
-sys.path.insert(0, str(ROOT / "devkit"))
+sys.path.insert(0, str(ROOT / "scripts" / "devkit"))
 
 import workflows  # noqa: E402
 from comfy_server import ComfyServer  # noqa: E402

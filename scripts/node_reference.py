@@ -96,7 +96,7 @@ def replace_section(readme: str, body: str) -> str:
 
 
 def main() -> None:
-    sys.path.insert(0, str(ROOT / "devkit"))
+    sys.path.insert(0, str(ROOT / "scripts" / "devkit"))
     from comfy_server import ComfyServer
 
     with tempfile.TemporaryDirectory() as base:

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "devkit"))
+sys.path.insert(0, str(ROOT / "scripts" / "devkit"))
 
 import workflows  # noqa: E402
 from comfy_server import ComfyServer  # noqa: E402

@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 COMFY_DIR = Path(os.environ.get("IMAGE_ALCHEMY_COMFYUI", ROOT / ".cache" / "comfyui")).resolve()
 PACK_FOLDER_NAME = "comfyui-image-alchemy"
 
-# devkit/ (the tiny models, the server harness, the tiny-model pack; not the repository root) and tests/support.
-sys.path.insert(0, str(ROOT / "devkit"))
+# scripts/devkit/ (the tiny models, the server harness, the tiny-model pack; not the repository root) and tests/support.
+sys.path.insert(0, str(ROOT / "scripts" / "devkit"))
 
 from pack_import import TINY_PACK, TINY_PACK_NAME, import_pack  # noqa: E402
 
@@ -37,7 +37,7 @@ def comfy_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def comfy(tmp_path_factory, comfy_dir, tiny_models):
-    """One real ComfyUI server for the session, with our pack and the tiny-model pack (devkit/tiny_pack) installed."""
+    """One real ComfyUI server for the session, with our pack and the tiny-model pack (scripts/devkit/tiny_pack) installed."""
     from comfy_server import ComfyServer
 
     base = tmp_path_factory.mktemp("comfy_base")

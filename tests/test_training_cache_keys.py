@@ -27,7 +27,7 @@ def comfy_parts(tiny_models):
             sd = {k: v + shift if v.is_floating_point() and v.dim() > 1 else v for k, v in sd.items()}
         return comfy.sd.VAE(sd=sd)
 
-    def clip(shift=0.0):  # as the test loader node builds it (devkit/tiny_pack)
+    def clip(shift=0.0):  # as the test loader node builds it (scripts/devkit/tiny_pack)
         sd, metadata = comfy.utils.load_torch_file(str(tiny_models["clip"]), safe_load=True, return_metadata=True)
         if shift:
             sd = {k: v + shift if v.is_floating_point() and v.dim() > 1 else v for k, v in sd.items()}

@@ -8,9 +8,9 @@ import importlib
 import sys
 from pathlib import Path
 
-# The tiny-model code the toy world shares with the tests and the demo (devkit/tiny_models); devkit/ goes on
+# The tiny-model code the toy world shares with the tests and the demo (scripts/devkit/tiny_models); scripts/devkit/ goes on
 # sys.path, never the repository root.
-_DEVKIT = str(Path(__file__).resolve().parent.parent / "devkit")
+_DEVKIT = str(Path(__file__).resolve().parent.parent / "scripts" / "devkit")
 if _DEVKIT not in sys.path:
     sys.path.insert(0, _DEVKIT)
 

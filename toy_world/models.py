@@ -1,6 +1,6 @@
 """The toy world's model files (the real formats and architectures) and the in-memory pipeline built from them.
 
-Files, as ComfyUI's own classes and our trainer read them (the layout of devkit/tiny_models/factory.py):
+Files, as ComfyUI's own classes and our trainer read them (the layout of scripts/devkit/tiny_models/factory.py):
 - ``unet.safetensors``: SDXL UNet, LDM layout, ComfyUI ``unet_config`` in the metadata (``tiny_sdxl.unet_config``);
 - ``clip.safetensors``: SDXL's two text encoders (ComfyUI layout), trained with the UNet;
 - ``taesd.safetensors``: a TAESD VAE. Its ``vae_scale`` is SDXL's latent scale (0.13025), as ComfyUI sets it for
@@ -19,7 +19,7 @@ from tiny_models import pipeline as tiny_pipeline
 
 from . import training_names
 
-# The tiny SDXL architecture, file names and ComfyUI loader set-up are the tiny-model factory's (devkit/).
+# The tiny SDXL architecture, file names and ComfyUI loader set-up are the tiny-model factory's (scripts/devkit/).
 UNET_PREFIX = factory.UNET_PREFIX
 UNET_FILE, CLIP_FILE, VAE_FILE = factory.UNET_FILE, factory.CLIP_FILE, factory.VAE_FILE
 SDXL_LATENT_SCALE = tiny_pipeline.SDXL_LATENT_SCALE

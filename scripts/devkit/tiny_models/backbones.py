@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-COMFY_DIR = Path(os.environ.get("IMAGE_ALCHEMY_COMFYUI", Path(__file__).resolve().parents[2] / ".cache" / "comfyui"))
+COMFY_DIR = Path(os.environ.get("IMAGE_ALCHEMY_COMFYUI", Path(__file__).resolve().parents[3] / ".cache" / "comfyui"))
 DINO_NAME, CLIP_NAME = "tiny-dino-vits16", "tiny-clip"
 
 

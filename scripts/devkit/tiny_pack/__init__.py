@@ -2,7 +2,7 @@
 
 ComfyUI's checkpoint detection accepts only real SDXL sizes, so CheckpointLoaderSimple cannot load the tiny
 model. This loader builds MODEL / CLIP / VAE from ComfyUI's own classes from the files that
-``devkit/tiny_models/factory.py`` writes into ``models/tiny_sdxl``: the same weights the trainer reads.
+``scripts/devkit/tiny_models/factory.py`` writes into ``models/tiny_sdxl``: the same weights the trainer reads.
 """
 
 import json

@@ -8,7 +8,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "image_alchemy"
 # The tiny-model pack (never shipped): its folder and the custom_nodes name servers install it under.
 TINY_PACK = Path(__file__).resolve().parent / "tiny_pack"
