@@ -3,8 +3,9 @@
 Prints `name: value` lines:
 - toy_stage1_class_accuracy: the measuring net's class reading of 'a photo of a <class>' (chance 0.25);
 - toy_subject_similarity_lora / _base: 'a photo of <token> <class>' with the committed subject LoRA vs without:
-  identity-embedding similarity to the subject's 5 views (toy_world/measure.py), and toy_subject_dino_*: DINO by
-  alchemy.metrics.evaluate with the measuring net as the DINO backbone;
+  identity-embedding similarity to the subject's 5 views (the measuring net's joint look distribution,
+  toy_world/measure.py; toy_subject_similarity_concat_*: its three heads concatenated), and toy_subject_dino_*:
+  DINO by alchemy.metrics.evaluate with the measuring net as the DINO backbone;
   toy_subject_similarity_centred_*: the same with both embeddings centred on the class's mean (world instances of
   the class: what they share counts 0), toy_subject_identified_*: share of images read as the subject exactly
   (main colour, second colour and pattern);
@@ -82,6 +83,10 @@ def main() -> None:
     out["toy_subject_similarity_lora"] = net.similarity(lora_images, refs)
     out["toy_subject_similarity_lora_vs_base"] = out["toy_subject_similarity_lora"] / out["toy_subject_similarity_base"]
     out["toy_subject_similarity_real"] = net.similarity(refs, refs)
+    # The earlier form of the embedding (the three heads concatenated: every picture scores ~0.4 there).
+    out["toy_subject_similarity_concat_base"] = net.similarity(base_images, refs, joint=False)
+    out["toy_subject_similarity_concat_lora"] = net.similarity(lora_images, refs, joint=False)
+    out["toy_subject_similarity_concat_real"] = net.similarity(refs, refs, joint=False)
     # Beside the figures: similarity with the class's shared part taken out, and exact identification.
     centre = net.class_centre(subject.thing.cls)
     out["toy_subject_similarity_centred_base"] = net.similarity(base_images, refs, centre)

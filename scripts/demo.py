@@ -156,7 +156,7 @@ def learn_prompt(server, names: dict, tiny: bool, toy: bool = False) -> dict:
             inputs.update(token=TOKEN, class_word=CLASS_WORD, lora_name=f"demo_{TOKEN}_{CLASS_WORD}")
             if toy:  # the settings toy_world/train.py trains its subject LoRAs with
                 inputs.update(
-                    steps=150, resolution=64, batch_size=5, learning_rate=2e-3, rank=4, gradient_accumulation=1
+                    steps=300, resolution=64, batch_size=5, learning_rate=2e-3, rank=4, gradient_accumulation=1
                 )
             elif tiny:
                 inputs.update(steps=30, resolution=256, batch_size=4, learning_rate=1e-3)
@@ -164,7 +164,7 @@ def learn_prompt(server, names: dict, tiny: bool, toy: bool = False) -> dict:
             inputs.update(width=64, height=64, steps=20 if toy else 2, seeds_per_candidate=4 if toy else 2)
     if tiny:
         workflows.adapt_for_tiny_models(
-            prompt, dino=names["dino"], sam=names["sam"], size=64 if toy else 256, steps=150 if toy else 30
+            prompt, dino=names["dino"], sam=names["sam"], size=64 if toy else 256, steps=300 if toy else 30
         )
     return prompt
 

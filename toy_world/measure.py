@@ -1,9 +1,13 @@
 """Measuring on the toy world: sampling with the trained models, subject LoRAs, the measuring net's readings.
 
 The measuring net reads four things of the object in a picture (heads: class, main colour, second colour,
-pattern). Its *identity embedding* is the concatenation of the three look heads' probabilities (not the class:
-base and LoRA both draw the class), so two pictures of the same instance score ~1 and a random instance of the
-class ~0.2. Its CLS feature is what DinoBackbone returns when the net's folder is given as the DINO backbone.
+pattern). Its *identity embedding* is the joint distribution of the three look heads (main colour × second colour
+× pattern, the heads taken as independent; not the class: base and LoRA both draw the class). Its cosine is the
+product of the three heads' cosines, so two pictures of the same instance score ~1 and an instance that shares
+only some of the subject's attributes — a ball of the class's usual colour with a yellow centre — scores near 0.
+The concatenation of the three heads (``joint=False``) is kept for comparison: it scores any picture ~0.4, since
+the pattern head alone (3 classes) gives every pair a third of its weight. Its CLS feature is what DinoBackbone
+returns when the net's folder is given as the DINO backbone.
 """
 
 from __future__ import annotations
@@ -51,14 +55,15 @@ def encode_text(pipe, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def fresh_unet(folder):
     """A diffusers UNet on the committed base weights (its own tensors: safe to train or patch)."""
-    tensors, _ = models.read_models(folder)["unet"]
+    tensors, metadata = models.read_models(folder)["unet"]
     (
         diffusers_unet_config,
         unet_from_ldm,
     ) = training_names("unet", "diffusers_unet_config", "unet_from_ldm")
 
     return unet_from_ldm(
-        {k[len(models.UNET_PREFIX) :]: v for k, v in tensors.items()}, diffusers_unet_config(models.UNET_CONFIG)
+        {k[len(models.UNET_PREFIX) :]: v for k, v in tensors.items()},
+        diffusers_unet_config(models.unet_config(metadata)),
     )
 
 
@@ -172,21 +177,27 @@ class MeasuringNet:
     def classes(self, images: np.ndarray) -> np.ndarray:
         return self.logits(images)["class"].argmax(-1).numpy()
 
-    def identity(self, images: np.ndarray) -> torch.Tensor:
+    def identity(self, images: np.ndarray, joint: bool = True) -> torch.Tensor:
+        """N × 192 joint look distributions (``joint=False``: the three heads' probabilities concatenated, N × 19)."""
         heads = self.logits(images)
-        return torch.cat([heads[k].softmax(-1) for k in ("colour", "second", "pattern")], -1)
+        colour, second, pattern = (heads[k].softmax(-1) for k in ("colour", "second", "pattern"))
+        if not joint:
+            return torch.cat([colour, second, pattern], -1)
+        return (colour[:, :, None, None] * second[:, None, :, None] * pattern[:, None, None, :]).flatten(1)
 
-    def similarity(self, images: np.ndarray, references: np.ndarray, centre: torch.Tensor | None = None) -> float:
+    def similarity(
+        self, images: np.ndarray, references: np.ndarray, centre: torch.Tensor | None = None, joint: bool = True
+    ) -> float:
         """Mean cosine similarity of the identity embeddings of every image to every reference; with ``centre``
         (the class's mean embedding, class_centre) both are centred first, so what every instance of the class
         shares counts 0 and only the instance's own look counts."""
-        a, b = self.identity(images), self.identity(references)
+        a, b = self.identity(images, joint), self.identity(references, joint)
         if centre is not None:
             a, b = a - centre, b - centre
         a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
         return float((a @ b.T).mean())
 
-    def class_centre(self, cls: str, count: int = 256, seed: int = 20_000) -> torch.Tensor:
+    def class_centre(self, cls: str, count: int = 256, seed: int = 20_000, joint: bool = True) -> torch.Tensor:
         """Mean identity embedding of ``count`` world instances of the class (random looks, places, backgrounds)."""
         rng = np.random.default_rng(seed)
         images = np.stack(
@@ -195,7 +206,7 @@ class MeasuringNet:
                 for i in range(count)
             ]
         )
-        return self.identity(images).mean(0)
+        return self.identity(images, joint).mean(0)
 
     def identified(self, images: np.ndarray, thing: world.Thing) -> float:
         """Share of images whose read main colour, second colour and pattern are all the instance's (by chance a

@@ -25,7 +25,9 @@ UNET_FILE, CLIP_FILE, VAE_FILE = factory.UNET_FILE, factory.CLIP_FILE, factory.V
 SDXL_LATENT_SCALE = tiny_pipeline.SDXL_LATENT_SCALE
 LATENT_GAIN = 3.0  # the encoder's start: latent = 3·(8×8 mean colour − 0.5), within the decoder's tanh clamp
 
-UNET_CONFIG = factory.TINY_UNET_CONFIG
+# The tiny SDXL UNet at twice the tests' width (64 base channels): at the tests' 32 a quarter of the seeds
+# decoded to noise after 3 000 steps; the width is in the file's metadata, which every loader reads.
+UNET_CONFIG = {**factory.TINY_UNET_CONFIG, "model_channels": 64}
 CLIP_L_CONFIG, CLIP_G_CONFIG = factory.TINY_CLIP_L_CONFIG, factory.TINY_CLIP_G_CONFIG
 use_comfyui = factory.use_comfyui
 seeded_fill = factory.seeded_fill
@@ -35,7 +37,9 @@ clip_state_dict = factory.tiny_clip_state_dict  # the two text encoders, seeded 
 def initial_unet_ldm(seed: int) -> dict[str, torch.Tensor]:
     """The untrained UNet, LDM keys without prefix (ComfyUI's UNetModel defines the layout); the output conv
     starts at zero (as real checkpoints are initialised)."""
-    unet = {k[len(UNET_PREFIX) :]: v.detach().clone() for k, v in factory.tiny_unet_state_dict(seed).items()}
+    unet = {
+        k[len(UNET_PREFIX) :]: v.detach().clone() for k, v in factory.tiny_unet_state_dict(seed, UNET_CONFIG).items()
+    }
     with torch.no_grad():
         unet["out.2.weight"].zero_()
         unet["out.2.bias"].zero_()
@@ -86,6 +90,11 @@ def encode_mean_colour(pixels01: torch.Tensor) -> torch.Tensor:
     return torch.cat([LATENT_GAIN * (mean - 0.5), torch.zeros_like(mean[:, :1])], 1)
 
 
+def unet_config(metadata: dict[str, str]) -> dict:
+    """The ComfyUI unet_config a UNet file was written with (its metadata: what the loaders build)."""
+    return json.loads(metadata["tiny_sdxl.unet_config"])
+
+
 def read_models(folder) -> dict:
     """The three files' tensors and metadata."""
     from safetensors import safe_open
@@ -120,10 +129,12 @@ def pipeline(folder, comfy_dir, unet_ldm: dict[str, torch.Tensor] | None = None)
     ) = training_names("unet", "diffusers_unet_config", "unet_from_ldm")
 
     files = read_models(folder)
+    config = UNET_CONFIG
     if unet_ldm is None:
         tensors, meta = files["unet"]
         unet_ldm = {k[len(UNET_PREFIX) :]: v for k, v in tensors.items()}
-    unet = unet_from_ldm(unet_ldm, diffusers_unet_config(UNET_CONFIG))
+        config = unet_config(meta)
+    unet = unet_from_ldm(unet_ldm, diffusers_unet_config(config))
     te1, te2 = tiny_pipeline.text_encoders(files["clip"][0], CLIP_L_CONFIG, CLIP_G_CONFIG)
     tok1, tok2 = tiny_pipeline.tokenizers(comfy_dir)
     vae = diffusers_vae(files["vae"][0])

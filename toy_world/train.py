@@ -4,10 +4,10 @@
 2. VAE: TAESD, started as an exact 8× mean-colour encoder + upsampling decoder; the decoder is trained as the
    autoencoder's decoder on world images (the encoder stays that fixed map: its latents are then exact and free
    to compute for the whole data set, which training the encoder too would not allow on two cores);
-3. UNet: the tiny SDXL UNet trained text-to-image with the text encoders (ε-prediction, min-SNR-5 weighting,
-   10 % empty captions for guidance);
+3. UNet: the tiny SDXL UNet (64 base channels) trained text-to-image with the text encoders (ε-prediction,
+   min-SNR-5 weighting, 10 % empty captions for guidance; the weights kept are the steps' moving average);
 4. measuring net: a tiny ViT (transformers' save_pretrained folder, so DinoBackbone loads it) trained to read
-   class, main colour, second colour and pattern;
+   class, main colour, second colour and pattern (in a process of its own, beside steps 2 and 3);
 5. subject LoRAs: each subject's 5 views, trained by training.trainer.train (plain, paper 001 settings).
 Writes the files into --out with manifest.json (sha256 of every file, the command, seconds per stage).
 One torch thread by default: same bytes for the same seed on the same machine, and faster on a shared CPU.
@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import sys
 import time
@@ -35,9 +36,11 @@ log = logging.getLogger("toy_world")
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).resolve().parent / "models"
 COMMAND = "make toy-world  (= .venv/bin/python -m toy_world.train --out toy_world/models)"
-STEPS = {"vae": 240, "unet": 1100, "measure": 300, "lora": 150}
+# Steps per stage (on 2 cores: the measuring net trains in its own process beside the VAE and the UNet).
+STEPS = {"vae": 1000, "unet": 2500, "measure": 3000, "lora": 300}
 CFG_DROP = 0.1
 MIN_SNR = 5.0
+EMA_DECAY = 0.999
 
 
 def to_pixels(samples) -> torch.Tensor:
@@ -80,9 +83,11 @@ def token_ids(tokenizer, captions: list[str]) -> torch.Tensor:
     return tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
 
 
-def train_unet(pipe, unet_ldm, steps: int, seed: int, batch: int = 64):
+def train_unet(pipe, unet_ldm, steps: int, seed: int, batch: int = 64, ema_decay: float = EMA_DECAY):
     """Text-to-image training of the UNet and, jointly, the two text encoders (from their seeded random start:
-    frozen random features were too alike across captions for the UNet to follow in this budget)."""
+    frozen random features were too alike across captions for the UNet to follow in this budget). The weights
+    kept are the exponential moving average of the steps' (as diffusion training keeps them: an undertrained
+    model's last step draws noise for many seeds where its average draws the world)."""
     (TrainSettings,) = training_names("settings", "TrainSettings")
     (noise_scheduler,) = training_names("trainer", "noise_scheduler")
 
@@ -102,6 +107,7 @@ def train_unet(pipe, unet_ldm, steps: int, seed: int, batch: int = 64):
     encoders = (pipe.text_encoder.train(), pipe.text_encoder_2.train())
     params = list(unet.parameters())
     text_params = [p for e in encoders for p in e.parameters()]
+    averaged = [p.detach().clone() for p in params + text_params]
     opt = torch.optim.AdamW(
         [{"params": params, "weight_decay": 1e-4}, {"params": text_params, "weight_decay": 0.0}], lr=1e-3
     )
@@ -120,12 +126,13 @@ def train_unet(pipe, unet_ldm, steps: int, seed: int, batch: int = 64):
         t = torch.randint(0, 1000, (batch,), generator=gen)
         flip = torch.rand(batch, generator=gen) < 0.5  # the world is mirror-symmetric
         x0 = torch.where(flip[:, None, None, None], latents[index].flip(-1), latents[index])
-        embeds, pooled = text_features(pipe, ids1[text], ids2[text])
+        # Each caption once per step (the world has a few dozen): a third of the step's time saved.
+        embeds, pooled = text_features(pipe, ids1, ids2)
         pred = unet(
             scheduler.add_noise(x0, noise, t),
             t,
-            embeds,
-            added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
+            embeds[text],
+            added_cond_kwargs={"text_embeds": pooled[text], "time_ids": time_ids},
         ).sample
         loss = (F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)) * snr_weight[t]).mean()
         opt.zero_grad(set_to_none=True)
@@ -133,8 +140,14 @@ def train_unet(pipe, unet_ldm, steps: int, seed: int, batch: int = 64):
         torch.nn.utils.clip_grad_norm_(params + text_params, 1.0)
         opt.step()
         sched.step()
+        decay = min(ema_decay, (1 + step) / (10 + step))  # short memory at first: the start is no model
+        with torch.no_grad():
+            torch._foreach_lerp_(averaged, [p.detach() for p in params + text_params], 1 - decay)
         if step % 100 == 0 or step == steps - 1:
             log.info("unet step %d/%d loss %.4f", step + 1, steps, loss.item())
+    with torch.no_grad():
+        for p, mean in zip(params + text_params, averaged):
+            p.copy_(mean)
     for module in (unet, *encoders):
         module.eval()
         for p in module.parameters():
@@ -174,10 +187,13 @@ def train_measure_net(folder: Path, steps: int, seed: int, batch: int = 96) -> N
         attention_probs_dropout_prob=0.0,
     )
     net = ViTForImageClassification(config)
-    samples = world.dataset(6000, seed + 300)
+    samples = world.dataset(12000, seed + 300)
     pixels = to_pixels(samples)
     labels = torch.tensor([world.attribute_labels(s.thing) for s in samples])
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    warmup = 50
+    lr_at = lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     gen = torch.Generator().manual_seed(seed)
     for step in range(steps):
         index = torch.randint(0, len(samples), (batch,), generator=gen)
@@ -190,6 +206,7 @@ def train_measure_net(folder: Path, steps: int, seed: int, batch: int = 96) -> N
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sched.step()
         if step % 100 == 0 or step == steps - 1:
             log.info("measuring net step %d/%d loss %.4f", step + 1, steps, loss.item())
     net.eval()
@@ -202,6 +219,31 @@ def train_measure_net(folder: Path, steps: int, seed: int, batch: int = 96) -> N
         image_mean=[0.5] * 3,
         image_std=[0.5] * 3,
     ).save_pretrained(str(folder))
+
+
+def _measure_net_process(folder: Path, steps: int, seed: int, threads: int, seconds) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    t0 = time.perf_counter()
+    train_measure_net(folder, steps, seed)
+    seconds.put(time.perf_counter() - t0)
+
+
+def start_measure_net(folder: Path, steps: int, seed: int, threads: int):
+    """Trains the measuring net in a spawned process (the same bytes as in this one: same seed, same threads)."""
+    context = multiprocessing.get_context("spawn")
+    seconds = context.Queue()
+    process = context.Process(target=_measure_net_process, args=(folder, steps, seed, threads, seconds))
+    process.start()
+    return process, seconds
+
+
+def finish_measure_net(process, seconds) -> float:
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"the measuring net's training failed (exit code {process.exitcode}): see its log above")
+    return seconds.get()
 
 
 def train_subject_loras(pipe, out: Path, steps: int, seed: int) -> None:
@@ -264,7 +306,9 @@ def main(argv=None) -> int:
     if args.start != "vae":  # the stages kept: their seconds as the run that made them measured
         seconds = json.loads((out / "manifest.json").read_text())["seconds"]
     started = time.perf_counter()
-    if args.start == "vae":
+    measuring = None
+    if args.start == "vae":  # the measuring net depends on its seed only: it trains beside the other stages
+        measuring = start_measure_net(out / "measure_vit", STEPS["measure"], args.seed + 3, args.threads)
         t0 = time.perf_counter()
         models.save_clip(out / models.CLIP_FILE, args.seed + 1, {"toy_world.seed": str(args.seed + 1)})
         vae = train_vae(STEPS["vae"], args.seed + 2)
@@ -282,7 +326,9 @@ def main(argv=None) -> int:
             tensors=clip_file_tensors(pipe, args.seed + 1),
         )
         seconds["unet"] = time.perf_counter() - t0
-    if args.start in ("vae", "measure"):
+    if measuring is not None:
+        seconds["measure"] = finish_measure_net(*measuring)
+    elif args.start == "measure":
         t0 = time.perf_counter()
         train_measure_net(out / "measure_vit", STEPS["measure"], args.seed + 3)
         seconds["measure"] = time.perf_counter() - t0

@@ -120,11 +120,13 @@ def seeded_fill(module: torch.nn.Module, seed: int) -> None:
                     param.copy_(torch.randn(param.shape, generator=gen) * 0.02)
 
 
-def tiny_unet_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+def tiny_unet_state_dict(seed: int = 0, config: dict | None = None) -> dict[str, torch.Tensor]:
+    """The tiny SDXL UNet (``config``: another ComfyUI unet_config of the same family), seeded."""
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    unet = UNetModel(**TINY_UNET_CONFIG, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
+    config = TINY_UNET_CONFIG if config is None else config
+    unet = UNetModel(**config, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
     seeded_fill(unet, seed)
     return {UNET_PREFIX + k: v.contiguous() for k, v in unet.state_dict().items()}
 
