@@ -13,8 +13,9 @@ Prints `name: value` lines:
   alchemy.crop_stitch steps): subject similarity inside the mask after vs before, and the largest change outside the
   repaint region (0..255);
 - toy_drift_<option>_vs_plain / toy_subject_similarity_<option>_vs_plain: LoRAs trained here with each drift-free
-  option (same seed and steps as plain); drift = mean squared pixel difference from the base model's images of
-  class prompts without the token (same seeds);
+  option (the same steps as plain, each with the training seeds figures.OPTION_SEEDS, figures their mean);
+  drift = mean squared pixel difference from the base model's images of class prompts without the token (same
+  seeds); toy_drift_<option>_spread: (max − min) / mean of the seeds' drifts;
 - toy_token_prior_*: RareTokenPicker's similarity measure for the class word, the empty prompt, a word the world
   never uses, and another world word (calibrated priors too).
 Run: .venv/bin/python bench/toy_world.py [--seeds 8] [--threads 1]
@@ -28,6 +29,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from statistics import mean
 
 import torch
 
@@ -104,18 +106,25 @@ def main() -> None:
     base_class = figures.class_prompt_images(pipe, args.seeds // 2)
     rows = {}
     for name in figures.OPTIONS:
-        unet, seconds, kohya = figures.train_option(folder, pipe, subject, name, steps)
-        if name == "plain":  # the same training as the committed LoRA's: the same bytes?
-            committed = load_file(str(lora_file))
-            out["toy_plain_lora_bit_identical_to_committed"] = int(
-                committed.keys() == kohya.keys() and all(torch.equal(committed[k], kohya[k]) for k in kohya)
+        runs = []
+        for seed in figures.OPTION_SEEDS:
+            unet, seconds, kohya = figures.train_option(folder, pipe, subject, name, steps, seed)
+            if name == "plain" and seed == 0:  # the same training as the committed LoRA's: the same bytes?
+                committed = load_file(str(lora_file))
+                out["toy_plain_lora_bit_identical_to_committed"] = int(
+                    committed.keys() == kohya.keys() and all(torch.equal(committed[k], kohya[k]) for k in kohya)
+                )
+            tuned = measure.with_unet(pipe, unet)
+            runs.append(
+                (
+                    figures.drift(base_class, figures.class_prompt_images(tuned, args.seeds // 2)),
+                    net.similarity(figures.subject_images(tuned, subject, args.seeds), refs),
+                    seconds,
+                )
             )
-        tuned = measure.with_unet(pipe, unet)
-        rows[name] = {
-            "drift": figures.drift(base_class, figures.class_prompt_images(tuned, args.seeds // 2)),
-            "subject": net.similarity(figures.subject_images(tuned, subject, args.seeds), refs),
-            "seconds": seconds,
-        }
+        drifts, subjects, seconds = zip(*runs)
+        rows[name] = {"drift": mean(drifts), "subject": mean(subjects), "seconds": mean(seconds)}
+        out[f"toy_drift_{name}_spread"] = (max(drifts) - min(drifts)) / mean(drifts)
     for name, row in rows.items():
         out[f"toy_drift_{name}"] = row["drift"]
         out[f"toy_subject_similarity_{name}"] = row["subject"]

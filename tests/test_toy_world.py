@@ -1,10 +1,11 @@
 """The toy world's committed models (toy_world/models) show the method working, not only running.
 
 The stable parts of bench/toy_world.py, with the bench's seeds (one torch thread: the same numbers on the same
-machine): stage 1 draws the class asked for (bench: 0.625, chance 0.25), the subject LoRA raises subject
-similarity (bench: 0.654 → 0.750), the insertion raises it inside the mask (0.489 → 0.573) and leaves every pixel
-outside the repaint region unchanged, and the files are the ones the manifest lists. Margins are about half the
-measured differences. The regenerating command is `make toy-world`.
+machine): stage 1 draws the class asked for (bench: 0.94, chance 0.25), the subject LoRA raises subject
+similarity from nothing (bench: 0.0001 → 0.355 with the joint identity embedding, 0.26 → 0.60 with the heads
+concatenated), the insertion puts the subject inside the mask (0.265 vs 0.0001 for the scene) and leaves every
+pixel outside the repaint region unchanged, and the files are the ones the manifest lists. Margins are about
+half the measured differences. The regenerating command is `make toy-world`.
 """
 
 from __future__ import annotations
@@ -54,12 +55,13 @@ def test_files_match_the_manifest():
     assert sorted(manifest["files"]) == on_disk
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((FOLDER / name).read_bytes()).hexdigest() == digest, f"{name} differs from the manifest"
-    assert sum((FOLDER / n).stat().st_size for n in on_disk) < 16 * 2**20, "the toy world must stay small"
+    # 20 MB: CLIP's 49 408-token embedding tables (6.5 MB), TAESD (4.9 MB), the 64-channel UNet (8.8 MB) in fp16.
+    assert sum((FOLDER / n).stat().st_size for n in on_disk) < 24 * 2**20, "the toy world must stay small"
 
 
 def test_stage1_draws_the_class_asked_for(toy):
     accuracy, _ = toy["figures"].class_accuracy(toy["pipe"], toy["net"], seeds=8)
-    assert accuracy >= 0.45, f"class accuracy {accuracy:.2f} (chance 0.25)"
+    assert accuracy >= 0.6, f"class accuracy {accuracy:.2f} (chance 0.25)"
 
 
 def test_subject_lora_raises_subject_similarity(toy):
@@ -67,9 +69,12 @@ def test_subject_lora_raises_subject_similarity(toy):
     subject = world.SUBJECTS[0]
     refs = figures.views(subject)
     lora = measure.lora_pipe(toy["pipe"], FOLDER, measure.lora_path(FOLDER, subject))
-    base = toy["net"].similarity(figures.subject_images(toy["pipe"], subject, 8), refs)
-    tuned = toy["net"].similarity(figures.subject_images(lora, subject, 8), refs)
-    assert tuned >= base + 0.05, f"subject similarity {tuned:.3f} with the LoRA vs {base:.3f} without"
+    base_images = figures.subject_images(toy["pipe"], subject, 8)
+    lora_images = figures.subject_images(lora, subject, 8)
+    base, tuned = (toy["net"].similarity(i, refs) for i in (base_images, lora_images))
+    assert tuned >= 2 * base + 0.15, f"subject similarity {tuned:.3f} with the LoRA vs {base:.3f} without"
+    concatenated = [toy["net"].similarity(i, refs, joint=False) for i in (base_images, lora_images)]
+    assert concatenated[1] >= 1.5 * concatenated[0], f"concatenated-heads similarity {concatenated}"
 
 
 def test_insert_puts_the_subject_in_the_mask_and_keeps_the_rest(toy):
@@ -78,5 +83,5 @@ def test_insert_puts_the_subject_in_the_mask_and_keeps_the_rest(toy):
     lora = measure.lora_pipe(toy["pipe"], FOLDER, measure.lora_path(FOLDER, subject))
     got = figures.insert_figures(toy["pipe"], lora, toy["net"], subject, scenes=8)
     assert got["toy_insert_changed_outside_repaint"] == 0
-    assert got["toy_insert_mean_change_inside_repaint"] > 10  # it did repaint (bench: 66 of 255)
-    assert got["toy_insert_subject_similarity_in_mask"] > got["toy_insert_subject_similarity_scene_in_mask"] + 0.04
+    assert got["toy_insert_mean_change_inside_repaint"] > 30  # it did repaint (bench: 96 of 255)
+    assert got["toy_insert_subject_similarity_in_mask"] > got["toy_insert_subject_similarity_scene_in_mask"] + 0.12

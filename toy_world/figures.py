@@ -10,13 +10,18 @@ import torch
 from . import measure, pack_module, training_names, world
 
 # What each drift-free option sets (the node's inputs), compared with plain LoRA (paper 001's overfit).
+# The node's defaults, plus two lighter settings of the same options (a trade-off curve, not a tuned pick).
 OPTIONS = {
     "plain": {},
     "prior": {"prior_images": 8},
+    "prior_weight_0.1": {"prior_images": 8, "prior_weight": 0.1},
     "drift_delta": {"drift_penalty": "delta"},
+    "drift_delta_1e-5": {"drift_penalty": "delta", "drift_weight": 1e-5},
     "drift_params": {"drift_penalty": "params"},
     "apt": {"apt_augment": True, "apt_features": True, "apt_attention": True},
 }
+# A LoRA's drift on the toy world varies ×3 with its training seed alone: every option is trained with these.
+OPTION_SEEDS = (0, 1, 2)
 # Prompts without the token: what the base model knew and a LoRA should not change.
 CLASS_PROMPTS = ("a photo of a ball", "a photo of a ball on grass", "a photo of a cube on sand", "a photo of a star")
 
@@ -134,12 +139,13 @@ def insert_figures(pipe, lora_pipe, net, subject: world.Subject, scenes: int) ->
     }
 
 
-def train_option(folder, pipe, subject: world.Subject, name: str, steps: int):
+def train_option(folder, pipe, subject: world.Subject, name: str, steps: int, seed: int = 0):
     """A LoRA trained in-process with one drift-free option; returns (trained diffusers UNet with the adapter,
-    seconds, the kohya tensors as saved). Prior preservation's class images are drawn by the base pipeline (training.fit.add_class_data)."""
+    seconds, the kohya tensors as saved). Prior preservation's class images are drawn by the base pipeline
+    (training.fit.add_class_data)."""
     (add_class_data,) = training_names("fit", "add_class_data")
     (train,) = training_names("trainer", "train")
-    settings = measure.lora_settings(subject, steps=steps, **OPTIONS[name])
+    settings = measure.lora_settings(subject, steps=steps, seed=seed, **OPTIONS[name])
     data = measure.subject_data(pipe, subject, settings)
     if settings.prior_images:
         add_class_data(pipe, data, settings, world.SIZE, model_hash="toy_world", steps=measure.STEPS)
