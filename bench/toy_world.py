@@ -15,7 +15,8 @@ Prints `name: value` lines:
 - toy_drift_<option>_vs_plain / toy_subject_similarity_<option>_vs_plain: LoRAs trained here with each drift-free
   option (the same steps as plain, each with the training seeds figures.OPTION_SEEDS, figures their mean);
   drift = mean squared pixel difference from the base model's images of class prompts without the token (same
-  seeds); toy_drift_<option>_spread: (max − min) / mean of the seeds' drifts;
+  seeds); toy_drift_<option>_spread: (max − min) / mean of the seeds' drifts; toy_leak_<option>: share of
+  'a photo of a <class>' pictures read with the subject's main colour (the class word drawing the subject);
 - toy_token_prior_*: RareTokenPicker's similarity measure for the class word, the empty prompt, a word the world
   never uses, and another world word (calibrated priors too).
 Run: .venv/bin/python bench/toy_world.py [--seeds 8] [--threads 1]
@@ -104,6 +105,7 @@ def main() -> None:
 
     steps = args.lora_steps or int(read_metadata(lora_file).get("ss_max_train_steps", 150))
     base_class = figures.class_prompt_images(pipe, args.seeds // 2)
+    out["toy_leak_base"] = figures.subject_leak(pipe, net, subject, 2 * args.seeds)
     rows = {}
     for name in figures.OPTIONS:
         runs = []
@@ -119,20 +121,23 @@ def main() -> None:
                 (
                     figures.drift(base_class, figures.class_prompt_images(tuned, args.seeds // 2)),
                     net.similarity(figures.subject_images(tuned, subject, args.seeds), refs),
+                    figures.subject_leak(tuned, net, subject, 2 * args.seeds),
                     seconds,
                 )
             )
-        drifts, subjects, seconds = zip(*runs)
-        rows[name] = {"drift": mean(drifts), "subject": mean(subjects), "seconds": mean(seconds)}
+        drifts, subjects, leaks, seconds = zip(*runs)
+        rows[name] = {"drift": mean(drifts), "subject": mean(subjects), "leak": mean(leaks), "seconds": mean(seconds)}
         out[f"toy_drift_{name}_spread"] = (max(drifts) - min(drifts)) / mean(drifts)
     for name, row in rows.items():
         out[f"toy_drift_{name}"] = row["drift"]
         out[f"toy_subject_similarity_{name}"] = row["subject"]
+        out[f"toy_leak_{name}"] = row["leak"]
         out[f"toy_train_s_{name}"] = row["seconds"]
     for name, row in rows.items():
         if name != "plain":
             out[f"toy_drift_{name}_vs_plain"] = row["drift"] / rows["plain"]["drift"]
             out[f"toy_subject_similarity_{name}_vs_plain"] = row["subject"] / rows["plain"]["subject"]
+            out[f"toy_leak_{name}_vs_plain"] = row["leak"] / rows["plain"]["leak"] if rows["plain"]["leak"] else 0.0
 
     out.update(figures.token_figures(pipe, dino, subject.thing.cls, subject.token, args.seeds))
     out["toy_bench_s"] = time.perf_counter() - started

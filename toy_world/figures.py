@@ -9,8 +9,8 @@ import torch
 
 from . import measure, pack_module, training_names, world
 
-# What each drift-free option sets (the node's inputs), compared with plain LoRA (paper 001's overfit).
-# The node's defaults, plus two lighter settings of the same options (a trade-off curve, not a tuned pick).
+# What each drift-free option sets (the node's inputs), compared with plain LoRA (paper 001's overfit): the
+# node's defaults, plus two lighter settings of the same options (points of a trade-off curve, not a tuned pick).
 OPTIONS = {
     "plain": {},
     "prior": {"prior_images": 8},
@@ -159,6 +159,14 @@ def drift(base_images: np.ndarray, tuned_images: np.ndarray) -> float:
     """Mean squared pixel difference (0..1 scale) between tuned and base images of the same prompts and seeds."""
     a, b = base_images.astype(np.float64) / 255, tuned_images.astype(np.float64) / 255
     return float(((a - b) ** 2).mean())
+
+
+def subject_leak(pipe, net, subject: world.Subject, seeds: int) -> float:
+    """Share of 'a photo of a <class>' pictures whose main colour reads as the subject's (language drift: the
+    class word drawing the subject; the base draws a blue ball about 1 time in 40)."""
+    images = measure.generate(pipe, [f"a photo of a {subject.thing.cls}"] * seeds, list(range(900, 900 + seeds)))
+    colour = net.logits(images)["colour"].argmax(-1)
+    return float((colour == world.COLOUR_NAMES.index(subject.thing.colour)).float().mean())
 
 
 def class_prompt_images(pipe, seeds: int) -> np.ndarray:

@@ -25,8 +25,8 @@ UNET_FILE, CLIP_FILE, VAE_FILE = factory.UNET_FILE, factory.CLIP_FILE, factory.V
 SDXL_LATENT_SCALE = tiny_pipeline.SDXL_LATENT_SCALE
 LATENT_GAIN = 3.0  # the encoder's start: latent = 3·(8×8 mean colour − 0.5), within the decoder's tanh clamp
 
-# The tiny SDXL UNet at twice the tests' width (64 base channels): at the tests' 32 a quarter of the seeds
-# decoded to noise after 3 000 steps; the width is in the file's metadata, which every loader reads.
+# The tiny SDXL UNet at twice the tests' width (64 base channels): at the tests' 32 about a fifth of the seeds
+# still decoded to noise after 3 000 steps; the width is in the file's metadata, which every loader reads.
 UNET_CONFIG = {**factory.TINY_UNET_CONFIG, "model_channels": 64}
 CLIP_L_CONFIG, CLIP_G_CONFIG = factory.TINY_CLIP_L_CONFIG, factory.TINY_CLIP_G_CONFIG
 use_comfyui = factory.use_comfyui

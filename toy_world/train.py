@@ -86,8 +86,7 @@ def token_ids(tokenizer, captions: list[str]) -> torch.Tensor:
 def train_unet(pipe, unet_ldm, steps: int, seed: int, batch: int = 64, ema_decay: float = EMA_DECAY):
     """Text-to-image training of the UNet and, jointly, the two text encoders (from their seeded random start:
     frozen random features were too alike across captions for the UNet to follow in this budget). The weights
-    kept are the exponential moving average of the steps' (as diffusion training keeps them: an undertrained
-    model's last step draws noise for many seeds where its average draws the world)."""
+    kept are the exponential moving average of the steps' weights, as diffusion training keeps them."""
     (TrainSettings,) = training_names("settings", "TrainSettings")
     (noise_scheduler,) = training_names("trainer", "noise_scheduler")
 
@@ -126,7 +125,7 @@ def train_unet(pipe, unet_ldm, steps: int, seed: int, batch: int = 64, ema_decay
         t = torch.randint(0, 1000, (batch,), generator=gen)
         flip = torch.rand(batch, generator=gen) < 0.5  # the world is mirror-symmetric
         x0 = torch.where(flip[:, None, None, None], latents[index].flip(-1), latents[index])
-        # Each caption once per step (the world has a few dozen): a third of the step's time saved.
+        # Each of the world's 41 captions once per step, not once per batch row: ~10 % of the step's time.
         embeds, pooled = text_features(pipe, ids1, ids2)
         pred = unet(
             scheduler.add_noise(x0, noise, t),
@@ -234,7 +233,9 @@ def start_measure_net(folder: Path, steps: int, seed: int, threads: int):
     """Trains the measuring net in a spawned process (the same bytes as in this one: same seed, same threads)."""
     context = multiprocessing.get_context("spawn")
     seconds = context.Queue()
-    process = context.Process(target=_measure_net_process, args=(folder, steps, seed, threads, seconds))
+    process = context.Process(  # daemon: ends with this process when another stage fails
+        target=_measure_net_process, args=(folder, steps, seed, threads, seconds), daemon=True
+    )
     process.start()
     return process, seconds
 
