@@ -103,7 +103,7 @@ def main() -> None:
 
     out.update(figures.insert_figures(pipe, lora, net, subject, args.scenes))
 
-    steps = args.lora_steps or int(read_metadata(lora_file).get("ss_max_train_steps", 150))
+    steps = args.lora_steps or int(read_metadata(lora_file)["ss_max_train_steps"])
     base_class = figures.class_prompt_images(pipe, args.seeds // 2)
     out["toy_leak_base"] = figures.subject_leak(pipe, net, subject, 2 * args.seeds)
     rows = {}
