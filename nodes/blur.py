@@ -4,6 +4,7 @@ from comfy_api.latest import io, ui
 
 from ..alchemy import blur, layout, masks
 from .checks import check_choice, check_images, node_error
+from .search import search_aliases
 
 NODE = "DecayBlur"
 DISTANCE_UNITS = ("kernel radius", "pixel", "image short side")
@@ -24,6 +25,7 @@ class DecayBlur(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="ImageAlchemy_DecayBlur",
+            **search_aliases("decay blur", "exponential blur", "blur subject", "image alchemy"),
             display_name="Decay Blur (subject)",
             category="Image Alchemy/image",
             description="Blurs the masked subject so the img2img insert can repaint it from the LoRA: a plain "

@@ -13,6 +13,7 @@ from comfy_api.latest import io, ui
 from ..alchemy import backbones, layout, metrics, quality
 from . import folders
 from .checks import node_error
+from .search import search_aliases
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class SubjectMetrics(io.ComfyNode):
         dino_options, clip_options = backbone_options()
         return io.Schema(
             node_id="ImageAlchemy_SubjectMetrics",
+            **search_aliases("dino score", "clip score", "brisque", "evaluate subject", "dreambench"),
             display_name="Subject Metrics (DINO / CLIP / BRISQUE)",
             category="Image Alchemy/evaluation",
             description=(

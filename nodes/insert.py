@@ -20,6 +20,7 @@ from comfy_api.latest import io
 from ..alchemy import crop_stitch, masks
 from .checks import check_choice, check_images
 from .lora_sampling import apply_lora, sample_region
+from .search import search_aliases
 
 NODE = "LoRAImg2ImgInsert"
 CROP_MODES = ("crop", "whole image")
@@ -65,6 +66,7 @@ class LoRAImg2ImgInsert(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="ImageAlchemy_LoRAImg2ImgInsert",
+            **search_aliases("insert subject", "subject insert", "repaint subject", "lora inpaint", "image alchemy"),
             display_name="LoRA Img2Img Insert",
             category="Image Alchemy/image",
             description="Puts the learned subject into the masked region: applies the subject LoRA to the model, "

@@ -16,6 +16,7 @@ from ..alchemy import grounding
 from ..alchemy import sam as sam_ops
 from . import folders
 from .checks import node_error
+from .search import search_aliases
 
 GROUNDING_FOLDER, SAM_FOLDER = "grounding-dino", "sams"
 # Pack-specific type names: other packs' GROUNDING_DINO_MODEL objects are groundingdino-py models, not ours.
@@ -65,9 +66,10 @@ def sam_choices() -> list[str]:
     ]
 
 
-def loader_schema(node_id: str, display_name: str, description: str, choices: list[str], tooltip: str, output):
+def loader_schema(node_id: str, display_name: str, description: str, choices: list[str], tooltip: str, output, aliases):
     return io.Schema(
         node_id=node_id,
+        **search_aliases(*aliases),
         display_name=display_name,
         category="Image Alchemy/loaders",
         description=description,
@@ -90,6 +92,7 @@ class GroundingDinoLoader(io.ComfyNode):
             GroundingDinoModel.Output(
                 display_name="grounding_dino", tooltip="The detector (kept on the CPU until a node uses it)."
             ),
+            ("grounding dino", "groundingdino loader", "grounded sam"),
         )
 
     @classmethod
@@ -117,6 +120,7 @@ class SamLoader(io.ComfyNode):
             sam_choices(),
             "SAM checkpoint under models/sams.",
             SamModel.Output(display_name="sam", tooltip="The SAM model (kept on the CPU until a node uses it)."),
+            ("segment anything", "sam model", "grounded sam"),
         )
 
     @classmethod

@@ -18,6 +18,7 @@ from ..alchemy import grounded_sam, mask_select
 from .checks import check_images, node_error
 from .loaders import NODES as LOADERS
 from .loaders import GroundingDinoModel, SamModel
+from .search import search_aliases
 
 NODE = "GroundedSAMMask"
 MISSING = ("error", "empty mask")
@@ -59,6 +60,7 @@ class GroundedSAMMask(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="ImageAlchemy_GroundedSAMMask",
+            **search_aliases("grounded sam", "grounding dino", "text to mask", "segment subject", "detect subject"),
             display_name="Grounded SAM Mask",
             category="Image Alchemy/mask",
             description="Finds the subjects named by a text prompt (GroundingDINO boxes above a threshold, each "
@@ -256,6 +258,7 @@ class MaskFromBatch(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="ImageAlchemy_MaskFromBatch",
+            **search_aliases("select mask", "mask index", "split masks"),
             display_name="Mask From Batch",
             category="Image Alchemy/mask",
             description="Picks one mask of a MASK batch by its index: one subject of Grounded SAM Mask's "

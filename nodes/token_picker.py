@@ -10,6 +10,7 @@ from comfy_api.latest import io
 
 from ..alchemy import fingerprint_cache, layout, token_scoring, tokens
 from .checks import node_error
+from .search import search_aliases
 from .token_samples import CandidateImages, cache_directory, image_embeddings, interrupt_check
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class RareTokenPicker(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="ImageAlchemy_RareTokenPicker",
+            **search_aliases("rare token", "trigger word", "dreambooth token", "pick token"),
             display_name="Rare Token Picker",
             category="Image Alchemy/training",
             description=(

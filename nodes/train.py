@@ -30,6 +30,7 @@ from ..training.unet import diffusers_unet_config
 from ..training.user_values import checkpointing_choice
 from ..training.weights import fingerprint
 from . import train_progress, train_start
+from .search import search_aliases
 from .train_checks import (
     checked_settings,
     lora_file_name,
@@ -63,6 +64,7 @@ class TrainSubjectLoRA(io.ComfyNode):
         core = setting_inputs(optional_groups=False)  # generated from TrainSettings' declarations
         return io.Schema(
             node_id="ImageAlchemy_TrainSubjectLoRA",
+            **search_aliases("train lora", "dreambooth", "lora training", "subject lora", "fine-tune"),
             display_name="Train Subject LoRA",
             category="Image Alchemy/training",
             description="Trains an attention-only LoRA on 4–5 photos of one subject (the Image-Alchemy method's intentional "

@@ -1,20 +1,28 @@
-"""Writes the README's node reference and the frontend's per-node help pages (web/docs/<node_id>.md) from the
-server's own /object_info, so neither can drift from the code.
+"""Writes the README's node list, the node reference (docs/nodes.md) and the frontend's per-node help pages
+(web/docs/<node_id>.md) from the server's own /object_info, so none can drift from the code.
 
 Run: `.venv/bin/python scripts/node_reference.py` (starts the pack's ComfyUI, rewrites README.md between the
-node-reference markers and web/docs). tests/test_readme.py fails when either is out of date.
+node-list markers, docs/nodes.md and web/docs). tests/test_readme.py fails when any is out of date.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-START, END = "<!-- node-reference:start -->", "<!-- node-reference:end -->"
+START, END = "<!-- node-list:start -->", "<!-- node-list:end -->"
 PACK_MODULE_SUFFIX = "comfyui-image-alchemy"
 DOCS = ROOT / "web" / "docs"
+REFERENCE = ROOT / "docs" / "nodes.md"
+REFERENCE_HEAD = """# Node reference
+
+Back to the [README](../README.md). Generated from the server's `/object_info` by `scripts/node_reference.py`
+(a test fails when it is stale); each node's help page in the frontend (**?**) is the same text.
+
+"""
 
 
 def _cell(text) -> str:
@@ -62,10 +70,20 @@ def node_section(name: str, spec: dict, heading: str = "###") -> list[str]:
 
 
 def render(object_info: dict) -> str:
+    """docs/nodes.md: every node's section, in reference order."""
     lines = []
     for name, spec in ours(object_info).items():
-        lines += node_section(name, spec)
-    return "\n".join(lines).rstrip() + "\n"
+        lines += node_section(name, spec, heading="##")
+    return REFERENCE_HEAD + "\n".join(lines).rstrip() + "\n"
+
+
+def render_list(object_info: dict) -> str:
+    """The README's node list: one line per node, linking its help page."""
+    lines = []
+    for name, spec in ours(object_info).items():
+        summary = re.split(r"\. |: | \(", spec["description"])[0].rstrip(".")  # its first clause
+        lines.append(f"- [{spec['display_name']}](web/docs/{name}.md) (`{name}`) — {summary}.")
+    return "\n".join(lines) + "\n"
 
 
 def render_docs(object_info: dict) -> dict[str, str]:
@@ -110,12 +128,12 @@ def main() -> None:
             info = server.object_info()
         finally:
             server.stop()
-    body = render(info)
     readme = ROOT / "README.md"
-    readme.write_text(replace_section(readme.read_text(), body))
+    readme.write_text(replace_section(readme.read_text(), render_list(info)))
+    REFERENCE.write_text(render(info))
     pages = render_docs(info)
     write_docs(pages)
-    print(f"README.md node reference: {body.count('### ')} nodes; web/docs: {len(pages)} help pages")
+    print(f"README node list, docs/nodes.md and web/docs: {len(pages)} nodes")
 
 
 if __name__ == "__main__":
