@@ -9,7 +9,9 @@ Two file layouts are read:
   key mapping of transformers' ``convert_grounding_dino_to_hf.py`` (no longer shipped in the wheel), then
   handed to ``from_pretrained`` so transformers applies its own renames for the installed version. The
   checkpoint has BERT's weights but not its tokenizer or config: they come from a ``bert-base-uncased`` folder
-  beside the file.
+  beside the file when there is one, else from the copy of bert-base-uncased's config and tokenizer files shipped
+  in ``alchemy/bert_base_uncased/`` (the text encoder of every released checkpoint), so the one ``.pth`` a
+  download dialog fetches is all a user needs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from .grounding_original import convert_original_state_dict, infer_config
 
 BERT_FOLDER = "bert-base-uncased"
+SHIPPED_BERT = Path(__file__).parent / "bert_base_uncased"
 ORIGINAL_SUFFIXES = (".pth", ".pt")
 
 
@@ -38,18 +41,43 @@ class GroundingDino:
 
 
 def _bert_dir(checkpoint: Path) -> Path:
+    """A ``bert-base-uncased`` folder beside the checkpoint (or one level up), else the shipped copy."""
     for candidate in (checkpoint.parent / BERT_FOLDER, checkpoint.parent.parent / BERT_FOLDER):
         if (candidate / "config.json").is_file():
             return candidate
-    raise FileNotFoundError(
-        f"{checkpoint.name} is an original GroundingDINO checkpoint: it needs the BERT tokenizer and config in a "
-        f"'{BERT_FOLDER}' folder beside it ({checkpoint.parent / BERT_FOLDER}, with config.json and vocab.txt or "
-        f"tokenizer.json from the Hugging Face repository google-bert/{BERT_FOLDER})."
+    return SHIPPED_BERT
+
+
+def _text_config(state: dict[str, torch.Tensor], bert: Path, checkpoint: Path) -> dict:
+    """BERT's config for the checkpoint's text encoder. With the shipped files, the sizes come from the weights
+    (the attention heads, which shapes do not show, stay bert-base's 12) and the vocabulary must be the shipped
+    tokenizer's: a checkpoint trained with another text encoder needs its own folder beside it."""
+    config = json.loads((bert / "config.json").read_text())
+    if bert != SHIPPED_BERT:
+        return config
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    embeddings = state.get("bert.embeddings.word_embeddings.weight")
+    if embeddings is None or embeddings.shape[0] != config["vocab_size"]:
+        rows = "no BERT weights" if embeddings is None else f"a {embeddings.shape[0]}-word vocabulary"
+        raise ValueError(
+            f"{checkpoint.name} has {rows}, not bert-base-uncased's {config['vocab_size']} words: put the BERT "
+            f"tokenizer and config its text encoder was trained with in a '{BERT_FOLDER}' folder beside it "
+            f"({checkpoint.parent / BERT_FOLDER}, with config.json and vocab.txt)."
+        )
+    layers = {int(k.split(".")[3]) for k in state if k.startswith("bert.encoder.layer.")}
+    config.update(
+        hidden_size=embeddings.shape[1],
+        num_hidden_layers=len(layers),
+        intermediate_size=state["bert.encoder.layer.0.intermediate.dense.weight"].shape[0],
+        max_position_embeddings=state["bert.embeddings.position_embeddings.weight"].shape[0],
+        type_vocab_size=state["bert.embeddings.token_type_embeddings.weight"].shape[0],
     )
+    return config
 
 
 def load_original(path: str | Path) -> GroundingDino:
-    """Original checkpoint (.pth) → converted transformers model; tokenizer/config from ``bert-base-uncased``."""
+    """Original checkpoint (.pth) → converted transformers model; tokenizer/config from ``bert-base-uncased``
+    beside it or shipped."""
     from transformers import (
         AutoTokenizer,
         GroundingDinoForObjectDetection,
@@ -65,8 +93,7 @@ def load_original(path: str | Path) -> GroundingDino:
         k.removeprefix("module.") for k in state
     }:
         raise ValueError(f"{path.name}: not an original GroundingDINO checkpoint (no Swin backbone weights found).")
-    text_config = json.loads((bert / "config.json").read_text())
-    config = infer_config(state, text_config)
+    config = infer_config(state, _text_config(state, bert, path))
     converted = convert_original_state_dict(state)
     model, info = GroundingDinoForObjectDetection.from_pretrained(
         None, config=config, state_dict=converted, output_loading_info=True, local_files_only=True

@@ -24,9 +24,8 @@ GroundingDinoModel = io.Custom("IMAGE_ALCHEMY_GROUNDING_DINO")
 SamModel = io.Custom("IMAGE_ALCHEMY_SAM")
 
 GROUNDING_EXPECTED = (
-    "a Hugging Face GroundingDINO folder (e.g. grounding-dino-tiny/ with config.json and "
-    "model.safetensors) or an original checkpoint such as groundingdino_swint_ogc.pth with a "
-    "bert-base-uncased/ folder beside it"
+    "an original GroundingDINO checkpoint such as groundingdino_swint_ogc.pth or a Hugging Face "
+    "GroundingDINO folder (e.g. grounding-dino-tiny/ with config.json and model.safetensors)"
 )
 SAM_EXPECTED = (
     "a Segment Anything checkpoint such as sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth or "
@@ -85,8 +84,8 @@ class GroundingDinoLoader(io.ComfyNode):
             "ImageAlchemy_GroundingDinoLoader",
             "GroundingDINO Loader",
             "Loads a GroundingDINO text-prompted box detector from models/grounding-dino: a Hugging "
-            "Face folder, or an original IDEA-Research .pth converted on load (its BERT tokenizer comes "
-            "from a bert-base-uncased folder beside it).",
+            "Face folder, or an original IDEA-Research .pth converted on load (its BERT tokenizer and config "
+            "are bert-base-uncased's, shipped with the pack; a bert-base-uncased folder beside the file wins).",
             grounding_dino_choices(),
             "Folder or .pth file under models/grounding-dino.",
             GroundingDinoModel.Output(

@@ -83,11 +83,34 @@ def test_unknown_keys_are_refused():
         grounding.convert_original_state_dict({"module.something.else.weight": torch.zeros(1)})
 
 
-def test_original_checkpoint_without_bert_folder_names_what_is_missing(tiny_grounding_dino, tmp_path):
+def test_original_checkpoint_of_another_vocabulary_without_its_bert_folder_names_what_is_missing(
+    tiny_grounding_dino, tmp_path
+):
     lonely = tmp_path / "groundingdino_swint_ogc.pth"
     lonely.write_bytes(tiny_grounding_dino["pth"].read_bytes())
-    with pytest.raises(FileNotFoundError, match="bert-base-uncased"):
+    with pytest.raises(ValueError, match="21-word vocabulary.*'bert-base-uncased' folder beside it"):
         grounding.load_grounding_dino(lonely)
+
+
+def test_original_checkpoint_alone_loads_with_the_shipped_bert_tokenizer(tmp_path, image):
+    """The one .pth a download dialog fetches is enough: bert-base-uncased's config and tokenizer are shipped."""
+    path = tiny_detectors.write_grounding_dino_original_bert_base(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["groundingdino_swint_ogc.pth"]
+    detector = grounding.load_grounding_dino(path)
+    text = detector.model.config.text_config
+    assert (text.vocab_size, text.hidden_size, text.num_attention_heads, text.num_hidden_layers) == (30522, 48, 12, 1)
+    # bert-base-uncased's ids: [CLS] a dog . [SEP]
+    ids = detector.processor(images=image, text="a dog.", return_tensors="pt")["input_ids"]
+    assert ids.tolist() == [[101, 1037, 3899, 1012, 102]]
+    assert grounding.detect(detector, image, "dog", 0.0, 0.0)["boxes"].shape[1] == 4
+
+
+def test_shipped_bert_files_are_bert_base_uncased():
+    import hashlib
+
+    vocab = (grounding.SHIPPED_BERT / "vocab.txt").read_bytes()
+    assert hashlib.sha256(vocab).hexdigest() == "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
+    assert len(vocab.splitlines()) == 30522
 
 
 def test_folder_without_config_is_not_a_model(tmp_path):

@@ -55,7 +55,7 @@ def bert_config():
     )
 
 
-def grounding_dino_config():
+def grounding_dino_config(text_config=None):
     from transformers import GroundingDinoConfig, SwinConfig
 
     swin = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=7, out_indices=[2, 3, 4])
@@ -63,7 +63,7 @@ def grounding_dino_config():
     # (which cannot read them from tensor shapes) rebuilds exactly this model.
     return GroundingDinoConfig(
         backbone_config=swin,
-        text_config=bert_config(),
+        text_config=text_config or bert_config(),
         d_model=D_MODEL,
         encoder_layers=1,
         decoder_layers=2,
@@ -220,9 +220,10 @@ def to_original_layout(hub: dict[str, torch.Tensor], decoder_layers: int) -> dic
             out[key.replace("bbox_embed.0.", f"transformer.decoder.bbox_embed.{i}.")] = out[key]
     # Extra tensors the original carries and the converter must drop.
     g = torch.Generator().manual_seed(1)
-    out["bert.pooler.dense.weight"] = torch.randn(32, 32, generator=g)
-    out["bert.pooler.dense.bias"] = torch.zeros(32)
-    out["bert.embeddings.position_ids"] = torch.arange(64)[None]
+    hidden = out["bert.embeddings.word_embeddings.weight"].shape[1]
+    out["bert.pooler.dense.weight"] = torch.randn(hidden, hidden, generator=g)
+    out["bert.pooler.dense.bias"] = torch.zeros(hidden)
+    out["bert.embeddings.position_ids"] = torch.arange(out["bert.embeddings.position_embeddings.weight"].shape[0])[None]
     for key in [k for k in out if k.endswith("attn.relative_position_bias_table")]:
         out[key.replace("relative_position_bias_table", "relative_position_index")] = torch.zeros(
             49, 49, dtype=torch.long
@@ -240,6 +241,33 @@ def write_grounding_dino_original(folder: Path, hf_dir: Path, name: str = "groun
     bert_config().save_pretrained(bert)
     original = to_original_layout(load_file(Path(hf_dir) / "model.safetensors"), decoder_layers=2)
     path = folder / name
+    _atomic_save({"model": {f"module.{k}": v for k, v in original.items()}}, path)
+    return path
+
+
+def write_grounding_dino_original_bert_base(folder: Path, name: str = "groundingdino_swint_ogc.pth", seed: int = 3):
+    """An original checkpoint whose text encoder uses bert-base-uncased's 30 522-word vocabulary and 12 heads (at a
+    tiny width), with no tokenizer folder beside it: what the loader reads with the shipped BERT files."""
+    import tempfile
+
+    from safetensors.torch import load_file
+    from transformers import BertConfig, GroundingDinoForObjectDetection
+
+    text = BertConfig(
+        vocab_size=30522,
+        hidden_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=12,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    model = GroundingDinoForObjectDetection(grounding_dino_config(text))
+    _seeded_init(model, seed)
+    with tempfile.TemporaryDirectory() as hf:
+        model.save_pretrained(hf)
+        original = to_original_layout(load_file(Path(hf) / "model.safetensors"), decoder_layers=2)
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_save({"model": {f"module.{k}": v for k, v in original.items()}}, path)
     return path
 
