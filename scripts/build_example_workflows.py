@@ -4,6 +4,8 @@ Each workflow is declared in scripts/workflow_specs.py as nodes with widget valu
 column rank, order); this script starts the pack's ComfyUI, creates the nodes in the real frontend (so the saved JSON
 is exactly what the frontend writes and reads), lays them out from their real sizes in groups with a saved view that
 shows the whole graph in a 1920×1080 window (scripts/workflow_layout.js), serializes the graph and screenshots it.
+It also writes the subgraph blueprints (subgraphs/*.json, ComfyUI 0.33's ready-made nodes in the node library) from
+the built workflows with the frontend's own subgraph conversion (scripts/subgraph_blueprint.js).
 Run: `.venv/bin/python scripts/build_example_workflows.py` after changing a spec or a node's inputs.
 (Dev tool: not shipped.)
 """
@@ -27,6 +29,7 @@ from browser import WORKFLOW_VIEW, frontend  # noqa: E402
 from comfy_server import ComfyServer  # noqa: E402
 
 BUILD_JS = (ROOT / "scripts" / "workflow_layout.js").read_text()
+BLUEPRINT_JS = (ROOT / "scripts" / "subgraph_blueprint.js").read_text()
 
 # Opens a saved workflow as a user does and waits until the frontend has applied its saved view.
 OPEN_JS = """async (graph) => {
@@ -94,8 +97,9 @@ def main() -> None:
             # At twice the pixels, as on a HiDPI screen, where the frontend still draws node text at the whole
             # pipeline's zoom (below about 0.57 it draws none at one pixel per point).
             with frontend(server, width=view["width"], height=view["height"], device_scale_factor=2) as ui:
+                built = {}
                 for spec in workflow_specs.WORKFLOWS:
-                    graph = ui.page.evaluate(BUILD_JS, {**spec, **room, "view": view})
+                    graph = built[spec["name"]] = ui.page.evaluate(BUILD_JS, {**spec, **room, "view": view})
                     (out_dir / f"{spec['name']}.json").write_text(json.dumps(graph, indent=2) + "\n")
                     ui.page.evaluate(OPEN_JS, graph)
                     ui.page.wait_for_timeout(500)
@@ -112,6 +116,11 @@ def main() -> None:
                         },
                     )
                     print("wrote", spec["name"])
+                for blueprint in workflow_specs.BLUEPRINTS:
+                    data = ui.page.evaluate(BLUEPRINT_JS, {**blueprint, "workflow": built[blueprint["workflow"]]})
+                    (ROOT / "subgraphs").mkdir(exist_ok=True)
+                    (ROOT / "subgraphs" / f"{blueprint['name']}.json").write_text(json.dumps(data, indent=2) + "\n")
+                    print("wrote subgraph", blueprint["name"])
         finally:
             server.stop()
 

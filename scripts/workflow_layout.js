@@ -1,6 +1,6 @@
 // Builds one example workflow in ComfyUI's frontend and lays it out from the nodes' real sizes.
 // Called by scripts/build_example_workflows.py with a spec from scripts/workflow_specs.py:
-//   nodes:  {key, type, group?, col, row, widgets, links, size?}; col orders columns inside a group, row orders
+//   nodes:  {key, type, group?, col, row, widgets, links, size?, properties?}; col orders columns inside a group, row orders
 //           nodes inside a column (both are ranks, not coordinates);
 //   groups: [{key, title, color}]; layout: rows of block keys (a group, or a node outside any group);
 //   view:   the window the saved view is made for, the margins its side and top bars cover, the minimap's corner;
@@ -20,6 +20,7 @@ async (spec) => {
     const node = LG.createNode(n.type);
     if (!node) throw new Error("unknown node type " + n.type);
     if (n.title) node.title = n.title;
+    if (n.properties) Object.assign(node.properties, n.properties);  // e.g. models: the missing-models dialog's
     graph.add(node);
     for (const [name, value] of Object.entries(n.widgets || {})) {
       const w = (node.widgets || []).find(w => w.name === name);

@@ -8,6 +8,29 @@ lays them out from the nodes' real sizes (scripts/workflow_layout.js): col and r
 CHECKPOINT = "sd_xl_base_1.0.safetensors"
 SUBJECT_LORA = "iklan_dog.safetensors"
 TOKEN, CLASS_WORD = "iklan", "dog"
+GROUNDING_DINO = "groundingdino_swint_ogc.pth"
+SAM = "sam_vit_h_4b8939.pth"
+SAM3_CHECKPOINT = "sam3.1_multiplex_fp16.safetensors"
+SAM_OFFICIAL = "https://github.com/facebookresearch/segment-anything#model-checkpoints"
+
+# Every downloadable file a shipped workflow names, with its official Hugging Face address and model folder: saved
+# as properties.models on the loader node that names it, which ComfyUI's missing-models dialog offers to download.
+# GroundingDINO's is the authors' own repository (the .pth loads alone: BERT's tokenizer ships with the pack);
+# SAM's checkpoints have no official Hugging Face home (Meta publishes them at SAM_OFFICIAL), so none is given.
+MODEL_DOWNLOADS = {
+    CHECKPOINT: (
+        "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/sd_xl_base_1.0.safetensors",
+        "checkpoints",
+    ),
+    GROUNDING_DINO: (
+        "https://huggingface.co/ShilongLiu/GroundingDINO/resolve/main/groundingdino_swint_ogc.pth",
+        "grounding-dino",
+    ),
+    SAM3_CHECKPOINT: (
+        "https://huggingface.co/Comfy-Org/sam3.1/resolve/main/checkpoints/sam3.1_multiplex_fp16.safetensors",
+        "checkpoints",
+    ),
+}
 
 
 def note(key, col, row, text, width=340, height=200):
@@ -106,14 +129,14 @@ def stage2(col, row=0, lora_link=None, token_link=None):
             type="ImageAlchemy_GroundingDinoLoader",
             col=col,
             row=row + 1,
-            widgets={"model_name": "groundingdino_swint_ogc.pth"},
+            widgets={"model_name": GROUNDING_DINO},
         ),
         dict(
             key="sam",
             type="ImageAlchemy_SAMLoader",
             col=col,
             row=row + 1.6,
-            widgets={"model_name": "sam_vit_h_4b8939.pth"},
+            widgets={"model_name": SAM},
         ),
         dict(
             key="mask",
@@ -204,14 +227,14 @@ def two_subjects(col=0, row=0):
             type="ImageAlchemy_GroundingDinoLoader",
             col=col,
             row=row,
-            widgets={"model_name": "groundingdino_swint_ogc.pth"},
+            widgets={"model_name": GROUNDING_DINO},
         ),
         dict(
             key="sam",
             type="ImageAlchemy_SAMLoader",
             col=col,
             row=row + 1,
-            widgets={"model_name": "sam_vit_h_4b8939.pth"},
+            widgets={"model_name": SAM},
         ),
         dict(
             key="mask",
@@ -441,7 +464,8 @@ LEARN_NOTE = (
     "3. TrainSubjectLoRA trains an attention-only LoRA on '<token> <class word>' with intentional overfitting "
     "and writes it to models/loras (the loss chart updates live on the node; sample previews show on it while it "
     "trains and, as a grid, in the preview beside it when it ends).\n\n"
-    f"Model files: models/checkpoints/{CHECKPOINT} (any SDXL checkpoint)."
+    f"Model files: models/checkpoints/{CHECKPOINT} (any SDXL checkpoint; a missing one is offered for download "
+    "when the workflow opens)."
 )
 
 TWO_STAGE_NOTE = (
@@ -451,10 +475,10 @@ TWO_STAGE_NOTE = (
     "and LoRAImg2ImgInsert repaints the blurred region (DecayBlur's region output) with your subject LoRA and the "
     "TOKEN prompt ('iklan dog'), stitched onto the unblurred scene: outside that region the scene is kept as it "
     "is.\n\n"
-    "Model files:\n"
+    "Model files (a missing one is offered for download when the workflow opens, except SAM's):\n"
     f"- models/checkpoints/{CHECKPOINT} (any SDXL checkpoint)\n"
-    "- models/grounding-dino/groundingdino_swint_ogc.pth + bert-base-uncased/ beside it (or a transformers folder)\n"
-    "- models/sams/sam_vit_h_4b8939.pth (or vit_l / vit_b)\n"
+    f"- models/grounding-dino/{GROUNDING_DINO} (alone: BERT's tokenizer ships with the pack)\n"
+    f"- models/sams/{SAM} (or vit_l / vit_b): no official Hugging Face home; from Meta: {SAM_OFFICIAL}\n"
     f"- models/loras/{SUBJECT_LORA} (from the 'learn a subject' workflow)"
 )
 
@@ -510,7 +534,6 @@ def grouped(group, nodes):
     return [dict(node, group=group["key"]) for node in nodes]
 
 
-SAM3_CHECKPOINT = "sam3.safetensors"
 SAM3_NOTE = (
     "Two-stage generation with ComfyUI's own SAM3 (needs ComfyUI 0.33 or newer: SAM3_Detect is a core node there; "
     "older versions show it as missing)\n\n"
@@ -519,7 +542,7 @@ SAM3_NOTE = (
     "confident first; Mask From Batch takes object 0 (the most confident dog).\n\n"
     "Model files:\n"
     f"- models/checkpoints/{CHECKPOINT} (any SDXL checkpoint)\n"
-    f"- models/checkpoints/{SAM3_CHECKPOINT} (SAM3 or SAM3.1, as for ComfyUI's SAM3 templates)\n"
+    f"- models/checkpoints/{SAM3_CHECKPOINT} (SAM3.1, as ComfyUI's own SAM3 blueprint uses; offered for download)\n"
     f"- models/loras/{SUBJECT_LORA} (from the 'learn a subject' workflow)"
 )
 
@@ -614,5 +637,51 @@ WORKFLOWS = [
         + grouped(STAGE1, stage1())
         + grouped(SAM3_FIND, sam3_find())
         + grouped(STAGE2, sam3_stage2(col=4)),
+    ),
+]
+
+
+def with_model_downloads(spec):
+    """The spec with properties.models on every node whose widget names a file of MODEL_DOWNLOADS."""
+    nodes = []
+    for node in spec["nodes"]:
+        models = [
+            dict(name=value, url=MODEL_DOWNLOADS[value][0], directory=MODEL_DOWNLOADS[value][1])
+            for value in node.get("widgets", {}).values()
+            if isinstance(value, str) and value in MODEL_DOWNLOADS
+        ]
+        nodes.append(dict(node, properties=dict(models=models)) if models else node)
+    return dict(spec, nodes=nodes)
+
+
+WORKFLOWS = [with_model_downloads(spec) for spec in WORKFLOWS]
+
+
+# Subgraph blueprints (subgraphs/<name>.json): ready-made nodes in ComfyUI 0.33's node library, each the stage-2
+# nodes of a built workflow converted by the frontend, with the widgets a user sets exposed as inputs.
+BLUEPRINTS = [
+    dict(
+        name="Insert Subject (Image Alchemy)",
+        workflow="2_two_stage_generation",
+        types=[
+            "ImageAlchemy_GroundingDinoLoader",
+            "ImageAlchemy_SAMLoader",
+            "ImageAlchemy_GroundedSAMMask",
+            "ImageAlchemy_DecayBlur",
+            "ImageAlchemy_LoRAImg2ImgInsert",
+        ],
+        description=(
+            "Stage 2 of Image Alchemy in one node: finds the subject named by `prompt` in the scene (GroundingDINO + "
+            "SAM), blurs it with the exponential-decay blur and repaints the blurred region with the subject LoRA "
+            "and the token prompt (`positive`). Outside the repaint region the result is the scene, bit for bit."
+        ),
+        category="Image Alchemy",
+        searchAliases=["insert subject", "image alchemy", "grounded sam", "decay blur", "subject lora"],
+        inputLabels={"image": "scene"},
+        exposed=[
+            ("ImageAlchemy_GroundedSAMMask", "prompt"),
+            ("ImageAlchemy_LoRAImg2ImgInsert", "lora_name"),
+            ("ImageAlchemy_LoRAImg2ImgInsert", "denoise"),
+        ],
     ),
 ]
