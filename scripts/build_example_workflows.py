@@ -13,8 +13,10 @@ Run: `.venv/bin/python scripts/build_example_workflows.py` after changing a spec
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import requests
@@ -65,6 +67,18 @@ def write_placeholder_files(base: Path) -> None:
                 if folder:
                     (models_dir / folder).mkdir(parents=True, exist_ok=True)
                     (models_dir / folder / value).touch()
+
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def stable_uuids(text: str, name: str) -> str:
+    """The frontend draws random ids for a new subgraph and its slots: the same ids, derived from the blueprint's
+    name and their order of appearance, so that rebuilding an unchanged blueprint changes no byte."""
+    ids: dict[str, str] = {}
+    for found in UUID.findall(text):
+        ids.setdefault(found, str(uuid.uuid5(uuid.NAMESPACE_URL, f"image-alchemy/{name}/{len(ids)}")))
+    return UUID.sub(lambda m: ids[m.group(0)], text)
 
 
 def main() -> None:
@@ -119,7 +133,8 @@ def main() -> None:
                 for blueprint in workflow_specs.BLUEPRINTS:
                     data = ui.page.evaluate(BLUEPRINT_JS, {**blueprint, "workflow": built[blueprint["workflow"]]})
                     (ROOT / "subgraphs").mkdir(exist_ok=True)
-                    (ROOT / "subgraphs" / f"{blueprint['name']}.json").write_text(json.dumps(data, indent=2) + "\n")
+                    text = stable_uuids(json.dumps(data, indent=2) + "\n", blueprint["name"])
+                    (ROOT / "subgraphs" / f"{blueprint['name']}.json").write_text(text)
                     print("wrote subgraph", blueprint["name"])
         finally:
             server.stop()

@@ -12,6 +12,7 @@ GROUNDING_DINO = "groundingdino_swint_ogc.pth"
 SAM = "sam_vit_h_4b8939.pth"
 SAM3_CHECKPOINT = "sam3.1_multiplex_fp16.safetensors"
 SAM_OFFICIAL = "https://github.com/facebookresearch/segment-anything#model-checkpoints"
+SAM_LINE = f"- models/sams/{SAM} (or vit_l / vit_b): no official Hugging Face home; from Meta: {SAM_OFFICIAL}\n"
 
 # Every downloadable file a shipped workflow names, with its official Hugging Face address and model folder: saved
 # as properties.models on the loader node that names it, which ComfyUI's missing-models dialog offers to download.
@@ -478,8 +479,8 @@ TWO_STAGE_NOTE = (
     "Model files (a missing one is offered for download when the workflow opens, except SAM's):\n"
     f"- models/checkpoints/{CHECKPOINT} (any SDXL checkpoint)\n"
     f"- models/grounding-dino/{GROUNDING_DINO} (alone: BERT's tokenizer ships with the pack)\n"
-    f"- models/sams/{SAM} (or vit_l / vit_b): no official Hugging Face home; from Meta: {SAM_OFFICIAL}\n"
-    f"- models/loras/{SUBJECT_LORA} (from the 'learn a subject' workflow)"
+    + SAM_LINE
+    + f"- models/loras/{SUBJECT_LORA} (from the 'learn a subject' workflow)"
 )
 
 WHOLE_NOTE = (
@@ -489,7 +490,8 @@ WHOLE_NOTE = (
     "Bottom row: the unmodified SDXL paints the scene with the class word; GroundedSAMMask + DecayBlur + "
     "LoRAImg2ImgInsert put the subject in, with the picked token written into the prompt (StringReplace) and the "
     "trained LoRA linked straight into the insert node.\n\n"
-    "Model files: as in workflows 1 and 2."
+    "Model files: as in workflows 1 and 2 (a missing one is offered for download when the workflow opens, except "
+    "SAM's):\n" + SAM_LINE
 )
 
 TWO_SUBJECTS_NOTE = (
@@ -501,7 +503,8 @@ TWO_SUBJECTS_NOTE = (
     "Subjects: each gets its own DecayBlur, LoRA and TOKEN prompt. The cat's insert stitches onto the dog's "
     "result; each insert's keep input takes the other subject's mask, so neither repaints the other.\n\n"
     "Model files: as in workflow 2, plus a second subject LoRA:\n"
-    f"- models/loras/{SUBJECT_LORA} and models/loras/{SECOND_LORA} (from the 'learn a subject' workflow)"
+    + SAM_LINE
+    + f"- models/loras/{SUBJECT_LORA} and models/loras/{SECOND_LORA} (from the 'learn a subject' workflow)"
 )
 
 # What the frontend adds to nodes during and after a run, which the layout leaves room for: an image preview on the
