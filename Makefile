@@ -56,9 +56,9 @@ serve: provision
 	@ln -sfn "$(CURDIR)" $(COMFY)/custom_nodes/comfyui-image-alchemy
 	cd $(COMFY) && ../../$(PY) main.py --cpu --listen 127.0.0.1 --port $(PORT)
 
-# Generated files: the README node reference + web/docs help pages (from a real server's /object_info), then
-# example_workflows/*.json + .jpg previews (built in the real frontend; needs chromium, a few minutes). Both
-# scripts run the default ComfyUI (.cache/comfyui): the shipped files are that version's.
+# Generated files: the README node list, docs/nodes.md + web/docs help pages (from a real server's /object_info),
+# then example_workflows/*.json + .jpg previews and subgraphs/*.json (built in the real frontend; needs chromium, a
+# few minutes). Both scripts run the default ComfyUI (.cache/comfyui): the shipped files are that version's.
 ifeq ($(COMFYUI),$(DEFAULT_COMFYUI))
 generate: provision
 	$(PY) scripts/node_reference.py
