@@ -64,6 +64,9 @@ def empty_server(tmp_path_factory, comfy_dir, tiny_models):
 @pytest.fixture(scope="module")
 def ui(empty_server):
     with frontend(empty_server) as page:
+        # The panel asks Hugging Face for each file's size: no network in tests, so anything off the loopback
+        # server is refused here (the panel then shows no size).
+        page.page.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/])"), lambda route: route.abort())
         yield page
 
 
