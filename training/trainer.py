@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .data import TrainingData, TrainResult
 from .lora_file import export_kohya
 from .objective import Batch, Objective, draw_noise, noised
+from .optimizers import build_optimizer
 from .regularizers import per_sample_loss
 from .schedule import noise_scheduler
 from .settings import TrainSettings
@@ -196,7 +197,7 @@ class _Run:
         device = resolve_device(settings)
         unet = build_lora_unet(unet, settings, device)
         params = [p for p in unet.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+        optimizer = build_optimizer(params, settings)
         lr_schedule = get_scheduler(
             settings.lr_scheduler,
             optimizer,
