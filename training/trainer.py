@@ -30,9 +30,10 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # attention projections onl
 
 
 def resolve_device(settings: TrainSettings) -> torch.device:
-    if settings.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(settings.device)
+    """The settings' device; ``auto``: the first of cuda, xpu, mps that torch finds, else the CPU."""
+    from .devices import pick
+
+    return pick(settings.device)
 
 
 def weight_dtype(settings: TrainSettings) -> torch.dtype:
