@@ -59,3 +59,28 @@ def test_a_missing_package_is_said_with_what_to_install(monkeypatch):
         build_optimizer([torch.nn.Parameter(torch.zeros(2))], TrainSettings(optimizer="adamw8bit"))
     with pytest.raises(ValueError, match=r"optimizer must be one of \('adamw', 'prodigy'"):
         TrainSettings(optimizer="lion").validate()
+
+
+def test_an_optimizer_state_round_trips_through_safetensors_and_json(tmp_path):
+    """The .trainstate's flattening: tensors (one shared by two parameters, as bitsandbytes' quantization map is),
+    int keys, tuples, None, inf and dtypes come back equal, with no pickle."""
+    import json
+
+    from image_alchemy.training.checkpoint import _flatten, _unflatten, _unshared
+    from safetensors.torch import load_file, save_file
+
+    qmap = torch.linspace(-1, 1, 8)
+    state = {
+        "state": {0: {"step": torch.tensor(3.0), "qmap": qmap, "RMS": 0.25}, 1: {"qmap": qmap, "n": 7}},
+        "param_groups": [
+            {"betas": (None, 0.999), "growth_rate": float("inf"), "dtype": torch.bfloat16, "params": [0, 1]}
+        ],
+    }
+    tensors = {}
+    structure = json.dumps(_flatten(state, "optimizer", tensors))
+    save_file(_unshared(tensors), str(tmp_path / "s.safetensors"))
+    back = _unflatten(json.loads(structure), load_file(str(tmp_path / "s.safetensors")))
+    assert back["param_groups"] == state["param_groups"]
+    assert back["state"][0]["RMS"] == 0.25 and back["state"][1]["n"] == 7
+    assert torch.equal(back["state"][0]["step"], state["state"][0]["step"])
+    assert torch.equal(back["state"][0]["qmap"], qmap) and torch.equal(back["state"][1]["qmap"], qmap)

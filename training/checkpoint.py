@@ -110,7 +110,7 @@ def save_state(path: str | os.PathLike, loop: Loop, *, step: int, losses: list[f
     if loop.scaler is not None:
         meta["scaler"] = json.dumps({"scale": loop.scaler.get_scale()})  # fp16: its growth counter restarts
     with written_atomically(path) as tmp:
-        save_file({k: v.to("cpu").contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+        save_file(_unshared(tensors), str(tmp), metadata=meta)
     return Path(path)
 
 
@@ -177,6 +177,18 @@ def restore(path: str | os.PathLike, loop: Loop, lr_schedule, *, settings, diges
         for _ in range(step):
             lr_schedule.step()
     return step, json.loads(meta["losses"])
+
+
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """On the CPU, each tensor with storage of its own: safetensors refuses shared memory, and an optimizer may
+    keep one tensor in several places (bitsandbytes' quantization maps)."""
+    out, seen = {}, set()
+    for name, tensor in tensors.items():
+        tensor = tensor.to("cpu").contiguous()
+        storage = tensor.untyped_storage().data_ptr()
+        out[name] = tensor.clone() if storage in seen else tensor
+        seen.add(storage)
+    return out
 
 
 def _flatten(value, path: str, tensors: dict[str, torch.Tensor]):

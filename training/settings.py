@@ -58,15 +58,17 @@ class TrainSettings:
     seed: int = setting(0, "Seed of init, noise and order.", min=0, max=2**31 - 1)
     mixed_precision: str = setting(
         "no",
-        "auto: bf16 on GPUs that compute it natively, fp16 on those that only "
-        "emulate bf16 (T4, V100, RTX 20xx), full precision on the CPU.",
+        "auto: bf16 on GPUs that compute it natively (NVIDIA RTX 30xx+, AMD RDNA3+, Intel Arc, Apple on macOS "
+        "14+), fp16 on those that only emulate bf16 (T4, V100, RTX 20xx; never on Apple GPUs), full precision on "
+        "the CPU and wherever ComfyUI itself runs fp32.",
         choices=("auto", "no", "bf16", "fp16"),
         user_default="auto",
     )
     gradient_checkpointing: bool = setting(
         False,
         "Recompute activations in the backward pass: far less GPU memory (1024², batch 1: ≈0.5 instead of "
-        "≈7 GiB), about 30% slower. auto: on when a step without it would not fit in the GPU's memory.",
+        "≈7 GiB), about 30% slower. auto: on when a step without it would not fit in the GPU's memory (on a Mac: the "
+        "RAM it shares).",
         choices=CHECKPOINTING,
         user_default="auto",
     )
