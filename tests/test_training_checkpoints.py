@@ -127,6 +127,8 @@ def test_every_optimizer_resumes_bit_for_bit(optimizer, subject_64, unet_file, t
     assert [e["step"] for e in events] == [3, 4]
     assert _tensors(resumed) == _tensors(whole)
     assert read_metadata(resumed)["image_alchemy.losses"] == read_metadata(whole)["image_alchemy.losses"]
+    if optimizer == "prodigy":  # the step size shown is d·lr (d from 1e-6), not the schedule's factor of lr 1.0
+        assert all(0 < e["lr"] < 0.01 for e in events)
     with pytest.raises(ValueError, match=r"other settings \(optimizer\)"):
         _run(tmp_path, "other", subject_64, unet_file, _settings(steps=4, lr_warmup_steps=1), resume=state)
 

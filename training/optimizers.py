@@ -19,7 +19,6 @@ import torch
 class Choice:
     name: str
     build: Callable[[list, object], torch.optim.Optimizer]  # (LoRA parameters, TrainSettings) → optimizer
-    finds_learning_rate: bool = False  # the step size is the optimizer's own estimate; learning_rate is not used
     package: str | None = None  # an optional package it needs (offered only where it is installed)
 
 
@@ -67,7 +66,7 @@ OPTIMIZERS = {
     o.name: o
     for o in (
         Choice("adamw", _adamw),
-        Choice("prodigy", _prodigy, finds_learning_rate=True),
+        Choice("prodigy", _prodigy),  # learning_rate is not used: docs/DESIGN.md §4.2.1
         Choice("adafactor", _adafactor),
         Choice("adamw8bit", _adamw8bit, package="bitsandbytes"),
     )

@@ -247,7 +247,8 @@ class _Run:
             for name, term in micro_terms.items():
                 terms[name] = terms.get(name, 0.0) + term / settings.gradient_accumulation
         _step(self.optimizer, self.scaler, self.params, settings)
-        lr = self.lr_schedule.get_last_lr()[0]
+        # The step's size: Prodigy's is lr × its distance estimate d (the chart shows that, as kohya logs d·lr).
+        lr = self.lr_schedule.get_last_lr()[0] * self.optimizer.param_groups[0].get("d", 1.0)
         self.lr_schedule.step()
         if not math.isfinite(value):
             raise RuntimeError(
