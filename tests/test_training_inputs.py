@@ -1,6 +1,7 @@
 """What TrainSubjectLoRA hands the trainer, checked in-process on ComfyUI's own classes: antialiased photos, crop
-conditioning equal to `fit`'s, the MODEL's prediction type and zero-terminal-SNR schedule (mixed precision and
-gradient checkpointing from the machine's answers: test_training_devices.py), refused UNets, class rows with the noise offset, LoRA names."""
+conditioning equal to `fit`'s, the MODEL's prediction type and zero-terminal-SNR schedule, refused UNets, class
+rows with the noise offset, LoRA names (mixed precision and gradient checkpointing from the machine's answers:
+test_training_devices.py)."""
 
 import math
 
