@@ -68,13 +68,13 @@ generate:
 	@echo "make generate: the generated files come from ComfyUI $(DEFAULT_COMFYUI); run it without COMFYUI=$(COMFYUI)" >&2; exit 1
 endif
 
-# CPU benchmarks (ratios in one process); bench-gpu: full-size SDXL training on a CUDA machine;
+# CPU benchmarks (ratios in one process); bench-gpu: full-size training of a family on a GPU (cuda, xpu, mps);
 # bench-startup: the trainer's start-up on a full-size SDXL UNet (needs ~16 GB of free RAM, several minutes).
 bench: provision
 	@for f in $(filter-out %_gpu.py bench/train_startup.py,$(wildcard bench/*.py)); do echo "== $$f"; $(PY) $$f || exit 1; done
 
 bench-gpu: provision
-	$(PY) bench/train_sdxl_gpu.py
+	$(PY) bench/train_gpu.py --family sdxl
 
 bench-startup: provision
 	$(PY) bench/train_startup.py

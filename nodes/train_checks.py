@@ -1,5 +1,5 @@
 """TrainSubjectLoRA's checks of its inputs: the LoRA name, whether the MODEL can be trained, how it samples,
-what the machine offers (bf16, memory), a token that splits; ``checked_settings`` runs them and builds the
+what the machine offers (nodes/train_device.py), a token that splits; ``checked_settings`` runs them and builds the
 trainer's settings. Each runs before anything is encoded or written."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import unicodedata
 from pathlib import Path
 
 import comfy.model_base
-import comfy.model_management
 import torch
 
 from ..training.settings import TrainSettings
 from ..training.user_values import from_user_values
 from . import train_progress
 from .checks import check_images
+from .train_device import comfy_machine
 
 log = logging.getLogger(__name__)
 
@@ -118,20 +118,6 @@ def check_trainable(model) -> None:
         )
 
 
-def bf16_native(device: torch.device) -> bool:
-    # Without including_emulation=False, torch counts GPUs that emulate bf16 (T4, V100, RTX 20xx) as supporting it.
-    return device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
-
-
-def available_vram(device: torch.device) -> int | None:
-    """Bytes training may use: free now plus what this process's cache holds (ComfyUI's models are unloaded
-    before training starts)."""
-    if device.type != "cuda":
-        return None
-    free, _total = torch.cuda.mem_get_info(device)
-    return free + torch.cuda.memory_reserved(device)
-
-
 def several_tokens_warning(clip, token: str) -> str | None:
     """A word that the tokenizers split still trains, but its pieces carry priors (paper 001 §3.2)."""
     end_token = 49407  # CLIP's end-of-text id, in both SDXL tokenizers
@@ -187,12 +173,10 @@ def checked_settings(model, clip, images, values: dict, unique_id) -> tuple[Trai
     check_images(NODE, images, what="photos", allow_empty=True)  # no photos: said below, with what to connect
     check_trainable(model)
     prediction_type, zsnr = sampling_kind(model)
-    device = comfy.model_management.get_torch_device()
+    device, machine = comfy_machine()  # a device that cannot train is refused here, before anything is encoded
     settings = from_user_values(
         values,
-        device_type=device.type,
-        bf16_native=bf16_native(device),
-        available_bytes=available_vram(device),
+        machine=machine,
         where=NODE,
         prediction_type=prediction_type,
         zero_terminal_snr=zsnr,

@@ -4,12 +4,16 @@ their step, and a run resumed from step k writes the same LoRA bytes as the run 
 import json
 
 import pytest
+import torch
 from image_alchemy.training import job
 from image_alchemy.training.checkpoint import state_path
 from image_alchemy.training.lora_file import read_metadata
+from image_alchemy.training.optimizers import offered
 from image_alchemy.training.settings import TrainSettings
+from image_alchemy.training.trainer import build_lora_unet
+from image_alchemy.training.unet import load_ldm_unet
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from tiny_models.pipeline import encode_subject_data
 
 
@@ -110,3 +114,39 @@ def test_resume_refuses_other_settings_photos_or_a_missing_state(subject_64, une
     assert [e["step"] for e in events] == [3, 4]
     with safe_open(str(longer), framework="pt") as f:
         assert f.metadata()["image_alchemy.step"] == "4"
+
+
+@pytest.mark.parametrize("optimizer", [o for o in offered() if o != "adamw"])  # adamw: the test above
+def test_every_optimizer_resumes_bit_for_bit(optimizer, subject_64, unet_file, tmp_path):
+    """The state file holds the optimizer's own state_dict (Prodigy's distance estimate in its param groups,
+    Adafactor's factored moments), so a resumed run writes the uninterrupted run's bytes whichever trains."""
+    settings = dict(steps=4, optimizer=optimizer, lr_warmup_steps=1)
+    whole, _ = _run(tmp_path, "whole", subject_64, unet_file, _settings(save_every=2, **settings))
+    state = state_path(whole.parent / "whole-step2.safetensors")
+    resumed, events = _run(tmp_path, "resumed", subject_64, unet_file, _settings(**settings), resume=state)
+    assert [e["step"] for e in events] == [3, 4]
+    assert _tensors(resumed) == _tensors(whole)
+    assert read_metadata(resumed)["image_alchemy.losses"] == read_metadata(whole)["image_alchemy.losses"]
+    if optimizer == "prodigy":  # the step size shown is d·lr (d from 1e-6), not the schedule's factor of lr 1.0
+        assert all(0 < e["lr"] < 0.01 for e in events)
+    with pytest.raises(ValueError, match=r"other settings \(optimizer\)"):
+        _run(tmp_path, "other", subject_64, unet_file, _settings(steps=4, lr_warmup_steps=1), resume=state)
+
+
+def test_a_state_of_the_adamw_only_format_still_resumes(subject_64, unet_file, tmp_path):
+    """States written before the choice of optimizer (format /1: AdamW's moments as adam.<key>.<parameter>)."""
+    whole, _ = _run(tmp_path, "whole", subject_64, unet_file, _settings(steps=4, save_every=2))
+    state = state_path(whole.parent / "whole-step2.safetensors")
+    tensors, meta = load_file(str(state)), read_metadata(state)
+    unet = build_lora_unet(load_ldm_unet(unet_file)[0], _settings(steps=4), torch.device("cpu"))
+    names = [name for name, p in unet.named_parameters() if p.requires_grad]  # the optimizer's order
+    old = {k: v for k, v in tensors.items() if not k.startswith("optimizer.")}
+    for index, name in enumerate(names):
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            old[f"adam.{key}.{name}"] = tensors[f"optimizer.state.{index}.{key}"]
+    settings = json.loads(meta.pop("settings"))
+    del settings["optimizer"], meta["optimizer"]
+    meta.update(format="image_alchemy.train_state/1", settings=json.dumps(settings, sort_keys=True))
+    save_file(old, str(state), metadata=meta)
+    resumed, _ = _run(tmp_path, "resumed", subject_64, unet_file, _settings(steps=4), resume=state)
+    assert _tensors(resumed) == _tensors(whole)

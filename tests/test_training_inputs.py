@@ -1,13 +1,13 @@
 """What TrainSubjectLoRA hands the trainer, checked in-process on ComfyUI's own classes: antialiased photos, crop
-conditioning equal to `fit`'s, the MODEL's prediction type and zero-terminal-SNR schedule, mixed precision and
-gradient checkpointing from the machine's answers, refused UNets, class rows with the noise offset, LoRA names."""
+conditioning equal to `fit`'s, the MODEL's prediction type and zero-terminal-SNR schedule, refused UNets, class
+rows with the noise offset, LoRA names (mixed precision and gradient checkpointing from the machine's answers:
+test_training_devices.py)."""
 
 import math
 
 import numpy as np
 import pytest
 import torch
-from image_alchemy.training.hardware import auto_gradient_checkpointing, auto_mixed_precision
 from image_alchemy.training.objective import Objective
 from image_alchemy.training.settings import TrainSettings
 from image_alchemy.training.trainer import _BatchSampler, noise_scheduler
@@ -140,48 +140,6 @@ def test_a_v_prediction_model_trains_against_the_v_target():
     assert torch.allclose(target, a.sqrt() * noise - (1 - a).sqrt() * latents, atol=1e-5)  # v = √ᾱ·ε − √(1−ᾱ)·x₀
     assert torch.allclose(noisy[2], noise[2], atol=1e-6)  # zero terminal SNR: pure noise at t = 999
     assert torch.equal(noised(latents, noise, t, scheduler, TrainSettings())[1], noise)  # ε models: the noise
-
-
-class _T4:
-    """torch.cuda.is_bf16_supported's answers on a GPU that only emulates bf16 (T4, V100, RTX 20xx)."""
-
-    @staticmethod
-    def is_bf16_supported(including_emulation=True):
-        return including_emulation
-
-
-def test_auto_precision_takes_fp16_where_bf16_is_only_emulated(node, monkeypatch):
-    _, checks = node
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", _T4.is_bf16_supported)
-    assert checks.bf16_native(torch.device("cuda")) is False
-    assert auto_mixed_precision("auto", "cuda", checks.bf16_native(torch.device("cuda"))) == "fp16"
-    assert auto_mixed_precision("auto", "cuda", True) == "bf16"
-    assert auto_mixed_precision("auto", "cpu", True) == "no"
-    assert auto_mixed_precision("bf16", "cuda", False) == "bf16"  # an explicit choice is kept
-
-
-def test_auto_gradient_checkpointing_is_on_when_a_step_would_not_fit():
-    gib = 1024**3
-
-    def auto(batch, vram_gib, device="cuda"):
-        return auto_gradient_checkpointing(
-            "auto",
-            device,
-            batch_size=batch,
-            resolution=1024,
-            mixed_precision="bf16",
-            available_bytes=None if vram_gib is None else vram_gib * gib,
-        )
-
-    assert auto(1, 12) and auto(4, 24) and auto(1, 8)  # 12 GB cards and batch 4 on 24 GB need it
-    assert not auto(1, 24) and not auto(4, 80)  # room to spare: the faster steps
-    assert not auto(1, None, device="cpu")
-    assert auto_gradient_checkpointing(
-        "on", "cpu", batch_size=1, resolution=64, mixed_precision="no", available_bytes=None
-    )
-    assert not auto_gradient_checkpointing(
-        "off", "cuda", batch_size=8, resolution=1024, mixed_precision="bf16", available_bytes=gib
-    )
 
 
 def test_defaults_follow_diffusers_sdxl_dreambooth_lora_run(comfy):

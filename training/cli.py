@@ -116,18 +116,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def settings_from_args(args: argparse.Namespace) -> TrainSettings:
     """The flags' user values → settings, ``auto`` answered by this machine's torch."""
-    import torch
+    from . import devices
 
     values = {d.name: getattr(args, d.name) for d in declared(TrainSettings) if d.spec.cli}
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    cuda = device.type == "cuda"
-    return from_user_values(
-        values,
-        device_type=device.type,
-        where="python -m training fit",
-        bf16_native=cuda and torch.cuda.is_bf16_supported(including_emulation=False),
-        available_bytes=torch.cuda.mem_get_info(device)[0] if cuda else None,
-    )
+    device = devices.pick(args.device)  # auto: cuda, xpu, mps, else the CPU
+    return from_user_values(values, machine=devices.torch_machine(device), where="python -m training fit")
 
 
 def _emit(event: dict) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 # Groups in the order the node shows them; every group but "core" is optional on the node.
 _SAME = object()  # user_default: the field's own default
-GROUPS = ("core", "prior", "drift", "apt", "batching", "checkpoints", "previews", "advanced")
+GROUPS = ("core", "prior", "drift", "apt", "batching", "checkpoints", "previews", "optimizer", "advanced")
 
 
 @dataclass(frozen=True)

@@ -199,6 +199,7 @@ def fit(
     class_steps: int = 30,
 ) -> Path:
     """Loads the model, encodes the subject once, frees the VAE and text encoders, trains, writes the LoRA."""
+    from .devices import empty_cache
     from .job import finish
     from .trainer import resolve_device, train
     from .weights import fingerprint
@@ -217,8 +218,7 @@ def fit(
     preview = _previewer(pipe, settings, data, Path(out)) if settings.preview_every else None
     vae = pipe.vae  # kept (small) to decode the previews at the end
     del pipe  # the text encoders are not needed any more: training runs on the cached tensors
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    empty_cache(device)
     from .checkpoint import state_path
     from .job import CheckpointWriter
 

@@ -59,6 +59,7 @@ def lora_metadata(
         "ss_max_train_steps": str(settings.steps),
         "ss_learning_rate": repr(settings.learning_rate),
         "ss_lr_scheduler": settings.lr_scheduler,
+        "ss_optimizer": settings.optimizer,
         "ss_seed": str(settings.seed),
         "ss_gradient_accumulation_steps": str(settings.gradient_accumulation),
         "ss_zero_terminal_snr": str(settings.zero_terminal_snr),

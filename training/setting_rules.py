@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from .optimizers import OPTIMIZERS
 from .settings import DRIFT_PENALTIES, LR_SCHEDULERS, MIXED_PRECISION, PREDICTION_TYPES, SAVE_PRECISION, TrainSettings
 
 
@@ -30,6 +31,7 @@ def problems(s: TrainSettings) -> list[str]:
         ("save_precision", s.save_precision, SAVE_PRECISION),
         ("lr_scheduler", s.lr_scheduler, LR_SCHEDULERS),
         ("prediction_type", s.prediction_type, PREDICTION_TYPES),
+        ("optimizer", s.optimizer, tuple(OPTIMIZERS)),
     ):
         if value not in allowed:
             found.append(f"{name} must be one of {allowed}, got {value!r}")

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 
 from .declare import setting
+from .optimizers import offered as offered_optimizers
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SAVE_PRECISION = ("fp16", "bf16", "fp32")
@@ -31,7 +32,9 @@ class TrainSettings:
     )
     class_word: str = setting("dog", "The subject's class, e.g. dog, person, mug.", cli_required=True)
     steps: int = setting(500, "Optimizer steps.", min=1, max=20000)
-    learning_rate: float = setting(1e-4, "AdamW learning rate.", min=1e-7, max=1e-2, step=1e-5)
+    learning_rate: float = setting(
+        1e-4, "Learning rate (adamw, adafactor, adamw8bit); prodigy finds its own.", min=1e-7, max=1e-2, step=1e-5
+    )
     rank: int = setting(8, "LoRA rank.", min=1, max=256)
     # None → rank: kohya's alpha/rank = 1 is the paper's α = 1
     alpha: float | None = setting(
@@ -55,15 +58,17 @@ class TrainSettings:
     seed: int = setting(0, "Seed of init, noise and order.", min=0, max=2**31 - 1)
     mixed_precision: str = setting(
         "no",
-        "auto: bf16 on GPUs that compute it natively, fp16 on those that only "
-        "emulate bf16 (T4, V100, RTX 20xx), full precision on the CPU.",
+        "auto: bf16 on GPUs that compute it natively (NVIDIA RTX 30xx+, AMD RDNA3+, Intel Arc, Apple on macOS "
+        "14+), fp16 on those that only emulate bf16 (T4, V100, RTX 20xx; never on Apple GPUs), full precision on "
+        "the CPU and wherever ComfyUI itself runs fp32.",
         choices=("auto", "no", "bf16", "fp16"),
         user_default="auto",
     )
     gradient_checkpointing: bool = setting(
         False,
         "Recompute activations in the backward pass: far less GPU memory (1024², batch 1: ≈0.5 instead of "
-        "≈7 GiB), about 30% slower. auto: on when a step without it would not fit in the GPU's memory.",
+        "≈7 GiB), about 30% slower. auto: on when a step without it would not fit in the GPU's memory (on a Mac: the "
+        "RAM it shares).",
         choices=CHECKPOINTING,
         user_default="auto",
     )
@@ -168,6 +173,14 @@ class TrainSettings:
         group="previews",
     )
     preview_steps: int = setting(8, "Sampling steps per preview (Euler, CFG 5).", group="previews", min=1, max=100)
+    optimizer: str = setting(
+        "adamw",
+        "adamw: AdamW at learning_rate. prodigy: learning-rate free, it estimates its own step size "
+        "(learning_rate is not used; the schedule still scales the step). adafactor: factored second moments, at "
+        "learning_rate. adamw8bit: AdamW with 8-bit state (listed where bitsandbytes is installed).",
+        group="optimizer",
+        choices=offered_optimizers(),
+    )
     # Machine and model answers, and the rarely changed: `fit` flags, not node widgets.
     lr_scheduler: str = setting(
         "constant", "Learning-rate schedule.", group="advanced", choices=LR_SCHEDULERS, node=False
@@ -181,7 +194,7 @@ class TrainSettings:
         max=1.0,
         node=False,
     )
-    weight_decay: float = setting(1e-4, "AdamW weight decay.", group="advanced", min=0.0, node=False)
+    weight_decay: float = setting(1e-4, "Weight decay (decoupled, as AdamW's).", group="advanced", min=0.0, node=False)
     max_grad_norm: float = setting(1.0, "Gradient clipping norm.", group="advanced", min=0.0, node=False)
     prediction_type: str = setting(
         "epsilon",
@@ -201,7 +214,8 @@ class TrainSettings:
     )
     device: str = setting(
         "auto",
-        "auto | cpu | cuda | cuda:N (auto: cuda when available; the node uses ComfyUI's device).",
+        "auto | cpu | cuda[:N] | xpu[:N] | mps (auto: the first of cuda, xpu, mps that torch finds, "
+        "else cpu; the node uses ComfyUI's device).",
         group="advanced",
         node=False,
     )

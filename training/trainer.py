@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .data import TrainingData, TrainResult
 from .lora_file import export_kohya
 from .objective import Batch, Objective, draw_noise, noised
+from .optimizers import build_optimizer
 from .regularizers import per_sample_loss
 from .schedule import noise_scheduler
 from .settings import TrainSettings
@@ -29,9 +30,10 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # attention projections onl
 
 
 def resolve_device(settings: TrainSettings) -> torch.device:
-    if settings.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(settings.device)
+    """The settings' device; ``auto``: the first of cuda, xpu, mps that torch finds, else the CPU."""
+    from .devices import pick
+
+    return pick(settings.device)
 
 
 def weight_dtype(settings: TrainSettings) -> torch.dtype:
@@ -196,7 +198,7 @@ class _Run:
         device = resolve_device(settings)
         unet = build_lora_unet(unet, settings, device)
         params = [p for p in unet.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+        optimizer = build_optimizer(params, settings)
         lr_schedule = get_scheduler(
             settings.lr_scheduler,
             optimizer,
@@ -245,7 +247,8 @@ class _Run:
             for name, term in micro_terms.items():
                 terms[name] = terms.get(name, 0.0) + term / settings.gradient_accumulation
         _step(self.optimizer, self.scaler, self.params, settings)
-        lr = self.lr_schedule.get_last_lr()[0]
+        # The step's size: Prodigy's is lr × its distance estimate d (the chart shows that, as kohya logs d·lr).
+        lr = self.lr_schedule.get_last_lr()[0] * self.optimizer.param_groups[0].get("d", 1.0)
         self.lr_schedule.step()
         if not math.isfinite(value):
             raise RuntimeError(

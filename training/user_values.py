@@ -3,6 +3,13 @@
 
 from __future__ import annotations
 
+from .hardware import (
+    Machine,
+    auto_gradient_checkpointing,
+    auto_mixed_precision,
+    precision_problem,
+    trainable_problem,
+)
 from .settings import CHECKPOINTING, TrainSettings
 
 
@@ -11,35 +18,32 @@ def checkpointing_choice(value) -> str:
     return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
-def from_user_values(
-    values: dict,
-    *,
-    device_type: str,
-    bf16_native: bool,
-    available_bytes: int | None,
-    where: str = "TrainSubjectLoRA",
-    **fixed,
-) -> TrainSettings:
-    """Widget or flag values (training/declare.py's user values) → validated settings: unset zeros become None,
-    ``auto`` precision and checkpointing follow the machine's answers. ``fixed``: values the caller knows
-    (the model's prediction type, the device)."""
+def from_user_values(values: dict, *, machine: Machine, where: str = "TrainSubjectLoRA", **fixed) -> TrainSettings:
+    """Widget or flag values (training/declare.py's user values) → validated settings for ``machine`` (the capability
+    answers about the training device): a device that cannot train is refused first, unset zeros become None,
+    ``auto`` precision and checkpointing follow the machine's answers. ``fixed``: values the caller knows (the
+    model's prediction type, the device)."""
     from .declare import field_values
-    from .hardware import auto_gradient_checkpointing, auto_mixed_precision
 
+    problem = trainable_problem(machine)
+    if problem:
+        raise ValueError(f"{where}: {problem}")
     merged = {**field_values(TrainSettings, values), **fixed}
     defaults = TrainSettings()
-    precision = auto_mixed_precision(merged.get("mixed_precision", "auto"), device_type, bf16_native)
+    precision = auto_mixed_precision(merged.get("mixed_precision", "auto"), machine)
+    problem = precision_problem(precision, machine)
+    if problem:
+        raise ValueError(f"{where}: {problem}")
     choice = checkpointing_choice(merged.get("gradient_checkpointing", "auto"))
     if choice not in CHECKPOINTING:
         raise ValueError(f"{where}: gradient_checkpointing must be one of {CHECKPOINTING}, got {choice!r}")
     merged["mixed_precision"] = precision
     merged["gradient_checkpointing"] = auto_gradient_checkpointing(
         choice,
-        device_type,
+        machine,
         batch_size=merged.get("batch_size", defaults.batch_size),
         resolution=merged.get("resolution", defaults.resolution),
         mixed_precision=precision,
-        available_bytes=available_bytes,
     )
     if isinstance(merged.get("token"), str):
         merged["token"], merged["class_word"] = merged["token"].strip(), merged.get("class_word", "").strip()
