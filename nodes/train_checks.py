@@ -102,7 +102,11 @@ def check_trainable(model) -> None:
     scales = (
         name.endswith((".scale_weight", ".weight_scale")) for name, _ in model.model.diffusion_model.named_parameters()
     )
-    if getattr(config, "scaled_fp8", None) is not None or any(scales):
+    # Read without getattr: ComfyUI's model config logs "you accessed scaled_fp8 … doesn't exist" for a missing
+    # attribute, a warning the user would see on every training (0.3.75 sets it on scaled-fp8 models; 0.33 turns
+    # them into a quant_config instead).
+    quantized = any(_config_value(config, name) is not None for name in ("scaled_fp8", "quant_config"))
+    if quantized or any(scales):
         raise ValueError(
             f"{NODE}: the MODEL is a scaled-fp8 checkpoint (fp8 weights with per-layer scales), which "
             "cannot be trained: load the fp16/bf16 version of the checkpoint for training (the LoRA "
@@ -116,6 +120,12 @@ def check_trainable(model) -> None:
             "model, whose extra channels a subject photo cannot fill. Train on the base SDXL "
             "checkpoint (its LoRA also loads on the inpainting model)"
         )
+
+
+def _config_value(config, name: str):
+    """``config.name`` if the model config or its class defines it, else None, without ComfyUI's
+    missing-attribute warning."""
+    return vars(config).get(name, getattr(type(config), name, None))
 
 
 def bf16_native(device: torch.device) -> bool:
