@@ -187,14 +187,18 @@ def resume_state(name: str) -> Path | None:
     return state
 
 
-def checked_settings(model, clip, images, values: dict, unique_id) -> tuple[TrainSettings, torch.device]:
-    """The node's inputs checked and turned into the trainer's settings for this device."""
+def checked_settings(
+    model, clip, images: list, values: dict, unique_id, notes: list[str] = ()
+) -> tuple[TrainSettings, torch.device]:
+    """The node's inputs checked and turned into the trainer's settings for this device; ``images``: the IMAGE
+    input list, ``notes``: warnings about the photos, shown on the node with any of the settings'."""
     if not isinstance(model.model, comfy.model_base.SDXL):
         raise ValueError(
             f"{NODE}: the MODEL is {type(model.model).__name__}, not an SDXL model: connect an "
             "SDXL checkpoint (the trainer needs SDXL's UNet and its size/pooled-text conditioning)"
         )
-    check_images(NODE, images, what="photos", allow_empty=True)  # no photos: said below, with what to connect
+    for batch in images:  # no photos: said by the node, with what to connect
+        check_images(NODE, batch, what="photos", allow_empty=True)
     check_trainable(model)
     prediction_type, zsnr = sampling_kind(model)
     device = comfy.model_management.get_torch_device()
@@ -208,9 +212,9 @@ def checked_settings(model, clip, images, values: dict, unique_id) -> tuple[Trai
         zero_terminal_snr=zsnr,
         device=str(device),
     )
-    warning = several_tokens_warning(clip, settings.token)
-    if warning:
+    warnings = [w for w in (several_tokens_warning(clip, settings.token), *notes) if w]
+    for warning in warnings:
         log.warning("%s: %s", NODE, warning)
     # Shown on the node (above the chart, and as its progress text); an empty text clears an earlier one.
-    train_progress.send(unique_id, {"phase": "warning", "text": warning or ""})
+    train_progress.send(unique_id, {"phase": "warning", "text": " · ".join(warnings)})
     return settings, device
