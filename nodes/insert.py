@@ -6,7 +6,8 @@ VAE-encode, set the noise mask (ComfyUI's SetLatentNoiseMask), sample like KSamp
 back and stitch with the feathered mask onto the *scene*. ``image`` is only the img2img start inside the repaint
 region (e.g. DecayBlur's output); ``scene`` (optional, default ``image``) is what the result is stitched onto, so
 pixels where the feathered mask is 0 are the scene's, bit for bit. ``keep`` (optional) is taken out of the feathered
-mask: where it is ≥ 0.5 an earlier subject stays as the earlier insert left it, bit for bit. denoise 0 and an empty mask return the scene.
+mask: where it is ≥ 0.5 an earlier subject stays as the earlier insert left it, bit for bit. denoise 0 and an
+empty mask return the scene.
 """
 
 import logging
