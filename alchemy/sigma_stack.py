@@ -98,9 +98,13 @@ class _Coarse:
         if factor not in self.small:
             h, w = self.image.shape[:2]
             pad = -(-self.pad // factor) * factor
-            rows = _reflect(np.arange(-pad, h + (-h % factor) + pad), h)
-            cols = _reflect(np.arange(-pad, w + (-w % factor) + pad), w)
-            padded = np.ascontiguousarray(self.image[rows][:, cols])
+            bottom, right = pad + -h % factor, pad + -w % factor
+            if max(bottom, right) < min(h, w):  # OpenCV reflects once; wider pads reflect again and again
+                padded = cv2.copyMakeBorder(self.image, pad, bottom, pad, right, BORDER)
+            else:
+                rows = _reflect(np.arange(-pad, h + bottom), h)
+                cols = _reflect(np.arange(-pad, w + right), w)
+                padded = np.ascontiguousarray(self.image[rows][:, cols])
             small = cv2.resize(
                 padded, (padded.shape[1] // factor, padded.shape[0] // factor), interpolation=cv2.INTER_AREA
             )
