@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .masks import mask_bbox
+from .masks import BINARY_THRESHOLD, mask_bbox
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,9 @@ def img2img_start(image: torch.Tensor, scene: torch.Tensor, mask: torch.Tensor) 
 
 
 def leave_out(mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """The stitch mask with ``keep`` taken out: ``mask`` × (1 − ``keep``), so where ``keep`` is 1 the weight is 0
-    and the base image is copied there (a soft ``keep`` fades the repaint out)."""
-    return mask * (1 - keep.to(mask.device, mask.dtype).clamp(0, 1))
+    """The stitch mask with ``keep`` taken out: ``mask`` × (1 − min(1, ``keep`` / 0.5)). Where ``keep`` ≥ 0.5 (the
+    pack's subject threshold, ``masks.BINARY_THRESHOLD``) the weight is 0 and the base image is copied there, bit
+    for bit, so a mask read from an 8-bit file (white = 0.996 after a lossy step, 0.5 on its antialiased edge)
+    keeps the whole subject; below 0.5 a soft ``keep`` fades the repaint out."""
+    kept = (keep.to(mask.device, mask.dtype) / BINARY_THRESHOLD).clamp(0, 1)
+    return mask * (1 - kept)

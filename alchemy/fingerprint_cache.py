@@ -116,20 +116,47 @@ def cached_zipf_table(
     or a wordfreq upgrade gives another entry, never a stale one. An unreadable or foreign file is rebuilt.
     """
     words = sorted(set(words))
-    key = cache_key(kind="zipf", words=words, languages=list(languages), wordfreq=_wordfreq_version())
+
+    def read(stored):
+        return {w: (float(stored[w][0]), str(stored[w][1])) for w in words}
+
+    return _cached_word_table(directory, "zipf", words, languages, lambda: build(words, languages), read, {})
+
+
+def cached_word_end_table(
+    directory: str | os.PathLike,
+    words: Iterable[str],
+    languages: Sequence[str],
+    min_zipf: float,
+    build: Callable[[list[str], Sequence[str], float], Mapping[str, tuple[str, float, str]]],
+) -> dict[str, tuple[str, float, str]]:
+    """``build(words, languages, min_zipf)`` (``tokens.word_end_table``: which words end a frequent word), kept
+    like :func:`cached_zipf_table` in ``directory/word_ends-<key>.json``."""
+    words = sorted(set(words))
+    known = set(words)
+
+    def read(stored):
+        return {w: (str(v[0]), float(v[1]), str(v[2])) for w, v in stored.items() if w in known}
+
+    return _cached_word_table(
+        directory, "word_ends", words, languages, lambda: build(words, languages, min_zipf), read, {"min": min_zipf}
+    )
+
+
+def _cached_word_table(directory, kind: str, words: list[str], languages, build, read, extra: dict) -> dict:
+    key = cache_key(kind=kind, words=words, languages=list(languages), wordfreq=_wordfreq_version(), **extra)
     if key in _ZIPF_MEMO:
         return _ZIPF_MEMO[key]
-    path = Path(directory) / f"zipf-{key}.json"
+    path = Path(directory) / f"{kind}-{key}.json"
     table = None
     if path.exists():
         try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-            table = {w: (float(stored[w][0]), str(stored[w][1])) for w in words}
-        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+            table = read(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             log.warning("rebuilding unreadable word-frequency cache %s: %s", path, exc)
             table = None
     if table is None:
-        table = {w: (float(z), str(lang)) for w, (z, lang) in build(words, languages).items()}
+        table = read(json.loads(json.dumps(dict(build()))))  # the stored form, so a file read back is equal
         _write_atomic(path, json.dumps(table, sort_keys=True).encode("utf-8"))
     _ZIPF_MEMO[key] = table
     return table

@@ -257,6 +257,17 @@ def _put_label(cv2, cell: np.ndarray, lines: Sequence[str]) -> None:
         cv2.putText(cell, text, (3, min(y, h - 2)), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
+def passed_over_rows(passed_over) -> list[tuple[str, str]]:
+    """The scan's passed-over words for score_table's rejected list: one row per kind of reason ("<kind>:
+    <detail>"), naming every word with its detail, e.g. ("scan, end of a frequent word (2)", "useum (museum,
+    Zipf 4.40 in en), exico (mexico, …)")."""
+    groups: dict[str, list[str]] = {}
+    for r in passed_over:
+        kind, _, detail = r.reason.partition(": ")
+        groups.setdefault(kind, []).append(f"{r.word} ({detail})" if detail else r.word)
+    return [(f"scan, {kind} ({len(words)})", ", ".join(words)) for kind, words in groups.items()]
+
+
 def table_notes(words, source, spent, frequencies) -> dict:
     """score_table's extra columns: where each word came from, its Zipf frequency, seconds per candidate."""
     notes = {"": ["source", "zipf", "s/cand"]}

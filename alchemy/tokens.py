@@ -8,7 +8,10 @@ it up in the vocabulary.
 Being one token is not enough: CLIP's vocabulary also holds dictionary words and names ("puffs", "bakes",
 "sven") that carry exactly the prior a placeholder must not have. The vocabulary scan therefore also drops
 every word that is frequent in any of several languages, measured with ``wordfreq`` (its frequency tables ship
-inside the wheel; nothing is downloaded).
+inside the wheel; nothing is downloaded); every word-final piece of a frequent word ("useum" of museum, "exico" of
+Mexico, "ademy" of academy: the text encoder has seen them, as the end of those words, in every caption that
+had them); and the placeholders the community has used so widely that checkpoints carry a prior for them
+(``COMMUNITY_TOKENS``).
 
 Tokenizers are passed as plain callables ``word -> token ids`` (no start/end tokens), so this module imports
 neither ComfyUI nor transformers.
@@ -16,6 +19,7 @@ neither ComfyUI nor transformers.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -56,6 +60,15 @@ PAPER_TOKENS = (
 )
 
 MIN_LETTERS, MAX_LETTERS = 4, 5
+
+# Placeholder tokens in wide community use, so trained into many shared checkpoints and LoRAs (and "sks" already
+# into SDXL itself, which draws rifles for it: paper 001 A.2): "sks" from the DreamBooth paper and diffusers'
+# DreamBooth examples, "ohwx" from the kohya_ss / DreamBooth training guides ("ohwx man"), "tok" from Replicate's
+# SDXL fine-tuning ("a photo of TOK"). The scan never offers them; typed as candidates they are scored as given.
+COMMUNITY_TOKENS = ("sks", "ohwx", "tok")
+# Why the scan passed a word over (the start of each reason).
+FREQUENT, WORD_END_PIECE = "frequent word", "end of a frequent word"
+COMMUNITY, NOT_ONE_TOKEN = "community placeholder", "not a single token"
 
 # Languages whose words a scanned candidate must not be. SDXL learnt from LAION captions: mostly English, then
 # the large European languages; Indonesian/Malay are listed because shop captions from there are common in LAION
@@ -155,13 +168,44 @@ def vocabulary_words(
     return words
 
 
+def word_end_table(
+    words: Iterable[str], languages: Sequence[str] = ZIPF_LANGUAGES, min_zipf: float = MAX_ZIPF
+) -> dict[str, tuple[str, float, str]]:
+    """For each of ``words`` that ends a longer word with a Zipf frequency ≥ ``min_zipf`` in one of ``languages``:
+    (that word, its Zipf frequency, the language), the most frequent such word. Words that end none are absent.
+    Walks every frequent word of every language (seconds): callers keep the table
+    (``fingerprint_cache.cached_word_end_table``)."""
+    import math
+
+    from wordfreq import get_frequency_dict
+
+    wanted = set(words)
+    lengths = sorted({len(w) for w in wanted})
+    floor = 10.0 ** (min_zipf - 9.01)  # Zipf = log10(frequency per word) + 9, rounded to 0.01 as wordfreq does
+    found: dict[str, tuple[str, float, str]] = {}
+    for lang in languages:
+        for word, freq in get_frequency_dict(lang).items():
+            if freq < floor or (zipf := round(math.log10(freq) + 9, 2)) < min_zipf:
+                continue
+            for n in lengths:
+                end = word[-n:]
+                if len(word) > n and end in wanted and (end not in found or found[end][1] < zipf):
+                    found[end] = (word, zipf, lang)
+    return found
+
+
 def zipf_table(words: Iterable[str], languages: Sequence[str] = ZIPF_LANGUAGES) -> dict[str, tuple[float, str]]:
     """``word_frequency`` of each word. Loading wordfreq's tables for 12 languages is the cost (seconds), not
     the lookups, so callers build this once per vocabulary and keep it (``fingerprint_cache.cached_zipf_table``)."""
     return {word: word_frequency(word, languages) for word in words}
 
 
-def scan_vocabulary(
+def scan_vocabulary(*args, **kwargs) -> list[str]:
+    """The words of :func:`scan_vocabulary_report`, without why the others went."""
+    return scan_vocabulary_report(*args, **kwargs)[0]
+
+
+def scan_vocabulary_report(
     vocab: Mapping[str, int],
     tokenizers: Mapping[str, Tokenize],
     count: int,
@@ -175,19 +219,23 @@ def scan_vocabulary(
     languages: Sequence[str] = ZIPF_LANGUAGES,
     frequencies: Mapping[str, tuple[float, str]] | None = None,
     words: Sequence[tuple[int, str]] | None = None,
-) -> list[str]:
-    """Draws ``count`` extra candidates from a BPE vocabulary (entry → id).
+    word_ends: Mapping[str, tuple[str, float, str]] | None = None,
+) -> tuple[list[str], list[Rejected]]:
+    """Draws ``count`` extra candidates from a BPE vocabulary (entry → id); returns them and the words drawn
+    before them that were passed over, with why.
 
     Eligible: word-final alphabetic entries of the right length, rarer than ``max_zipf`` in every one of
-    ``languages``, that re-tokenize as one token in every tokenizer (inside ``template`` when given). BPE ids
-    follow merge order, so high ids are the pieces the tokenizer saw least; the draw is from the rarest
-    ``rarest_fraction`` of the length-eligible words, seeded, so the same seed gives the same scan.
-    ``frequencies``: a ``zipf_table`` over the same ``languages``, so no word list has to be loaded; words
-    missing from it are looked up. ``words``: ``vocabulary_words(vocab, min_letters, max_letters)`` when the
-    caller has it already (it walks the whole vocabulary).
+    ``languages``, not the end of a word that is not (``word_ends``: a ``word_end_table`` over the same
+    languages and threshold; looked up when not given), not one of ``COMMUNITY_TOKENS``, that re-tokenize as one
+    token in every tokenizer (inside ``template`` when given). BPE ids follow merge order, so high ids are the
+    pieces the tokenizer saw least; the draw is from the rarest ``rarest_fraction`` of the length-eligible words,
+    seeded, so the same seed gives the same scan. ``frequencies``: a ``zipf_table`` over the same
+    ``languages``, so no word list has to be loaded; words missing from it are looked up. ``words``:
+    ``vocabulary_words(vocab, min_letters, max_letters)`` when the caller has it already (it walks the whole
+    vocabulary).
     """
     if count <= 0:
-        return []
+        return [], []
     if not 0.0 < rarest_fraction <= 1.0:
         raise ValueError(f"rarest_fraction must be in (0, 1], got {rarest_fraction}")
     excluded = set(exclude)
@@ -199,17 +247,36 @@ def scan_vocabulary(
     rng = random.Random(seed)
     rng.shuffle(pool)
     frequencies = frequencies or {}
+    if word_ends is None:
+        word_ends = _word_ends(tuple(sorted(w for _id, w in words)), tuple(languages), max_zipf)
     # Frequency and re-tokenization only for what we are about to use (≈ 0.3 ms a word for 12 languages).
-    chosen = []
+    chosen, passed_over = [], []
     for word in pool:
-        zipf = frequencies[word][0] if word in frequencies else word_frequency(word, languages)[0]
+        zipf, lang = frequencies[word] if word in frequencies else word_frequency(word, languages)
+        # Reasons read "<kind>: <detail>", so a table can group them by kind (token_scoring.passed_over_rows).
         if zipf >= max_zipf:
+            reason = f"{FREQUENT}: Zipf {zipf:.2f} in {lang}"
+        elif word in word_ends:
+            whole, whole_zipf, whole_lang = word_ends[word]
+            reason = f"{WORD_END_PIECE}: {whole} (Zipf {whole_zipf:.2f} in {whole_lang})"
+        elif word in COMMUNITY_TOKENS:
+            reason = f"{COMMUNITY}: checkpoints carry a prior for it"
+        else:
+            reason = rejection_reason(word, tokenizers, min_letters, max_letters, template)
+            reason = reason and f"{NOT_ONE_TOKEN}: {reason}"
+        if reason is not None:
+            passed_over.append(Rejected(word, reason))
             continue
-        if rejection_reason(word, tokenizers, min_letters, max_letters, template) is None:
-            chosen.append(word)
-            if len(chosen) == count:
-                break
-    return chosen
+        chosen.append(word)
+        if len(chosen) == count:
+            break
+    return chosen, passed_over
+
+
+@functools.lru_cache(maxsize=4)
+def _word_ends(words: tuple[str, ...], languages: tuple[str, ...], min_zipf: float):
+    """``word_end_table`` kept for the process: for scans called without a table (tests, scripts)."""
+    return word_end_table(words, languages, min_zipf)
 
 
 def fill_template(template: str, token: str) -> str:

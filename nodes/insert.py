@@ -6,7 +6,8 @@ VAE-encode, set the noise mask (ComfyUI's SetLatentNoiseMask), sample like KSamp
 back and stitch with the feathered mask onto the *scene*. ``image`` is only the img2img start inside the repaint
 region (e.g. DecayBlur's output); ``scene`` (optional, default ``image``) is what the result is stitched onto, so
 pixels where the feathered mask is 0 are the scene's, bit for bit. ``keep`` (optional) is taken out of the feathered
-mask: an earlier subject stays as the earlier insert left it. denoise 0 and an empty mask return the scene.
+mask: where it is ≥ 0.5 an earlier subject stays as the earlier insert left it, bit for bit. denoise 0 and an
+empty mask return the scene.
 """
 
 import logging
@@ -194,9 +195,9 @@ class LoRAImg2ImgInsert(io.ComfyNode):
                     "keep",
                     optional=True,
                     tooltip="Where this insert must not paint, e.g. the mask of a subject an earlier "
-                    "insert put in: there the output is the scene (the earlier result), bit for "
-                    "bit, even inside the grown and feathered mask. Resized to the image; one "
-                    "mask or one per image.",
+                    "insert put in: where it is 0.5 or more the output is the scene (the earlier result), "
+                    "bit for bit, even inside the grown and feathered mask; below 0.5 the repaint fades in. "
+                    "Resized to the image; one mask or one per image.",
                 ),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The images with the subject inserted.")],

@@ -76,7 +76,9 @@ class RareTokenPicker(io.ComfyNode):
                     tooltip="Extra candidates drawn (by seed) from the rarest 4–5 letter single-token "
                     "words of the tokenizer's vocabulary, minus every word with a Zipf "
                     f"frequency ≥ {tokens.MAX_ZIPF} in any of {', '.join(tokens.ZIPF_LANGUAGES)} "
-                    "(dictionary words and names carry a prior).",
+                    "(dictionary words and names carry a prior), the end pieces of such words ('useum' "
+                    f"of museum) and community placeholders ({', '.join(tokens.COMMUNITY_TOKENS)}); the "
+                    "score table lists the words passed over and why.",
                 ),
                 io.String.Input(
                     "prompt_template",
@@ -248,8 +250,14 @@ def _candidates(clip, tokenizers, candidates, vocabulary_scan, seed, prompt_temp
     frequencies = fingerprint_cache.cached_zipf_table(
         cache_directory(), (w for _id, w in vocab_words), tokens.ZIPF_LANGUAGES, tokens.zipf_table
     )
+    for r in rejected:  # the scan's passed-over words are in the table only
+        log.info("%s: rejected %r: %s", NODE, r.word, r.reason)
     if vocabulary_scan:
-        scanned = tokens.scan_vocabulary(
+        word_ends = fingerprint_cache.cached_word_end_table(
+            cache_directory(), (w for _id, w in vocab_words), tokens.ZIPF_LANGUAGES, tokens.MAX_ZIPF,
+            tokens.word_end_table,
+        )  # fmt: skip
+        scanned, passed_over = tokens.scan_vocabulary_report(
             vocab,
             tokenizers,
             vocabulary_scan,
@@ -258,9 +266,11 @@ def _candidates(clip, tokenizers, candidates, vocabulary_scan, seed, prompt_temp
             template=prompt_template,
             frequencies=frequencies,
             words=vocab_words,
+            word_ends=word_ends,
         )
         accepted += scanned
         source.update({w: "scan" for w in scanned})
+        rejected += [tokens.Rejected(*row) for row in token_scoring.passed_over_rows(passed_over)]
     if not accepted:
         raise node_error(
             NODE,
@@ -268,8 +278,6 @@ def _candidates(clip, tokenizers, candidates, vocabulary_scan, seed, prompt_temp
             f"{' and '.join(tokenizers)} ({len(rejected)} rejected). Add other words or set "
             "vocabulary_scan above 0.",
         )
-    for r in rejected:
-        log.info("%s: rejected %r: %s", NODE, r.word, r.reason)
     return accepted, rejected, source, frequencies
 
 

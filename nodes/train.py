@@ -29,7 +29,7 @@ from ..training.settings import CHECKPOINTING
 from ..training.unet import diffusers_unet_config
 from ..training.user_values import checkpointing_choice
 from ..training.weights import fingerprint
-from . import train_progress, train_start
+from . import train_photos, train_progress, train_start
 from .search import search_aliases
 from .train_checks import (
     checked_settings,
@@ -79,8 +79,10 @@ class TrainSubjectLoRA(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="Its VAE: encodes the subject photos once, before training."),
                 io.Image.Input(
                     "images",
-                    tooltip="4–5 photos of the subject (a batch); resized to the nearest SDXL "
-                    "aspect bucket and cut around the subject (mask) or centred.",
+                    tooltip="4–5 photos of the subject, best as a list (Photo List): each keeps its own size, "
+                    "is resized to an SDXL aspect bucket and cut around the subject (mask) or centred. A "
+                    "batch also works, but Image Batch has already cropped every photo to the first one's "
+                    "aspect.",
                 ),
                 *core[:2],  # token, class_word
                 io.String.Input(
@@ -92,8 +94,9 @@ class TrainSubjectLoRA(io.ComfyNode):
                 io.Mask.Input(
                     "mask",
                     optional=True,
-                    tooltip="Optional subject masks (one per image): the loss is weighted on the subject "
-                    "and the crop keeps the subject's box whole.",
+                    tooltip="Optional subject masks, one per photo in the photos' order (a list or a batch; "
+                    "one mask: for every photo): the loss is weighted on the subject and the crop keeps "
+                    "the subject's box whole.",
                 ),
                 *setting_inputs(optional_groups=True),  # drift-free options (all off = the paper's overfit), …
             ],
@@ -111,12 +114,14 @@ class TrainSubjectLoRA(io.ComfyNode):
                 ),
             ],
             hidden=[io.Hidden.unique_id],
+            is_input_list=True,  # photos of different sizes arrive as a list; every other input as a list of one
         )
 
     @classmethod
-    def validate_inputs(cls, lora_name=None, gradient_checkpointing="auto"):
+    def validate_inputs(cls, lora_name=(None,), gradient_checkpointing=("auto",)):
         # At validation, so a bad name fails the prompt before anything upstream (e.g. Rare Token Picker) runs.
-        # A linked lora_name is not known yet: execute checks it.
+        # A linked lora_name is not known yet (None): execute checks it. Inputs are lists (is_input_list).
+        lora_name, gradient_checkpointing = _first(lora_name), _first(gradient_checkpointing)
         if isinstance(lora_name, str):
             try:
                 lora_file_name(lora_name)
@@ -128,12 +133,19 @@ class TrainSubjectLoRA(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, clip, vae, images, lora_name, mask=None, **values) -> io.NodeOutput:
-        settings, device = checked_settings(model, clip, images, values, cls.hidden.unique_id)
+        # Lists (is_input_list): the photos and masks as wired, every other input a list of one.
+        model, clip, vae, lora_name = _first(model), _first(clip), _first(vae), _first(lora_name)
+        values = {name: _first(value) for name, value in values.items()}
+        photos = train_photos.photo_list(images)
+        masks = train_photos.mask_list(mask, len(photos))
+        settings, device = checked_settings(
+            model, clip, images, values, cls.hidden.unique_id, notes=train_photos.photo_warnings(images)
+        )
         file_name = lora_file_name(lora_name)
         output = Path(folder_paths.get_folder_paths("loras")[0]) / file_name
         resume = resume_state(settings.resume_from)
-        if images.shape[0] < 1:
-            raise ValueError(f"{NODE}: no images: connect a batch of 4–5 subject photos")
+        if not photos:
+            raise ValueError(f"{NODE}: no images: connect 4–5 subject photos (e.g. through Photo List)")
 
         # Free ComfyUI's models (this also removes any applied weight patches) before fingerprinting.
         comfy.model_management.unload_all_models()
@@ -150,7 +162,15 @@ class TrainSubjectLoRA(io.ComfyNode):
             losses = cls._losses(output)
             train_progress.send(cls.hidden.unique_id, {"phase": "cached", "losses": losses})
             return cls._result(file_name, losses)
-        pixels, masks, time_ids = prepare_images(images, mask, resolution)  # also checks the masks
+        pixels, masks, time_ids = prepare_images(photos, masks, resolution)  # also checks the masks
+        log.info(
+            "%s: %d photos → the %d×%d bucket: %s",
+            NODE,
+            len(photos),
+            pixels.shape[2],
+            pixels.shape[1],
+            ", ".join(f"{w}×{h} cut at ({left}, {top})" for h, w, top, left, _, _ in time_ids.int().tolist()),
+        )
         if output.exists():
             log.warning(
                 "%s: %s exists from other inputs or settings; it is replaced when training succeeds", NODE, file_name
@@ -189,4 +209,9 @@ class TrainSubjectLoRA(io.ComfyNode):
         return io.NodeOutput(file_name, curve, grid, ui=ui.PreviewImage(curve, cls=cls))
 
 
-NODES = [TrainSubjectLoRA]
+def _first(value):
+    """An input of a node with ``is_input_list``: the list's first item (a widget gives a list of one)."""
+    return value[0] if isinstance(value, (list, tuple)) and value else value
+
+
+NODES = [TrainSubjectLoRA, *train_photos.NODES]

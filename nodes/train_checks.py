@@ -102,7 +102,11 @@ def check_trainable(model) -> None:
     scales = (
         name.endswith((".scale_weight", ".weight_scale")) for name, _ in model.model.diffusion_model.named_parameters()
     )
-    if getattr(config, "scaled_fp8", None) is not None or any(scales):
+    # Read without getattr: ComfyUI's model config logs "you accessed scaled_fp8 … doesn't exist" for a missing
+    # attribute, a warning the user would see on every training (0.3.75 sets it on scaled-fp8 models; 0.33 turns
+    # them into a quant_config instead).
+    quantized = any(_config_value(config, name) is not None for name in ("scaled_fp8", "quant_config"))
+    if quantized or any(scales):
         raise ValueError(
             f"{NODE}: the MODEL is a scaled-fp8 checkpoint (fp8 weights with per-layer scales), which "
             "cannot be trained: load the fp16/bf16 version of the checkpoint for training (the LoRA "
@@ -116,6 +120,12 @@ def check_trainable(model) -> None:
             "model, whose extra channels a subject photo cannot fill. Train on the base SDXL "
             "checkpoint (its LoRA also loads on the inpainting model)"
         )
+
+
+def _config_value(config, name: str):
+    """``config.name`` if the model config or its class defines it, else None, without ComfyUI's
+    missing-attribute warning."""
+    return vars(config).get(name, getattr(type(config), name, None))
 
 
 def several_tokens_warning(clip, token: str) -> str | None:
@@ -163,14 +173,18 @@ def resume_state(name: str) -> Path | None:
     return state
 
 
-def checked_settings(model, clip, images, values: dict, unique_id) -> tuple[TrainSettings, torch.device]:
-    """The node's inputs checked and turned into the trainer's settings for this device."""
+def checked_settings(
+    model, clip, images: list, values: dict, unique_id, notes: list[str] = ()
+) -> tuple[TrainSettings, torch.device]:
+    """The node's inputs checked and turned into the trainer's settings for this device; ``images``: the IMAGE
+    input list, ``notes``: warnings about the photos, shown on the node with any of the settings'."""
     if not isinstance(model.model, comfy.model_base.SDXL):
         raise ValueError(
             f"{NODE}: the MODEL is {type(model.model).__name__}, not an SDXL model: connect an "
             "SDXL checkpoint (the trainer needs SDXL's UNet and its size/pooled-text conditioning)"
         )
-    check_images(NODE, images, what="photos", allow_empty=True)  # no photos: said below, with what to connect
+    for batch in images:  # no photos: said by the node, with what to connect
+        check_images(NODE, batch, what="photos", allow_empty=True)
     check_trainable(model)
     prediction_type, zsnr = sampling_kind(model)
     device, machine = comfy_machine()  # a device that cannot train is refused here, before anything is encoded
@@ -182,9 +196,9 @@ def checked_settings(model, clip, images, values: dict, unique_id) -> tuple[Trai
         zero_terminal_snr=zsnr,
         device=str(device),
     )
-    warning = several_tokens_warning(clip, settings.token)
-    if warning:
+    warnings = [w for w in (several_tokens_warning(clip, settings.token), *notes) if w]
+    for warning in warnings:
         log.warning("%s: %s", NODE, warning)
     # Shown on the node (above the chart, and as its progress text); an empty text clears an earlier one.
-    train_progress.send(unique_id, {"phase": "warning", "text": warning or ""})
+    train_progress.send(unique_id, {"phase": "warning", "text": " · ".join(warnings)})
     return settings, device

@@ -59,29 +59,31 @@ def preview_conditioning(clip, settings: TrainSettings) -> PreviewConditioning |
     )
 
 
-def prepare_images(
-    images: torch.Tensor, mask: torch.Tensor | None, resolution: int, bucket: tuple[int, int] | None = None
-):
-    """IMAGE BHWC → the SDXL aspect bucket nearest the photos' (or ``bucket``), resized (antialiased) and cut
-    around each subject's mask box by the trainer's own preprocessing (the same as `python -m training fit`);
-    MASK BHW likewise. Returns (pixels BHWC for the VAE, masks B×1×h×w or None, SDXL size/crop conditioning
-    per image)."""
-    b = images.shape[0]
-    per_image_masks = None
-    if mask is not None:
-        if mask.dim() == 2:
-            mask = mask[None]
-        if mask.shape[0] not in (1, b):
-            raise ValueError(f"{NODE}: {mask.shape[0]} masks for {b} images: give one mask per image (or one for all)")
-        mask = mask.expand(b, -1, -1) if mask.shape[0] == 1 else mask
-        if tuple(mask.shape[-2:]) != tuple(images.shape[1:3]):  # another size: stretched onto the photo first
-            mask = torch.nn.functional.interpolate(
-                mask[:, None].float(), size=tuple(images.shape[1:3]), mode="bilinear"
-            )[:, 0]
-        if float(mask.max()) <= 0:
+def prepare_images(images, masks, resolution: int, bucket: tuple[int, int] | None = None):
+    """Photos (H×W×C each, any sizes: a list, or an IMAGE batch BHWC) → the SDXL aspect bucket most of them are
+    nearest to (or ``bucket``), each resized (antialiased) and cut around its subject's mask box by the trainer's
+    own preprocessing (the same as `python -m training fit`); masks (H×W each, one per photo, or one MASK for
+    all) likewise. Returns (pixels N×h×w×C for the VAE, masks N×1×h×w or None, SDXL size/crop conditioning per
+    photo)."""
+    photos = list(images)
+    per_photo_masks = None
+    if masks is not None:
+        masks = [masks] if torch.is_tensor(masks) and masks.dim() == 2 else list(masks)
+        if len(masks) not in (1, len(photos)):
+            raise ValueError(
+                f"{NODE}: {len(masks)} masks for {len(photos)} images: give one mask per image (or one for all)"
+            )
+        masks = masks * len(photos) if len(masks) == 1 else masks
+        per_photo_masks = []
+        for photo, mask in zip(photos, masks):
+            if tuple(mask.shape) != tuple(photo.shape[:2]):  # another size: stretched onto the photo first
+                mask = torch.nn.functional.interpolate(mask[None, None].float(), size=photo.shape[:2], mode="bilinear")[
+                    0, 0
+                ]
+            per_photo_masks.append(mask.float())
+        if max(float(m.max()) for m in per_photo_masks) <= 0:
             raise ValueError(f"{NODE}: the subject mask is empty: connect a mask that covers the subject, or none")
-        per_image_masks = list(mask.float())
-    pixels, masks, crops = prepare(list(images[..., :3].movedim(-1, 1)), resolution, per_image_masks, bucket)
+    pixels, masks, crops = prepare([p[..., :3].movedim(-1, 0) for p in photos], resolution, per_photo_masks, bucket)
     time_ids = torch.tensor([crop.time_ids() for crop in crops], dtype=torch.float32)
     return pixels.movedim(1, -1), masks, time_ids
 

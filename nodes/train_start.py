@@ -65,7 +65,8 @@ def clip_identity(clip, prompt: str) -> str:
 def input_key(
     model_hash: str, settings: TrainSettings, vae, clip, tensors: dict[str, torch.Tensor], resolution: int
 ) -> str:
-    """The key of a training run; ``tensors``: the node's IMAGE and MASK inputs (None when not wired)."""
+    """The key of a training run; ``tensors``: the node's IMAGE and MASK inputs, each a tensor or a list of them
+    (None when not wired)."""
     # Gradient checkpointing trades memory for time without changing the result; under "auto" it follows free
     # VRAM, so it stays out of the key or the same inputs would retrain whenever free memory differs. Checkpoints
     # do not change the result either, nor does resuming (it refuses a state of other settings or photos), nor
@@ -83,11 +84,13 @@ def input_key(
         f"{KEY_FORMAT}|{model_hash}|{same_result.to_json()}|{resolution}|{vae_identity(vae)}|"
         f"{clip_identity(clip, settings.prompt)}".encode()
     )
-    for name, tensor in sorted(tensors.items()):
-        if tensor is None:
-            continue
-        tensor = tensor.detach().to("cpu").contiguous()
-        digest.update(f"|{tensor.dtype}".encode())
-        digest.update(f"|{name}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.numpy())
+    for name, value in sorted(tensors.items()):
+        # A batch is hashed as before photos could come as a list, so a graph wired the old way keeps its key.
+        for tensor in value if isinstance(value, (list, tuple)) else [value]:
+            if tensor is None:
+                continue
+            tensor = tensor.detach().to("cpu").contiguous()
+            digest.update(f"|{tensor.dtype}".encode())
+            digest.update(f"|{name}|{tuple(tensor.shape)}|".encode())
+            digest.update(tensor.numpy())
     return digest.hexdigest()

@@ -352,12 +352,9 @@ def subject_chain(tag, token, class_word, lora, onto, keep, seed=7):
     ]
 
 
-# Wide enough for the title newer frontends give ImageBatch ("Batch Images (DEPRECATED)").
-BATCH_SIZE = [250, 50]
-
-
 def learn_subject(col=1, token_link=("picker", 0)):
-    """Five subject photos → RareTokenPicker → TrainSubjectLoRA (the LoRA lands in models/loras)."""
+    """Five subject photos → Photo List (each keeps its size) → TrainSubjectLoRA; RareTokenPicker gives the token
+    (the LoRA lands in models/loras)."""
     nodes = [dict(key="ckpt", type="CheckpointLoaderSimple", col=col + 1, row=2.2, widgets={"ckpt_name": CHECKPOINT})]
     for i in range(5):
         nodes.append(
@@ -371,36 +368,11 @@ def learn_subject(col=1, token_link=("picker", 0)):
         )
     nodes += [
         dict(
-            key="batch01",
-            type="ImageBatch",
+            key="photos",
+            type="ImageAlchemy_PhotoList",
             col=col + 2,
             row=0,
-            size=BATCH_SIZE,
-            links={"image1": ("photo0", 0), "image2": ("photo1", 0)},
-        ),
-        dict(
-            key="batch23",
-            type="ImageBatch",
-            col=col + 2,
-            row=0.4,
-            size=BATCH_SIZE,
-            links={"image1": ("photo2", 0), "image2": ("photo3", 0)},
-        ),
-        dict(
-            key="batch0123",
-            type="ImageBatch",
-            col=col + 2,
-            row=0.8,
-            size=BATCH_SIZE,
-            links={"image1": ("batch01", 0), "image2": ("batch23", 0)},
-        ),
-        dict(
-            key="photos",
-            type="ImageBatch",
-            col=col + 2,
-            row=1.2,
-            size=BATCH_SIZE,
-            links={"image1": ("batch0123", 0), "image2": ("photo4", 0)},
+            links={f"image_{i + 1}": (f"photo{i}", 0) for i in range(5)},
         ),
         dict(
             key="picker",
@@ -459,7 +431,8 @@ def learn_subject(col=1, token_link=("picker", 0)):
 
 LEARN_NOTE = (
     "Learn a subject (Image-Alchemy, stage 0)\n\n"
-    "1. Put 4–5 photos of your subject in ComfyUI's input folder and pick them in the Load Image nodes.\n"
+    "1. Put 4–5 photos of your subject in ComfyUI's input folder and pick them in the Load Image nodes; Photo "
+    "List hands them to the trainer each at its own size (Image Batch would crop them all to the first one's).\n"
     "2. RareTokenPicker samples each candidate word with your model and keeps the one with the least prior "
     "(most varied pictures): 'sks' draws rifles, 'iklan' draws nothing in particular.\n"
     "3. TrainSubjectLoRA trains an attention-only LoRA on '<token> <class word>' with intentional overfitting "

@@ -14,6 +14,7 @@ from image_alchemy.alchemy import masks
 from tiny_models.lora import write_kohya_lora
 
 SIZE, SUBJECT = 192, 40
+KEEP_PNG = "several_keep_a.png"
 LORA_A, LORA_B = "several_iklan_dog.safetensors", "several_ffin_cat.safetensors"
 BLUR = dict(
     mode="exponential-decay", kernel_size=15, sigma=6.0, decay_lambda=5.0, distance_unit="kernel radius", decay="sigma"
@@ -39,6 +40,18 @@ def loras(comfy, tiny_models):
     loras = comfy.base_dir / "models" / "loras"
     write_kohya_lora(loras / LORA_A, tiny_models["unet"], seed=1)
     write_kohya_lora(loras / LORA_B, tiny_models["unet"], seed=2)
+
+
+@pytest.fixture(scope="module")
+def keep_png(comfy):
+    """Subject A's square (overlap test's corner) as an 8-bit grayscale PNG the way an editor or a lossy round trip
+    leaves a white mask: 254 (0.996) inside, a one-pixel antialiased edge of 128 (0.502) around it."""
+    from PIL import Image
+
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[59 : 60 + SUBJECT + 1, 59 : 60 + SUBJECT + 1] = 128
+    mask[60 : 60 + SUBJECT, 60 : 60 + SUBJECT] = 254
+    Image.fromarray(mask, "L").save(comfy.base_dir / "input" / KEEP_PNG)
 
 
 def square(g, x, y):
@@ -67,7 +80,7 @@ def two_subject_graph(corner_a, corner_b):
 
     def insert(name, onto, lora=None, keep=None):
         blur, pos, own, _ = subjects[name]
-        extra = {"keep": subjects[keep][3].out(0)} if keep else {}
+        extra = {"keep": subjects[keep][3].out(0) if isinstance(keep, str) else keep} if keep else {}
         return g.node(
             "ImageAlchemy_LoRAImg2ImgInsert",
             model=loader.out(0),
@@ -91,6 +104,8 @@ def two_subject_graph(corner_a, corner_b):
         "ba": insert("a", b_alone.out(0)),
         "a_with_lora_b": insert("a", scene.out(0), LORA_B),
         "ab_keep_a": insert("b", a_alone.out(0), keep="a"),
+        # A's subject as a grayscale PNG through core LoadImageMask (KEEP_PNG: 254 inside, an antialiased edge).
+        "ab_keep_png": insert("b", a_alone.out(0), keep=g.node("LoadImageMask", image=KEEP_PNG, channel="red").out(0)),
     }
     saves = {
         name: g.node("SaveImage", images=node.out(0), filename_prefix=f"several_{name}")
@@ -121,7 +136,7 @@ def run(comfy, corner_a, corner_b):
     return out
 
 
-def test_two_disjoint_subjects_each_as_inserted_alone_in_any_order(comfy, loras):
+def test_two_disjoint_subjects_each_as_inserted_alone_in_any_order(comfy, loras, keep_png):
     out = run(comfy, (16, 16), (136, 136))
     scene, in_a, in_b = out["scene"], out["repaint_a"] > 0, out["repaint_b"] > 0
     assert in_a.mean() > 0.05 and in_b.mean() > 0.05 and not (in_a & in_b).any()
@@ -137,7 +152,7 @@ def test_two_disjoint_subjects_each_as_inserted_alone_in_any_order(comfy, loras)
     assert np.array_equal(out["ab"], out["ba"])
 
 
-def test_overlapping_subjects_the_later_insert_repaints_over_the_earlier(comfy, loras):
+def test_overlapping_subjects_the_later_insert_repaints_over_the_earlier(comfy, loras, keep_png):
     out = run(comfy, (60, 60), (84, 84))  # the squares overlap by 16 px on each axis
     in_a, in_b = out["repaint_a"] > 0, out["repaint_b"] > 0
     both = in_a & in_b
@@ -155,5 +170,8 @@ def test_overlapping_subjects_the_later_insert_repaints_over_the_earlier(comfy, 
     assert np.array_equal(out["ab_keep_a"][subject_a], out["a"][subject_a])
     assert np.array_equal(out["ab_keep_a"][~in_b], out["a"][~in_b])
     assert not np.array_equal(out["ab"][subject_a & in_b], out["a"][subject_a & in_b])  # without keep it does
+    # The same subject as a grayscale PNG mask through LoadImageMask (0.996 inside, 0.502 on its edge): kept alike.
+    assert np.array_equal(out["ab_keep_png"][subject_a], out["a"][subject_a])
+    assert np.array_equal(out["ab_keep_png"][~in_b], out["a"][~in_b])
     around = in_b & ~subject_a & (out["repaint_b"] == 1)
     assert np.abs(out["ab_keep_a"][around] - out["a"][around]).mean() > 5  # B still repainted its own region

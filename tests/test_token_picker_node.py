@@ -1,6 +1,7 @@
 """RareTokenPicker inside a real ComfyUI server on the tiny SDXL model, plus its cache and fingerprints."""
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,6 +101,25 @@ def test_vocabulary_scan_adds_candidates(comfy):
     for line in candidate_lines(table):
         if line.split()[4] == "scan":
             assert float(line.split()[5].split("(")[0]) < tokens.MAX_ZIPF
+    # The words the scan drew and passed over are in the table, each with why (the same seed draws the same).
+    from transformers import CLIPTokenizer
+
+    clip = CLIPTokenizer.from_pretrained(Path(comfy.comfy_dir) / "comfy" / "sd1_tokenizer")
+    tokenize = lambda w: clip(w, add_special_tokens=False)["input_ids"]  # noqa: E731
+    scanned, passed_over = tokens.scan_vocabulary_report(
+        clip.get_vocab(),
+        {"clip_l": tokenize, "clip_g": tokenize},
+        2,
+        2,
+        exclude=["iklan"],
+        template="a photo of {token}",
+    )
+    assert sorted(scanned) == sorted(line.split()[1] for line in candidate_lines(table) if line.split()[4] == "scan")
+    assert passed_over
+    for r in passed_over:
+        kind, _, detail = r.reason.partition(": ")
+        (line,) = [line for line in table.splitlines() if line.startswith(f"  scan, {kind} (")]
+        assert f"{r.word} ({detail})" in line
 
 
 def test_user_errors_name_the_node_and_the_fix(comfy):

@@ -115,6 +115,37 @@ def test_default_pool_is_large_and_every_word_one_token_inside_the_template(sdxl
             assert prompt_ids.count(token_id) == 1 and len(prompt_ids) == len(tokenize("a photo of")) + 1, name
 
 
+def test_scan_offers_no_end_of_a_frequent_word_and_no_community_token(sdxl_tokenizers, comfy_dir):
+    from transformers import CLIPTokenizer
+    from wordfreq import iter_wordlist, zipf_frequency
+
+    vocab = CLIPTokenizer.from_pretrained(comfy_dir / "comfy" / "sd1_tokenizer").get_vocab()
+    template = "a photo of {token}"
+    every, passed_over = tokens.scan_vocabulary_report(vocab, sdxl_tokenizers, 100_000, seed=0, template=template)
+    why = {r.word: r.reason for r in passed_over}
+    # Rare single-token words as far as the older filters go, each the end of a frequent word: passed over.
+    for piece, whole in (("useum", "museum"), ("exico", "mexico"), ("ademy", "academy")):
+        assert tokens.rejection_reason(piece, sdxl_tokenizers, template=template) is None
+        assert tokens.word_frequency(piece)[0] < tokens.MAX_ZIPF
+        assert why[piece].startswith(f"end of a frequent word: {whole} (Zipf "), why[piece]
+    assert why["ohwx"] == "community placeholder: checkpoints carry a prior for it"
+    assert not set(tokens.COMMUNITY_TOKENS) & set(every)
+    # Checked against wordfreq's own zipf_frequency over its word lists, not the scan's table.
+    ends = set()
+    for lang in tokens.ZIPF_LANGUAGES:
+        for word in iter_wordlist(lang):
+            if zipf_frequency(word, lang) < tokens.MAX_ZIPF:
+                break
+            ends.update(word[-n:] for n in range(tokens.MIN_LETTERS, tokens.MAX_LETTERS + 1) if len(word) > n)
+    assert not ends & set(every)
+    # Still a pool to draw from at the defaults (measured: 136 words at the rare end of CLIP's vocabulary).
+    assert len(every) >= 100
+    scan = tokens.scan_vocabulary(
+        vocab, sdxl_tokenizers, tokens.DEFAULT_SCAN, seed=0, exclude=tokens.PAPER_TOKENS, template=template
+    )
+    assert len(scan) == tokens.DEFAULT_SCAN == 16
+
+
 def test_word_frequency_names_the_language():
     assert tokens.word_frequency("iklan") == (pytest.approx(5.05, abs=0.1), "id")  # the paper's pick is Indonesian
     assert tokens.word_frequency("ffin")[0] == 0.0

@@ -122,3 +122,43 @@ def test_lora_maps_every_key_in_comfyui(fitted, tiny_models, caplog):
         patches = comfy.lora.load_lora(lora, key_map)
     assert "lora key not loaded" not in caplog.text
     assert len(patches) == sum(k.endswith(".lora_down.weight") for k in lora) == 32
+
+
+def test_fit_takes_photos_of_three_sizes_with_their_masks_each_at_its_own_size(pipeline_dir, tmp_path):
+    """A folder of a square, a 3:1 (subject at its left edge) and a 2.5:1 photo with a folder of masks named like
+    them: the LoRA records each photo's own size and a crop that holds its whole subject."""
+    import numpy as np
+    from PIL import Image
+
+    photos_dir, masks_dir = tmp_path / "photos", tmp_path / "masks"
+    photos_dir.mkdir()
+    masks_dir.mkdir()
+    shapes = {"a": (240, 240, 80, 160, 90, 150), "b": (128, 384, 40, 90, 0, 40), "c": (144, 360, 50, 100, 160, 220)}
+    rng = np.random.default_rng(0)
+    for name, (h, w, top, bottom, left, right) in shapes.items():
+        rgb = rng.integers(40, 200, (h, w, 3)).astype(np.uint8)
+        rgb[top:bottom, left:right] = (230, 30, 30)
+        mask = np.zeros((h, w), np.uint8)
+        mask[top:bottom, left:right] = 255
+        Image.fromarray(rgb).save(photos_dir / f"{name}.jpg")
+        Image.fromarray(mask).save(masks_dir / f"{name}.png")
+    out = tmp_path / "sizes.safetensors"
+    cmd = [sys.executable, "-m", "training", "fit", "--model", str(pipeline_dir), "--images", str(photos_dir)]
+    cmd += ["--masks", str(masks_dir), "--token", "iklan", "--class-word", "disc", "--out", str(out)]
+    cmd += ["--resolution", "256", "--steps", "1", "--batch-size", "3", "--rank", "2", "--device", "cpu"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from safetensors import safe_open
+
+    with safe_open(str(out), framework="pt") as f:
+        crops = json.loads(f.metadata()["image_alchemy.photo_crops"])
+    for (h, w, top, bottom, left, right), crop in zip(shapes.values(), crops):
+        orig_h, orig_w, crop_top, crop_left, bucket_h, bucket_w = crop
+        assert (orig_h, orig_w, bucket_h, bucket_w) == (h, w, 160, 384)  # own size; the 2.4:1 bucket (2 of 3)
+        scale = max(bucket_h / h, bucket_w / w)
+        assert crop_top <= top * scale and bottom * scale <= crop_top + bucket_h
+        assert crop_left <= left * scale and right * scale <= crop_left + bucket_w
+    # A mask folder that misses a photo's mask is refused, naming it.
+    (masks_dir / "c.png").unlink()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "no mask for c.jpg" in proc.stderr

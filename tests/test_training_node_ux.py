@@ -1,6 +1,7 @@
 """TrainSubjectLoRA as a user meets it, through the real server: a v-prediction model set up with ComfyUI's
 ModelSamplingDiscrete trains as one, a split token's warning reaches the node, one step draws a chart, and a bad
-LoRA name stops the prompt at validation, before an upstream Rare Token Picker samples."""
+LoRA name stops the prompt at validation, before an upstream Rare Token Picker samples, and a training's server
+log holds no warning."""
 
 import json
 
@@ -103,3 +104,19 @@ def test_a_bad_lora_name_fails_at_validation_before_the_token_picker_samples(com
     with pytest.raises(PromptFailed, match=r"prompt refused.*TrainSubjectLoRA: lora_name .* is not a safe file name"):
         comfy.queue(g.finalize())  # refused when queued: nothing ran
     assert (sorted(cache.rglob("*")) if cache.exists() else []) == before
+
+
+def test_a_training_logs_no_warning_of_the_packs_making(comfy):
+    """A normal training (two steps, a class image and previews on) leaves the server log without a warning:
+    neither one of ours nor one that ComfyUI, torch or a library logs because of how the pack calls them (the
+    model-config probe once made ComfyUI log "you accessed scaled_fp8 … doesn't exist" on every training)."""
+    start = comfy.log_path.stat().st_size
+    g = GraphBuilder()
+    loader = g.node("ImageAlchemyTest_TinySDXLLoader")
+    _train(g, loader.out(0), loader, "ux_quiet_log", steps=2, preview_every=1, prior_images=1, prior_weight=1.0)
+    comfy.run(g.finalize(), timeout=600)
+    with open(comfy.log_path, "rb") as log:
+        log.seek(start)
+        lines = log.read().decode("utf-8", "replace").splitlines()
+    warnings = [line for line in lines if "warn" in line.lower()]
+    assert not warnings, "\n".join(warnings)

@@ -89,6 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fit.add_argument("--images", required=True, help="folder of 4–5 subject photos (png/jpg/webp)")
     fit.add_argument("--out", required=True, help="LoRA file to write (.safetensors)")
     fit.add_argument(
+        "--masks",
+        help="folder of subject masks, one per photo named like it (white = subject): the crop keeps the "
+        "subject whole and the loss is weighted on it",
+    )
+    fit.add_argument(
         "--class-dir",
         help="prior preservation: folder caching the generated class images (reused "
         "when model, prompt, size and seed match; default: not cached)",
@@ -103,6 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(problem)
         if not os.path.isdir(args.images):
             parser.error(f"--images {args.images} is not a folder")
+        if args.masks is not None and not os.path.isdir(args.masks):
+            parser.error(f"--masks {args.masks} is not a folder")
         if args.mixed_precision not in ("no", "auto") and args.device == "cpu":
             parser.error(f"--mixed-precision {args.mixed_precision} needs a GPU; use --mixed-precision no on cpu")
         if args.lr_warmup_steps > args.steps:
@@ -231,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=progress,
             class_dir=args.class_dir,
             class_steps=args.class_steps,
+            masks=args.masks,
         ),
         _emit,
     )

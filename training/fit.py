@@ -41,6 +41,17 @@ def load_images(folder: str, resolution: int) -> tuple[torch.Tensor, list[list[i
     """Images resized (antialiased) and cut to one SDXL aspect bucket (the one most photos are nearest to) by the
     same preprocessing as the node: (N×3×h×w in −1..1, per image SDXL size/crop conditioning [orig_h, orig_w,
     crop_top, crop_left, h, w] with the crop in resized pixels)."""
+    pixels, time_ids, _masks = load_photos(folder, resolution)
+    return pixels, time_ids
+
+
+def load_photos(
+    folder: str, resolution: int, mask_folder: str | None = None
+) -> tuple[torch.Tensor, list[list[int]], torch.Tensor | None]:
+    """:func:`load_images`, each photo at its own size, with its subject mask from ``mask_folder`` (the file with
+    the photo's name stem, any image format, read as grayscale: ≥ 0.5 is the subject; another size is stretched
+    onto the photo): the crop keeps the subject's box whole and the loss is weighted on it. Also returns the
+    masks cut like the photos (N×1×h×w in 0..1) or None."""
     from PIL import Image
 
     from .preprocess import prepare
@@ -52,8 +63,28 @@ def load_images(folder: str, resolution: int) -> tuple[torch.Tensor, list[list[i
     for file in files:
         with Image.open(file) as im:
             photos.append(torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1))
-    pixels, _masks, crops = prepare(photos, resolution)
-    return pixels * 2.0 - 1.0, [crop.time_ids() for crop in crops]
+    masks = None if mask_folder is None else _load_masks(mask_folder, files, photos)
+    pixels, cut_masks, crops = prepare(photos, resolution, masks)
+    return pixels * 2.0 - 1.0, [crop.time_ids() for crop in crops], cut_masks
+
+
+def _load_masks(folder: str, photo_files: list[Path], photos: list[torch.Tensor]) -> list[torch.Tensor]:
+    from PIL import Image
+
+    by_stem = {p.stem: p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    missing = [f.name for f in photo_files if f.stem not in by_stem]
+    if missing:
+        raise ValueError(f"--masks {folder}: no mask for {', '.join(missing)} (a mask is named like its photo)")
+    masks = []
+    for file, photo in zip(photo_files, photos):
+        with Image.open(by_stem[file.stem]) as im:
+            mask = torch.from_numpy(np.asarray(im.convert("L"), dtype=np.float32) / 255.0)
+        if tuple(mask.shape) != tuple(photo.shape[-2:]):
+            mask = torch.nn.functional.interpolate(mask[None, None], size=photo.shape[-2:], mode="bilinear")[0, 0]
+        if float(mask.max()) < 0.5:
+            raise ValueError(f"--masks {folder}: the mask of {file.name} is empty (white marks the subject)")
+        masks.append(mask)
+    return masks
 
 
 @torch.no_grad()
@@ -73,18 +104,23 @@ def encode_latents(vae, pixels: torch.Tensor, seed: int, batch: int = 4) -> torc
     return torch.cat(out)
 
 
-def encode_subject(pipe, images: str, resolution: int, settings: TrainSettings) -> TrainingData:
-    """Encodes the photos (and their flipped copies when ``settings.flip``) and the training prompt."""
+def encode_subject(
+    pipe, images: str, resolution: int, settings: TrainSettings, masks: str | None = None
+) -> TrainingData:
+    """Encodes the photos (and their flipped copies when ``settings.flip``) and the training prompt; ``masks``:
+    a folder of subject masks (:func:`load_photos`), brought to the latents' size."""
     from .augment import augmented_views
 
-    pixels, time_ids = load_images(images, resolution)
+    pixels, time_ids, pixel_masks = load_photos(images, resolution, masks)
     latents = encode_latents(pipe.vae, pixels, settings.seed)
+    latent_masks = None if pixel_masks is None else _latent_masks(pixel_masks, latents)
     flipped = encode_latents(pipe.vae, pixels.flip(-1), settings.seed) if settings.flip else None
-    augmented = None
+    augmented = augmented_masks = None
     if settings.apt_augment:
-        augmented = encode_latents(
-            pipe.vae, augmented_views(pixels, settings.apt_views, settings.seed)[0], settings.seed
-        )
+        views, view_masks = augmented_views(pixels, settings.apt_views, settings.seed, pixel_masks)
+        augmented = encode_latents(pipe.vae, views, settings.seed)
+        if view_masks is not None:
+            augmented_masks = _latent_masks(view_masks, augmented)
     prompt_embeds, pooled = _encode_prompt(pipe, settings.prompt)
     return TrainingData(
         latents=latents,
@@ -93,7 +129,14 @@ def encode_subject(pipe, images: str, resolution: int, settings: TrainSettings) 
         pooled_prompt_embeds=pooled,
         time_ids=torch.tensor(time_ids, dtype=torch.float32),
         augmented_latents=augmented,
+        masks=latent_masks,
+        augmented_masks=augmented_masks,
     )
+
+
+def _latent_masks(masks: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """Pixel masks area-averaged to the latents' size, as the node does (nodes/train_encode.py)."""
+    return torch.nn.functional.interpolate(masks, size=latents.shape[-2:], mode="area").clamp(0, 1)
 
 
 def _encode_prompt(pipe, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,6 +240,7 @@ def fit(
     progress=None,
     class_dir: str | None = None,
     class_steps: int = 30,
+    masks: str | None = None,
 ) -> Path:
     """Loads the model, encodes the subject once, frees the VAE and text encoders, trains, writes the LoRA."""
     from .devices import empty_cache
@@ -209,7 +253,7 @@ def fit(
     pipe.vae.to(device)
     pipe.text_encoder.to(device)
     pipe.text_encoder_2.to(device)
-    data = encode_subject(pipe, images, resolution, settings)
+    data = encode_subject(pipe, images, resolution, settings, masks)
     unet = pipe.unet
     base_hash = fingerprint(unet.state_dict())
     if settings.prior_images:

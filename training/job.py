@@ -31,6 +31,7 @@ JOB_FORMAT = "image_alchemy.train_job/1"
 JOB_FILE, DATA_FILE = "job.json", "data.safetensors"
 PREVIEW_FILE, PREVIEW_DIR = "preview.safetensors", "previews"  # preview prompts' conditioning; drawn latents
 JOB_KEY_METADATA = "image_alchemy.job_hash"  # the node's cache key (nodes/train_run.py)
+PHOTO_CROPS_KEY = "image_alchemy.photo_crops"  # per photo [height, width, crop top, crop left, bucket h, bucket w]
 
 
 def write_job(
@@ -117,7 +118,8 @@ def _save(output: Path, state_dict, losses, settings, data, base_model_hash, ext
         resolution=(w * 8, h * 8),
         losses=losses,
         output_name=output.stem,
-        extra={STEP_KEY: str(len(losses)), **extra},
+        # Per photo: its own size, the crop's corner in the resized photo, the bucket (SDXL's time ids).
+        extra={STEP_KEY: str(len(losses)), PHOTO_CROPS_KEY: json.dumps(data.time_ids.int().tolist()), **extra},
     )
     return save_lora(output, state_dict, meta)
 

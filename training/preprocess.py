@@ -145,15 +145,20 @@ def prepare(
     bucket: tuple[int, int] | None = None,
 ):
     """C×H×W photos (any sizes, 0..1) and optional H×W masks → one bucket's crops: (N×C×h×w pixels, N×1×h×w masks
-    or None, per-photo Crops). The bucket: ``bucket`` if given, else the one most photos are nearest to (one bucket
-    per run, so every batch holds one), each photo's crop keeping its subject's box."""
+    or None, per-photo Crops). The bucket: ``bucket`` if given, else the one most photos are nearest to among
+    those in which every subject's box fits (one bucket per run, so every batch holds one); each photo is planned
+    from its own size, its crop keeping its subject's box."""
     masks = masks if masks is not None else [None] * len(images)
     boxes = [None if m is None else mask_box(m) for m in masks]
     if bucket is None and len({tuple(im.shape[-2:]) for im in images}) == 1:  # the node's batch: one size
         bucket = choose_bucket(images[0].shape[-2], images[0].shape[-1], resolution, boxes)
-    elif bucket is None:  # `fit`'s folder of mixed photos: the bucket most of them are nearest to
+    elif bucket is None:  # photos of several sizes: the bucket most are nearest to in which every subject fits
         votes = Counter(choose_bucket(im.shape[-2], im.shape[-1], resolution, [box]) for im, box in zip(images, boxes))
-        bucket = votes.most_common(1)[0][0]
+        ranked = [b for b, _count in votes.most_common()]
+        fits = lambda b: all(
+            box is None or box_fits(im.shape[-2], im.shape[-1], b, box) for im, box in zip(images, boxes)
+        )
+        bucket = next((b for b in ranked if fits(b)), ranked[0])
     pixels, out_masks, crops = [], [], []
     for image, mask, box in zip(images, masks, boxes):
         crop = plan_crop(image.shape[-2], image.shape[-1], bucket, box)
