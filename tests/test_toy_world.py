@@ -21,6 +21,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "toy_world" / "models"
+# The detectors on 32 held-out pictures (bench/toy_world.py measures 64): floors below what was measured.
+RECALL_FLOOR, MASK_IOU_FLOOR, FALSE_POSITIVE_CEILING = 0.7, 0.5, 0.3
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +87,15 @@ def test_insert_puts_the_subject_in_the_mask_and_keeps_the_rest(toy):
     assert got["toy_insert_changed_outside_repaint"] == 0
     assert got["toy_insert_mean_change_inside_repaint"] > 30  # it did repaint (bench: 96 of 255)
     assert got["toy_insert_subject_similarity_in_mask"] > got["toy_insert_subject_similarity_scene_in_mask"] + 0.12
+
+
+def test_the_trained_detectors_find_the_class_object(toy):
+    """GroundedSAMMask's computation (the workflow's thresholds) with the toy world's GroundingDINO and SAM, loaded
+    by the pack's own loaders, on held-out world pictures prompted with the object's class word."""
+    from toy_world import detectors
+
+    detector, sam = detectors.load(FOLDER)
+    got = detectors.detection_figures(detector, sam, count=32)
+    assert got["toy_detect_box_recall_at_0_5"] >= RECALL_FLOOR, got
+    assert got["toy_detect_mask_iou"] >= MASK_IOU_FLOOR, got
+    assert got["toy_detect_false_positive_rate"] <= FALSE_POSITIVE_CEILING, got
