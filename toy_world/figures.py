@@ -181,14 +181,15 @@ def insert_figures(pipe, lora_pipe, net, subject: world.Subject, scenes: int, fi
     return out
 
 
-def detected_mask(detector, sam, grow: int = 2):
-    """``find`` for insert_figures: GroundedSAMMask's mask (toy_world.detectors.segment), grown like object_mask."""
+def detected_mask(detector, sam, grow: int = 2, **settings):
+    """``find`` for insert_figures: GroundedSAMMask's mask (toy_world.detectors.segment with ``settings``), grown
+    like object_mask."""
     from . import detectors
 
     masks = pack_module("alchemy.masks")
 
     def find(scene: np.ndarray, cls: str) -> np.ndarray:
-        mask = torch.from_numpy(detectors.segment(detector, sam, scene, cls)[0])[None]
+        mask = torch.from_numpy(detectors.segment(detector, sam, scene, cls, **settings)[0])[None]
         return masks.grow_mask(mask, grow)[0].numpy() if mask.any() else mask[0].numpy()
 
     return find
