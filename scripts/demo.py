@@ -363,7 +363,7 @@ def toy_summary(base: Path, out: Path, names: dict, samples: list[Path], scenes:
                 f"mask vs the drawn {CLASS_WORD}: IoU {figures['mask_iou_with_drawn_object']:.2f}; pixels changed "
                 f"outside the repaint region: {figures['pixels_changed_outside_repaint']}; the measuring net reads "
                 f"the repainted region as {figures['read_in_repainted_region']} "
-                f"({'the subject' if figures['read_as_subject'] else 'not the subject'})",
+                f"({'the subject' if figures['read_as_subject'] else 'not the subject'}'s colours)",
             )
         )
     label = "TOY WORLD (not SDXL): tiny models trained on a 64 px procedural world"

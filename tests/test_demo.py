@@ -1,6 +1,7 @@
 """`make demo`'s scene graph on the toy world (scripts/demo.py, a real ComfyUI server): the trained toy detectors
-find the class object, the insert changes nothing outside its repaint region, and the repainted region reads as the
-subject. The subject LoRA is the toy world's committed one (the demo trains its own with the same settings)."""
+find the class object, the insert changes nothing outside its repaint region, and the measuring net reads the
+repainted region with the subject's colours (toy_world.figures.demo_scene_figures). The subject LoRA is the toy
+world's committed one (the demo trains its own with the same settings)."""
 
 from __future__ import annotations
 
