@@ -112,7 +112,9 @@ def main() -> None:
     detector, sam = detectors.load(folder)
     out.update(detectors.detection_figures(detector, sam, count=8 * args.scenes))
     out.update(detectors.detection_figures(detector, sam, count=8 * args.scenes, threshold=detectors.TOY_THRESHOLD))
-    find = figures.detected_mask(detector, sam, box_threshold=detectors.TOY_THRESHOLD)
+    find = figures.detected_mask(
+        detector, sam, box_threshold=detectors.TOY_THRESHOLD, text_threshold=detectors.TOY_THRESHOLD
+    )
     out.update(figures.insert_figures(pipe, lora, net, subject, args.scenes, find=find, name="insert_detected"))
 
     steps = args.lora_steps or int(read_metadata(lora_file)["ss_max_train_steps"])

@@ -314,7 +314,7 @@ def scene_figures(scene, mask, region, final, grow: int, subject) -> dict:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"))
+    return np.array(Image.open(path).convert("RGB"))  # a writable copy (the measuring net wraps it in a tensor)
 
 
 def measure_scene(base: Path, prompt: dict, entry: dict, saves: dict) -> tuple[dict, tuple[Path, ...]]:
