@@ -4,8 +4,9 @@ The stable parts of bench/toy_world.py, with the bench's seeds (one torch thread
 machine): stage 1 draws the class asked for (bench: 0.94, chance 0.25), the subject LoRA raises subject
 similarity from nothing (bench: 0.0001 → 0.355 with the joint identity embedding, 0.26 → 0.60 with the heads
 concatenated), the insertion puts the subject inside the mask (0.265 vs 0.0001 for the scene) and leaves every
-pixel outside the repaint region unchanged, and the files are the ones the manifest lists. Margins are about
-half the measured differences. The regenerating command is `make toy-world`.
+pixel outside the repaint region unchanged, the trained detectors' mask covers the object and does the same job in
+the insert's loop, and the files are the ones the manifest lists. Margins are about half the measured
+differences. The regenerating command is `make toy-world`.
 """
 
 from __future__ import annotations
