@@ -206,28 +206,47 @@ def kept_boxes(results: list[ImageResult]) -> list[list[dict]]:
     return out
 
 
+# Pictures smaller than this (short side, px) are enlarged by a whole factor in the preview, so its box tags and
+# note stay readable and cover little of the picture.
+PREVIEW_MIN_SIDE = 256
+
+
 def draw_preview(images: torch.Tensor, masks: torch.Tensor, results: list[ImageResult]) -> torch.Tensor:
-    """Images with the mask tinted and the boxes outlined (kept boxes green, the others grey), B×H×W×3."""
+    """Images with the mask tinted and the boxes outlined (kept boxes green, the others grey), B×H'×W'×3: a small
+    picture enlarged (nearest) to at least PREVIEW_MIN_SIDE, and any policy note in a black band *above* it (one
+    height for the whole batch), never over the picture."""
     import cv2
 
-    previews = []
+    height, width = images.shape[1:3]
+    factor = max(1, -(-PREVIEW_MIN_SIDE // max(1, min(height, width))))
+    pictures = []
     tint = np.array([255, 64, 64], np.float32)
     for image, mask, result in zip(images, masks, results):
         rgb = layout.to_uint8(image).astype(np.float32)
         alpha = 0.45 * layout.to_numpy(mask)[..., None]
-        canvas = np.ascontiguousarray((rgb * (1 - alpha) + tint * alpha).round().astype(np.uint8))
+        canvas = (rgb * (1 - alpha) + tint * alpha).round().astype(np.uint8)
+        canvas = np.ascontiguousarray(canvas.repeat(factor, 0).repeat(factor, 1))
         thickness = max(1, round(min(canvas.shape[:2]) / 256))
         for j, box in enumerate(result.boxes.tolist()):
             colour = (64, 255, 64) if j in result.kept else (160, 160, 160)
-            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            x0, y0, x1, y1 = (int(round(v * factor)) for v in box)
             cv2.rectangle(canvas, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), colour, thickness)
         for j in result.kept:  # what was kept, named: "dog 1", "dog 2", "cat 1" (its place in the chosen order)
-            x0, y0 = (int(round(v)) for v in result.boxes[j, :2].tolist())
+            x0, y0 = (int(round(v * factor)) for v in result.boxes[j, :2].tolist())
             draw_label(canvas, f"{result.labels[j]} {result.ranks.get(j, 1)}", x0, y0)
-        if result.note:
-            draw_note(canvas, result.note)
+        pictures.append(canvas)
+    if not pictures:
+        return images[..., :3].clone()
+    notes = [note_lines(r.note, pictures[0].shape[1]) if r.note else [] for r in results]
+    band = max(note_band_height(lines, pictures[0].shape[1]) for lines in notes)
+    previews = []
+    for canvas, lines in zip(pictures, notes):
+        if band:
+            top = np.zeros((band, canvas.shape[1], 3), np.uint8)
+            draw_note(top, lines)
+            canvas = np.concatenate([top, canvas])
         previews.append(layout.to_torch(canvas).float() / 255.0)
-    return torch.stack(previews) if previews else images[..., :3].clone()
+    return torch.stack(previews)
 
 
 def draw_label(canvas: np.ndarray, text: str, x: int, y: int) -> None:
@@ -243,21 +262,36 @@ def draw_label(canvas: np.ndarray, text: str, x: int, y: int) -> None:
     cv2.putText(canvas, text, (x + 2, y + h + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
 
 
-def draw_note(canvas: np.ndarray, text: str) -> None:
-    """Writes ``text`` in white on a black band across the top of an H×W×3 uint8 image (in place), wrapped to the
-    image width, so what the policy did shows on the node's preview."""
+def _note_font(width: int) -> tuple[float, int, int]:
+    """(scale, character width, line height) of the note's font for a band ``width`` px wide."""
     import cv2
 
-    height, width = canvas.shape[:2]
-    scale = max(0.3, min(1.0, width / 900))
+    scale = max(0.4, min(1.0, width / 900))
     (char_w, line_h), _ = cv2.getTextSize("M", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    return scale, char_w, line_h + 6
+
+
+def note_lines(text: str, width: int) -> list[str]:
+    """``text`` wrapped to a band ``width`` px wide."""
+    _, char_w, _ = _note_font(width)
     per_line = max(8, (width - 8) // max(char_w, 1))
-    words, lines = text.split(), [""]
-    for word in words:
+    lines = [""]
+    for word in text.split():
         if lines[-1] and len(lines[-1]) + 1 + len(word) > per_line:
             lines.append("")
         lines[-1] = f"{lines[-1]} {word}".strip()
-    step = line_h + 6
-    canvas[: min(height, step * len(lines) + 4)] = 0
+    return lines
+
+
+def note_band_height(lines: list[str], width: int) -> int:
+    return _note_font(width)[2] * len(lines) + 4 if lines else 0
+
+
+def draw_note(band: np.ndarray, lines: list[str]) -> None:
+    """Writes the note's ``lines`` in white on ``band`` (an H×W×3 uint8 black band, in place): what the policy
+    did, shown on the node's preview above the picture."""
+    import cv2
+
+    scale, _, step = _note_font(band.shape[1])
     for k, line in enumerate(lines):
-        cv2.putText(canvas, line, (4, step * (k + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(band, line, (4, step * (k + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)

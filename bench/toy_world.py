@@ -12,6 +12,12 @@ Prints `name: value` lines:
 - toy_insert_*: stage 1 (base, class word) → object mask → stage 2 (LoRA, token; LoRAImg2ImgInsert's
   alchemy.crop_stitch steps): subject similarity inside the mask after vs before, and the largest change outside the
   repaint region (0..255);
+- toy_detect_*: the trained tiny GroundingDINO + SAM (GroundedSAMMask's computation, the workflow's thresholds) on
+  held-out world pictures prompted with the object's class word: box recall at IoU 0.5, mean mask IoU with the
+  drawn object, and the share of pictures that get a box for a class they do not show; toy_detect_*_at_0_1: the
+  same at box and text threshold 0.1 (what the demo uses: the toy GroundingDINO does not tell the classes apart,
+  and every score stays under the workflow's 0.3); toy_insert_detected_*: the toy_insert_* figures with that
+  mask (threshold 0.1) in the loop, grown 2 px as the drawn one is;
 - toy_drift_<option>_vs_plain / toy_subject_similarity_<option>_vs_plain: LoRAs trained here with each drift-free
   option (the same steps as plain, each with the training seeds figures.OPTION_SEEDS, figures their mean);
   drift = mean squared pixel difference from the base model's images of class prompts without the token (same
@@ -63,7 +69,7 @@ def main() -> None:
     from image_alchemy.training.lora_file import read_metadata
     from safetensors.torch import load_file
 
-    from toy_world import figures, measure, models, world
+    from toy_world import detectors, figures, measure, models, world
 
     models.use_comfyui(COMFY_DIR)
     folder = args.models
@@ -102,6 +108,14 @@ def main() -> None:
     out["toy_subject_dino_lora"], _ = figures.dino_similarity(lora_images, refs, dino)
 
     out.update(figures.insert_figures(pipe, lora, net, subject, args.scenes))
+    # The detectors: GroundedSAMMask's computation on held-out world pictures, then in the insert's loop.
+    detector, sam = detectors.load(folder)
+    out.update(detectors.detection_figures(detector, sam, count=8 * args.scenes))
+    out.update(detectors.detection_figures(detector, sam, count=8 * args.scenes, threshold=detectors.TOY_THRESHOLD))
+    find = figures.detected_mask(
+        detector, sam, box_threshold=detectors.TOY_THRESHOLD, text_threshold=detectors.TOY_THRESHOLD
+    )
+    out.update(figures.insert_figures(pipe, lora, net, subject, args.scenes, find=find, name="insert_detected"))
 
     steps = args.lora_steps or int(read_metadata(lora_file)["ss_max_train_steps"])
     base_class = figures.class_prompt_images(pipe, args.seeds // 2)

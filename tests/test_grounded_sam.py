@@ -99,6 +99,24 @@ def test_the_preview_tags_each_kept_box(models, image):
     assert is_tag(tagged).sum() > is_tag(plain).sum() + 20  # the "dog 1", "dog 2", … tags' background
 
 
+def test_the_note_band_sits_above_a_small_picture_and_never_covers_it(models, image):
+    masks, results = run(models, image, "dog")  # max_objects 1 of many boxes: a note
+    assert results[0].notes
+    quiet = grounded_sam.ImageResult(results[0].boxes, results[0].scores, results[0].labels, results[0].picked,
+                                     results[0].kept, results[0].ranks)  # fmt: skip
+    with_note = grounded_sam.draw_preview(image[1], masks, results)[0]
+    without = grounded_sam.draw_preview(image[1], masks, [quiet])[0]
+    # 48×64 enlarged 6× (short side ≥ 256), the band on top of it: the picture below is the note-free preview.
+    assert without.shape == (288, 384, 3)
+    band = with_note.shape[0] - 288
+    assert band >= 20 and with_note.shape[1] == 384
+    assert torch.equal(with_note[band:], without)
+    assert (with_note[:band] == 0).float().mean() > 0.5 and with_note[:band].max() > 0.6  # white text on black
+    # A batch shares one band height; an image without a note gets a plain black band.
+    both = grounded_sam.draw_preview(torch.cat([image[1]] * 2), torch.cat([masks] * 2), [results[0], quiet])
+    assert both.shape == (2, 288 + band, 384, 3) and torch.all(both[1, :band] == 0)
+
+
 def test_phrases_split_on_periods():
     assert grounding.phrases("dog . cat") == ["dog", "cat"]
     assert grounding.phrases(" red ball.  . a cat ") == ["red ball", "a cat"]

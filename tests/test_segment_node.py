@@ -67,7 +67,8 @@ def test_txt2img_batch_to_mask_and_preview(comfy, detectors):
     mask_images = comfy.output_images(entry, masks.id)
     previews = comfy.output_images(entry, preview.id)
     assert len(mask_images) == 2 and len(previews) == 2
-    assert all(im.size == (64, 64) for im in mask_images + previews)
+    assert all(im.size == (64, 64) for im in mask_images)
+    assert all(im.size == (256, 256) for im in previews)  # a 64 px picture, enlarged 4× for its tags to read
     # Threshold 0 detects every query: the preview shows box outlines (pure green or grey pixels).
     pixels = np.asarray(previews[0].convert("RGB")).reshape(-1, 3)
     assert ((pixels == [64, 255, 64]).all(1) | (pixels == [160, 160, 160]).all(1)).any()

@@ -4,8 +4,9 @@ The stable parts of bench/toy_world.py, with the bench's seeds (one torch thread
 machine): stage 1 draws the class asked for (bench: 0.94, chance 0.25), the subject LoRA raises subject
 similarity from nothing (bench: 0.0001 → 0.355 with the joint identity embedding, 0.26 → 0.60 with the heads
 concatenated), the insertion puts the subject inside the mask (0.265 vs 0.0001 for the scene) and leaves every
-pixel outside the repaint region unchanged, and the files are the ones the manifest lists. Margins are about
-half the measured differences. The regenerating command is `make toy-world`.
+pixel outside the repaint region unchanged, the trained detectors' mask covers the object and does the same job in
+the insert's loop, and the files are the ones the manifest lists. Margins are about half the measured
+differences. The regenerating command is `make toy-world`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "toy_world" / "models"
+# The detectors at the demo's threshold on 32 held-out pictures (measured: box recall 0.53, mask IoU 0.88; the
+# bench's 64: 0.59, 0.87), floors about two thirds of them.
+RECALL_FLOOR, MASK_IOU_FLOOR = 0.35, 0.6
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +89,35 @@ def test_insert_puts_the_subject_in_the_mask_and_keeps_the_rest(toy):
     assert got["toy_insert_changed_outside_repaint"] == 0
     assert got["toy_insert_mean_change_inside_repaint"] > 30  # it did repaint (bench: 96 of 255)
     assert got["toy_insert_subject_similarity_in_mask"] > got["toy_insert_subject_similarity_scene_in_mask"] + 0.12
+
+
+def test_the_trained_detectors_find_the_object(toy):
+    """GroundedSAMMask's computation with the toy world's GroundingDINO and SAM, loaded by the pack's own loaders,
+    on held-out world pictures prompted with the object's class word, at the demo's box threshold: SAM's mask
+    covers the object even where GroundingDINO's box is loose. (Not asserted, as not reached: the GroundingDINO does
+    not tell the classes apart, and at the workflow's 0.3 it keeps no box.)"""
+    from toy_world import detectors
+
+    detector, sam = detectors.load(FOLDER)
+    threshold = detectors.TOY_THRESHOLD
+    got = detectors.detection_figures(detector, sam, count=32, threshold=threshold)
+    assert got["toy_detect_box_recall_at_0_5_at_0_1"] >= RECALL_FLOOR, got
+    assert got["toy_detect_mask_iou_at_0_1"] >= MASK_IOU_FLOOR, got
+
+
+def test_insert_with_the_detectors_mask_in_the_loop(toy):
+    """The insert figures with GroundedSAMMask's mask (the demo's threshold) instead of the drawn object's (bench:
+    a mask in 8 of 8 scenes, similarity in the mask 0.286 vs 0.0001 before, 0 px changed outside)."""
+    from toy_world import detectors
+
+    figures, measure, world = toy["figures"], toy["measure"], toy["world"]
+    subject = world.SUBJECTS[0]
+    lora = measure.lora_pipe(toy["pipe"], FOLDER, measure.lora_path(FOLDER, subject))
+    detector, sam = detectors.load(FOLDER)
+    find = figures.detected_mask(
+        detector, sam, box_threshold=detectors.TOY_THRESHOLD, text_threshold=detectors.TOY_THRESHOLD
+    )
+    got = figures.insert_figures(toy["pipe"], lora, toy["net"], subject, scenes=8, find=find, name="detected")
+    assert got["toy_detected_scenes_with_a_mask"] >= 0.75, got
+    assert got["toy_detected_changed_outside_repaint"] == 0, got
+    assert got["toy_detected_subject_similarity_in_mask"] > got["toy_detected_subject_similarity_scene_in_mask"] + 0.12

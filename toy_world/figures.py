@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -55,9 +56,9 @@ def dino_similarity(images: np.ndarray, references: np.ndarray, backbone) -> tup
     return rows[metrics.OVERALL].dino, rows[metrics.REAL].dino
 
 
-def object_mask(image: np.ndarray, threshold: float = 60.0) -> np.ndarray:
-    """The stage-1 object, by colour distance from the border's median colour (GroundedSAM's part here: the
-    tiny world's backgrounds are near-uniform), dilated by 2 px; a centred disc when nothing stands out."""
+def object_mask(image: np.ndarray, threshold: float = 60.0, grow: int = 2) -> np.ndarray:
+    """The stage-1 object, by colour distance from the border's median colour (the tiny world's backgrounds are
+    near-uniform), dilated by ``grow`` px; a centred disc when nothing stands out."""
     border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]).astype(np.float32)
     distance = np.linalg.norm(image.astype(np.float32) - np.median(border, 0), axis=-1)
     mask = distance > threshold
@@ -66,7 +67,43 @@ def object_mask(image: np.ndarray, threshold: float = 60.0) -> np.ndarray:
         mask = (yy - image.shape[0] / 2) ** 2 + (xx - image.shape[1] / 2) ** 2 < (image.shape[0] / 4) ** 2
     masks = pack_module("alchemy.masks")
 
-    return masks.grow_mask(torch.from_numpy(mask.astype(np.float32))[None], 2)[0].numpy()
+    plane = torch.from_numpy(mask.astype(np.float32))[None]
+    return (masks.grow_mask(plane, grow) if grow else plane)[0].numpy()
+
+
+def reading(net, image: np.ndarray) -> tuple[str, tuple[int, int, int]]:
+    """The measuring net's reading of the object in a picture: 'blue / yellow / ring' and its label indices."""
+    heads = net.logits(image[None])
+    colour, second, pattern = (int(heads[k].argmax(-1)[0]) for k in ("colour", "second", "pattern"))
+    words = (world.COLOUR_NAMES[colour], world.COLOUR_NAMES[second], world.PATTERNS[pattern])
+    return " / ".join(words), (colour, second, pattern)
+
+
+def demo_scene_figures(scene, mask, region, final, grow: int, subject: world.Subject, folder) -> dict:
+    """`make demo`'s figures for one toy scene (H×W×3 uint8 pictures, H×W 0..1 masks, as the graph saved them):
+    the GroundedSAMMask mask against the drawn object (object_mask, not dilated), the largest pixel change
+    (0..255) outside the repaint region (the insert's mask grown by its grow + feather: where its stitch can
+    write), and the measuring net's reading of the repainted region (cropped to the mask) in the final picture:
+    read as the subject when its main and second colours are the subject's (the pattern is printed, not required:
+    at 64 px the net reads the subject's own photos' yellow centre as two-tone 3 times in 5)."""
+    masks, metrics = pack_module("alchemy.masks"), pack_module("alchemy.metrics")
+
+    drawn = object_mask(scene, grow=0) > 0.5
+    found = np.asarray(mask) > 0.5
+    union = (drawn | found).sum()
+    repaint = masks.grow_mask(torch.from_numpy(np.asarray(region, np.float32))[None], grow)[0].numpy() > 0
+    diff = np.abs(final.astype(np.int16) - scene.astype(np.int16)).max(-1)
+    net = measure.MeasuringNet(Path(folder) / "measure_vit")
+    read, labels = (
+        ("nothing (empty mask)", None) if not found.any() else reading(net, metrics.crop_to_mask(final, found))
+    )
+    return {
+        "mask_iou_with_drawn_object": round(float((drawn & found).sum() / union) if union else 0.0, 3),
+        "pixels_changed_outside_repaint": int(diff[~repaint].max()) if (~repaint).any() else 0,
+        "repaint_share_of_picture": round(float(repaint.mean()), 3),
+        "read_in_repainted_region": read,
+        "read_as_subject": labels is not None and labels[:2] == world.attribute_labels(subject.thing)[1:3],
+    }
 
 
 def insert(
@@ -114,16 +151,20 @@ def insert(
     return (result.numpy() * 255).round().astype(np.uint8), stitch_mask.numpy()
 
 
-def insert_figures(pipe, lora_pipe, net, subject: world.Subject, scenes: int) -> dict[str, float]:
-    """Stage 1 (base, class word) → object mask → stage 2 (LoRA, token) on ``scenes`` scenes."""
+def insert_figures(pipe, lora_pipe, net, subject: world.Subject, scenes: int, find=None, name="insert") -> dict:
+    """Stage 1 (base, class word) → object mask → stage 2 (LoRA, token) on ``scenes`` scenes. ``find(scene,
+    class word)`` gives the mask (default: object_mask, the drawn object); figures are named toy_<name>_*."""
     crop_to_mask = pack_module("alchemy.metrics").crop_to_mask
 
     refs = views(subject)
-    inside_after, inside_before, changed_outside, changed_inside = [], [], [], []
+    inside_after, inside_before, changed_outside, changed_inside, found = [], [], [], [], []
     for i in range(scenes):
         background = world.BACKGROUNDS[i % len(world.BACKGROUNDS)]
         scene = measure.generate(pipe, [f"a photo of a {subject.thing.cls} on {background}"], [200 + i])[0]
-        mask = object_mask(scene)
+        mask = object_mask(scene) if find is None else find(scene, subject.thing.cls)
+        found.append(bool((mask > 0.5).any()))
+        if not found[-1]:  # nothing found: the insert returns the scene (its empty-mask policy)
+            continue
         result, stitch_mask = insert(pipe, lora_pipe, scene, mask, subject_prompt(subject, background), 300 + i)
         inside_after.append(net.similarity(crop_to_mask(result, mask)[None], refs))
         inside_before.append(net.similarity(crop_to_mask(scene, mask)[None], refs))
@@ -131,12 +172,29 @@ def insert_figures(pipe, lora_pipe, net, subject: world.Subject, scenes: int) ->
         diff = np.abs(result.astype(np.int16) - scene.astype(np.int16)).max(-1)
         changed_outside.append(int(diff[outside].max()) if outside.any() else 0)
         changed_inside.append(float(diff[~outside].mean()))
-    return {
-        "toy_insert_subject_similarity_in_mask": float(np.mean(inside_after)),
-        "toy_insert_subject_similarity_scene_in_mask": float(np.mean(inside_before)),
-        "toy_insert_changed_outside_repaint": float(max(changed_outside)),
-        "toy_insert_mean_change_inside_repaint": float(np.mean(changed_inside)),
+    out = {
+        f"toy_{name}_subject_similarity_in_mask": float(np.mean(inside_after)) if inside_after else 0.0,
+        f"toy_{name}_subject_similarity_scene_in_mask": float(np.mean(inside_before)) if inside_before else 0.0,
+        f"toy_{name}_changed_outside_repaint": float(max(changed_outside, default=0)),
+        f"toy_{name}_mean_change_inside_repaint": float(np.mean(changed_inside)) if changed_inside else 0.0,
     }
+    if find is not None:
+        out[f"toy_{name}_scenes_with_a_mask"] = float(np.mean(found))
+    return out
+
+
+def detected_mask(detector, sam, grow: int = 2, **settings):
+    """``find`` for insert_figures: GroundedSAMMask's mask (toy_world.detectors.segment with ``settings``), grown
+    like object_mask."""
+    from . import detectors
+
+    masks = pack_module("alchemy.masks")
+
+    def find(scene: np.ndarray, cls: str) -> np.ndarray:
+        mask = torch.from_numpy(detectors.segment(detector, sam, scene, cls, **settings)[0])[None]
+        return masks.grow_mask(mask, grow)[0].numpy() if mask.any() else mask[0].numpy()
+
+    return find
 
 
 def train_option(folder, pipe, subject: world.Subject, name: str, steps: int, seed: int = 0):

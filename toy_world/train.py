@@ -8,7 +8,9 @@
    min-SNR-5 weighting, 10 % empty captions for guidance; the weights kept are the steps' moving average);
 4. measuring net: a tiny ViT (transformers' save_pretrained folder, so DinoBackbone loads it) trained to read
    class, main colour, second colour and pattern (in a process of its own, beside steps 2 and 3);
-5. subject LoRAs: each subject's 5 views, trained by training.trainer.train (plain, paper 001 settings).
+5. subject LoRAs: each subject's 5 views, trained by training.trainer.train (plain, paper 001 settings);
+6. detectors: a tiny GroundingDINO and a tiny SAM trained to find the world's objects by their class words
+   (toy_world/detectors.py), in the measuring net's process after it (they too depend on their seeds only).
 Writes the files into --out with manifest.json (sha256 of every file, the command, seconds per stage).
 One torch thread by default: same bytes for the same seed on the same machine, and faster on a shared CPU.
 """
@@ -30,14 +32,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import measure, models, training_names, world
+from . import detectors, measure, models, training_names, world
 
 log = logging.getLogger("toy_world")
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).resolve().parent / "models"
 COMMAND = "make toy-world  (= .venv/bin/python -m toy_world.train --out toy_world/models)"
 # Steps per stage (on 2 cores: the measuring net trains in its own process beside the VAE and the UNet).
-STEPS = {"vae": 1000, "unet": 2500, "measure": 3000, "lora": 300}
+STEPS = {"vae": 1000, "unet": 2500, "measure": 3000, "lora": 300, "grounding_dino": 1000, "sam": 400}
 CFG_DROP = 0.1
 MIN_SNR = 5.0
 EMA_DECAY = 0.999
@@ -222,30 +224,46 @@ def train_measure_net(folder: Path, steps: int, seed: int, batch: int = 96) -> N
     ).save_pretrained(str(folder))
 
 
-def _measure_net_process(folder: Path, steps: int, seed: int, threads: int, seconds) -> None:
+def train_detectors(out: Path, seed: int) -> dict[str, float]:
+    """GroundingDINO, then SAM (toy_world/detectors.py); their seconds."""
+    seconds = {}
+    t0 = time.perf_counter()
+    detectors.train_grounding_dino(out / detectors.DINO_FOLDER, STEPS["grounding_dino"], seed)
+    seconds["grounding_dino"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    detectors.train_sam(out / detectors.SAM_FILE, STEPS["sam"], seed + 1)
+    seconds["sam"] = time.perf_counter() - t0
+    return seconds
+
+
+def _side_process(out: Path, steps: dict[str, int], seed: int, threads: int, seconds) -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
+    STEPS.update(steps)
     t0 = time.perf_counter()
-    train_measure_net(folder, steps, seed)
-    seconds.put(time.perf_counter() - t0)
+    train_measure_net(out / "measure_vit", STEPS["measure"], seed + 3)
+    seconds.put({"measure": time.perf_counter() - t0, **train_detectors(out, seed + 4)})
 
 
-def start_measure_net(folder: Path, steps: int, seed: int, threads: int):
-    """Trains the measuring net in a spawned process (the same bytes as in this one: same seed, same threads)."""
+def start_side_stages(out: Path, seed: int, threads: int):
+    """Trains the measuring net, then the detectors, in a spawned process (the same bytes as in this one: same
+    seeds, same threads): they depend on nothing the other stages make."""
     context = multiprocessing.get_context("spawn")
     seconds = context.Queue()
     process = context.Process(  # daemon: ends with this process when another stage fails
-        target=_measure_net_process, args=(folder, steps, seed, threads, seconds), daemon=True
+        target=_side_process, args=(out, dict(STEPS), seed, threads, seconds), daemon=True
     )
     process.start()
     return process, seconds
 
 
-def finish_measure_net(process, seconds) -> float:
+def finish_side_stages(process, seconds) -> dict[str, float]:
     process.join()
     if process.exitcode != 0:
-        raise RuntimeError(f"the measuring net's training failed (exit code {process.exitcode}): see its log above")
+        raise RuntimeError(
+            f"the measuring net's or the detectors' training failed (exit code {process.exitcode}): see the log above"
+        )
     return seconds.get()
 
 
@@ -293,7 +311,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", type=float, default=1.0, help="scale every stage's steps (smoke runs)")
     parser.add_argument(
         "--start",
-        choices=["vae", "measure", "lora", "manifest"],
+        choices=["vae", "measure", "lora", "detectors", "manifest"],
         default="vae",
         help="start at this stage, keeping the files of the earlier ones (development runs)",
     )
@@ -310,8 +328,8 @@ def main(argv=None) -> int:
         seconds = json.loads((out / "manifest.json").read_text())["seconds"]
     started = time.perf_counter()
     measuring = None
-    if args.start == "vae":  # the measuring net depends on its seed only: it trains beside the other stages
-        measuring = start_measure_net(out / "measure_vit", STEPS["measure"], args.seed + 3, args.threads)
+    if args.start == "vae":  # the measuring net and the detectors depend on their seeds only: beside the others
+        measuring = start_side_stages(out, args.seed, args.threads)
         t0 = time.perf_counter()
         models.save_clip(out / models.CLIP_FILE, args.seed + 1, {"toy_world.seed": str(args.seed + 1)})
         vae = train_vae(STEPS["vae"], args.seed + 2)
@@ -330,15 +348,17 @@ def main(argv=None) -> int:
         )
         seconds["unet"] = time.perf_counter() - t0
     if measuring is not None:
-        seconds["measure"] = finish_measure_net(*measuring)
+        seconds.update(finish_side_stages(*measuring))
     elif args.start == "measure":
         t0 = time.perf_counter()
         train_measure_net(out / "measure_vit", STEPS["measure"], args.seed + 3)
         seconds["measure"] = time.perf_counter() - t0
-    if args.start != "manifest":
+    if args.start in ("vae", "measure", "lora"):
         t0 = time.perf_counter()
         train_subject_loras(models.pipeline(out, args.comfyui), out, STEPS["lora"], args.seed)
         seconds["lora"] = time.perf_counter() - t0
+    if args.start in ("measure", "lora", "detectors"):
+        seconds.update(train_detectors(out, args.seed + 4))
     total = round(sum(seconds.values()), 1)
     for path in sorted(out.rglob("*.safetensors")):
         models.normalise(path)
