@@ -1,9 +1,24 @@
-"""The rules a set of training settings must satisfy, each broken one said with what to use instead
-(``TrainSettings.validate`` raises them together)."""
+"""The values training settings may take and the rules a set of them must satisfy, each broken one said with
+what to use instead (``TrainSettings.validate`` raises them together; training/settings.py declares the settings
+with these values)."""
 
 from __future__ import annotations
 
-from .settings import DRIFT_PENALTIES, LR_SCHEDULERS, MIXED_PRECISION, PREDICTION_TYPES, SAVE_PRECISION, TrainSettings
+from typing import TYPE_CHECKING
+
+from .families import NAMES as MODEL_FAMILIES
+
+if TYPE_CHECKING:
+    from .settings import TrainSettings
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+SAVE_PRECISION = ("fp16", "bf16", "fp32")
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
+DRIFT_PENALTIES = ("off", "delta", "params")
+CHECKPOINTING = ("auto", "on", "off")
+# λ when drift_weight is unset (docs/DESIGN.md §4.3.2). params: paper 002's SDXL LoRA script; delta: bench/drift.py.
+DRIFT_WEIGHT_DEFAULTS = {"delta": 0.005, "params": 1e-6}
 
 
 def problems(s: TrainSettings) -> list[str]:
@@ -12,7 +27,7 @@ def problems(s: TrainSettings) -> list[str]:
         found.append(f"token must be one word, got {s.token!r}")
     if s.rank < 1:
         found.append(f"rank must be ≥ 1, got {s.rank}")
-    if s.resolution < 64 or s.resolution % 8:
+    if s.resolution is not None and (s.resolution < 64 or s.resolution % 8):
         found.append(f"resolution must be a multiple of 8, at least 64, got {s.resolution}")
     if s.alpha is not None and s.alpha <= 0:
         found.append(f"alpha must be > 0 (or unset for alpha = rank), got {s.alpha}")
@@ -30,6 +45,7 @@ def problems(s: TrainSettings) -> list[str]:
         ("save_precision", s.save_precision, SAVE_PRECISION),
         ("lr_scheduler", s.lr_scheduler, LR_SCHEDULERS),
         ("prediction_type", s.prediction_type, PREDICTION_TYPES),
+        ("model_family", s.model_family, MODEL_FAMILIES),
     ):
         if value not in allowed:
             found.append(f"{name} must be one of {allowed}, got {value!r}")
@@ -53,6 +69,8 @@ def problems(s: TrainSettings) -> list[str]:
         )
     if s.apt_feature_weight < 0 or s.apt_attention_weight < 0:
         found.append("apt_feature_weight and apt_attention_weight must be ≥ 0")
+    if not s.flow_shift > 0:
+        found.append(f"flow_shift must be > 0, got {s.flow_shift}")
     if s.mixed_precision != "no" and s.device == "cpu":
         found.append(f"mixed_precision {s.mixed_precision} needs a GPU: use 'no' on the CPU")
     return found

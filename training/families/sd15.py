@@ -1,0 +1,35 @@
+"""Stable Diffusion 1.x (and its finetunes): 512², one CLIP-L text encoder (77×768), no pooled text or size
+conditioning; ε prediction (v-prediction finetunes through ComfyUI's ModelSamplingDiscrete)."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import MemoryFigures
+from .unet import UNetFamily
+
+
+class SD15(UNetFamily):
+    name = "sd15"
+    title = "SD1.5"
+    comfy_configs = ("SD15",)
+    native_resolution = 512
+    # kohya's SD1.5 bucket set at 512² (64-pixel steps, area ≤ 512²): the common photo aspects.
+    buckets = ((512, 512), (576, 448), (448, 576), (640, 384), (384, 640), (704, 320), (320, 704))
+    conditioning = ("prompt_embeds",)
+    base_model_version = "sd_v1"
+    modelspec_architecture = "stable-diffusion-v1/lora"
+    # 859.5 M UNet parameters; activations: see training/hardware.py (estimated on the meta device).
+    memory = MemoryFigures(params=8.595e8, activations_gib=(3.5, 0.6))
+    diffusers_pipeline = "StableDiffusionPipeline"
+    checkpoint_keys = ("cond_stage_model.transformer.",)
+
+    def pipeline_kwargs(self) -> dict:
+        return {"safety_checker": None, "requires_safety_checker": False}  # not a trainer's concern; offline
+
+    def encode_prompt(self, pipe, prompt: str) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            embeds, _ = pipe.encode_prompt(
+                prompt, device=pipe.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+            )
+        return {"prompt_embeds": embeds.float().cpu()}
