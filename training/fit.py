@@ -236,6 +236,7 @@ def _previewer(pipe, settings: TrainSettings, data: TrainingData, out: Path):
     family = family_named(settings.model_family)
     rows = [family.encode_prompt(pipe, p) for p in settings.preview_prompts]
     cond = PreviewConditioning.from_rows(rows, family.encode_prompt(pipe, ""))
+    out.parent.mkdir(parents=True, exist_ok=True)  # the LoRA's folder may not exist yet
     folder = Path(tempfile.mkdtemp(prefix=".previews-", dir=out.parent))
     return Previewer(settings, cond, tuple(data.latents.shape[1:]), folder)
 
