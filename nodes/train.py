@@ -151,7 +151,7 @@ class TrainSubjectLoRA(io.ComfyNode):
             losses = cls._losses(output)
             train_progress.send(cls.hidden.unique_id, {"phase": "cached", "losses": losses})
             return cls._result(file_name, losses)
-        photos = prepare_images(images, mask, resolution, model=family)  # also checks the masks
+        photos = prepare_images(images, mask, resolution, family=family)  # also checks the masks
         if output.exists():
             log.warning(
                 "%s: %s exists from other inputs or settings; it is replaced when training succeeds", NODE, file_name

@@ -27,9 +27,9 @@ class Photos(NamedTuple):
     crops: list[Crop]
 
 
-def text_conditioning(clip, prompt: str, model: ModelFamily) -> dict[str, torch.Tensor]:
+def text_conditioning(clip, prompt: str, family: ModelFamily) -> dict[str, torch.Tensor]:
     """``prompt`` encoded by the wired CLIP, under the family's conditioning names."""
-    return model.text_conditioning(*clip.encode_from_tokens(clip.tokenize(prompt), return_pooled=True))
+    return family.text_conditioning(*clip.encode_from_tokens(clip.tokenize(prompt), return_pooled=True))
 
 
 def encode(model, clip, vae, photos: Photos, settings: TrainSettings) -> TrainingData:
@@ -77,7 +77,7 @@ def prepare_images(
     mask: torch.Tensor | None,
     resolution: int,
     bucket: tuple[int, int] | None = None,
-    model: ModelFamily | None = None,
+    family: ModelFamily | None = None,
 ) -> Photos:
     """IMAGE BHWC → the family's aspect bucket nearest the photos' (or ``bucket``), resized (antialiased) and cut
     around each subject's mask box by the trainer's own preprocessing (the same as `python -m training fit`);
@@ -97,7 +97,7 @@ def prepare_images(
         if float(mask.max()) <= 0:
             raise ValueError(f"{NODE}: the subject mask is empty: connect a mask that covers the subject, or none")
         per_image_masks = list(mask.float())
-    pixels, masks, crops = prepare(list(images[..., :3].movedim(-1, 1)), resolution, per_image_masks, bucket, model)
+    pixels, masks, crops = prepare(list(images[..., :3].movedim(-1, 1)), resolution, per_image_masks, bucket, family)
     return Photos(pixels.movedim(1, -1), masks, crops)
 
 

@@ -54,10 +54,10 @@ class TrainingData:
         n = self.latents.shape[0]
         if self.latents.dim() != 4 or n < 1:
             raise ValueError(f"latents must be N×C×h×w with N ≥ 1, got {tuple(self.latents.shape)}")
-        model = family_named(settings.model_family)
-        for name in model.conditioning:
+        family = family_named(settings.model_family)
+        for name in family.conditioning:
             if getattr(self, name) is None:
-                raise ValueError(f"{model.title} needs {name}: encode it with the model's own text encoders")
+                raise ValueError(f"{family.title} needs {name}: encode it with the model's own text encoders")
             rows = getattr(self, name).shape[0]
             if rows not in (1, n):
                 raise ValueError(f"{name} has {rows} rows: expected 1 or one per image ({n})")
@@ -70,7 +70,7 @@ class TrainingData:
                 f"masks {tuple(self.masks.shape)} must be N×1×h×w like latents {tuple(self.latents.shape)}"
             )
         if settings.prior_images:
-            self._check_class_data(model.conditioning)
+            self._check_class_data(family.conditioning)
         if settings.apt_augment:
             views = n * settings.apt_views
             if self.augmented_latents is None or self.augmented_latents.shape != (views, *self.latents.shape[1:]):

@@ -54,7 +54,7 @@ def load_images(folder: str, resolution: int, family: ModelFamily | None = None)
     for file in files:
         with Image.open(file) as im:
             photos.append(torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1))
-    pixels, _masks, crops = prepare(photos, resolution, model=family)
+    pixels, _masks, crops = prepare(photos, resolution, family=family)
     return pixels * 2.0 - 1.0, crops
 
 

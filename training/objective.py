@@ -1,10 +1,11 @@
 """The per-step objective with the drift-free options: prior preservation, drift penalty, APT (docs/DESIGN.md §4.3).
 
-``Objective`` holds what lives across steps (the overfitting indicator, feature hooks, the class-image order)
-and adds to a step: APT's augmented views, the class-image half of the batch, the base-model pass (same UNet,
-adapter off) and the extra loss terms. The noising, the batch order and the loss itself live here too: the
-trainer's loop (training/trainer.py) draws a batch and calls into this module. With every option off it draws nothing from the generator and adds
-nothing, so the paper-001 default trains exactly as before.
+``Objective`` holds what lives across steps (the model family and its parametrisation, the overfitting
+indicator, feature hooks, the class-image order) and adds to a step: APT's augmented views, the class-image half
+of the batch, the base-model pass (same denoiser, adapter off) and the extra loss terms. The noising, the batch
+order and the loss itself live here too; the trainer's loop (training/trainer.py) draws a batch and calls into
+this module. With every option off it draws nothing from the generator and adds nothing, so the paper-001
+default trains exactly as before.
 """
 
 from __future__ import annotations

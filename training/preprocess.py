@@ -43,23 +43,23 @@ class Crop:
         return [self.height, self.width, self.top, self.left, self.target_height, self.target_width]
 
 
-def buckets(resolution: int, model: ModelFamily | None = None) -> list[tuple[int, int]]:
+def buckets(resolution: int, family: ModelFamily | None = None) -> list[tuple[int, int]]:
     """The family's buckets scaled to ``resolution`` (height, width), sides rounded to multiples of its
     ``bucket_multiple`` (32 for the UNets: the VAE's 8 × the UNet halving the latent twice)."""
-    model = model or family_named(DEFAULT_FAMILY)
-    scale, multiple = resolution / model.native_resolution, model.bucket_multiple
+    family = family or family_named(DEFAULT_FAMILY)
+    scale, multiple = resolution / family.native_resolution, family.bucket_multiple
     out = []
-    for w, h in model.buckets:
+    for w, h in family.buckets:
         size = tuple(max(multiple, int(side * scale / multiple + 0.5) * multiple) for side in (h, w))
         if size not in out:
             out.append(size)
     return out
 
 
-def nearest_bucket(height: int, width: int, resolution: int, model: ModelFamily | None = None) -> tuple[int, int]:
+def nearest_bucket(height: int, width: int, resolution: int, family: ModelFamily | None = None) -> tuple[int, int]:
     """The bucket whose aspect is nearest the photo's (in log aspect: 2:1 and 1:2 are equally far from 1:1)."""
     aspect = math.log(width / height)
-    return min(buckets(resolution, model), key=lambda b: abs(math.log(b[1] / b[0]) - aspect))
+    return min(buckets(resolution, family), key=lambda b: abs(math.log(b[1] / b[0]) - aspect))
 
 
 def mask_box(mask: torch.Tensor, threshold: float = 0.5) -> tuple[int, int, int, int] | None:
@@ -87,10 +87,10 @@ def _with_margin(box, height: int, width: int):
     return max(0, top - dy), min(height, bottom + dy), max(0, left - dx), min(width, right + dx)
 
 
-def choose_bucket(height: int, width: int, resolution: int, boxes=(), model: ModelFamily | None = None):
+def choose_bucket(height: int, width: int, resolution: int, boxes=(), family: ModelFamily | None = None):
     """The bucket nearest the photo's aspect in which every subject box fits whole; the nearest one if none does."""
     aspect = math.log(width / height)
-    ranked = sorted(buckets(resolution, model), key=lambda b: abs(math.log(b[1] / b[0]) - aspect))
+    ranked = sorted(buckets(resolution, family), key=lambda b: abs(math.log(b[1] / b[0]) - aspect))
     for bucket in ranked:
         if all(box is None or box_fits(height, width, bucket, box) for box in boxes):
             return bucket
@@ -136,19 +136,19 @@ def prepare(
     resolution: int,
     masks: list[torch.Tensor | None] | None = None,
     bucket: tuple[int, int] | None = None,
-    model: ModelFamily | None = None,
+    family: ModelFamily | None = None,
 ):
     """C×H×W photos (any sizes, 0..1) and optional H×W masks → one bucket's crops: (N×C×h×w pixels, N×1×h×w masks
-    or None, per-photo Crops). The bucket (of ``model``'s set): ``bucket`` if given, else the one most photos are
+    or None, per-photo Crops). The bucket (of ``family``'s set): ``bucket`` if given, else the one most photos are
     nearest to (one bucket
     per run, so every batch holds one), each photo's crop keeping its subject's box."""
     masks = masks if masks is not None else [None] * len(images)
     boxes = [None if m is None else mask_box(m) for m in masks]
     if bucket is None and len({tuple(im.shape[-2:]) for im in images}) == 1:  # the node's batch: one size
-        bucket = choose_bucket(images[0].shape[-2], images[0].shape[-1], resolution, boxes, model)
+        bucket = choose_bucket(images[0].shape[-2], images[0].shape[-1], resolution, boxes, family)
     elif bucket is None:  # `fit`'s folder of mixed photos: the bucket most of them are nearest to
         votes = Counter(
-            choose_bucket(im.shape[-2], im.shape[-1], resolution, [box], model) for im, box in zip(images, boxes)
+            choose_bucket(im.shape[-2], im.shape[-1], resolution, [box], family) for im, box in zip(images, boxes)
         )
         bucket = votes.most_common(1)[0][0]
     pixels, out_masks, crops = [], [], []

@@ -110,14 +110,14 @@ def sample(
     p = cond.prompt_embeds.shape[0]
     generator = torch.Generator().manual_seed(settings.seed)  # the same start noise at every preview
     x = (torch.randn((p, *latent_shape), generator=generator) * scheduler.init_noise_sigma).to(device)
-    model = family_named(settings.model_family)
+    family = family_named(settings.model_family)
     h, w = latent_shape[-2] * 8, latent_shape[-1] * 8
-    size = {k: v.to(device, dtype) for k, v in model.square_size_conditioning(h, w, 2 * p).items()}
+    size = {k: v.to(device, dtype) for k, v in family.square_size_conditioning(h, w, 2 * p).items()}
     guided = {**cond.guided(dtype, device), **size}
     for t in scheduler.timesteps:
         model_in = scheduler.scale_model_input(torch.cat([x, x]), t).to(dtype)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            pred = model.predict(unet, model_in, t, guided).float()
+            pred = family.predict(unet, model_in, t, guided).float()
         uncond, text = pred.chunk(2)
         x = scheduler.step(uncond + PREVIEW_CFG * (text - uncond), t, x, return_dict=False)[0]
     return x.float()

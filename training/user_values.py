@@ -21,14 +21,15 @@ def from_user_values(
     **fixed,
 ) -> TrainSettings:
     """Widget or flag values (training/declare.py's user values) → validated settings: unset zeros become None,
-    ``auto`` precision and checkpointing follow the machine's answers. ``fixed``: values the caller knows (the model's family and prediction type, the device)."""
+    ``auto`` precision and checkpointing follow the machine's answers (and the family's memory figures).
+    ``fixed``: values the caller knows (the model's family and prediction type, the device)."""
     from .declare import field_values
     from .families import family_named
     from .hardware import auto_gradient_checkpointing, auto_mixed_precision
 
     merged = {**field_values(TrainSettings, values), **fixed}
     defaults = TrainSettings()
-    model = family_named(merged.get("model_family", defaults.model_family))
+    family = family_named(merged.get("model_family", defaults.model_family))
     precision = auto_mixed_precision(merged.get("mixed_precision", "auto"), device_type, bf16_native)
     choice = checkpointing_choice(merged.get("gradient_checkpointing", "auto"))
     if choice not in CHECKPOINTING:
@@ -38,10 +39,10 @@ def from_user_values(
         choice,
         device_type,
         batch_size=merged.get("batch_size", defaults.batch_size),
-        resolution=merged.get("resolution") or model.native_resolution,
+        resolution=merged.get("resolution") or family.native_resolution,
         mixed_precision=precision,
         available_bytes=available_bytes,
-        family=model,
+        family=family,
     )
     if isinstance(merged.get("token"), str):
         merged["token"], merged["class_word"] = merged["token"].strip(), merged.get("class_word", "").strip()
