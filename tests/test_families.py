@@ -75,6 +75,9 @@ def test_flow_shift_pushes_timesteps_to_more_noise():
         FlowMatching(0.0)
     with pytest.raises(ValueError, match="flow_shift must be > 0"):
         TrainSettings(prediction_type="flow", flow_shift=-1.0).validate()
+    # The UNet families do not predict a flow: refused before training, with what to use.
+    with pytest.raises(ValueError, match=r"prediction_type flow is not how SD1.5 models predict.*epsilon"):
+        TrainSettings(prediction_type="flow", model_family="sd15").validate()
 
 
 def test_discrete_draws_are_the_trainers_former_draws():

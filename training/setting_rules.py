@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .families import NAMES as MODEL_FAMILIES
+from .families import family_named
 
 if TYPE_CHECKING:
     from .settings import TrainSettings
@@ -69,6 +70,13 @@ def problems(s: TrainSettings) -> list[str]:
         )
     if s.apt_feature_weight < 0 or s.apt_attention_weight < 0:
         found.append("apt_feature_weight and apt_attention_weight must be ≥ 0")
+    if s.model_family in MODEL_FAMILIES and s.prediction_type in PREDICTION_TYPES:
+        family = family_named(s.model_family)
+        if s.prediction_type not in family.predictions:
+            found.append(
+                f"prediction_type {s.prediction_type} is not how {family.title} models predict: use one of "
+                f"{family.predictions}"
+            )
     if not s.flow_shift > 0:
         found.append(f"flow_shift must be > 0, got {s.flow_shift}")
     if s.mixed_precision != "no" and s.device == "cpu":
