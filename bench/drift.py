@@ -66,7 +66,7 @@ def _predict(unet, x, t, embeds, pooled, size):
 
 def evaluate(unet, pipe, data, settings, size: int) -> dict[str, float]:
     from image_alchemy.training.lora_hooks import adapter_disabled
-    from image_alchemy.training.trainer import noise_scheduler
+    from image_alchemy.training.schedule import noise_scheduler
 
     unet.eval()
     gen = torch.Generator().manual_seed(1234)

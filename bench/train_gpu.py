@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class BenchFamily:
-    """What the bench needs of a family: ComfyUI's unet_config at full and tiny size, the latent side at its
-    native resolution (and in the dry run), its text conditioning widths (context, pooled)."""
+    """What the bench needs of a family beyond its declaration (training/families): ComfyUI's unet_config at full
+    and tiny size, the latent side at its native resolution (and in the dry run), its text conditioning widths
+    (context, pooled; 0 where the family has no pooled text)."""
 
     full: dict
     tiny: dict
@@ -67,9 +68,34 @@ TINY_SDXL_UNET_CONFIG = {
     "in_channels": 4,
     "out_channels": 4,
 }
-# One line per family.
+SD15_UNET_CONFIG = {  # ComfyUI's unet_config for SD1.5
+    "model_channels": 320,
+    "channel_mult": [1, 2, 4, 4],
+    "num_res_blocks": [2, 2, 2, 2],
+    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+    "transformer_depth_middle": 1,
+    "context_dim": 768,
+    "num_heads": 8,
+    "num_head_channels": -1,
+    "adm_in_channels": None,
+    "use_linear_in_transformer": False,
+    "in_channels": 4,
+    "out_channels": 4,
+}
+TINY_SD15_UNET_CONFIG = {
+    **{k: v for k, v in TINY_SDXL_UNET_CONFIG.items() if k != "adm_in_channels"},
+    "transformer_depth": [1, 0],
+    "transformer_depth_output": [1, 1, 0, 0],
+    "num_heads": 2,
+    "num_head_channels": -1,
+    "adm_in_channels": None,
+    "use_linear_in_transformer": False,
+}
+# One line per family (its name as training/families declares it).
 FAMILIES = {
     "sdxl": BenchFamily(SDXL_UNET_CONFIG, TINY_SDXL_UNET_CONFIG, 128, 8, 2048, 1280, 64, 32),
+    "sd15": BenchFamily(SD15_UNET_CONFIG, TINY_SD15_UNET_CONFIG, 64, 8, 768, 0, 64, 0),
 }
 
 
@@ -78,9 +104,9 @@ def import_training():
     from pack_import import import_pack
 
     import_pack()
-    from image_alchemy.training import devices, hardware, optimizers, settings, trainer, unet
+    from image_alchemy.training import devices, families, hardware, optimizers, settings, trainer
 
-    return devices, hardware, optimizers, settings, trainer, unet
+    return devices, families, hardware, optimizers, settings, trainer
 
 
 def parse_args(argv=None, optimizers=("adamw",)) -> argparse.Namespace:
@@ -96,11 +122,11 @@ def parse_args(argv=None, optimizers=("adamw",)) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict[str, float | str]:
-    devices, hardware, optimizers, settings_mod, trainer, unet_mod = import_training()
+    devices, families, hardware, optimizers, settings_mod, trainer = import_training()
     args = parse_args(argv, optimizers.offered())
     from diffusers import UNet2DConditionModel
 
-    family = FAMILIES[args.family]
+    family, declared = FAMILIES[args.family], families.family_named(args.family)
     device = torch.device("cpu") if args.dry_run else devices.pick(args.device)
     if device.type == "cpu" and not args.dry_run:
         raise SystemExit("train_gpu.py needs a GPU (cuda, xpu or mps); --dry-run checks it on the CPU")
@@ -112,15 +138,15 @@ def main(argv=None) -> dict[str, float | str]:
     precision = hardware.auto_mixed_precision("auto", devices.torch_machine(device))
     torch.manual_seed(0)
     with torch.device(device):
-        unet = UNet2DConditionModel(**unet_mod.diffusers_unet_config(comfy_config))  # random init: no download
+        unet = UNet2DConditionModel(**declared.denoiser_config(comfy_config))  # random init: no download
     params = sum(p.numel() for p in unet.parameters())
     gen = torch.Generator().manual_seed(0)
     size = latent * 8
+    cond = torch.randn(1, 77, context, generator=gen)
     data = trainer.TrainingData(
-        latents=torch.randn(4, 4, latent, latent, generator=gen) * 0.8,
-        prompt_embeds=torch.randn(1, 77, context, generator=gen),
-        pooled_prompt_embeds=torch.randn(1, pooled, generator=gen),
-        time_ids=torch.tensor([[size, size, 0, 0, size, size]] * 4, dtype=torch.float32),
+        latents=torch.randn(4, declared.latent_channels, latent, latent, generator=gen) * 0.8,
+        **declared.text_conditioning(cond, torch.randn(1, pooled, generator=gen) if pooled else None),
+        **declared.square_size_conditioning(size, size, 4),
     )
     settings = settings_mod.TrainSettings(
         token="iklan",
@@ -133,6 +159,7 @@ def main(argv=None) -> dict[str, float | str]:
         mixed_precision=precision,
         gradient_checkpointing=not args.no_checkpointing,
         device=str(device),
+        model_family=args.family,
         learning_rate=1e-4,
         optimizer=args.optimizer,
     )

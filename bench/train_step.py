@@ -1,4 +1,4 @@
-"""Our LoRA training step vs two references, on the tiny random SDXL-architecture model, in one process.
+"""Our LoRA training step vs two references, on each family's tiny random model (SDXL, SD1.5), in one process.
 
 - ``vs_diffusers_example``: a loop shaped like diffusers' train_dreambooth_lora_sdxl.py without caching: every
   step runs the VAE on the pixels and both text encoders on the prompt, then the UNet forward/backward.
@@ -6,8 +6,8 @@
 - ``vs_bare_peft``: the bare minimum — the same peft LoRA UNet, forward + MSE + backward + AdamW step on
   ready tensors. Printed as our time / bare time (goal ≤ 1.1: our loop adds little).
 Step times are medians over interleaved rounds after warm-up; the tiny VAE is TAESD, so on real SDXL (a KL
-VAE at 1024²) the example-style loop is slower still.
-Run: .venv/bin/python bench/train_step.py [--size 256] [--batch 4] [--steps 6] [--rounds 3]
+VAE at 1024²) the example-style loop is slower still. Each line names its family: ``name[family]: value``.
+Run: .venv/bin/python bench/train_step.py [--family all|sdxl|sd15] [--size 256] [--batch 4] [--steps 6] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -27,25 +27,29 @@ ROOT = Path(__file__).resolve().parent.parent
 COMFY_DIR = ROOT / ".cache" / "comfyui"
 
 
-def setup(tmp: Path, size: int):
-    """Tiny pipeline folder and the subject encoded once (what the node hands to the trainer)."""
-    sys.path.append(str(COMFY_DIR))
-    sys.path.insert(0, str(ROOT / "scripts" / "devkit"))
-    spec = importlib.util.spec_from_file_location(
-        "image_alchemy", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["image_alchemy"] = module
-    spec.loader.exec_module(module)
+def setup(tmp: Path, size: int, family: str):
+    """The family's tiny pipeline folder and the subject encoded once (what the node hands to the trainer)."""
+    if "image_alchemy" not in sys.modules:
+        sys.path.append(str(COMFY_DIR))
+        sys.path.insert(0, str(ROOT / "scripts" / "devkit"))
+        spec = importlib.util.spec_from_file_location(
+            "image_alchemy", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["image_alchemy"] = module
+        spec.loader.exec_module(module)
     from tiny_models import factory, pipeline
 
     factory.use_comfyui(COMFY_DIR)
-    models = factory.write_tiny_sdxl(tmp / "tiny")
-    pipe_dir = pipeline.write_tiny_pipeline(models, tmp / "pipe", COMFY_DIR)
+    models = {**factory.write_tiny_sdxl(tmp / "tiny"), **factory.write_tiny_sd15(tmp / "tiny")}
+    writer = pipeline.write_tiny_sd15_pipeline if family == "sd15" else pipeline.write_tiny_pipeline
+    pipe_dir = writer(models, tmp / f"pipe_{family}", COMFY_DIR)
     from image_alchemy.training.settings import TrainSettings
 
     # One micro-batch per step, the unit the reference loops below take.
-    settings = TrainSettings(token="iklan", class_word="disc", rank=4, device="cpu", gradient_accumulation=1)
+    settings = TrainSettings(
+        token="iklan", class_word="disc", rank=4, device="cpu", gradient_accumulation=1, model_family=family
+    )
     data = pipeline.encode_subject_data(pipe_dir, settings, size=size)
     from image_alchemy.training.fit import load_images
 
@@ -78,10 +82,13 @@ def _peft_unet(pipe_dir, settings):
 
 
 def time_diffusers_example(pipe_dir, pixels, settings, batch: int, steps: int) -> float:
-    """Per step: VAE encode + both text encoders + UNet forward/backward (no caching)."""
-    from diffusers import DDPMScheduler, StableDiffusionXLPipeline
+    """Per step: VAE encode + the text encoder(s) + UNet forward/backward (no caching)."""
+    from diffusers import DDPMScheduler
+    from image_alchemy.training.families import family_named
+    from image_alchemy.training.fit import load_pipeline
 
-    pipe = StableDiffusionXLPipeline.from_pretrained(str(pipe_dir), dtype=torch.float32)
+    family = family_named(settings.model_family)
+    pipe = load_pipeline(str(pipe_dir), family=family)
     unet, optimizer = _peft_unet(pipe_dir, settings)
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     size = pixels.shape[-1]
@@ -91,18 +98,11 @@ def time_diffusers_example(pipe_dir, pixels, settings, batch: int, steps: int) -
         x = pixels[torch.arange(step * batch, (step + 1) * batch) % len(pixels)]
         with torch.no_grad():
             latents = pipe.vae.encode(x).latents * pipe.vae.config.scaling_factor
-            embeds, _, pooled, _ = pipe.encode_prompt(
-                [settings.prompt] * batch, device="cpu", do_classifier_free_guidance=False
-            )
-        time_ids = torch.tensor([[size, size, 0, 0, size, size]] * batch, dtype=torch.float32)
+            cond = {k: v.expand(batch, *v.shape[1:]) for k, v in family.encode_prompt(pipe, settings.prompt).items()}
+        cond.update(family.square_size_conditioning(size, size, batch))
         noise = torch.randn_like(latents)
         t = torch.randint(0, 1000, (batch,))
-        pred = unet(
-            scheduler.add_noise(latents, noise, t),
-            t,
-            embeds,
-            added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
-        ).sample
+        pred = family.predict(unet, scheduler.add_noise(latents, noise, t), t, cond)
         loss = F.mse_loss(pred, noise)
         optimizer.zero_grad()
         loss.backward()
@@ -112,16 +112,24 @@ def time_diffusers_example(pipe_dir, pixels, settings, batch: int, steps: int) -
 
 
 def time_bare_peft(pipe_dir, data, settings, batch: int, steps: int) -> float:
+    """The same peft LoRA UNet on ready tensors: forward + MSE + backward + AdamW, nothing else."""
+    from image_alchemy.training.families import family_named
+
+    family = family_named(settings.model_family)
     unet, optimizer = _peft_unet(pipe_dir, settings)
     n = data.latents.shape[0]
     idx = torch.arange(batch) % n
-    latents, cond = data.latents[idx], data.prompt_embeds.expand(batch, -1, -1)
-    added = {"text_embeds": data.pooled_prompt_embeds.expand(batch, -1), "time_ids": data.time_ids[idx]}
+    latents = data.latents[idx]
+    cond = {
+        k: v[idx] if v.shape[0] == n else v.expand(batch, *v.shape[1:])
+        for k, v in data.tensors().items()
+        if k in family.conditioning
+    }
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         noise = torch.randn_like(latents)
-        pred = unet(latents + noise, torch.randint(0, 1000, (batch,)), cond, added_cond_kwargs=added).sample
+        pred = family.predict(unet, latents + noise, torch.randint(0, 1000, (batch,)), cond)
         loss = F.mse_loss(pred, noise)
         optimizer.zero_grad()
         loss.backward()
@@ -132,25 +140,27 @@ def time_bare_peft(pipe_dir, data, settings, batch: int, steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", choices=("all", "sdxl", "sd15"), default="all")
     parser.add_argument("--size", type=int, default=256, help="pixels (256 → 32×32 latents)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=6, help="steps per timing round (first one is warm-up)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        pipe_dir, data, pixels, settings = setup(Path(tmp), args.size)
-        settings.batch_size = args.batch
-        ours, example, bare = [], [], []
-        for _ in range(args.rounds):
-            ours.append(time_ours(pipe_dir, data, settings, args.steps + 1))
-            example.append(time_diffusers_example(pipe_dir, pixels, settings, args.batch, args.steps))
-            bare.append(time_bare_peft(pipe_dir, data, settings, args.batch, args.steps))
-    ours, example, bare = (statistics.median(v) for v in (ours, example, bare))
-    print(f"train_step_ours_s: {ours:.4f}")
-    print(f"train_step_diffusers_example_s: {example:.4f}")
-    print(f"train_step_bare_peft_s: {bare:.4f}")
-    print(f"train_step_vs_diffusers_example: {example / ours:.2f}")
-    print(f"train_step_vs_bare_peft: {ours / bare:.2f}")
+    for family in ("sdxl", "sd15") if args.family == "all" else (args.family,):
+        with tempfile.TemporaryDirectory() as tmp:
+            pipe_dir, data, pixels, settings = setup(Path(tmp), args.size, family)
+            settings.batch_size = args.batch
+            ours, example, bare = [], [], []
+            for _ in range(args.rounds):
+                ours.append(time_ours(pipe_dir, data, settings, args.steps + 1))
+                example.append(time_diffusers_example(pipe_dir, pixels, settings, args.batch, args.steps))
+                bare.append(time_bare_peft(pipe_dir, data, settings, args.batch, args.steps))
+        ours, example, bare = (statistics.median(v) for v in (ours, example, bare))
+        print(f"train_step_ours_s[{family}]: {ours:.4f}")
+        print(f"train_step_diffusers_example_s[{family}]: {example:.4f}")
+        print(f"train_step_bare_peft_s[{family}]: {bare:.4f}")
+        print(f"train_step_vs_diffusers_example[{family}]: {example / ours:.2f}")
+        print(f"train_step_vs_bare_peft[{family}]: {ours / bare:.2f}")
 
 
 if __name__ == "__main__":

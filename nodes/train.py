@@ -14,7 +14,6 @@ import logging
 import uuid
 from pathlib import Path
 
-import comfy.model_base
 import comfy.model_management
 import comfy.utils
 import folder_paths
@@ -23,10 +22,10 @@ from comfy_api.latest import io, ui
 
 from ..alchemy import layout
 from ..training import child
+from ..training.families import family_named
 from ..training.lora_file import read_metadata
 from ..training.plot import loss_curve_image
 from ..training.settings import CHECKPOINTING
-from ..training.unet import diffusers_unet_config
 from ..training.user_values import checkpointing_choice
 from ..training.weights import fingerprint
 from . import train_photos, train_progress, train_start
@@ -38,7 +37,7 @@ from .train_checks import (
 )
 from .train_encode import prepare_images
 from .train_inputs import setting_inputs
-from .train_run import JOB_HASH_KEY, clean_up, hand_over_and_train
+from .train_run import JOB_HASH_KEY, TrainingRequest, clean_up, hand_over_and_train
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +50,14 @@ def _work_dir() -> Path:
     return path
 
 
-def _unet_config(model) -> dict:
+def _unet_config(model, family) -> dict:
     try:
-        return diffusers_unet_config(model.model.model_config.unet_config)
+        return family.denoiser_config(model.model.model_config.unet_config)
     except (KeyError, ValueError) as e:
-        raise ValueError(f"{NODE}: the MODEL is not an SDXL-family UNet ({e}); connect an SDXL checkpoint") from e
+        raise ValueError(
+            f"{NODE}: the MODEL's {family.title} UNet has a layout the trainer cannot convert ({e}); connect a "
+            f"{family.title} checkpoint of the standard architecture"
+        ) from e
 
 
 class TrainSubjectLoRA(io.ComfyNode):
@@ -74,13 +76,13 @@ class TrainSubjectLoRA(io.ComfyNode):
             "trainer and leaves no file.",
             is_output_node=True,
             inputs=[
-                io.Model.Input("model", tooltip="SDXL model to train on (from your checkpoint loader)."),
+                io.Model.Input("model", tooltip="SD1.5 or SDXL model to train on (from your checkpoint loader)."),
                 io.Clip.Input("clip", tooltip="Its CLIP: encodes the training prompt 'a photo of <token> <class>'."),
                 io.Vae.Input("vae", tooltip="Its VAE: encodes the subject photos once, before training."),
                 io.Image.Input(
                     "images",
                     tooltip="4–5 photos of the subject, best as a list (Photo List): each keeps its own size, "
-                    "is resized to an SDXL aspect bucket and cut around the subject (mask) or centred. A "
+                    "is resized to the model's aspect bucket and cut around the subject (mask) or centred. A "
                     "batch also works, but Image Batch has already cropped every photo to the first one's "
                     "aspect.",
                 ),
@@ -152,9 +154,10 @@ class TrainSubjectLoRA(io.ComfyNode):
         comfy.model_management.soft_empty_cache()
         if model.patches:
             log.warning("%s: the MODEL carries patches (e.g. LoRAs); training uses its base weights only", NODE)
-        config = _unet_config(model)
+        family = family_named(settings.model_family)
+        config = _unet_config(model, family)
         model_hash = fingerprint(model.model.diffusion_model.state_dict())  # sampled: well under a second
-        resolution = settings.resolution
+        resolution = settings.training_resolution
         key = train_start.input_key(model_hash, settings, vae, clip, {"images": images, "mask": mask}, resolution)
 
         if output.exists() and read_metadata(output).get(JOB_HASH_KEY) == key:  # before anything is written
@@ -162,14 +165,14 @@ class TrainSubjectLoRA(io.ComfyNode):
             losses = cls._losses(output)
             train_progress.send(cls.hidden.unique_id, {"phase": "cached", "losses": losses})
             return cls._result(file_name, losses)
-        pixels, masks, time_ids = prepare_images(photos, masks, resolution)  # also checks the masks
+        photos = prepare_images(photos, masks, resolution, family=family)  # also checks the masks
         log.info(
             "%s: %d photos → the %d×%d bucket: %s",
             NODE,
-            len(photos),
-            pixels.shape[2],
-            pixels.shape[1],
-            ", ".join(f"{w}×{h} cut at ({left}, {top})" for h, w, top, left, _, _ in time_ids.int().tolist()),
+            len(photos.crops),
+            photos.pixels.shape[2],
+            photos.pixels.shape[1],
+            ", ".join(f"{c.width}×{c.height} cut at ({c.left}, {c.top})" for c in photos.crops),
         )
         if output.exists():
             log.warning(
@@ -181,11 +184,11 @@ class TrainSubjectLoRA(io.ComfyNode):
         try:
             # Started now: it imports (and on the CPU reads the UNet) while the node hands over and encodes.
             trainer = child.TrainerProcess(job_dir, staged=True)
-            grid = hand_over_and_train(
-                trainer, job_dir, (model, clip, vae), (pixels, masks, time_ids), settings, device, config=config,
-                model_hash=model_hash, key=key, output=output, resume=resume, file_name=file_name,
-                unique_id=cls.hidden.unique_id,
+            request = TrainingRequest(
+                model, clip, vae, photos, settings, device, config, model_hash, key, output, resume,
+                cls.hidden.unique_id,
             )  # fmt: skip
+            grid = hand_over_and_train(trainer, job_dir, request)
         except child.TrainingFailed as e:
             raise RuntimeError(f"{NODE}: training failed: {e}") from e
         finally:

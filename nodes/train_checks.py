@@ -1,6 +1,6 @@
-"""TrainSubjectLoRA's checks of its inputs: the LoRA name, whether the MODEL can be trained, how it samples,
-what the machine offers (nodes/train_device.py), a token that splits; ``checked_settings`` runs them and builds the
-trainer's settings. Each runs before anything is encoded or written."""
+"""TrainSubjectLoRA's checks of its inputs: the LoRA name, the MODEL's family and whether it can be trained, how it
+samples, what the machine offers (nodes/train_device.py), a token that splits; ``checked_settings`` runs them and
+builds the trainer's settings. Each runs before anything is encoded or written."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import math
 import unicodedata
 from pathlib import Path
 
-import comfy.model_base
 import torch
 
+from ..training.families import FAMILIES, ModelFamily, recognise
 from ..training.settings import TrainSettings
 from ..training.user_values import from_user_values
 from . import train_progress
@@ -61,15 +61,28 @@ def lora_file_name(name: str) -> str:
     return name + ".safetensors"
 
 
+def model_family(model) -> ModelFamily:
+    """The MODEL's family (training/families), by the classes of its ComfyUI model config."""
+    config = model.model.model_config
+    found = recognise([c.__name__ for c in type(config).__mro__])
+    if found is None:
+        raise ValueError(
+            f"{NODE}: the MODEL is {type(config).__name__} ({type(model.model).__name__}), a model family the "
+            f"trainer does not train: connect a checkpoint of {' or '.join(f.title for f in FAMILIES.values())}"
+        )
+    return found
+
+
 def sampling_kind(model) -> tuple[str, bool]:
     """Prediction type and zero-terminal-SNR of the MODEL as it samples: its ``model_sampling`` object, which
     ModelSamplingDiscrete (and similar nodes) replace after loading, not the checkpoint's own model type."""
     import comfy.model_sampling as ms
 
+    title = model_family(model).title
     sampling = model.get_model_object("model_sampling")
     if not isinstance(sampling, ms.ModelSamplingDiscrete):
         raise ValueError(
-            f"{NODE}: the MODEL samples with {type(sampling).__name__}, not SDXL's discrete 1000-step "
+            f"{NODE}: the MODEL samples with {type(sampling).__name__}, not {title}'s discrete 1000-step "
             "schedule: train on the model as loaded (without ModelSamplingContinuousEDM / "
             "ModelSamplingSD3-style patches)"
         )
@@ -80,21 +93,22 @@ def sampling_kind(model) -> tuple[str, bool]:
     if prediction not in (ms.EPS, ms.V_PREDICTION):
         name = prediction.__name__ if prediction is not None else "nothing"
         raise ValueError(
-            f"{NODE}: the MODEL predicts {name}; only epsilon and v-prediction SDXL models train here "
+            f"{NODE}: the MODEL predicts {name}; only epsilon and v-prediction {title} models train here "
             "(set ModelSamplingDiscrete to eps or v_prediction, or remove it)"
         )
-    # The trainer noises with SDXL's betas (0.00085 → 0.012, 1000 steps); another schedule would train off it.
+    # The trainer noises with the UNet families' betas (0.00085 → 0.012, 1000 steps); another schedule would
+    # train off it.
     schedule = (sampling.num_timesteps, sampling.linear_start, sampling.linear_end)
     if schedule[0] != 1000 or not all(math.isclose(a, b) for a, b in zip(schedule[1:], (0.00085, 0.012))):
         raise ValueError(
-            f"{NODE}: the MODEL's noise schedule (steps, β start, β end) = {schedule} is not SDXL's "
+            f"{NODE}: the MODEL's noise schedule (steps, β start, β end) = {schedule} is not {title}'s "
             "(1000, 0.00085, 0.012), which the trainer uses: train on the model as loaded"
         )
     kind = "v_prediction" if prediction is ms.V_PREDICTION else "epsilon"
     return kind, bool(getattr(sampling, "zsnr", False))
 
 
-def check_trainable(model) -> None:
+def check_trainable(model, family: ModelFamily) -> None:
     """Refuses, before anything is encoded or written, UNets the trainer cannot train: scaled-fp8 weights (the
     per-layer scales have no place in the diffusers UNet) and UNets with extra input channels (inpainting 9,
     instruct-pix2pix 8: their extra image/mask channels are not part of a subject photo's latent)."""
@@ -112,12 +126,13 @@ def check_trainable(model) -> None:
             "cannot be trained: load the fp16/bf16 version of the checkpoint for training (the LoRA "
             "then also applies to the fp8 one)"
         )
-    channels = (config.unet_config.get("in_channels", 4), config.unet_config.get("out_channels", 4))
-    if channels != (4, 4):
+    latent = family.latent_channels
+    channels = (config.unet_config.get("in_channels", latent), config.unet_config.get("out_channels", latent))
+    if channels != (latent, latent):
         kind = {9: "an inpainting", 8: "an instruct-pix2pix"}.get(channels[0], "a non-standard")
         raise ValueError(
-            f"{NODE}: the MODEL's UNet has {channels[0]} input channels, not SDXL's 4: it is {kind} "
-            "model, whose extra channels a subject photo cannot fill. Train on the base SDXL "
+            f"{NODE}: the MODEL's UNet has {channels[0]} input channels, not {family.title}'s {latent}: it is "
+            f"{kind} model, whose extra channels a subject photo cannot fill. Train on the base {family.title} "
             "checkpoint (its LoRA also loads on the inpainting model)"
         )
 
@@ -130,7 +145,7 @@ def _config_value(config, name: str):
 
 def several_tokens_warning(clip, token: str) -> str | None:
     """A word that the tokenizers split still trains, but its pieces carry priors (paper 001 §3.2)."""
-    end_token = 49407  # CLIP's end-of-text id, in both SDXL tokenizers
+    end_token = 49407  # CLIP's end-of-text id (SD1.5's CLIP-L, SDXL's CLIP-L and CLIP-G)
     counts = []
     for batches in clip.tokenize(token).values():
         ids = [t[0] for t in batches[0]]
@@ -138,7 +153,7 @@ def several_tokens_warning(clip, token: str) -> str | None:
     if max(counts, default=1) <= 1:
         return None
     return (
-        f"token '{token}' is {max(counts)} tokens for SDXL's tokenizers, not one: it trains, but a single-token "
+        f"token '{token}' is {max(counts)} tokens for the model's tokenizers, not one: it trains, but a single-token "
         "rare word (see Rare Token Picker) has no prior and learns the subject faster"
     )
 
@@ -176,22 +191,20 @@ def resume_state(name: str) -> Path | None:
 def checked_settings(
     model, clip, images: list, values: dict, unique_id, notes: list[str] = ()
 ) -> tuple[TrainSettings, torch.device]:
-    """The node's inputs checked and turned into the trainer's settings for this device; ``images``: the IMAGE
-    input list, ``notes``: warnings about the photos, shown on the node with any of the settings'."""
-    if not isinstance(model.model, comfy.model_base.SDXL):
-        raise ValueError(
-            f"{NODE}: the MODEL is {type(model.model).__name__}, not an SDXL model: connect an "
-            "SDXL checkpoint (the trainer needs SDXL's UNet and its size/pooled-text conditioning)"
-        )
+    """The node's inputs checked and turned into the trainer's settings for this device and model family;
+    ``images``: the IMAGE input list, ``notes``: warnings about the photos, shown on the node with any of the
+    settings'."""
+    family = model_family(model)
     for batch in images:  # no photos: said by the node, with what to connect
         check_images(NODE, batch, what="photos", allow_empty=True)
-    check_trainable(model)
+    check_trainable(model, family)
     prediction_type, zsnr = sampling_kind(model)
     device, machine = comfy_machine()  # a device that cannot train is refused here, before anything is encoded
     settings = from_user_values(
         values,
         machine=machine,
         where=NODE,
+        model_family=family.name,
         prediction_type=prediction_type,
         zero_terminal_snr=zsnr,
         device=str(device),

@@ -4,10 +4,13 @@ APT's views), masks at latent size and prompt embeddings; the class images; the 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from ..training.augment import augmented_views
-from ..training.preprocess import prepare
+from ..training.families import ModelFamily, family_named
+from ..training.preprocess import Crop, prepare
 from ..training.preview import PreviewConditioning
 from ..training.settings import TrainSettings
 from ..training.trainer import TrainingData
@@ -16,11 +19,27 @@ from . import class_images
 NODE = "TrainSubjectLoRA"
 
 
-def encode(model, clip, vae, pixels, masks, time_ids, settings: TrainSettings) -> TrainingData:
+class Photos(NamedTuple):
+    """The photos cut to their bucket: pixels BHWC for the VAE, masks B×1×h×w or None, where each crop came from."""
+
+    pixels: torch.Tensor
+    masks: torch.Tensor | None
+    crops: list[Crop]
+
+
+def text_conditioning(clip, prompt: str, family: ModelFamily) -> dict[str, torch.Tensor]:
+    """``prompt`` encoded by the wired CLIP, under the family's conditioning names."""
+    return family.text_conditioning(*clip.encode_from_tokens(clip.tokenize(prompt), return_pooled=True))
+
+
+def encode(model, clip, vae, photos: Photos, settings: TrainSettings) -> TrainingData:
+    """The photos' latents (flipped and APT's views when asked), their masks at latent size, the prompt's and the
+    crops' conditioning."""
+    pixels, masks = photos.pixels, photos.masks
     latent_format = model.model.process_latent_in  # the model's own latent scaling (SDXL: ×0.13025)
     latents = latent_format(vae.encode(pixels)).float().cpu()
     flipped = latent_format(vae.encode(pixels.flip(2))).float().cpu() if settings.flip else None
-    cond, pooled = clip.encode_from_tokens(clip.tokenize(settings.prompt), return_pooled=True)
+    family = family_named(settings.model_family)
     augmented = augmented_masks = None
     if settings.apt_augment:  # APT's views, encoded once (training/augment.py); BHWC ↔ BCHW around the warp
         views, view_masks = augmented_views(pixels.movedim(-1, 1), settings.apt_views, settings.seed, masks)
@@ -33,11 +52,11 @@ def encode(model, clip, vae, pixels, masks, time_ids, settings: TrainSettings) -
         latents=latents,
         latents_flipped=flipped,
         masks=masks,
-        time_ids=time_ids,
-        prompt_embeds=cond.float().cpu(),
-        pooled_prompt_embeds=pooled.float().cpu(),
         augmented_latents=augmented,
         augmented_masks=augmented_masks,
+        **text_conditioning(clip, settings.prompt, family),
+        **family.size_conditioning(photos.crops),
+        photo_crops=torch.tensor([crop.time_ids() for crop in photos.crops], dtype=torch.int64),
     )
 
 
@@ -49,22 +68,16 @@ def preview_conditioning(clip, settings: TrainSettings) -> PreviewConditioning |
     """The preview prompts (training prompt, then preview_prompt) and the empty negative, encoded once."""
     if not settings.preview_every:
         return None
-    rows = [clip.encode_from_tokens(clip.tokenize(p), return_pooled=True) for p in settings.preview_prompts]
-    negative, negative_pooled = clip.encode_from_tokens(clip.tokenize(""), return_pooled=True)
-    return PreviewConditioning(
-        torch.cat([c for c, _ in rows]).float().cpu(),
-        torch.cat([p for _, p in rows]).float().cpu(),
-        negative.float().cpu(),
-        negative_pooled.float().cpu(),
-    )
+    family = family_named(settings.model_family)
+    rows = [text_conditioning(clip, p, family) for p in settings.preview_prompts]
+    return PreviewConditioning.from_rows(rows, text_conditioning(clip, "", family))
 
 
-def prepare_images(images, masks, resolution: int, bucket: tuple[int, int] | None = None):
-    """Photos (H×W×C each, any sizes: a list, or an IMAGE batch BHWC) → the SDXL aspect bucket most of them are
+def prepare_images(images, masks, resolution: int, bucket: tuple[int, int] | None = None, family=None) -> Photos:
+    """Photos (H×W×C each, any sizes: a list, or an IMAGE batch BHWC) → the family's aspect bucket most of them are
     nearest to (or ``bucket``), each resized (antialiased) and cut around its subject's mask box by the trainer's
     own preprocessing (the same as `python -m training fit`); masks (H×W each, one per photo, or one MASK for
-    all) likewise. Returns (pixels N×h×w×C for the VAE, masks N×1×h×w or None, SDXL size/crop conditioning per
-    photo)."""
+    all) likewise."""
     photos = list(images)
     per_photo_masks = None
     if masks is not None:
@@ -83,9 +96,10 @@ def prepare_images(images, masks, resolution: int, bucket: tuple[int, int] | Non
             per_photo_masks.append(mask.float())
         if max(float(m.max()) for m in per_photo_masks) <= 0:
             raise ValueError(f"{NODE}: the subject mask is empty: connect a mask that covers the subject, or none")
-    pixels, masks, crops = prepare([p[..., :3].movedim(-1, 0) for p in photos], resolution, per_photo_masks, bucket)
-    time_ids = torch.tensor([crop.time_ids() for crop in crops], dtype=torch.float32)
-    return pixels.movedim(1, -1), masks, time_ids
+    pixels, masks, crops = prepare(
+        [p[..., :3].movedim(-1, 0) for p in photos], resolution, per_photo_masks, bucket, family
+    )
+    return Photos(pixels.movedim(1, -1), masks, crops)
 
 
 def add_class_data(
@@ -102,12 +116,13 @@ def add_class_data(
         seed=settings.seed,
         model_hash=model_hash,
     )
+    family = family_named(settings.model_family)
     bucket = tuple(int(v) * 8 for v in data.latents.shape[-2:])  # the subject's bucket: one shape for every batch
-    pixels, _masks, time_ids = prepare_images(images, None, resolution, bucket)
+    pixels, _masks, crops = prepare_images(images, None, resolution, bucket, family)
     data.class_latents = model.model.process_latent_in(vae.encode(pixels)).float().cpu()
-    cond, pooled = clip.encode_from_tokens(clip.tokenize(settings.class_prompt), return_pooled=True)
-    data.class_prompt_embeds, data.class_pooled_prompt_embeds = cond.float().cpu(), pooled.float().cpu()
-    data.class_time_ids = time_ids[:1]
+    class_cond = {**text_conditioning(clip, settings.class_prompt, family), **family.size_conditioning(crops[:1])}
+    for name, value in class_cond.items():
+        setattr(data, f"class_{name}", value)
 
 
 def class_images_cached(settings: TrainSettings, resolution: int, model_hash: str) -> bool:

@@ -1,4 +1,5 @@
-"""How TrainSubjectLoRA hands the base UNet to the trainer without a 5 GB copy when it can (docs/DESIGN.md §5.3).
+"""How TrainSubjectLoRA hands the base UNet (of any family: training/families) to the trainer without a 5 GB copy
+when it can (docs/DESIGN.md §5.3).
 
 1. The MODEL came straight from a safetensors file: newer ComfyUI (0.33 does, 0.3.75 does not) records on
    the ModelPatcher how its loader made it (``cached_patcher_init``: ``load_checkpoint_guess_config(path, …)``
@@ -59,14 +60,15 @@ def model_files() -> list[str]:
     return found
 
 
-def unet_source(model, state_dict: dict, config: dict, model_hash: str) -> UnetSource:
-    """Where the trainer reads the base UNet ``state_dict`` (ComfyUI's, base weights): see the module docstring."""
+def unet_source(model, state_dict: dict, config: dict, model_hash: str, family: str = "sdxl") -> UnetSource:
+    """Where the trainer reads the base UNet ``state_dict`` (ComfyUI's, base weights) of the ``family``
+    (training/families): see the module docstring."""
     recorded = loaded_from(model)
     for path in ([recorded] if recorded else []) + [p for p in model_files() if p != recorded]:
         prefix = file_matches(path, state_dict)
         if prefix is not None:
             log.info("TrainSubjectLoRA: the trainer reads the UNet from %s (no export)", path)
-            return UnetSource(path, prefix, config, model_hash)
+            return UnetSource(path, prefix, config, model_hash, family)
         if path == recorded:
             log.warning("TrainSubjectLoRA: %s no longer holds the loaded UNet weights (changed on disk?)", path)
     export = cache_dir() / f"unet-{model_hash[:20]}.safetensors"
@@ -74,5 +76,5 @@ def unet_source(model, state_dict: dict, config: dict, model_hash: str) -> UnetS
         for old in cache_dir().glob("unet-*.safetensors"):
             old.unlink(missing_ok=True)
         log.info("TrainSubjectLoRA: exporting the UNet once to %s", export)
-        save_ldm_unet(export, state_dict, config, model_hash)
-    return UnetSource(str(export), LDM_PREFIX, config, model_hash)
+        save_ldm_unet(export, state_dict, config, model_hash, family)
+    return UnetSource(str(export), LDM_PREFIX, config, model_hash, family)

@@ -9,8 +9,9 @@ import torch
 from image_alchemy.training import augment
 from image_alchemy.training import regularizers as reg
 from image_alchemy.training.lora_hooks import FeatureProbe, adapter_disabled, lora_factors, lora_parameters
+from image_alchemy.training.objective import compute_loss
 from image_alchemy.training.settings import TrainSettings
-from image_alchemy.training.trainer import build_lora_unet, compute_loss
+from image_alchemy.training.trainer import build_lora_unet
 
 
 def test_delta_penalty_by_hand_and_equal_to_naive_frobenius():

@@ -52,9 +52,9 @@ def test_unsafe_lora_names_are_refused_and_nothing_is_written(comfy, name):
     assert_clean(comfy)
 
 
-def test_non_sdxl_model_is_refused(comfy):
-    g, _ = train_graph(model="sd15")
-    expect_error(comfy, g.finalize(), r"TrainSubjectLoRA: .*not an SDXL", r"SDXL checkpoint")
+def test_a_model_family_the_trainer_does_not_train_is_refused(comfy):
+    g, _ = train_graph(model="refiner")  # ComfyUI's SDXLRefiner: not SDXL base, nor any declared family
+    expect_error(comfy, g.finalize(), r"TrainSubjectLoRA: the MODEL is SDXLRefiner .*does not train", r"SDXL or SD1\.5")
     assert_clean(comfy, "rel_never.safetensors")
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from image_alchemy.training import cli, job
 from image_alchemy.training.lora_file import read_metadata
+from image_alchemy.training.objective import compute_loss
 from image_alchemy.training.plot import loss_curve_image
 from image_alchemy.training.settings import TrainSettings
-from image_alchemy.training.trainer import compute_loss
 from image_alchemy.training.unet import diffusers_unet_config, load_ldm_unet
 from safetensors import safe_open
 from safetensors.torch import load_file

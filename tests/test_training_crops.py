@@ -5,7 +5,8 @@ trains at the 3:2-ish bucket with time-ids that say so."""
 import numpy as np
 import pytest
 import torch
-from image_alchemy.training.preprocess import SDXL_BUCKETS, buckets, plan_crop
+from image_alchemy.training.families import family_named
+from image_alchemy.training.preprocess import buckets, plan_crop
 from PIL import Image
 from safetensors import safe_open
 
@@ -18,7 +19,7 @@ def node(tiny_models):
 
 
 def test_buckets_are_sdxls_at_1024_and_scale_to_multiples_of_32():
-    assert buckets(1024) == [(h, w) for w, h in SDXL_BUCKETS]
+    assert buckets(1024) == [(h, w) for w, h in family_named("sdxl").buckets]
     for resolution in (256, 512, 768):
         for h, w in buckets(resolution):
             assert h % 32 == 0 and w % 32 == 0 and 0.8 < h * w / resolution**2 < 1.2
@@ -30,7 +31,7 @@ def test_a_subject_at_the_edge_of_a_wide_photo_stays_whole_in_the_crop(node):
     mask = torch.zeros(1, height, width)
     mask[:, 100:220, 8:118] = 1  # at the left edge
     image[mask.bool()] = torch.tensor([0.9, 0.1, 0.1])
-    pixels, masks, time_ids = node.prepare_images(image, mask, 256)
+    pixels, masks, crops = node.prepare_images(image, mask, 256)
     h, w = pixels.shape[1:3]
     assert (h, w) in buckets(256) and w / h > 2  # the widest bucket, not a square
     # A centre cut of that bucket would lose part of the subject: the test is about a real risk.
@@ -40,7 +41,7 @@ def test_a_subject_at_the_edge_of_a_wide_photo_stays_whole_in_the_crop(node):
     # The subject's whole area is in the crop (area-resampled mask sum = subject area × scale²).
     kept = masks.sum().item() / (mask.sum().item() * scale * scale)
     assert kept == pytest.approx(1.0, abs=0.03)
-    orig_h, orig_w, top, left, target_h, target_w = time_ids[0].int().tolist()
+    orig_h, orig_w, top, left, target_h, target_w = crops[0].time_ids()
     assert (orig_h, orig_w, target_h, target_w) == (height, width, h, w)
     assert left <= 8 * scale and left + w >= 118 * scale and top <= 100 * scale and top + h >= 220 * scale
     red = (pixels[0, ..., 0] > 0.85) & (pixels[0, ..., 1] < 0.2)
@@ -54,11 +55,12 @@ def test_a_3_2_photo_gets_the_3_2_bucket_in_node_and_fit_alike(node, tmp_path):
     photo = (rng.uniform(0, 1, (400, 600, 3)) * 255).round().astype(np.uint8)
     (tmp_path / "photos").mkdir()
     Image.fromarray(photo).save(tmp_path / "photos" / "a.png")
-    fit_pixels, fit_ids = load_images(str(tmp_path / "photos"), 1024)
-    pixels, masks, time_ids = node.prepare_images(torch.from_numpy(photo.astype(np.float32) / 255.0)[None], None, 1024)
+    fit_pixels, fit_crops = load_images(str(tmp_path / "photos"), 1024)
+    pixels, masks, crops = node.prepare_images(torch.from_numpy(photo.astype(np.float32) / 255.0)[None], None, 1024)
+    time_ids, fit_ids = [c.time_ids() for c in crops], [c.time_ids() for c in fit_crops]
     assert pixels.shape == (1, 832, 1216, 3) and masks is None  # SDXL's 1216×832 (1.46:1)
     # Cover scale 1216/600: 400 → 811 < 832, so the height decides (832/400): 1248 wide, cut 16 px each side.
-    assert time_ids.int().tolist() == [[400, 600, 0, 16, 832, 1216]] == fit_ids
+    assert time_ids == [[400, 600, 0, 16, 832, 1216]] == fit_ids
     assert torch.allclose(pixels.movedim(-1, 1) * 2 - 1, fit_pixels, atol=1e-5)
 
 

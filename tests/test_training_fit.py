@@ -67,7 +67,7 @@ def _pipeline(pipe_dir):
 @torch.no_grad()
 def _denoising_error(unet, data, seed=0, rounds=6) -> float:
     """Mean ε-prediction error on the subject latents over fixed noise and timesteps."""
-    from image_alchemy.training.trainer import noise_scheduler
+    from image_alchemy.training.schedule import noise_scheduler
 
     scheduler, gen, total = noise_scheduler(TrainSettings()), torch.Generator().manual_seed(seed), 0.0
     n = data.latents.shape[0]

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 from image_alchemy.training.objective import Objective
+from image_alchemy.training.parametrisation import parametrisation
+from image_alchemy.training.schedule import noise_scheduler
 from image_alchemy.training.settings import TrainSettings
-from image_alchemy.training.trainer import _BatchSampler, noise_scheduler
 from PIL import Image
 
 
@@ -51,7 +52,7 @@ def _texture(height: int, width: int) -> torch.Tensor:
 def test_a_phone_size_photo_is_shrunk_without_aliasing(node):
     train, _ = node
     image = _texture(3000, 4000)[None, :, :, None].expand(1, 3000, 4000, 3).contiguous()
-    pixels, _masks, time_ids = train.prepare_images(image, None, 1024)
+    pixels, _masks, _crops = train.prepare_images(image, None, 1024)
     assert pixels.shape == (1, 896, 1152, 3)  # the 4:3 photo's SDXL bucket
     # The gratings cannot be shown at 1024 px: an antialiased filter leaves flat grey, plain bicubic a moiré
     # (pattern spread 0.168 with the former common_upscale(..., "bicubic")).
@@ -67,16 +68,20 @@ def test_crop_conditioning_is_in_resized_pixels_and_equal_in_node_and_fit(node, 
     photo = (rng.uniform(0, 1, (302, 403, 3)) * 255).round().astype(np.uint8)
     (tmp_path / "photos").mkdir()
     Image.fromarray(photo).save(tmp_path / "photos" / "a.png")
-    fit_pixels, fit_ids = load_images(str(tmp_path / "photos"), 128)
+    fit_pixels, fit_crops = load_images(str(tmp_path / "photos"), 128)
+    fit_ids = [c.time_ids() for c in fit_crops]
     image = torch.from_numpy(photo.astype(np.float32) / 255.0)[None]  # what LoadImage gives the node
     mask = torch.zeros(1, 302, 403)
     mask[:, 100:200, 150:250] = 1
-    fit_square, fit_square_ids = load_images(str(tmp_path / "photos"), 96)
-    pixels, masks, time_ids = train.prepare_images(image, None, 96)
+    fit_square, fit_square_crops = load_images(str(tmp_path / "photos"), 96)
+    fit_square_ids = [c.time_ids() for c in fit_square_crops]
+    pixels, masks, crops = train.prepare_images(image, None, 96)
+    time_ids = torch.tensor([c.time_ids() for c in crops])
     # At 96 SDXL's 1152×896 rounds to a square: 302×403 → 96×128, the centre square 16 resized pixels in.
     assert fit_square_ids == [[302, 403, 0, 16, 96, 96]] == time_ids.int().tolist()
     assert torch.allclose(pixels.movedim(-1, 1) * 2 - 1, fit_square, atol=1e-5)
-    pixels, masks, time_ids = train.prepare_images(image, mask, 128)
+    pixels, masks, crops = train.prepare_images(image, mask, 128)
+    time_ids = torch.tensor([c.time_ids() for c in crops])
     # At 128 the 4:3 photo's bucket is 128×160: 302×403 → 128×171, the crop starts 5 resized pixels in (centred
     # on the subject's box, not on 11 original pixels), in resized pixels as SDXL, diffusers and kohya count.
     assert time_ids.int().tolist() == [[302, 403, 0, 5, 128, 160]] and fit_ids[0][4:] == [128, 160]
@@ -135,11 +140,11 @@ def test_a_v_prediction_model_trains_against_the_v_target():
     gen = torch.Generator().manual_seed(0)
     latents, noise = torch.randn(3, 4, 8, 8, generator=gen), torch.randn(3, 4, 8, 8, generator=gen)
     t = torch.tensor([10, 500, 999])
-    noisy, target = noised(latents, noise, t, scheduler, settings)
+    noisy, target = noised(latents, noise, t, parametrisation(settings))
     a = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
     assert torch.allclose(target, a.sqrt() * noise - (1 - a).sqrt() * latents, atol=1e-5)  # v = √ᾱ·ε − √(1−ᾱ)·x₀
     assert torch.allclose(noisy[2], noise[2], atol=1e-6)  # zero terminal SNR: pure noise at t = 999
-    assert torch.equal(noised(latents, noise, t, scheduler, TrainSettings())[1], noise)  # ε models: the noise
+    assert torch.equal(noised(latents, noise, t, parametrisation(TrainSettings()))[1], noise)  # ε models: the noise
 
 
 def test_defaults_follow_diffusers_sdxl_dreambooth_lora_run(comfy):
@@ -200,15 +205,13 @@ def test_class_rows_get_the_noise_offset_too():
         "class_pooled_prompt_embeds": torch.zeros(1, 32),
         "class_time_ids": torch.zeros(1, 6),
     }
-    objective = Objective(None, settings, tensors, torch.Generator().manual_seed(0), _BatchSampler)
-    rows = lambda t, i: t.expand(len(i), *t.shape[1:])  # noqa: E731
-    batch = objective.class_batch(64, noise_scheduler(settings), torch.float32, rows)
+    objective = Objective(None, settings, tensors, torch.Generator().manual_seed(0))
+    batch = objective.class_batch(64, torch.float32)
     # ε target = the noise itself: an offset of 5 per sample and channel shows as a spread of channel means ≈ 5.
     channel_means = batch.target.mean(dim=(2, 3))
     assert channel_means.std().item() > 3.0
-    plain = Objective(
-        None, TrainSettings(prior_images=4, device="cpu"), tensors, torch.Generator().manual_seed(0), _BatchSampler
-    ).class_batch(64, noise_scheduler(settings), torch.float32, rows)
+    plain = Objective(None, TrainSettings(prior_images=4, device="cpu"), tensors, torch.Generator().manual_seed(0))
+    plain = plain.class_batch(64, torch.float32)
     assert plain.target.mean(dim=(2, 3)).std().item() < 0.5
 
 

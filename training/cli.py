@@ -84,7 +84,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="encode a folder of photos with diffusers, then train",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    fit.add_argument("--model", required=True, help="diffusers SDXL folder or single-file .safetensors checkpoint")
+    fit.add_argument(
+        "--model",
+        required=True,
+        help="single-file .safetensors checkpoint or diffusers folder of a supported family (SD1.5, SDXL; told "
+        "from the file)",
+    )
     fit.add_argument("--config", help="for a single file offline: diffusers folder holding the component configs")
     fit.add_argument("--images", required=True, help="folder of 4–5 subject photos (png/jpg/webp)")
     fit.add_argument("--out", required=True, help="LoRA file to write (.safetensors)")
@@ -122,12 +127,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def settings_from_args(args: argparse.Namespace) -> TrainSettings:
-    """The flags' user values → settings, ``auto`` answered by this machine's torch."""
+    """The flags' user values → settings for the model's family (told from the file; a missing one is reported
+    when `fit` loads it), ``auto`` answered by this machine's torch."""
     from . import devices
+    from .families import family_of_file
 
     values = {d.name: getattr(args, d.name) for d in declared(TrainSettings) if d.spec.cli}
     device = devices.pick(args.device)  # auto: cuda, xpu, mps, else the CPU
-    return from_user_values(values, machine=devices.torch_machine(device), where="python -m training fit")
+    return from_user_values(
+        values,
+        machine=devices.torch_machine(device),
+        where="python -m training fit",
+        **({"model_family": family_of_file(args.model).name} if os.path.exists(args.model) else {}),
+    )
 
 
 def _emit(event: dict) -> None:
@@ -233,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             args.images,
             args.out,
             args.settings,
-            resolution=args.settings.resolution,
+            resolution=args.settings.training_resolution,
             config=args.config,
             progress=progress,
             class_dir=args.class_dir,

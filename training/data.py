@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .families import family_named
 from .settings import TrainSettings
 
 TENSOR_NAMES = (
@@ -22,22 +23,25 @@ TENSOR_NAMES = (
     "class_time_ids",
     "augmented_latents",
     "augmented_masks",
+    "photo_crops",
 )
 
 
 @dataclass
 class TrainingData:
-    """Encoded subject: latents already scaled for the UNet, SDXL text conditioning, optional loss masks.
+    """Encoded subject: latents already scaled for the denoiser, the family's conditioning (training/families:
+    SDXL: prompt embeddings, pooled text and size/crop time ids; SD1.5: prompt embeddings only), optional loss
+    masks.
 
-    Text tensors have one row (shared prompt) or one row per image; masks are N×1×h×w at latent size.
+    Conditioning tensors have one row (shared prompt) or one row per image; masks are N×1×h×w at latent size.
     Prior preservation adds class-image latents and their conditioning (``class_*``); APT's augmentation adds
     ``augmented_latents`` (views per image, image-major: row i·views + k) and, with masks, ``augmented_masks``.
     """
 
     latents: torch.Tensor
     prompt_embeds: torch.Tensor
-    pooled_prompt_embeds: torch.Tensor
-    time_ids: torch.Tensor
+    pooled_prompt_embeds: torch.Tensor | None = None
+    time_ids: torch.Tensor | None = None
     latents_flipped: torch.Tensor | None = None
     masks: torch.Tensor | None = None
     class_latents: torch.Tensor | None = None
@@ -46,12 +50,17 @@ class TrainingData:
     class_time_ids: torch.Tensor | None = None
     augmented_latents: torch.Tensor | None = None
     augmented_masks: torch.Tensor | None = None
+    # Per photo [height, width, crop top, crop left, bucket h, bucket w], for the LoRA's metadata (any family).
+    photo_crops: torch.Tensor | None = None
 
     def check(self, settings: TrainSettings) -> TrainingData:
         n = self.latents.shape[0]
         if self.latents.dim() != 4 or n < 1:
             raise ValueError(f"latents must be N×C×h×w with N ≥ 1, got {tuple(self.latents.shape)}")
-        for name in ("prompt_embeds", "pooled_prompt_embeds", "time_ids"):
+        family = family_named(settings.model_family)
+        for name in family.conditioning:
+            if getattr(self, name) is None:
+                raise ValueError(f"{family.title} needs {name}: encode it with the model's own text encoders")
             rows = getattr(self, name).shape[0]
             if rows not in (1, n):
                 raise ValueError(f"{name} has {rows} rows: expected 1 or one per image ({n})")
@@ -64,7 +73,7 @@ class TrainingData:
                 f"masks {tuple(self.masks.shape)} must be N×1×h×w like latents {tuple(self.latents.shape)}"
             )
         if settings.prior_images:
-            self._check_class_data()
+            self._check_class_data(family.conditioning)
         if settings.apt_augment:
             views = n * settings.apt_views
             if self.augmented_latents is None or self.augmented_latents.shape != (views, *self.latents.shape[1:]):
@@ -77,8 +86,8 @@ class TrainingData:
                 raise ValueError("apt_augment with masks needs augmented_masks, one per augmented view")
         return self
 
-    def _check_class_data(self) -> None:
-        names = ("class_latents", "class_prompt_embeds", "class_pooled_prompt_embeds", "class_time_ids")
+    def _check_class_data(self, conditioning: tuple[str, ...]) -> None:
+        names = ("class_latents", *(f"class_{name}" for name in conditioning))
         missing = [k for k in names if getattr(self, k) is None]
         if missing:
             raise ValueError(

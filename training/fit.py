@@ -1,5 +1,6 @@
-"""`python -m training fit`: encode a folder of subject photos with diffusers' own VAE and text encoders, then
-train with the same function the node's child process runs."""
+"""`python -m training fit`: encode a folder of subject photos with diffusers' own VAE and text encoders (the
+pipeline of the model's family: training/families), then train with the same function the node's child process
+runs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .families import ModelFamily, family_named, family_of_file
+from .preprocess import Crop, prepare
 from .settings import TrainSettings
 from .trainer import TrainingData
 
@@ -20,41 +23,40 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 CLASS_GUIDANCE = 5.0  # classifier-free guidance of the class images (prior preservation)
 
 
-def load_pipeline(model: str, config: str | None = None):
-    """A diffusers SDXL pipeline from a diffusers folder or a single-file checkpoint (``config``: a diffusers
-    folder or Hub id giving the component configs; needed offline, since single files carry none)."""
-    from diffusers import StableDiffusionXLPipeline
+def load_pipeline(model: str, config: str | None = None, family: ModelFamily | None = None):
+    """The family's diffusers pipeline (default: the one ``model`` is) from a diffusers folder or a single-file
+    checkpoint (``config``: a diffusers folder or Hub id giving the component configs; needed offline, since
+    single files carry none)."""
+    import diffusers
 
     path = Path(model)
+    family = family or family_of_file(path)
+    pipeline = getattr(diffusers, family.diffusers_pipeline)
+    extra = family.pipeline_kwargs()
     if path.is_dir():
         # local_files_only everywhere: the trainer never downloads (a missing config is an error, not a fetch).
-        return StableDiffusionXLPipeline.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
+        return pipeline.from_pretrained(str(path), dtype=torch.float32, local_files_only=True, **extra)
     if path.suffix == ".safetensors" and path.is_file():
         kwargs = {"config": config} if config else {}
-        return StableDiffusionXLPipeline.from_single_file(
-            str(path), dtype=torch.float32, local_files_only=True, **kwargs
-        )
+        return pipeline.from_single_file(str(path), dtype=torch.float32, local_files_only=True, **kwargs, **extra)
     raise ValueError(f"--model {model}: expected a diffusers folder (with model_index.json) or a .safetensors file")
 
 
-def load_images(folder: str, resolution: int) -> tuple[torch.Tensor, list[list[int]]]:
-    """Images resized (antialiased) and cut to one SDXL aspect bucket (the one most photos are nearest to) by the
-    same preprocessing as the node: (N×3×h×w in −1..1, per image SDXL size/crop conditioning [orig_h, orig_w,
-    crop_top, crop_left, h, w] with the crop in resized pixels)."""
-    pixels, time_ids, _masks = load_photos(folder, resolution)
-    return pixels, time_ids
+def load_images(folder: str, resolution: int, family: ModelFamily | None = None) -> tuple[torch.Tensor, list[Crop]]:
+    """Images resized (antialiased) and cut to one of the family's aspect buckets (the one most photos are
+    nearest to) by the same preprocessing as the node: (N×3×h×w in −1..1, where each crop came from)."""
+    pixels, crops, _masks = load_photos(folder, resolution, family=family)
+    return pixels, crops
 
 
 def load_photos(
-    folder: str, resolution: int, mask_folder: str | None = None
-) -> tuple[torch.Tensor, list[list[int]], torch.Tensor | None]:
+    folder: str, resolution: int, mask_folder: str | None = None, family: ModelFamily | None = None
+) -> tuple[torch.Tensor, list[Crop], torch.Tensor | None]:
     """:func:`load_images`, each photo at its own size, with its subject mask from ``mask_folder`` (the file with
     the photo's name stem, any image format, read as grayscale: ≥ 0.5 is the subject; another size is stretched
     onto the photo): the crop keeps the subject's box whole and the loss is weighted on it. Also returns the
     masks cut like the photos (N×1×h×w in 0..1) or None."""
     from PIL import Image
-
-    from .preprocess import prepare
 
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -64,8 +66,8 @@ def load_photos(
         with Image.open(file) as im:
             photos.append(torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1))
     masks = None if mask_folder is None else _load_masks(mask_folder, files, photos)
-    pixels, cut_masks, crops = prepare(photos, resolution, masks)
-    return pixels * 2.0 - 1.0, [crop.time_ids() for crop in crops], cut_masks
+    pixels, cut_masks, crops = prepare(photos, resolution, masks, family=family)
+    return pixels * 2.0 - 1.0, crops, cut_masks
 
 
 def _load_masks(folder: str, photo_files: list[Path], photos: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -107,11 +109,13 @@ def encode_latents(vae, pixels: torch.Tensor, seed: int, batch: int = 4) -> torc
 def encode_subject(
     pipe, images: str, resolution: int, settings: TrainSettings, masks: str | None = None
 ) -> TrainingData:
-    """Encodes the photos (and their flipped copies when ``settings.flip``) and the training prompt; ``masks``:
-    a folder of subject masks (:func:`load_photos`), brought to the latents' size."""
+    """Encodes the photos (and their flipped copies when ``settings.flip``), the training prompt and the crops'
+    conditioning, as the family declares them; ``masks``: a folder of subject masks (:func:`load_photos`), brought
+    to the latents' size."""
     from .augment import augmented_views
 
-    pixels, time_ids, pixel_masks = load_photos(images, resolution, masks)
+    family = family_named(settings.model_family)
+    pixels, crops, pixel_masks = load_photos(images, resolution, masks, family)
     latents = encode_latents(pipe.vae, pixels, settings.seed)
     latent_masks = None if pixel_masks is None else _latent_masks(pixel_masks, latents)
     flipped = encode_latents(pipe.vae, pixels.flip(-1), settings.seed) if settings.flip else None
@@ -121,30 +125,21 @@ def encode_subject(
         augmented = encode_latents(pipe.vae, views, settings.seed)
         if view_masks is not None:
             augmented_masks = _latent_masks(view_masks, augmented)
-    prompt_embeds, pooled = _encode_prompt(pipe, settings.prompt)
     return TrainingData(
         latents=latents,
         latents_flipped=flipped,
-        prompt_embeds=prompt_embeds,
-        pooled_prompt_embeds=pooled,
-        time_ids=torch.tensor(time_ids, dtype=torch.float32),
         augmented_latents=augmented,
         masks=latent_masks,
         augmented_masks=augmented_masks,
+        photo_crops=torch.tensor([crop.time_ids() for crop in crops], dtype=torch.int64),
+        **family.encode_prompt(pipe, settings.prompt),
+        **family.size_conditioning(crops),
     )
 
 
 def _latent_masks(masks: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
     """Pixel masks area-averaged to the latents' size, as the node does (nodes/train_encode.py)."""
     return torch.nn.functional.interpolate(masks, size=latents.shape[-2:], mode="area").clamp(0, 1)
-
-
-def _encode_prompt(pipe, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
-    with torch.no_grad():
-        embeds, _, pooled, _ = pipe.encode_prompt(
-            prompt, device=pipe.device, num_images_per_prompt=1, do_classifier_free_guidance=False
-        )
-    return embeds.float().cpu(), pooled.float().cpu()
 
 
 def class_images(
@@ -223,9 +218,11 @@ def add_class_data(pipe, data: TrainingData, settings: TrainSettings, resolution
     size = tuple(int(v) * 8 for v in data.latents.shape[-2:])  # the photos' bucket: one shape for every batch
     pixels = class_images(pipe, settings, resolution, size=size, **kwargs)
     data.class_latents = encode_latents(pipe.vae, pixels, settings.seed)
-    data.class_prompt_embeds, data.class_pooled_prompt_embeds = _encode_prompt(pipe, settings.class_prompt)
+    family = family_named(settings.model_family)
     h, w = pixels.shape[-2:]
-    data.class_time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=torch.float32)
+    class_cond = {**family.encode_prompt(pipe, settings.class_prompt), **family.square_size_conditioning(h, w, 1)}
+    for name, value in class_cond.items():
+        setattr(data, f"class_{name}", value)
     return data
 
 
@@ -248,11 +245,12 @@ def fit(
     from .trainer import resolve_device, train
     from .weights import fingerprint
 
-    pipe = load_pipeline(model, config)
+    pipe = load_pipeline(model, config, family_named(settings.model_family))
     device = resolve_device(settings)
     pipe.vae.to(device)
-    pipe.text_encoder.to(device)
-    pipe.text_encoder_2.to(device)
+    for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):  # whichever the family's pipeline has
+        if getattr(pipe, name, None) is not None:
+            getattr(pipe, name).to(device)
     data = encode_subject(pipe, images, resolution, settings, masks)
     unet = pipe.unet
     base_hash = fingerprint(unet.state_dict())
@@ -280,11 +278,10 @@ def _previewer(pipe, settings: TrainSettings, data: TrainingData, out: Path):
 
     from .preview import PreviewConditioning, Previewer
 
-    rows = [_encode_prompt(pipe, p) for p in settings.preview_prompts]
-    negative, negative_pooled = _encode_prompt(pipe, "")
-    cond = PreviewConditioning(
-        torch.cat([e for e, _ in rows]), torch.cat([p for _, p in rows]), negative, negative_pooled
-    )
+    family = family_named(settings.model_family)
+    rows = [family.encode_prompt(pipe, p) for p in settings.preview_prompts]
+    cond = PreviewConditioning.from_rows(rows, family.encode_prompt(pipe, ""))
+    out.parent.mkdir(parents=True, exist_ok=True)  # the LoRA's folder may not exist yet
     folder = Path(tempfile.mkdtemp(prefix=".previews-", dir=out.parent))
     return Previewer(settings, cond, tuple(data.latents.shape[1:]), folder)
 

@@ -86,16 +86,22 @@ def precision_problem(precision: str, machine: Machine) -> str | None:
     return None
 
 
-def activations_gib(batch_size: int, resolution: int, checkpointing: bool) -> float:
-    return ACTIVATIONS_1024_GIB[checkpointing] * batch_size * (resolution / 1024) ** 2
+def activations_gib(batch_size: int, resolution: int, checkpointing: bool, family=None) -> float:
+    """``family`` (training/families): its full-size figures at its native size; SDXL's when None."""
+    if family is None:
+        return ACTIVATIONS_1024_GIB[checkpointing] * batch_size * (resolution / 1024) ** 2
+    native = family.native_resolution
+    return family.memory.activations_gib[int(checkpointing)] * batch_size * (resolution / native) ** 2
 
 
-def training_memory_gib(batch_size: int, resolution: int, checkpointing: bool, mixed_precision: str) -> float:
-    """Estimated peak GPU memory of a full-size SDXL LoRA step: base weights + activations + workspace."""
+def training_memory_gib(
+    batch_size: int, resolution: int, checkpointing: bool, mixed_precision: str, family=None
+) -> float:
+    """Estimated peak GPU memory of a full-size LoRA step (SDXL's, or ``family``'s): base weights + activations +
+    workspace."""
     weight_bytes = 4 if mixed_precision == "no" else 2
-    return (
-        SDXL_UNET_PARAMS * weight_bytes / GIB + activations_gib(batch_size, resolution, checkpointing) + WORKSPACE_GIB
-    )
+    params = SDXL_UNET_PARAMS if family is None else family.memory.params
+    return params * weight_bytes / GIB + activations_gib(batch_size, resolution, checkpointing, family) + WORKSPACE_GIB
 
 
 def unified_memory_available(system_available: int | None, gpu_working_set: int | None) -> int | None:
@@ -113,6 +119,7 @@ def auto_gradient_checkpointing(
     batch_size: int,
     resolution: int,
     mixed_precision: str,
+    family=None,
 ) -> bool:
     """auto → on when a step without checkpointing would not fit in the memory available for training (so a
     12–16 GB card or a 16–24 GB Mac trains at 1024², while a 24 GB+ card keeps the ~30% faster steps); off on the
@@ -123,5 +130,5 @@ def auto_gradient_checkpointing(
         raise ValueError(f"gradient_checkpointing must be auto, on or off, got {choice!r}")
     if machine.device_type not in ACCELERATORS or machine.available_bytes is None:
         return False
-    needed = training_memory_gib(batch_size, resolution, False, mixed_precision)
+    needed = training_memory_gib(batch_size, resolution, False, mixed_precision, family)
     return needed > machine.available_bytes / GIB

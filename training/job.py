@@ -118,10 +118,14 @@ def _save(output: Path, state_dict, losses, settings, data, base_model_hash, ext
         resolution=(w * 8, h * 8),
         losses=losses,
         output_name=output.stem,
-        # Per photo: its own size, the crop's corner in the resized photo, the bucket (SDXL's time ids).
-        extra={STEP_KEY: str(len(losses)), PHOTO_CROPS_KEY: json.dumps(data.time_ids.int().tolist()), **extra},
+        extra={STEP_KEY: str(len(losses)), **_photo_crops(data), **extra},
     )
     return save_lora(output, state_dict, meta)
+
+
+def _photo_crops(data) -> dict[str, str]:
+    """Per photo: its own size, the crop's corner in the resized photo, the bucket."""
+    return {} if data.photo_crops is None else {PHOTO_CROPS_KEY: json.dumps(data.photo_crops.int().tolist())}
 
 
 class CheckpointWriter:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from .families import family_named
 from .settings import TrainSettings
 from .weights import write_tensors
 
@@ -47,14 +48,12 @@ def lora_metadata(
     output_name: str,
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Kohya ``ss_`` keys (shown by A1111/Forge/ComfyUI-Manager) plus ours; no timestamps, so the same
-    training gives the same file bytes."""
+    """Kohya ``ss_`` keys (shown by A1111/Forge/ComfyUI-Manager), the family's base-model keys plus ours; no
+    timestamps, so the same training gives the same file bytes."""
     meta = {
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(settings.rank),
         "ss_network_alpha": repr(settings.lora_alpha),
-        "ss_network_args": json.dumps({"target_modules": "attention (to_q, to_k, to_v, to_out.0)"}),
-        "ss_base_model_version": "sdxl_base_v1-0",
         "ss_output_name": output_name,
         "ss_max_train_steps": str(settings.steps),
         "ss_learning_rate": repr(settings.learning_rate),
@@ -80,6 +79,7 @@ def lora_metadata(
         "image_alchemy.settings": settings.to_json(),
         "image_alchemy.losses": json.dumps([round(v, 6) for v in losses]),
     }
+    meta.update(family_named(settings.model_family).lora_metadata())  # base model, target modules
     meta.update(extra or {})
     return meta
 

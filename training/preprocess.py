@@ -1,12 +1,12 @@
 """Subject photos → training crops: the one resize-and-crop both the node and `python -m training fit` use.
 
-Non-square photos train at SDXL's standard aspect buckets (1024×1024, 1152×896, 1216×832, 1344×768, 1536×640
-and their portrait twins, scaled to the resolution), the bucket nearest the photo's aspect. The photo is scaled
-with an antialiased filter (a 3–6 k phone photo shrunk 3–6× with plain bicubic aliases fine texture into moiré,
-which an intentionally overfit LoRA then learns) until it covers the bucket, then the bucket is cut: around the
-subject's box when a mask is given (a centre cut can lose a subject at the photo's edge), else centred. SDXL's
-size and crop conditioning is given in the resized image's pixels, as SDXL was trained and as diffusers' and
-kohya's trainers compute it.
+Non-square photos train at the model family's aspect buckets (training/families; SDXL: 1024×1024, 1152×896,
+1216×832, 1344×768, 1536×640 and their portrait twins), scaled to the resolution, the bucket nearest the photo's
+aspect. The photo is scaled with an antialiased filter (a 3–6 k phone photo shrunk 3–6× with plain bicubic aliases
+fine texture into moiré, which an intentionally overfit LoRA then learns) until it covers the bucket, then the
+bucket is cut: around the subject's box when a mask is given (a centre cut can lose a subject at the photo's edge),
+else centred. SDXL's size and crop conditioning is given in the resized image's pixels, as SDXL was trained and as
+diffusers' and kohya's trainers compute it.
 """
 
 from __future__ import annotations
@@ -18,19 +18,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-# SDXL's standard buckets at 1024² (width, height), from its training; other resolutions scale them.
-SDXL_BUCKETS = (
-    (1024, 1024),
-    (1152, 896),
-    (896, 1152),
-    (1216, 832),
-    (832, 1216),
-    (1344, 768),
-    (768, 1344),
-    (1536, 640),
-    (640, 1536),
-)
-MULTIPLE = 32  # the UNet halves the latent twice: pixel sizes must divide by 8 · 4
+from .families import ModelFamily, family_named
+
+DEFAULT_FAMILY = "sdxl"  # TrainSettings' model_family default
+
 BOX_MARGIN = 0.05  # of the box's size, on each side: the subject's outline is not at the crop's very edge
 
 
@@ -52,21 +43,23 @@ class Crop:
         return [self.height, self.width, self.top, self.left, self.target_height, self.target_width]
 
 
-def buckets(resolution: int) -> list[tuple[int, int]]:
-    """SDXL's buckets scaled to ``resolution`` (height, width), sides rounded to multiples of 32."""
-    scale = resolution / 1024
+def buckets(resolution: int, family: ModelFamily | None = None) -> list[tuple[int, int]]:
+    """The family's buckets scaled to ``resolution`` (height, width), sides rounded to multiples of its
+    ``bucket_multiple`` (32 for the UNets: the VAE's 8 × the UNet halving the latent twice)."""
+    family = family or family_named(DEFAULT_FAMILY)
+    scale, multiple = resolution / family.native_resolution, family.bucket_multiple
     out = []
-    for w, h in SDXL_BUCKETS:
-        size = tuple(max(MULTIPLE, int(side * scale / MULTIPLE + 0.5) * MULTIPLE) for side in (h, w))
+    for w, h in family.buckets:
+        size = tuple(max(multiple, int(side * scale / multiple + 0.5) * multiple) for side in (h, w))
         if size not in out:
             out.append(size)
     return out
 
 
-def nearest_bucket(height: int, width: int, resolution: int) -> tuple[int, int]:
+def nearest_bucket(height: int, width: int, resolution: int, family: ModelFamily | None = None) -> tuple[int, int]:
     """The bucket whose aspect is nearest the photo's (in log aspect: 2:1 and 1:2 are equally far from 1:1)."""
     aspect = math.log(width / height)
-    return min(buckets(resolution), key=lambda b: abs(math.log(b[1] / b[0]) - aspect))
+    return min(buckets(resolution, family), key=lambda b: abs(math.log(b[1] / b[0]) - aspect))
 
 
 def mask_box(mask: torch.Tensor, threshold: float = 0.5) -> tuple[int, int, int, int] | None:
@@ -94,10 +87,10 @@ def _with_margin(box, height: int, width: int):
     return max(0, top - dy), min(height, bottom + dy), max(0, left - dx), min(width, right + dx)
 
 
-def choose_bucket(height: int, width: int, resolution: int, boxes=()) -> tuple[int, int]:
+def choose_bucket(height: int, width: int, resolution: int, boxes=(), family: ModelFamily | None = None):
     """The bucket nearest the photo's aspect in which every subject box fits whole; the nearest one if none does."""
     aspect = math.log(width / height)
-    ranked = sorted(buckets(resolution), key=lambda b: abs(math.log(b[1] / b[0]) - aspect))
+    ranked = sorted(buckets(resolution, family), key=lambda b: abs(math.log(b[1] / b[0]) - aspect))
     for bucket in ranked:
         if all(box is None or box_fits(height, width, bucket, box) for box in boxes):
             return bucket
@@ -143,17 +136,20 @@ def prepare(
     resolution: int,
     masks: list[torch.Tensor | None] | None = None,
     bucket: tuple[int, int] | None = None,
+    family: ModelFamily | None = None,
 ):
     """C×H×W photos (any sizes, 0..1) and optional H×W masks → one bucket's crops: (N×C×h×w pixels, N×1×h×w masks
-    or None, per-photo Crops). The bucket: ``bucket`` if given, else the one most photos are nearest to among
-    those in which every subject's box fits (one bucket per run, so every batch holds one); each photo is planned
-    from its own size, its crop keeping its subject's box."""
+    or None, per-photo Crops). The bucket (of ``family``'s set): ``bucket`` if given, else the one most photos are
+    nearest to among those in which every subject's box fits (one bucket per run, so every batch holds one); each
+    photo is planned from its own size, its crop keeping its subject's box."""
     masks = masks if masks is not None else [None] * len(images)
     boxes = [None if m is None else mask_box(m) for m in masks]
     if bucket is None and len({tuple(im.shape[-2:]) for im in images}) == 1:  # the node's batch: one size
-        bucket = choose_bucket(images[0].shape[-2], images[0].shape[-1], resolution, boxes)
+        bucket = choose_bucket(images[0].shape[-2], images[0].shape[-1], resolution, boxes, family)
     elif bucket is None:  # photos of several sizes: the bucket most are nearest to in which every subject fits
-        votes = Counter(choose_bucket(im.shape[-2], im.shape[-1], resolution, [box]) for im, box in zip(images, boxes))
+        votes = Counter(
+            choose_bucket(im.shape[-2], im.shape[-1], resolution, [box], family) for im, box in zip(images, boxes)
+        )
         ranked = [b for b, _count in votes.most_common()]
         fits = lambda b: all(
             box is None or box_fits(im.shape[-2], im.shape[-1], b, box) for im, box in zip(images, boxes)

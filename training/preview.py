@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .families import family_named
 from .schedule import preview_scheduler
 
 log = logging.getLogger(__name__)
@@ -29,20 +30,40 @@ class PreviewConditioning:
     """Text conditioning of the preview prompts (P rows) and of the empty negative prompt (1 row)."""
 
     prompt_embeds: torch.Tensor
-    pooled_prompt_embeds: torch.Tensor
+    pooled_prompt_embeds: torch.Tensor | None
     negative_prompt_embeds: torch.Tensor
-    negative_pooled_prompt_embeds: torch.Tensor
+    negative_pooled_prompt_embeds: torch.Tensor | None  # None both for families without pooled text (SD1.5)
 
     NAMES = ("prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds", "negative_pooled_prompt_embeds")
 
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, torch.Tensor]], negative: dict[str, torch.Tensor]):
+        """From each preview prompt's and the negative prompt's text conditioning (a family's names)."""
+        pooled = "pooled_prompt_embeds" in negative
+        return cls(
+            torch.cat([r["prompt_embeds"] for r in rows]),
+            torch.cat([r["pooled_prompt_embeds"] for r in rows]) if pooled else None,
+            negative["prompt_embeds"],
+            negative["pooled_prompt_embeds"] if pooled else None,
+        )
+
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {f"preview_{k}": getattr(self, k).contiguous() for k in self.NAMES}
+        return {f"preview_{k}": getattr(self, k).contiguous() for k in self.NAMES if getattr(self, k) is not None}
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> PreviewConditioning | None:
         if "preview_prompt_embeds" not in tensors:
             return None
-        return cls(**{k: tensors[f"preview_{k}"] for k in cls.NAMES})
+        return cls(**{k: tensors.get(f"preview_{k}") for k in cls.NAMES})
+
+    def guided(self, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+        """Negative rows then prompt rows (classifier-free guidance in one batch), by conditioning name."""
+        p = self.prompt_embeds.shape[0]
+        out = {"prompt_embeds": torch.cat([self.negative_prompt_embeds.expand(p, -1, -1), self.prompt_embeds])}
+        if self.pooled_prompt_embeds is not None:
+            pooled = torch.cat([self.negative_pooled_prompt_embeds.expand(p, -1), self.pooled_prompt_embeds])
+            out["pooled_prompt_embeds"] = pooled
+        return {k: v.to(device, dtype) for k, v in out.items()}
 
 
 class Previewer:
@@ -89,16 +110,14 @@ def sample(
     p = cond.prompt_embeds.shape[0]
     generator = torch.Generator().manual_seed(settings.seed)  # the same start noise at every preview
     x = (torch.randn((p, *latent_shape), generator=generator) * scheduler.init_noise_sigma).to(device)
+    family = family_named(settings.model_family)
     h, w = latent_shape[-2] * 8, latent_shape[-1] * 8
-    time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=dtype, device=device).expand(2 * p, -1)
-    embeds = torch.cat([cond.negative_prompt_embeds.expand(p, -1, -1), cond.prompt_embeds]).to(device, dtype)
-    pooled = torch.cat([cond.negative_pooled_prompt_embeds.expand(p, -1), cond.pooled_prompt_embeds]).to(device, dtype)
+    size = {k: v.to(device, dtype) for k, v in family.square_size_conditioning(h, w, 2 * p).items()}
+    guided = {**cond.guided(dtype, device), **size}
     for t in scheduler.timesteps:
         model_in = scheduler.scale_model_input(torch.cat([x, x]), t).to(dtype)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            pred = unet(
-                model_in, t, embeds, added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}, return_dict=False
-            )[0].float()
+            pred = family.predict(unet, model_in, t, guided).float()
         uncond, text = pred.chunk(2)
         x = scheduler.step(uncond + PREVIEW_CFG * (text - uncond), t, x, return_dict=False)[0]
     return x.float()

@@ -1,10 +1,26 @@
-"""The rules a set of training settings must satisfy, each broken one said with what to use instead
-(``TrainSettings.validate`` raises them together)."""
+"""The values training settings may take and the rules a set of them must satisfy, each broken one said with
+what to use instead (``TrainSettings.validate`` raises them together; training/settings.py declares the settings
+with these values)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from .families import NAMES as MODEL_FAMILIES
+from .families import family_named
 from .optimizers import OPTIMIZERS
-from .settings import DRIFT_PENALTIES, LR_SCHEDULERS, MIXED_PRECISION, PREDICTION_TYPES, SAVE_PRECISION, TrainSettings
+
+if TYPE_CHECKING:
+    from .settings import TrainSettings
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+SAVE_PRECISION = ("fp16", "bf16", "fp32")
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
+DRIFT_PENALTIES = ("off", "delta", "params")
+CHECKPOINTING = ("auto", "on", "off")
+# λ when drift_weight is unset (docs/DESIGN.md §4.3.2). params: paper 002's SDXL LoRA script; delta: bench/drift.py.
+DRIFT_WEIGHT_DEFAULTS = {"delta": 0.005, "params": 1e-6}
 
 
 def problems(s: TrainSettings) -> list[str]:
@@ -13,7 +29,7 @@ def problems(s: TrainSettings) -> list[str]:
         found.append(f"token must be one word, got {s.token!r}")
     if s.rank < 1:
         found.append(f"rank must be ≥ 1, got {s.rank}")
-    if s.resolution < 64 or s.resolution % 8:
+    if s.resolution is not None and (s.resolution < 64 or s.resolution % 8):
         found.append(f"resolution must be a multiple of 8, at least 64, got {s.resolution}")
     if s.alpha is not None and s.alpha <= 0:
         found.append(f"alpha must be > 0 (or unset for alpha = rank), got {s.alpha}")
@@ -32,6 +48,7 @@ def problems(s: TrainSettings) -> list[str]:
         ("lr_scheduler", s.lr_scheduler, LR_SCHEDULERS),
         ("prediction_type", s.prediction_type, PREDICTION_TYPES),
         ("optimizer", s.optimizer, tuple(OPTIMIZERS)),
+        ("model_family", s.model_family, MODEL_FAMILIES),
     ):
         if value not in allowed:
             found.append(f"{name} must be one of {allowed}, got {value!r}")
@@ -55,6 +72,15 @@ def problems(s: TrainSettings) -> list[str]:
         )
     if s.apt_feature_weight < 0 or s.apt_attention_weight < 0:
         found.append("apt_feature_weight and apt_attention_weight must be ≥ 0")
+    if s.model_family in MODEL_FAMILIES and s.prediction_type in PREDICTION_TYPES:
+        family = family_named(s.model_family)
+        if s.prediction_type not in family.predictions:
+            found.append(
+                f"prediction_type {s.prediction_type} is not how {family.title} models predict: use one of "
+                f"{family.predictions}"
+            )
+    if not s.flow_shift > 0:
+        found.append(f"flow_shift must be > 0, got {s.flow_shift}")
     if s.mixed_precision != "no" and s.device == "cpu":
         found.append(f"mixed_precision {s.mixed_precision} needs a GPU: use 'no' on the CPU")
     return found

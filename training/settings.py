@@ -7,16 +7,19 @@ import json
 from dataclasses import dataclass
 
 from .declare import setting
+from .families import family_named
 from .optimizers import offered as offered_optimizers
-
-MIXED_PRECISION = ("no", "fp16", "bf16")
-SAVE_PRECISION = ("fp16", "bf16", "fp32")
-LR_SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
-PREDICTION_TYPES = ("epsilon", "v_prediction")
-DRIFT_PENALTIES = ("off", "delta", "params")
-CHECKPOINTING = ("auto", "on", "off")
-# λ when drift_weight is unset (docs/DESIGN.md §4.3.2). params: paper 002's SDXL LoRA script; delta: bench/drift.py.
-DRIFT_WEIGHT_DEFAULTS = {"delta": 0.005, "params": 1e-6}
+from .setting_rules import (  # noqa: F401  (the settings' vocabulary, imported from here by the nodes and CLI)
+    CHECKPOINTING,
+    DRIFT_PENALTIES,
+    DRIFT_WEIGHT_DEFAULTS,
+    LR_SCHEDULERS,
+    MIXED_PRECISION,
+    MODEL_FAMILIES,
+    PREDICTION_TYPES,
+    SAVE_PRECISION,
+    problems,
+)
 
 
 @dataclass
@@ -46,14 +49,16 @@ class TrainSettings:
         unset_zero=True,
     )
     batch_size: int = setting(1, "Images per micro-batch (see gradient_accumulation).", min=1, max=32)
-    resolution: int = setting(
-        1024,
-        "Training size in pixels (SDXL: 1024); non-square photos train at the SDXL "
-        "aspect bucket of about this area nearest their aspect (1216×832 for 3:2 at "
-        "1024).",
-        min=64,
+    resolution: int | None = setting(
+        None,
+        "Training size in pixels; 0 = the model's native size (SD1.5: 512, SDXL: 1024). Non-square photos "
+        "train at the model's aspect bucket of about this area nearest their aspect (SDXL at 1024: 1216×832 "
+        "for 3:2).",
+        min=0,
         max=2048,
         step=64,
+        user_default=0,
+        unset_zero=True,
     )
     seed: int = setting(0, "Seed of init, noise and order.", min=0, max=2**31 - 1)
     mixed_precision: str = setting(
@@ -196,9 +201,18 @@ class TrainSettings:
     )
     weight_decay: float = setting(1e-4, "Weight decay (decoupled, as AdamW's).", group="advanced", min=0.0, node=False)
     max_grad_norm: float = setting(1.0, "Gradient clipping norm.", group="advanced", min=0.0, node=False)
+    model_family: str = setting(
+        "sdxl",
+        "The base model's family (the node reads it from the MODEL, `fit` from the checkpoint).",
+        group="advanced",
+        choices=MODEL_FAMILIES,
+        node=False,
+        cli=False,
+    )
     prediction_type: str = setting(
         "epsilon",
-        "What the base model predicts (the node reads it from the MODEL).",
+        "What the base model predicts (the node reads it from the MODEL): epsilon, v_prediction, or flow "
+        "(rectified flow, with flow_shift).",
         group="advanced",
         choices=PREDICTION_TYPES,
         node=False,
@@ -207,6 +221,14 @@ class TrainSettings:
         False,
         "Betas rescaled to zero terminal SNR, for zsnr / v-prediction models (the node reads it from the MODEL).",
         group="advanced",
+        node=False,
+    )
+    flow_shift: float = setting(
+        1.0,
+        "Timestep shift of flow-matching models (the node reads it from the MODEL's sampling).",
+        group="advanced",
+        min=0.01,
+        max=100.0,
         node=False,
     )
     save_precision: str = setting(
@@ -226,6 +248,11 @@ class TrainSettings:
     @property
     def lora_alpha(self) -> float:
         return float(self.rank if self.alpha is None else self.alpha)
+
+    @property
+    def training_resolution(self) -> int:
+        """The resolution, or the family's native size when unset (0 on the widget)."""
+        return self.resolution or family_named(self.model_family).native_resolution
 
     @property
     def prompt(self) -> str:
@@ -280,11 +307,9 @@ class TrainSettings:
 
     def validate(self, where: str = "TrainSubjectLoRA") -> TrainSettings:
         """Raises ValueError naming the bad setting and what to use instead."""
-        from .setting_rules import problems as find_problems  # the rules read this module's constants
-
-        problems = find_problems(self)
-        if problems:
-            raise ValueError(f"{where}: invalid training settings: " + "; ".join(problems))
+        found = problems(self)
+        if found:
+            raise ValueError(f"{where}: invalid training settings: " + "; ".join(found))
         return self
 
     def to_json(self) -> str:

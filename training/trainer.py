@@ -14,19 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .data import TrainingData, TrainResult
+from .families import family_named
 from .lora_file import export_kohya
-from .objective import Batch, Objective, draw_noise, noised
+from .objective import Batch, BatchSampler, Objective, conditioning_rows, draw_noise, noised
 from .optimizers import build_optimizer
-from .regularizers import per_sample_loss
-from .schedule import noise_scheduler
 from .settings import TrainSettings
 
 log = logging.getLogger(__name__)
-
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # attention projections only (paper 001 §3.2)
 
 
 def resolve_device(settings: TrainSettings) -> torch.device:
@@ -41,11 +37,13 @@ def weight_dtype(settings: TrainSettings) -> torch.dtype:
 
 
 def lora_config(settings: TrainSettings):
-    """peft LoraConfig on the UNet's attention projections; lora_alpha/r is the kohya scale (alpha/rank)."""
+    """peft LoraConfig on the family's attention projections (paper 001 §3.2); lora_alpha/r is the kohya scale
+    (alpha/rank)."""
     from peft import LoraConfig
 
+    targets = list(family_named(settings.model_family).lora_targets)
     return LoraConfig(
-        r=settings.rank, lora_alpha=settings.lora_alpha, init_lora_weights="gaussian", target_modules=LORA_TARGETS
+        r=settings.rank, lora_alpha=settings.lora_alpha, init_lora_weights="gaussian", target_modules=targets
     )
 
 
@@ -66,49 +64,6 @@ def build_lora_unet(unet, settings: TrainSettings, device: torch.device):
     return unet
 
 
-def compute_loss(
-    model_pred: torch.Tensor,
-    target: torch.Tensor,
-    weights: torch.Tensor | None = None,
-    sample_weights: torch.Tensor | None = None,
-    **extra_terms: torch.Tensor,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Denoising MSE, weighted per latent pixel when masks are given, plus any extra regularizer terms
-    (each already scaled by its λ). ``sample_weights`` (APT's 1 − γ_b) scales each row's own mean error.
-    Returns the total and the float value of every term for logging."""
-    error = F.mse_loss(model_pred.float(), target.float(), reduction="none")
-    if sample_weights is not None:
-        denoise = (sample_weights.float() * per_sample_loss(model_pred, target, weights)).mean()
-    elif weights is None:
-        denoise = error.mean()
-    else:
-        weights = weights.expand_as(error)
-        denoise = (error * weights).sum() / weights.sum().clamp_min(1e-8)
-    total = denoise
-    terms = {"denoise": float(denoise.detach())}
-    for name, term in extra_terms.items():
-        total = total + term
-        terms[name] = float(term.detach())
-    return total, terms
-
-
-class _BatchSampler:
-    """Cycles through shuffled image indices (an epoch at a time) from a seeded CPU generator."""
-
-    def __init__(self, n: int, generator: torch.Generator):
-        self.n, self.generator, self.order = n, generator, []
-
-    def take(self, count: int) -> torch.Tensor:
-        while len(self.order) < count:
-            self.order += torch.randperm(self.n, generator=self.generator).tolist()
-        picked, self.order = self.order[:count], self.order[count:]
-        return torch.tensor(picked)
-
-
-def _rows(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    return tensor.expand(len(index), *tensor.shape[1:]) if tensor.shape[0] == 1 else tensor[index]
-
-
 def train(
     unet,
     data: TrainingData,
@@ -119,7 +74,7 @@ def train(
     resume: Path | None = None,
     preview=None,
 ) -> TrainResult:
-    """Trains a LoRA on ``unet`` (a diffusers UNet2DConditionModel holding the base weights) and returns it
+    """Trains a LoRA on ``unet`` (the family's diffusers denoiser holding the base weights) and returns it
     in kohya format. All randomness comes from generators seeded with ``settings.seed`` and drawn on the CPU,
     so the same seed gives the same LoRA on the CPU, bit for bit. Every ``settings.save_every`` steps the resume
     state (training/checkpoint.py) is written beside ``checkpoint.path(step)``, then ``checkpoint.write(step,
@@ -183,10 +138,9 @@ class _Run:
     params: list
     optimizer: torch.optim.Optimizer
     lr_schedule: object
-    scheduler: object
     scaler: object
     generator: torch.Generator
-    sampler: _BatchSampler
+    sampler: BatchSampler
     tensors: dict
     weights_all: torch.Tensor | None
     objective: Objective
@@ -205,19 +159,18 @@ class _Run:
             num_warmup_steps=settings.lr_warmup_steps,
             num_training_steps=settings.steps,
         )
-        scheduler = noise_scheduler(settings)
         scaler = torch.amp.GradScaler(device.type) if settings.mixed_precision == "fp16" else None
         generator = torch.Generator().manual_seed(settings.seed)
-        sampler = _BatchSampler(data.latents.shape[0], generator)
+        sampler = BatchSampler(data.latents.shape[0], generator)
         tensors = {k: v.to(device) for k, v in data.tensors().items()}
         weights_all = None
         if data.masks is not None:
             bg = settings.mask_background_weight
             weights_all = bg + (1.0 - bg) * tensors["masks"].float().clamp(0, 1)
-        objective = Objective(unet, settings, tensors, generator, _BatchSampler)
+        objective = Objective(unet, settings, tensors, generator)
         return cls(
-            unet, settings, device, weight_dtype(settings), params, optimizer, lr_schedule, scheduler, scaler,
-            generator, sampler, tensors, weights_all, objective,
+            unet, settings, device, weight_dtype(settings), params, optimizer, lr_schedule, scaler, generator,
+            sampler, tensors, weights_all, objective,
         )  # fmt: skip
 
     def save_checkpoint(self, checkpoint, loop, step: int, losses: list[float], digest: str) -> Path | None:
@@ -232,16 +185,34 @@ class _Run:
         ckpt.save_state(state, loop, step=step, losses=losses, settings=self.settings, digest=digest)
         return checkpoint.write(step, export_kohya(self.unet, self.settings), list(losses))
 
+    def micro_batch(self):
+        """One micro-batch: subject rows (flip, APT views), class rows with prior preservation, the loss and its
+        terms."""
+        settings, objective, device = self.settings, self.objective, self.device
+        index = self.sampler.take(settings.batch_size)
+        latents = self.tensors["latents"][index.to(device)]
+        if settings.flip:
+            flip = (torch.rand(len(index), generator=self.generator) < 0.5).to(device)
+            latents = torch.where(flip[:, None, None, None], self.tensors["latents_flipped"][index.to(device)], latents)
+        noise, timesteps = draw_noise(latents.shape, objective.noising, settings, self.generator, device)
+        weights = None if self.weights_all is None else self.weights_all[index.to(device)]
+        latents, weights = objective.augment(latents, weights, index, timesteps)
+        noisy, target = noised(latents, noise, timesteps, objective.noising)
+        cond = conditioning_rows(self.tensors, objective.family.conditioning, index, self.dtype)
+        batch = Batch(noisy, timesteps, target, cond, subject=len(index), weights=weights)
+        if settings.prior_images:
+            batch = batch.cat(objective.class_batch(len(index), self.dtype))
+        base = objective.base_pass(batch, self.dtype)
+        model_pred = objective.forward(batch, self.dtype)
+        return objective.loss(model_pred, batch, base)
+
     def step(self, step: int) -> tuple[float, dict[str, float], float]:
         """One optimizer step over ``gradient_accumulation`` micro-batches: (mean loss, mean terms, its lr)."""
         settings = self.settings
         self.optimizer.zero_grad(set_to_none=True)
         value, terms = 0.0, {}
         for _ in range(settings.gradient_accumulation):  # micro-batches; their mean is the step's loss
-            loss, micro_terms = _micro_batch(
-                self.objective, self.tensors, self.sampler, self.generator, self.scheduler, self.weights_all,
-                settings, self.dtype, self.device,
-            )  # fmt: skip
+            loss, micro_terms = self.micro_batch()
             _backward(loss / settings.gradient_accumulation, self.scaler)
             value += float(loss.detach()) / settings.gradient_accumulation
             for name, term in micro_terms.items():
@@ -255,36 +226,6 @@ class _Run:
                 f"training diverged at step {step} (loss {value}): lower the learning rate or use bf16 instead of fp16"
             )
         return value, terms, lr
-
-
-def _micro_batch(
-    objective: Objective,
-    tensors,
-    sampler,
-    generator,
-    scheduler,
-    weights_all,
-    settings: TrainSettings,
-    dtype: torch.dtype,
-    device: torch.device,
-):
-    """One micro-batch: subject rows (flip, APT views), class rows with prior preservation, the loss and its terms."""
-    index = sampler.take(settings.batch_size)
-    latents = tensors["latents"][index.to(device)]
-    if settings.flip:
-        flip = (torch.rand(len(index), generator=generator) < 0.5).to(device)
-        latents = torch.where(flip[:, None, None, None], tensors["latents_flipped"][index.to(device)], latents)
-    noise, timesteps = draw_noise(latents.shape, scheduler, settings, generator, device)
-    weights = None if weights_all is None else weights_all[index.to(device)]
-    latents, weights = objective.augment(latents, weights, index, timesteps)
-    noisy, target = noised(latents, noise, timesteps, scheduler, settings)
-    text = (_rows(tensors[k], index).to(dtype) for k in ("prompt_embeds", "pooled_prompt_embeds", "time_ids"))
-    batch = Batch(noisy, timesteps, target, *text, subject=len(index), weights=weights)
-    if settings.prior_images:
-        batch = batch.cat(objective.class_batch(len(index), scheduler, dtype, _rows))
-    base = objective.base_pass(batch, dtype)
-    model_pred = objective.forward(batch, dtype)
-    return objective.loss(model_pred, batch, base, compute_loss)
 
 
 def _backward(loss: torch.Tensor, scaler) -> None:

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 LDM_PREFIX = "model.diffusion_model."
 CONFIG_METADATA_KEY = "image_alchemy.diffusers_unet_config"
+FAMILY_METADATA_KEY = "image_alchemy.model_family"
 
 
 def _per_level(values, blocks_per_level: list[int], what: str) -> list[int]:
@@ -34,13 +35,13 @@ def _per_level(values, blocks_per_level: list[int], what: str) -> list[int]:
     for count in blocks_per_level:
         level, values = values[:count], values[count:]
         if len(set(level)) != 1:
-            raise ValueError(f"{what} {level} differs inside one resolution level: not an SDXL-family UNet")
+            raise ValueError(f"{what} {level} differs inside one resolution level: not an SD1.5/SDXL-family UNet")
         out.append(level[0])
     return out
 
 
 def diffusers_unet_config(unet_config: dict) -> dict:
-    """Maps ComfyUI's SDXL-family ``unet_config`` to a ``UNet2DConditionModel`` config (real SDXL and tiny)."""
+    """Maps ComfyUI's SD1.5/SDXL ``unet_config`` to a ``UNet2DConditionModel`` config (real size and tiny)."""
     mult = list(unet_config["channel_mult"])
     channels = [unet_config["model_channels"] * m for m in mult]
     res_blocks = unet_config["num_res_blocks"]
@@ -53,8 +54,8 @@ def diffusers_unet_config(unet_config: dict) -> dict:
         [n + 1 for n in res_blocks],
         "transformer_depth_output",
     )[::-1]
-    middle = unet_config.get("transformer_depth_middle", down_depth[-1])
-    if middle != down_depth[-1] or middle < 1:
+    middle = unet_config.get("transformer_depth_middle", max(down_depth[-1], 1))
+    if middle != max(down_depth[-1], 1):  # diffusers' mid block has the last level's depth, at least one
         raise ValueError(f"transformer_depth_middle {middle} must equal the last level's depth {down_depth[-1]}")
     head_channels = unet_config.get("num_head_channels", -1)
     heads = [c // head_channels if head_channels > 0 else unet_config["num_heads"] for c in channels]
@@ -110,13 +111,14 @@ def unet_from_ldm(state_dict: dict[str, torch.Tensor], config: dict, dtype: torc
 @dataclass(frozen=True)
 class UnetSource:
     """Where the trainer reads the base UNet: a safetensors file, the key prefix of the UNet in it
-    (``model.diffusion_model.`` in a checkpoint, "" in a UNet-only file), its diffusers config and the model's
-    fingerprint (recorded in the LoRA)."""
+    (``model.diffusion_model.`` in a checkpoint, "" in a UNet-only file), its diffusers config, the model's
+    fingerprint (recorded in the LoRA) and its family."""
 
     path: str
     prefix: str
     config: dict
     model_hash: str
+    family: str = "sdxl"  # training/families: whose denoiser the weights are (jobs written before families: SDXL)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -138,11 +140,15 @@ class UnetSource:
             LDM_PREFIX,
             json.loads(metadata[CONFIG_METADATA_KEY]),
             metadata.get("image_alchemy.model_hash", ""),
+            metadata.get(FAMILY_METADATA_KEY, "sdxl"),
         )
 
 
-def save_ldm_unet(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: dict, model_hash: str) -> Path:
-    """Writes LDM-layout UNet weights with their diffusers config in the metadata (temp file + rename)."""
+def save_ldm_unet(
+    path: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: dict, model_hash: str, family: str = "sdxl"
+) -> Path:
+    """Writes LDM-layout UNet weights with their diffusers config and family in the metadata (temp file +
+    rename)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
     tensors = {
@@ -150,7 +156,8 @@ def save_ldm_unet(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], 
         for k, v in state_dict.items()
     }
     try:
-        write_tensors(tmp, tensors, {CONFIG_METADATA_KEY: json.dumps(config), "image_alchemy.model_hash": model_hash})
+        metadata = {CONFIG_METADATA_KEY: json.dumps(config), "image_alchemy.model_hash": model_hash}
+        write_tensors(tmp, tensors, {**metadata, FAMILY_METADATA_KEY: family})
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -158,12 +165,15 @@ def save_ldm_unet(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], 
 
 
 def load_unet(source: UnetSource, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
-    """The diffusers UNet from ``source``, its tensors read one at a time, cast to ``dtype`` on ``device``."""
+    """The family's diffusers denoiser from ``source``, its tensors read one at a time, cast to ``dtype`` on
+    ``device``."""
+    from .families import family_named
+
     log.info("reading the base UNet from %s", source.path)  # bench/train_startup.py takes the baseline here
     state_dict = read_tensors(source.path, source.prefix, dtype, torch.device(device))
     if not state_dict:
         raise ValueError(f"{source.path} holds no tensors under {source.prefix!r}: not the UNet file it should be")
-    return unet_from_ldm(state_dict, source.config, dtype)
+    return family_named(source.family).denoiser_from_state_dict(state_dict, source.config, dtype)
 
 
 def load_ldm_unet(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):

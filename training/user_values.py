@@ -21,15 +21,17 @@ def checkpointing_choice(value) -> str:
 def from_user_values(values: dict, *, machine: Machine, where: str = "TrainSubjectLoRA", **fixed) -> TrainSettings:
     """Widget or flag values (training/declare.py's user values) → validated settings for ``machine`` (the capability
     answers about the training device): a device that cannot train is refused first, unset zeros become None,
-    ``auto`` precision and checkpointing follow the machine's answers. ``fixed``: values the caller knows (the
-    model's prediction type, the device)."""
+    ``auto`` precision and checkpointing follow the machine's answers (and the family's memory figures).
+    ``fixed``: values the caller knows (the model's family and prediction type, the device)."""
     from .declare import field_values
+    from .families import family_named
 
     problem = trainable_problem(machine)
     if problem:
         raise ValueError(f"{where}: {problem}")
     merged = {**field_values(TrainSettings, values), **fixed}
     defaults = TrainSettings()
+    family = family_named(merged.get("model_family", defaults.model_family))
     precision = auto_mixed_precision(merged.get("mixed_precision", "auto"), machine)
     problem = precision_problem(precision, machine)
     if problem:
@@ -42,8 +44,9 @@ def from_user_values(values: dict, *, machine: Machine, where: str = "TrainSubje
         choice,
         machine,
         batch_size=merged.get("batch_size", defaults.batch_size),
-        resolution=merged.get("resolution", defaults.resolution),
+        resolution=merged.get("resolution") or family.native_resolution,
         mixed_precision=precision,
+        family=family,
     )
     if isinstance(merged.get("token"), str):
         merged["token"], merged["class_word"] = merged["token"].strip(), merged.get("class_word", "").strip()

@@ -14,7 +14,8 @@ def tiny_models(tmp_path_factory, comfy_dir) -> dict[str, Path]:
     from tiny_models import factory
 
     factory.use_comfyui(comfy_dir)
-    return factory.write_tiny_sdxl(tmp_path_factory.mktemp("tiny_sdxl"))
+    folder = tmp_path_factory.mktemp("tiny_sdxl")
+    return {**factory.write_tiny_sdxl(folder), **factory.write_tiny_sd15(folder)}
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +24,22 @@ def pipeline_dir(tiny_models, comfy_dir, tmp_path_factory) -> Path:
     from tiny_models.pipeline import write_tiny_pipeline
 
     return write_tiny_pipeline(tiny_models, tmp_path_factory.mktemp("tiny_pipe") / "pipe", comfy_dir)
+
+
+@pytest.fixture(scope="session")
+def sd15_pipeline_dir(tiny_models, comfy_dir, tmp_path_factory) -> Path:
+    """The tiny SD1.5 as a diffusers StableDiffusionPipeline folder (`fit`'s --config for its single file)."""
+    from tiny_models.pipeline import write_tiny_sd15_pipeline
+
+    return write_tiny_sd15_pipeline(tiny_models, tmp_path_factory.mktemp("tiny_sd15_pipe") / "pipe", comfy_dir)
+
+
+@pytest.fixture(scope="session")
+def sd15_checkpoint(tiny_models, tmp_path_factory) -> Path:
+    """The tiny SD1.5 as a single-file checkpoint (UNet + text encoder in the LDM layout)."""
+    from tiny_models.pipeline import write_tiny_sd15_checkpoint
+
+    return write_tiny_sd15_checkpoint(tiny_models, tmp_path_factory.mktemp("tiny_sd15") / "tiny_sd15.safetensors")
 
 
 @pytest.fixture(scope="session")

@@ -27,12 +27,15 @@ PHOTOS = dict(rank=4, batch_size=4, resolution=256, mixed_precision="auto")
 
 
 def train_graph(lora_name="rel_never", images=None, model="sdxl", count=4, size=64, **settings):
-    """A TrainSubjectLoRA on the tiny SDXL (``model="sd15"``: the tiny SD1.5 UNet). ``images(g)`` builds the
-    node's image inputs in ``g`` ({"images": IMAGE, optionally "mask": MASK}); by default ``count`` random
-    ``size``² images. ``settings`` override the quick ones."""
+    """A TrainSubjectLoRA on the tiny SDXL (``model="sd15"``: the tiny SD1.5 with its CLIP and VAE; a
+    TinySDXLVariant name: that MODEL with the tiny SDXL's CLIP and VAE). ``images(g)`` builds the node's image
+    inputs in ``g`` ({"images": IMAGE, optionally "mask": MASK}); by default ``count`` random ``size``² images.
+    ``settings`` override the quick ones."""
     g = GraphBuilder()
-    loader = g.node("ImageAlchemyTest_TinySDXLLoader")
-    model_out = loader.out(0) if model == "sdxl" else g.node("ImageAlchemyTest_TinySD15Loader").out(0)
+    loader = g.node("ImageAlchemyTest_TinySD15Loader" if model == "sd15" else "ImageAlchemyTest_TinySDXLLoader")
+    model_out = (
+        loader.out(0) if model in ("sdxl", "sd15") else g.node("ImageAlchemyTest_TinySDXLVariant", variant=model).out(0)
+    )
     values = {**BASE, **QUICK, "lora_name": lora_name, **settings}
     inputs = images(g) if images else {"images": shaped_image(g, batch=count, height=size, width=size)}
     train = g.node(TRAIN, model=model_out, clip=loader.out(1), vae=loader.out(2), **inputs, **values)
@@ -58,10 +61,11 @@ def photo_train_graph(names, lora_name, steps, with_mask=False, **settings):
     return train_graph(lora_name, photo_inputs(names, with_mask), steps=steps, **{**PHOTOS, **settings})
 
 
-def txt2img(lora=None, seed=3):
-    """A 64² txt2img of the tiny model (through LoraLoader with ``lora``), saved as ia_lora_check."""
+def txt2img(lora=None, seed=3, model="sdxl"):
+    """A 64² txt2img of the tiny model (``model``: sdxl or sd15; through LoraLoader with ``lora``), saved as
+    ia_lora_check."""
     g = GraphBuilder()
-    loader = g.node("ImageAlchemyTest_TinySDXLLoader")
+    loader = g.node("ImageAlchemyTest_TinySD15Loader" if model == "sd15" else "ImageAlchemyTest_TinySDXLLoader")
     model, clip = loader.out(0), loader.out(1)
     if lora:
         lora_node = g.node("LoraLoader", model=model, clip=clip, lora_name=lora, strength_model=1.0, strength_clip=1.0)

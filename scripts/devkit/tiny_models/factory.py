@@ -1,4 +1,4 @@
-"""Writes tiny SDXL-architecture weights, seeded, in the file formats real checkpoints use.
+"""Writes tiny SDXL- and SD1.5-architecture weights, seeded, in the file formats real checkpoints use.
 
 ComfyUI's checkpoint detection accepts only exact SDXL sizes, so the tiny model is split into the three
 files ComfyUI's own classes (and our trainer) read directly:
@@ -86,6 +86,32 @@ TINY_CLIP_G_CONFIG = {
 
 UNET_FILE, CLIP_FILE, VAE_FILE = "unet.safetensors", "clip.safetensors", "taesd.safetensors"
 
+# The tiny SD1.5: SD1.5's layout (attention on every level but the last, no added conditioning, heads by count,
+# conv in/out projections of the transformers) at SD-tiny widths; CLIP-L hidden 32 → cond 77×32.
+TINY_SD15_UNET_CONFIG = {
+    "use_checkpoint": False,
+    "image_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
+    "model_channels": 32,
+    "channel_mult": [1, 2],
+    "num_res_blocks": [1, 1],
+    "transformer_depth": [1, 0],
+    "transformer_depth_output": [1, 1, 0, 0],
+    "transformer_depth_middle": 1,
+    "use_spatial_transformer": True,
+    "use_linear_in_transformer": False,
+    "legacy": False,
+    "adm_in_channels": None,
+    "context_dim": 32,
+    "num_heads": 2,
+    "num_head_channels": -1,
+    "use_temporal_attention": False,
+    "use_temporal_resblock": False,
+}
+TINY_SD15_CLIP_L_CONFIG = dict(TINY_CLIP_L_CONFIG)
+SD15_UNET_FILE, SD15_CLIP_FILE = "sd15_unet.safetensors", "sd15_clip.safetensors"
+
 
 def use_comfyui(comfy_dir: str | os.PathLike) -> None:
     """Makes a ComfyUI checkout importable in this process, on the CPU when there is no GPU."""
@@ -131,12 +157,14 @@ def tiny_unet_state_dict(seed: int = 0, config: dict | None = None) -> dict[str,
     return {UNET_PREFIX + k: v.contiguous() for k, v in unet.state_dict().items()}
 
 
-def tiny_clip_state_dict(seed: int = 1) -> dict[str, torch.Tensor]:
+def tiny_clip_state_dict(seed: int = 1, encoders=None) -> dict[str, torch.Tensor]:
+    """ComfyUI's text-encoder layout of ``encoders`` ((name, config) pairs; default SDXL's clip_l + clip_g)."""
     import comfy.ops
     from comfy.clip_model import CLIPTextModel
 
     out = {}
-    for offset, (name, config) in enumerate((("clip_l", TINY_CLIP_L_CONFIG), ("clip_g", TINY_CLIP_G_CONFIG))):
+    encoders = encoders or (("clip_l", TINY_CLIP_L_CONFIG), ("clip_g", TINY_CLIP_G_CONFIG))
+    for offset, (name, config) in enumerate(encoders):
         model = CLIPTextModel(config, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
         seeded_fill(model, seed + offset)
         for k, v in model.state_dict().items():
@@ -173,5 +201,30 @@ def write_tiny_sdxl(folder: str | os.PathLike, seed: int = 0) -> dict[str, Path]
             continue
         tmp = paths[key].with_suffix(".tmp")
         save_file(build(), str(tmp), metadata={"format": "pt", "tiny_sdxl.seed": str(seed), **metadata})
+        os.replace(tmp, paths[key])
+    return paths
+
+
+def write_tiny_sd15(folder: str | os.PathLike, seed: int = 10) -> dict[str, Path]:
+    """Writes the tiny SD1.5's UNet and CLIP-L beside the tiny SDXL's files (the TAESD VAE is shared: SD1.5 and
+    SDXL use the same TAESD architecture) and returns their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"sd15_unet": folder / SD15_UNET_FILE, "sd15_clip": folder / SD15_CLIP_FILE}
+    writers = {
+        "sd15_unet": (
+            lambda: tiny_unet_state_dict(seed, TINY_SD15_UNET_CONFIG),
+            {"tiny_sd15.unet_config": json.dumps(TINY_SD15_UNET_CONFIG)},
+        ),
+        "sd15_clip": (
+            lambda: tiny_clip_state_dict(seed + 1, (("clip_l", TINY_SD15_CLIP_L_CONFIG),)),
+            {"tiny_sd15.clip_l_config": json.dumps(TINY_SD15_CLIP_L_CONFIG)},
+        ),
+    }
+    for key, (build, metadata) in writers.items():
+        if paths[key].exists():
+            continue
+        tmp = paths[key].with_suffix(".tmp")
+        save_file(build(), str(tmp), metadata={"format": "pt", "tiny_sd15.seed": str(seed), **metadata})
         os.replace(tmp, paths[key])
     return paths

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from image_alchemy.training.settings import TrainSettings
 
 SDXL_LATENT_SCALE = 0.13025  # ComfyUI's SDXL latent format scales the (TAESD) VAE output by this
+SD15_LATENT_SCALE = 0.18215  # and its SD1.5 latent format by this
 
 
 def clip_config(config: dict):
@@ -132,6 +133,66 @@ def write_tiny_pipeline(tiny_models: dict[str, Path], folder: Path, comfy_dir: P
     )
     pipe.save_pretrained(str(folder))
     return folder
+
+
+def _tiny_vae(tiny_models: dict[str, Path], scale: float):
+    from diffusers import AutoencoderTiny
+
+    taesd = load_file(str(tiny_models["vae"]))
+    vae = AutoencoderTiny(scaling_factor=scale)
+    vae.load_state_dict({taesd_key(k): v for k, v in taesd.items() if k.startswith("taesd_")}, strict=True)
+    return vae
+
+
+def write_tiny_sd15_pipeline(tiny_models: dict[str, Path], folder: Path, comfy_dir: Path) -> Path:
+    """Writes a diffusers StableDiffusionPipeline folder of the tiny SD1.5 (skipped when present): the UNet
+    converted from the LDM file, TAESD as AutoencoderTiny, CLIP-L, the real SD1 tokenizer, no safety checker."""
+    if (folder / "model_index.json").exists():
+        return folder
+    from diffusers import StableDiffusionPipeline
+    from image_alchemy.training.unet import diffusers_unet_config, unet_from_ldm
+    from safetensors import safe_open
+    from transformers import CLIPTextModel
+
+    with safe_open(str(tiny_models["sd15_unet"]), framework="pt") as f:
+        comfy_config = json.loads(f.metadata()["tiny_sd15.unet_config"])
+    unet = unet_from_ldm(load_file(str(tiny_models["sd15_unet"])), diffusers_unet_config(comfy_config))
+    with safe_open(str(tiny_models["sd15_clip"]), framework="pt") as f:
+        clip_config_json = json.loads(f.metadata()["tiny_sd15.clip_l_config"])
+    text_encoder = CLIPTextModel(clip_config(clip_config_json))
+    load_clip(text_encoder, load_file(str(tiny_models["sd15_clip"])), "clip_l.transformer.")
+    pipe = StableDiffusionPipeline(
+        vae=_tiny_vae(tiny_models, SD15_LATENT_SCALE),
+        text_encoder=text_encoder,
+        tokenizer=tokenizers(comfy_dir)[0],
+        unet=unet,
+        scheduler=scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(folder))
+    return folder
+
+
+def write_tiny_sd15_checkpoint(tiny_models: dict[str, Path], path: Path) -> Path:
+    """The tiny SD1.5 as one single-file checkpoint, in the layout users download (``model.diffusion_model.*``,
+    ``cond_stage_model.transformer.text_model.*``); its VAE stays in the pipeline folder `fit` is given as
+    ``--config`` (TAESD has no place in an LDM checkpoint)."""
+    from safetensors.torch import save_file
+
+    if path.exists():
+        return path
+    tensors = dict(load_file(str(tiny_models["sd15_unet"])))
+    for key, value in load_file(str(tiny_models["sd15_clip"])).items():
+        name = key.removeprefix("clip_l.transformer.")
+        name = name if name.startswith("text_model.") else "text_model." + name
+        tensors["cond_stage_model.transformer." + name] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    tmp.replace(path)
+    return path
 
 
 def tiny_ldm_unet_file(tiny_models: dict[str, Path], folder: Path) -> Path:

@@ -1,4 +1,5 @@
-"""Test-only ComfyUI nodes (never shipped): tiny SDXL-architecture models and a node that fails on purpose.
+"""Test-only ComfyUI nodes (never shipped): tiny SDXL- and SD1.5-architecture models and a node that fails on
+purpose.
 
 ComfyUI's checkpoint detection accepts only real SDXL sizes, so CheckpointLoaderSimple cannot load the tiny
 model. This loader builds MODEL / CLIP / VAE from ComfyUI's own classes from the files that
@@ -11,6 +12,7 @@ import os
 import comfy.model_management
 import comfy.model_patcher
 import comfy.sd
+import comfy.sd1_clip
 import comfy.sdxl_clip
 import comfy.supported_models
 import comfy.supported_models_base
@@ -173,8 +175,35 @@ class DiscMask(io.ComfyNode):
         return io.NodeOutput(disc.expand(batch, -1, -1).clone(), image)
 
 
+def load_tiny_sd15():
+    """The tiny SD1.5 as ComfyUI's SD15 model config builds it, with its CLIP-L (the real SD1 tokenizer) and the
+    shared TAESD VAE."""
+    sd, metadata = comfy.utils.load_torch_file(
+        _tiny_file("sd15_unet.safetensors"), safe_load=True, return_metadata=True
+    )
+    model_config = comfy.supported_models.SD15(json.loads(metadata["tiny_sd15.unet_config"]))
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model(sd, UNET_PREFIX, device=torch.device("cpu"))
+    model.load_model_weights(sd, UNET_PREFIX)
+    clip_sd, clip_meta = comfy.utils.load_torch_file(
+        _tiny_file("sd15_clip.safetensors"), safe_load=True, return_metadata=True
+    )
+    target = comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
+    clip = comfy.sd.CLIP(
+        target,
+        embedding_directory=folder_paths.get_folder_paths("embeddings"),
+        parameters=comfy.utils.calculate_parameters(clip_sd),
+        model_options={"dtype": torch.float32, "clip_l_model_config": json.loads(clip_meta["tiny_sd15.clip_l_config"])},
+    )
+    missing, unexpected = clip.load_sd(clip_sd, full_model=True)
+    missing = [k for k in missing if "logit_scale" not in k and "text_projection" not in k]
+    if missing or unexpected:
+        raise RuntimeError(f"tiny SD1.5 CLIP keys do not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return _patcher(model), clip, load_tiny_vae()
+
+
 class TinySD15Loader(io.ComfyNode):
-    """A tiny SD1.5-architecture MODEL (no SDXL added conditioning): a non-SDXL model for the trainer tests."""
+    """The tiny SD1.5-architecture model (ComfyUI's SD15 model config: no added conditioning, CLIP-L 77×32)."""
 
     @classmethod
     def define_schema(cls):
@@ -182,23 +211,20 @@ class TinySD15Loader(io.ComfyNode):
             node_id="ImageAlchemyTest_TinySD15Loader",
             display_name="Tiny SD1.5 Loader (tests)",
             category="Image Alchemy/testing",
-            description="A tiny random SD1.5-architecture UNet (context 64), for tests that need a non-SDXL model.",
+            description="Loads the tiny random SD1.5-architecture model from models/tiny_sdxl (tests only).",
             inputs=[],
-            outputs=[io.Model.Output()],
+            outputs=[io.Model.Output(), io.Clip.Output(), io.Vae.Output()],
         )
 
     @classmethod
     def execute(cls) -> io.NodeOutput:
-        # The tiny SDXL UNet without SDXL's added conditioning (no class embedding).
-        unet_config = {k: v for k, v in _tiny_unet_config().items() if k != "num_classes"}
-        unet_config["adm_in_channels"] = None
-        return io.NodeOutput(_random_model(comfy.supported_models.SD15(unet_config)))
+        return io.NodeOutput(*load_tiny_sd15())
 
 
 class TinySDXLVariant(io.ComfyNode):
     """Tiny SDXL MODELs of shapes the trainer refuses: 9- or 8-channel UNets and a scaled-fp8 one."""
 
-    VARIANTS = ("inpaint", "instruct-pix2pix", "scaled fp8")
+    VARIANTS = ("inpaint", "instruct-pix2pix", "scaled fp8", "refiner")
 
     @classmethod
     def define_schema(cls):
@@ -206,8 +232,9 @@ class TinySDXLVariant(io.ComfyNode):
             node_id="ImageAlchemyTest_TinySDXLVariant",
             display_name="Tiny SDXL Variant (tests)",
             category="Image Alchemy/testing",
-            description="The tiny SDXL UNet as an inpainting (9 input channels), instruct-pix2pix (8) or "
-            "scaled-fp8 model, built the way ComfyUI's checkpoint loader sets them up.",
+            description="The tiny SDXL UNet as an inpainting (9 input channels), instruct-pix2pix (8), "
+            "scaled-fp8 or SDXL-refiner model (a family the trainer does not train), built the way ComfyUI's "
+            "checkpoint loader sets them up.",
             inputs=[io.Combo.Input("variant", options=list(cls.VARIANTS))],
             outputs=[io.Model.Output()],
         )
@@ -215,9 +242,12 @@ class TinySDXLVariant(io.ComfyNode):
     @classmethod
     def execute(cls, variant) -> io.NodeOutput:
         unet_config = _tiny_unet_config()
-        if variant != "scaled fp8":
+        if variant in ("inpaint", "instruct-pix2pix"):
             unet_config["in_channels"] = {"inpaint": 9, "instruct-pix2pix": 8}[variant]
-        model_config = comfy.supported_models.SDXL(unet_config)
+        if variant == "refiner":
+            model_config = comfy.supported_models.SDXLRefiner(unet_config)
+        else:
+            model_config = comfy.supported_models.SDXL(unet_config)
         if variant == "scaled fp8":  # what model_detection sets for a checkpoint with a `scaled_fp8` key
             model_config.scaled_fp8 = torch.float8_e4m3fn
         return io.NodeOutput(_random_model(model_config))
