@@ -14,10 +14,10 @@ Prints `name: value` lines:
   repaint region (0..255);
 - toy_detect_*: the trained tiny GroundingDINO + SAM (GroundedSAMMask's computation, the workflow's thresholds) on
   held-out world pictures prompted with the object's class word: box recall at IoU 0.5, mean mask IoU with the
-  drawn object, and the share of pictures that get a box for a class they do not show; toy_detect_*_at_0_1: the
-  same at box and text threshold 0.1 (what the demo uses: the toy GroundingDINO does not tell the classes apart,
-  and every score stays under the workflow's 0.3); toy_insert_detected_*: the toy_insert_* figures with that
-  mask (threshold 0.1) in the loop, grown 2 px as the drawn one is;
+  drawn object, and the share of pictures that get a box for a class they do not show; toy_detect_*_at_0_2: the
+  same at box and text threshold 0.2 (what the demo uses: the toy GroundingDINO does not tell the classes apart,
+  and its scores straddle the workflow's 0.3); toy_insert_detected_*: the toy_insert_* figures with that mask
+  (threshold 0.2) in the loop, grown 2 px as the drawn one is;
 - toy_drift_<option>_vs_plain / toy_subject_similarity_<option>_vs_plain: LoRAs trained here with each drift-free
   option (the same steps as plain, each with the training seeds figures.OPTION_SEEDS, figures their mean);
   drift = mean squared pixel difference from the base model's images of class prompts without the token (same

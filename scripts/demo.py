@@ -72,11 +72,11 @@ TOY_BANNER = (
 TOY_SCALE = 64 / 1024
 TOY_DINO, TOY_SAM = "toy_grounding_dino", "toy_sam.safetensors"
 # The toy GroundingDINO places its best box on the world's object but does not tell the classes apart: present and
-# absent class words score alike, about 0.24, under the workflow's 0.3 (bench/toy_world.py, toy_detect_*).
-TOY_BOX_THRESHOLD = 0.1  # toy_world.detectors.TOY_THRESHOLD, what bench/toy_world.py measures it at
+# absent class words score alike, about 0.3, around the workflow's 0.3 (bench/toy_world.py, toy_detect_*).
+TOY_BOX_THRESHOLD = 0.2  # toy_world.detectors.TOY_THRESHOLD, what bench/toy_world.py measures it at
 TOY_DETECTOR_NOTE = (
     "The toy GroundingDINO finds the picture's object but does not yet tell 'ball' from 'cube' (present and absent "
-    f"class words score alike, ~0.24), so GroundedSAMMask runs at box_threshold {TOY_BOX_THRESHOLD} here, not the "
+    f"class words score alike, ~0.3), so GroundedSAMMask runs at box_threshold {TOY_BOX_THRESHOLD} here, not the "
     "workflow's 0.3."
 )
 

@@ -165,7 +165,7 @@ class MeasuringNet:
     @torch.no_grad()
     def logits(self, images: np.ndarray) -> dict[str, torch.Tensor]:
         x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 255.0
-        if x.shape[-1] != world.SIZE:
+        if tuple(x.shape[-2:]) != (world.SIZE, world.SIZE):  # a crop may be full width but not full height
             x = F.interpolate(x, size=(world.SIZE, world.SIZE), mode="bilinear", align_corners=False, antialias=True)
         out = self.net(pixel_values=(x - 0.5) / 0.5).logits
         heads, start = {}, 0

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).resolve().parent / "models"
 COMMAND = "make toy-world  (= .venv/bin/python -m toy_world.train --out toy_world/models)"
 # Steps per stage (on 2 cores: the measuring net trains in its own process beside the VAE and the UNet).
-STEPS = {"vae": 1000, "unet": 2500, "measure": 3000, "lora": 300, "grounding_dino": 1000, "sam": 400}
+STEPS = {"vae": 1000, "unet": 2500, "measure": 3000, "lora": 300, "grounding_dino": 3000, "sam": 400}
 CFG_DROP = 0.1
 MIN_SNR = 5.0
 EMA_DECAY = 0.999
