@@ -102,8 +102,11 @@ def two_stage_graph(seed=0):
 def test_two_stage_pipeline_repaints_only_the_subject_region(comfy, stage2_models):
     g, saves, stage2 = two_stage_graph()
     entry = comfy.run(g.finalize(), timeout=600)
-    for node in stage2.values():  # GroundedSAMMask and DecayBlur show their result on the node
-        assert [im.size for im in comfy.output_images(entry, node.id)] == [(96, 96)]
+    # GroundedSAMMask and DecayBlur show their result on the node: DecayBlur at the image's size, GroundedSAMMask's
+    # 96 px picture enlarged 3× (to PREVIEW_MIN_SIDE's 256 or more) with any policy note in a band above it.
+    assert [im.size for im in comfy.output_images(entry, stage2["blurred"].id)] == [(96, 96)]
+    [(width, height)] = [im.size for im in comfy.output_images(entry, stage2["mask"].id)]
+    assert width == 288 and height >= 288, (width, height)
     out = {name: np.asarray(comfy.output_images(entry, node.id)[0].convert("RGB")) for name, node in saves.items()}
     for image in out.values():
         assert image.shape == (96, 96, 3)

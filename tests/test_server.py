@@ -55,6 +55,7 @@ def test_pack_nodes_are_registered_with_category_and_description(comfy):
         "ImageAlchemy_LoRAImg2ImgInsert",
         "ImageAlchemy_SubjectMetrics",
         "ImageAlchemy_MaskFromBatch",
+        "ImageAlchemy_PhotoList",
     }
     for name, spec in ours.items():
         assert spec["category"].startswith("Image Alchemy"), name
