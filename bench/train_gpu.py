@@ -22,6 +22,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts" / "devkit"))  # the families' full-size and tiny configs, the pack import
+
+from tiny_models.factory import TINY_SD15_UNET_CONFIG, TINY_UNET_CONFIG  # noqa: E402
+from tiny_models.full_size import SD15_LDM_UNET, SDXL_LDM_UNET  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -40,67 +44,14 @@ class BenchFamily:
     tiny_pooled: int
 
 
-SDXL_UNET_CONFIG = {  # ComfyUI's unet_config for SDXL base 1.0
-    "model_channels": 320,
-    "channel_mult": [1, 2, 4],
-    "num_res_blocks": [2, 2, 2],
-    "transformer_depth": [0, 0, 2, 2, 10, 10],
-    "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
-    "transformer_depth_middle": 10,
-    "context_dim": 2048,
-    "num_head_channels": 64,
-    "adm_in_channels": 2816,
-    "use_linear_in_transformer": True,
-    "in_channels": 4,
-    "out_channels": 4,
-}
-TINY_SDXL_UNET_CONFIG = {
-    "model_channels": 32,
-    "channel_mult": [1, 2],
-    "num_res_blocks": [1, 1],
-    "transformer_depth": [0, 1],
-    "transformer_depth_output": [0, 0, 1, 1],
-    "transformer_depth_middle": 1,
-    "context_dim": 64,
-    "num_head_channels": 8,
-    "adm_in_channels": 32 + 1536,
-    "use_linear_in_transformer": True,
-    "in_channels": 4,
-    "out_channels": 4,
-}
-SD15_UNET_CONFIG = {  # ComfyUI's unet_config for SD1.5
-    "model_channels": 320,
-    "channel_mult": [1, 2, 4, 4],
-    "num_res_blocks": [2, 2, 2, 2],
-    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
-    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-    "transformer_depth_middle": 1,
-    "context_dim": 768,
-    "num_heads": 8,
-    "num_head_channels": -1,
-    "adm_in_channels": None,
-    "use_linear_in_transformer": False,
-    "in_channels": 4,
-    "out_channels": 4,
-}
-TINY_SD15_UNET_CONFIG = {
-    **{k: v for k, v in TINY_SDXL_UNET_CONFIG.items() if k != "adm_in_channels"},
-    "transformer_depth": [1, 0],
-    "transformer_depth_output": [1, 1, 0, 0],
-    "num_heads": 2,
-    "num_head_channels": -1,
-    "adm_in_channels": None,
-    "use_linear_in_transformer": False,
-}
 # One line per family (its name as training/families declares it).
 FAMILIES = {
-    "sdxl": BenchFamily(SDXL_UNET_CONFIG, TINY_SDXL_UNET_CONFIG, 128, 8, 2048, 1280, 64, 32),
-    "sd15": BenchFamily(SD15_UNET_CONFIG, TINY_SD15_UNET_CONFIG, 64, 8, 768, 0, 64, 0),
+    "sdxl": BenchFamily(SDXL_LDM_UNET, TINY_UNET_CONFIG, 128, 8, 2048, 1280, 64, 32),
+    "sd15": BenchFamily(SD15_LDM_UNET, TINY_SD15_UNET_CONFIG, 64, 8, 768, 0, 32, 0),
 }
 
 
 def import_training():
-    sys.path.insert(0, str(ROOT / "scripts" / "devkit"))
     from pack_import import import_pack
 
     import_pack()

@@ -5,31 +5,7 @@ LoRA key map of the real-size SD1.5 (every module found); SD1.5's text condition
 
 import pytest
 import torch
-
-LDM = "model.diffusion_model."
-# SD1.5's LDM UNet as ComfyUI's UNetModel builds it (sizes from the released v1-5 checkpoint; ComfyUI lists the
-# output transformer depths from the shallowest level up).
-SD15_LDM_UNET = {
-    "use_checkpoint": False,
-    "image_size": 32,
-    "in_channels": 4,
-    "out_channels": 4,
-    "model_channels": 320,
-    "num_res_blocks": 2,
-    "channel_mult": [1, 2, 4, 4],
-    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
-    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-    "transformer_depth_middle": 1,
-    "context_dim": 768,
-    "num_heads": 8,
-    "num_head_channels": -1,
-    "use_spatial_transformer": True,
-    "use_linear_in_transformer": False,
-    "legacy": False,
-    "adm_in_channels": None,
-    "use_temporal_attention": False,
-    "use_temporal_resblock": False,
-}
+from tiny_models.full_size import LDM, SD15_LDM_UNET
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,10 @@ def test_8bit_adamw_is_offered_only_where_bitsandbytes_is_installed():
 
 def test_a_missing_package_is_said_with_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as where it is not installed
-    with pytest.raises(RuntimeError, match=r"adamw8bit needs the bitsandbytes package.*pip install bitsandbytes"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"adamw8bit needs the bitsandbytes package.*add it to the Python environment ComfyUI runs in, or choose adamw",
+    ):
         build_optimizer([torch.nn.Parameter(torch.zeros(2))], TrainSettings(optimizer="adamw8bit"))
     with pytest.raises(ValueError, match=r"optimizer must be one of \('adamw', 'prodigy'"):
         TrainSettings(optimizer="lion").validate()

@@ -87,6 +87,6 @@ def build_optimizer(params: list, settings) -> torch.optim.Optimizer:
     except ImportError as e:
         package = chosen.package or "pytorch-optimizer"
         raise RuntimeError(
-            f"optimizer {chosen.name} needs the {package} package ({e}): install it into ComfyUI's Python "
-            f"(pip install {package}) or choose adamw"
+            f"optimizer {chosen.name} needs the {package} package ({e}): add it to the Python environment ComfyUI "
+            "runs in, or choose adamw"
         ) from e
